@@ -1,0 +1,17 @@
+//! Alumet's core: the data model, the plugin contract and the measurement
+//! pipeline. It knows nothing about hardware or output formats; plugins do.
+//!
+//! - [`measurement`]: points, resources, consumers, values, attributes.
+//! - [`metrics`]: metric definitions, units, the registry.
+//! - [`plugin`]: the lifecycle every plugin follows.
+//! - [`pipeline`]: sources → transforms → outputs, its control handle and counters.
+//! - [`config`]: TOML tables and human durations for plugin configs.
+//! - [`testing`]: run one element in a real pipeline and look at what comes out.
+
+pub mod config;
+pub mod exec;
+pub mod measurement;
+pub mod metrics;
+pub mod pipeline;
+pub mod plugin;
+pub mod testing;

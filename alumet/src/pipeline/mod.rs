@@ -1,0 +1,239 @@
+//! The concurrent three-stage pipeline: sources → transforms → outputs.
+//!
+//! Threads and queues, in order of the data:
+//!
+//! - **pollers** (`poller.rs`): OS threads that own the managed sources and
+//!   poll them on absolute deadlines (no drift; late ticks are counted as
+//!   missed, never silently skipped). Sources that may block for long (NVML)
+//!   get a poller of their own; all others share one, so 10 sources at 1 kHz
+//!   cost 1 000 wake-ups per second, not 10 000. Each source accumulates its
+//!   points and hands a buffer on at its flush interval.
+//! - **autonomous sources**: tasks on the pipeline's tokio runtime that push
+//!   buffers whenever they like.
+//! - **transform stage** (`stage.rs`): one tokio task that receives every
+//!   buffer from a bounded queue, applies the transforms in order, and hands
+//!   the buffer (shared, in an `Arc`) to every output's bounded queue.
+//! - **outputs** (`output.rs`): one OS thread each, so a slow or blocking
+//!   output (file, HTTP) never holds a tokio worker, a source or another
+//!   output. A retryable error re-delivers the same batch with backoff.
+//!
+//! A full queue drops the buffer **and counts it** ([`stats`]); the drop is
+//! logged (rate-limited) and reported as the `alumet_dropped_points` metric.
+//! Shutdown never drops: pollers do a last poll and block until their buffers
+//! are queued, the stage drains, outputs write everything and close.
+
+pub mod builder;
+pub mod control;
+mod output;
+mod poller;
+mod stage;
+pub mod stats;
+
+use std::time::Duration;
+
+use crate::measurement::{MeasurementBuffer, Timestamp};
+use crate::metrics::MetricRegistry;
+use crate::plugin::BoxError;
+
+pub use builder::{PipelineBuilder, PluginStartContext, RunningPipeline};
+pub use control::{PipelineHandle, SourceSelector};
+pub use stats::{OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot};
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// This poll failed but the next one may work (a file briefly missing):
+    /// logged, the source keeps running.
+    #[error("{0}")]
+    Transient(BoxError),
+    /// The source cannot go on; it is stopped, the rest of the pipeline runs.
+    #[error("{0}")]
+    Fatal(BoxError),
+}
+
+impl PollError {
+    /// A transient error.
+    pub fn transient(e: impl Into<BoxError>) -> Self {
+        PollError::Transient(e.into())
+    }
+    /// A fatal error.
+    pub fn fatal(e: impl Into<BoxError>) -> Self {
+        PollError::Fatal(e.into())
+    }
+}
+
+/// Why a transform failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    /// This buffer could not be transformed; it goes on unchanged.
+    #[error("{0}")]
+    Transient(BoxError),
+    /// The transform is disabled; buffers pass through it unchanged.
+    #[error("{0}")]
+    Fatal(BoxError),
+}
+
+/// Why an output failed to write.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Try the same batch again after a backoff (a server briefly down).
+    /// `after` overrides the backoff (e.g. from a Retry-After header).
+    #[error("{error}")]
+    Retry {
+        /// The cause.
+        error: BoxError,
+        /// Wait at least this long before retrying.
+        after: Option<Duration>,
+    },
+    /// The output cannot go on; it is stopped, the others go on.
+    #[error("{0}")]
+    Fatal(BoxError),
+}
+
+impl WriteError {
+    /// A retryable error with the default backoff.
+    pub fn retry(e: impl Into<BoxError>) -> Self {
+        WriteError::Retry {
+            error: e.into(),
+            after: None,
+        }
+    }
+    /// A fatal error.
+    pub fn fatal(e: impl Into<BoxError>) -> Self {
+        WriteError::Fatal(e.into())
+    }
+}
+
+/// A source polled by the pipeline on a timer.
+pub trait Source: Send {
+    /// Measures once and appends the points to `into`. `timestamp` is the
+    /// time of this poll; use it for every point so that they line up.
+    fn poll(&mut self, into: &mut MeasurementBuffer, timestamp: Timestamp)
+        -> Result<(), PollError>;
+}
+
+/// What the transforms and outputs can read about the pipeline.
+#[derive(Debug)]
+pub struct ElementContext<'a> {
+    /// Every registered metric (frozen before the pipeline started).
+    pub metrics: &'a MetricRegistry,
+}
+
+/// A transform: edits, adds or removes points of every buffer, in order.
+pub trait Transform: Send {
+    /// Transforms one buffer in place.
+    fn apply(
+        &mut self,
+        buffer: &mut MeasurementBuffer,
+        ctx: &ElementContext,
+    ) -> Result<(), TransformError>;
+
+    /// Called once at shutdown after the last buffer, so that a transform
+    /// holding points back (to align intervals) can emit them.
+    fn finish(
+        &mut self,
+        _buffer: &mut MeasurementBuffer,
+        _ctx: &ElementContext,
+    ) -> Result<(), TransformError> {
+        Ok(())
+    }
+}
+
+/// An output: writes buffers somewhere. Runs on its own thread, may block.
+pub trait Output: Send {
+    /// Writes (or queues) one buffer.
+    fn write(&mut self, buffer: &MeasurementBuffer, ctx: &ElementContext)
+        -> Result<(), WriteError>;
+
+    /// Makes what was written durable/visible. Called at the output's flush
+    /// interval when there was something to flush, and before `close`.
+    fn flush(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        Ok(())
+    }
+
+    /// Called once after the last flush at shutdown.
+    fn close(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        Ok(())
+    }
+}
+
+/// When a managed source is polled and flushed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceTrigger {
+    /// Time between two polls.
+    pub poll_interval: Duration,
+    /// Time between two hand-overs of the accumulated points (≥ poll_interval
+    /// in practice; larger batches cost less per point).
+    pub flush_interval: Duration,
+    /// Whether the source gets its own thread: set it when a poll can take
+    /// long (milliseconds) so that it cannot delay other sources.
+    pub dedicated_thread: bool,
+}
+
+impl SourceTrigger {
+    /// Polled every `poll_interval`, flushed at every poll, on the shared thread.
+    pub fn every(poll_interval: Duration) -> Self {
+        Self {
+            poll_interval,
+            flush_interval: poll_interval,
+            dedicated_thread: false,
+        }
+    }
+
+    /// Sets the flush interval.
+    pub fn flush_every(mut self, flush_interval: Duration) -> Self {
+        self.flush_interval = flush_interval;
+        self
+    }
+
+    /// Gives the source its own poller thread.
+    pub fn on_dedicated_thread(mut self) -> Self {
+        self.dedicated_thread = true;
+        self
+    }
+}
+
+/// Options of an output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputOptions {
+    /// How often `flush` is called while data keeps coming (`None`: only at close).
+    pub flush_interval: Option<Duration>,
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        Self {
+            flush_interval: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Sizes and budgets of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Buffers waiting between sources and the transform stage.
+    pub source_queue_capacity: usize,
+    /// Buffers waiting in front of each output.
+    pub output_queue_capacity: usize,
+    /// How many times a batch is written before it is given up (1 = no retry).
+    pub max_write_attempts: u32,
+    /// First retry delay; doubles at each attempt.
+    pub retry_initial_delay: Duration,
+    /// Upper bound of the retry delay.
+    pub retry_max_delay: Duration,
+    /// A source's buffer is handed on early when it holds this many points.
+    pub max_points_per_buffer: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            source_queue_capacity: 1024,
+            output_queue_capacity: 1024,
+            max_write_attempts: 5,
+            retry_initial_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(10),
+            max_points_per_buffer: 100_000,
+        }
+    }
+}

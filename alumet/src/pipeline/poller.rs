@@ -1,0 +1,293 @@
+//! Poller threads: poll managed sources on absolute deadlines.
+//!
+//! Deadlines advance by whole intervals from the first one, so polling does
+//! not drift. A deadline that is already more than one interval in the past
+//! when it is reached is counted as missed and skipped over (the source is
+//! polled once, late, not several times in a burst).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::measurement::{MeasurementBuffer, Timestamp};
+
+use super::control::PollerCommand;
+use super::stats::{PipelineStats, SourceStats};
+use super::{PollError, Source, SourceTrigger};
+
+/// A managed source as the poller owns it.
+pub(crate) struct ManagedSource {
+    pub plugin: String,
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub trigger: SourceTrigger,
+    pub stats: Arc<SourceStats>,
+}
+
+struct Scheduled {
+    m: ManagedSource,
+    next_poll: Instant,
+    next_flush: Instant,
+    buffer: MeasurementBuffer,
+    paused: bool,
+    failed: bool,
+}
+
+pub(crate) struct Poller {
+    sources: Vec<Scheduled>,
+    commands: mpsc::Receiver<PollerCommand>,
+    queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
+    stats: Arc<PipelineStats>,
+    max_points_per_buffer: usize,
+}
+
+/// Logs at the 1st, 2nd, 4th, 8th... occurrence, so a failing source at 1 kHz
+/// cannot flood the log while the count stays visible.
+pub(crate) fn should_log(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+impl Poller {
+    pub(crate) fn new(
+        sources: Vec<ManagedSource>,
+        commands: mpsc::Receiver<PollerCommand>,
+        queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
+        stats: Arc<PipelineStats>,
+        max_points_per_buffer: usize,
+    ) -> Self {
+        let now = Instant::now();
+        let sources = sources
+            .into_iter()
+            .map(|m| Scheduled {
+                next_poll: now,
+                next_flush: now + m.trigger.flush_interval,
+                buffer: Vec::new(),
+                paused: false,
+                failed: false,
+                m,
+            })
+            .collect();
+        Self {
+            sources,
+            commands,
+            queue,
+            stats,
+            max_points_per_buffer,
+        }
+    }
+
+    /// Runs until shutdown; then polls every source a last time and queues
+    /// every buffer, waiting for room rather than dropping.
+    pub(crate) fn run(mut self) {
+        loop {
+            let next_deadline = self
+                .sources
+                .iter()
+                .filter(|s| !s.paused && !s.failed)
+                .map(|s| {
+                    if s.buffer.is_empty() {
+                        s.next_poll
+                    } else {
+                        s.next_poll.min(s.next_flush)
+                    }
+                })
+                .min();
+            let received = match next_deadline {
+                None => self
+                    .commands
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        self.commands.try_recv().map_err(|e| match e {
+                            mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                            mpsc::TryRecvError::Disconnected => {
+                                mpsc::RecvTimeoutError::Disconnected
+                            }
+                        })
+                    } else {
+                        self.commands.recv_timeout(wait)
+                    }
+                }
+            };
+            match received {
+                Ok(PollerCommand::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(command) => self.handle(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            self.poll_due();
+        }
+        self.last_poll_and_drain();
+    }
+
+    fn handle(&mut self, command: PollerCommand) {
+        let now = Instant::now();
+        match command {
+            PollerCommand::Pause(sel) => {
+                for s in self.matching(&sel) {
+                    s.paused = true;
+                }
+            }
+            PollerCommand::Resume(sel) => {
+                for s in self.matching(&sel) {
+                    if s.paused {
+                        s.paused = false;
+                        s.next_poll = now;
+                        s.next_flush = now + s.m.trigger.flush_interval;
+                    }
+                }
+            }
+            PollerCommand::SetInterval(sel, interval) => {
+                for s in self.matching(&sel) {
+                    let last_poll = s
+                        .next_poll
+                        .checked_sub(s.m.trigger.poll_interval)
+                        .unwrap_or(now);
+                    s.m.trigger.poll_interval = interval;
+                    s.next_poll = (last_poll + interval).max(now);
+                    if s.m.trigger.flush_interval < interval {
+                        s.m.trigger.flush_interval = interval;
+                    }
+                }
+            }
+            PollerCommand::TriggerNow(sel, ack) => {
+                let timestamp = Timestamp::now();
+                let indices: Vec<usize> = (0..self.sources.len())
+                    .filter(|&i| {
+                        let s = &self.sources[i];
+                        !s.failed && sel.matches(&s.m.plugin, &s.m.name)
+                    })
+                    .collect();
+                // A triggered poll is delivered at once, not at the next flush.
+                for &i in &indices {
+                    self.poll_one(i, timestamp);
+                }
+                for i in indices {
+                    if !self.sources[i].buffer.is_empty() {
+                        self.flush_one(i, false);
+                    }
+                }
+                let _ = ack.send(());
+            }
+            PollerCommand::Shutdown => {}
+        }
+    }
+
+    fn matching<'a>(
+        &'a mut self,
+        sel: &'a super::control::SourceSelector,
+    ) -> impl Iterator<Item = &'a mut Scheduled> + 'a {
+        self.sources
+            .iter_mut()
+            .filter(move |s| sel.matches(&s.m.plugin, &s.m.name))
+    }
+
+    fn poll_due(&mut self) {
+        let now = Instant::now();
+        // One timestamp for every source due at this tick, so that points of
+        // sources with the same interval line up exactly.
+        let timestamp = Timestamp::now();
+        for i in 0..self.sources.len() {
+            let s = &mut self.sources[i];
+            if s.paused || s.failed || s.next_poll > now {
+                continue;
+            }
+            let interval = s.m.trigger.poll_interval;
+            s.next_poll += interval;
+            if s.next_poll <= now {
+                let late = now.duration_since(s.next_poll);
+                let missed = (late.as_nanos() / interval.as_nanos().max(1)) as u32 + 1;
+                s.m.stats.missed_ticks.fetch_add(u64::from(missed), Relaxed);
+                s.next_poll += interval * missed;
+            }
+            self.poll_one(i, timestamp);
+        }
+        for i in 0..self.sources.len() {
+            let s = &mut self.sources[i];
+            let due = now >= s.next_flush || s.buffer.len() >= self.max_points_per_buffer;
+            if !s.buffer.is_empty() && due {
+                let flush = s.m.trigger.flush_interval;
+                while s.next_flush <= now {
+                    s.next_flush += flush;
+                }
+                self.flush_one(i, false);
+            }
+        }
+    }
+
+    fn poll_one(&mut self, i: usize, timestamp: Timestamp) {
+        let s = &mut self.sources[i];
+        let before = s.buffer.len();
+        let result = s.m.source.poll(&mut s.buffer, timestamp);
+        s.m.stats.polls.fetch_add(1, Relaxed);
+        s.m.stats
+            .points
+            .fetch_add((s.buffer.len().saturating_sub(before)) as u64, Relaxed);
+        match result {
+            Ok(()) => {}
+            Err(PollError::Transient(e)) => {
+                let n = s.m.stats.errors.fetch_add(1, Relaxed) + 1;
+                if should_log(n) {
+                    log::warn!(
+                        "source {}: poll failed ({n} failures so far): {e}",
+                        s.m.name
+                    );
+                }
+            }
+            Err(PollError::Fatal(e)) => {
+                s.m.stats.errors.fetch_add(1, Relaxed);
+                log::error!("source {} stopped: {e}", s.m.name);
+                s.failed = true;
+                if !s.buffer.is_empty() {
+                    self.flush_one(i, false);
+                }
+            }
+        }
+    }
+
+    fn flush_one(&mut self, i: usize, blocking: bool) {
+        let s = &mut self.sources[i];
+        let capacity = s.buffer.len();
+        let buffer = std::mem::replace(&mut s.buffer, Vec::with_capacity(capacity));
+        let n = buffer.len() as u64;
+        let result = if blocking {
+            self.queue.blocking_send(buffer).map_err(|_| ())
+        } else {
+            self.queue.try_send(buffer).map_err(|_| ())
+        };
+        if result.is_err() {
+            let dropped = s.m.stats.dropped_points.fetch_add(n, Relaxed) + n;
+            self.stats.count_drop(n);
+            if should_log(s.m.stats.dropped_points.load(Relaxed).div_ceil(n.max(1))) {
+                log::warn!(
+                    "source {}: the queue to the transforms is full; dropped {n} points ({dropped} so far)",
+                    s.m.name
+                );
+            }
+        }
+    }
+
+    fn last_poll_and_drain(mut self) {
+        let timestamp = Timestamp::now();
+        for i in 0..self.sources.len() {
+            if !self.sources[i].failed {
+                self.poll_one(i, timestamp);
+            }
+            if !self.sources[i].buffer.is_empty() {
+                self.flush_one(i, true);
+            }
+        }
+    }
+}
+
+/// Puts a high-precision timer on the current thread: the kernel's default
+/// timer slack (50 µs) is 5 % of a 1 ms interval.
+pub(crate) fn tighten_timer_slack(min_interval: Duration) {
+    if min_interval < Duration::from_millis(10) {
+        // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 5_000 as libc::c_ulong);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Plugin `csv` (work in progress).

@@ -1,0 +1,1 @@
+//! Plugin `energy-attribution` (work in progress).

@@ -1,0 +1,1 @@
+//! Plugin `influxdb` (work in progress).

@@ -1,0 +1,1 @@
+//! Plugin `nvidia` (work in progress).

@@ -1,0 +1,1 @@
+//! Plugin `procfs` (work in progress).

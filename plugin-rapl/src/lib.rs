@@ -1,0 +1,1 @@
+//! Plugin `rapl` (work in progress).
