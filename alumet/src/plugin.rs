@@ -101,6 +101,12 @@ pub trait PluginDefinition: Plugin + Sized + 'static {
     fn check_availability(_config: &Self::Config) -> Result<(), PluginError> {
         Ok(())
     }
+
+    /// One line of help per top-level config key, `(key, help)`, written as
+    /// comments by `config regen`.
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 /// A type-erased description of a built-in plugin.
@@ -122,6 +128,8 @@ pub struct PluginMetadata {
     pub check_config_in_document: fn(&str) -> Result<(), toml::de::Error>,
     /// Whether the plugin can run here with this configuration.
     pub check_availability: fn(ConfigTable) -> Result<(), PluginError>,
+    /// Help for each config key, `(key, help)`.
+    pub config_docs: fn() -> &'static [(&'static str, &'static str)],
 }
 
 impl fmt::Debug for PluginMetadata {
@@ -152,6 +160,7 @@ impl PluginMetadata {
                 let config: P::Config = deserialize_config(table)?;
                 P::check_availability(&config)
             },
+            config_docs: P::config_docs,
         }
     }
 }
