@@ -1,1 +1,235 @@
-//! Plugin `energy-attribution` (work in progress).
+//! Plugin `energy-attribution`: a transform that splits the energy measured by
+//! RAPL (and NVML, where present) into a static (idle) and a dynamic part, and
+//! attributes the dynamic part to processes in proportion to their activity
+//! over the same time span. The model is described in this crate's README.
+
+pub mod activity;
+pub mod domain;
+pub mod idle;
+pub mod transform;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alumet::config::ConfigError;
+use alumet::metrics::{Metric, MetricKind, MetricRegistry, Unit, ValueType};
+use alumet::pipeline::builder::PluginStartContext;
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use serde::{Deserialize, Serialize};
+
+pub use transform::{AttributionStats, AttributionTransform, OutputMetrics};
+
+/// Name of the output metric: energy attributed to a process.
+pub const ATTRIBUTED_ENERGY_METRIC: &str = "attributed_energy";
+/// Name of the output metric: idle power of a domain.
+pub const IDLE_POWER_METRIC: &str = "idle_power";
+/// Name of the output metric: energy that could not be attributed to any process.
+pub const UNATTRIBUTED_ENERGY_METRIC: &str = "unattributed_energy";
+
+/// Domain names accepted as keys of `idle_power_w`: the RAPL domains and `gpu`.
+pub const KNOWN_DOMAINS: [&str; 6] = ["package", "core", "uncore", "dram", "psys", "gpu"];
+
+/// Configuration of `[plugins.energy-attribution]`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Percentile (0–100) of the observed power taken as the idle power of a
+    /// domain whose idle power is not configured. Default 5.
+    pub idle_percentile: f64,
+    /// Sliding window over which the idle power is estimated. Default 10 min.
+    #[serde(with = "alumet::config::duration")]
+    pub idle_window: Duration,
+    /// How long an energy interval waits for the process activity that covers
+    /// it before it is attributed with what is known. Default 5 s.
+    #[serde(with = "alumet::config::duration")]
+    pub max_delay: Duration,
+    /// Also share the static (idle) energy among processes, by the same
+    /// shares as the dynamic energy. Default false: idle energy belongs to
+    /// nobody.
+    pub share_static: bool,
+    /// Idle power in watts per domain name (`package`, `core`, `uncore`,
+    /// `dram`, `psys`, `gpu`), applied to every resource of that domain (each
+    /// package). Domains not listed are estimated. Default: none listed.
+    pub idle_power_w: BTreeMap<String, f64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_percentile: 5.0,
+            idle_window: Duration::from_secs(600),
+            max_delay: Duration::from_secs(5),
+            share_static: false,
+            idle_power_w: BTreeMap::new(),
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
+    PluginError::Config(ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+impl Config {
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        if !(self.idle_percentile.is_finite() && (0.0..=100.0).contains(&self.idle_percentile)) {
+            return Err(invalid(
+                "idle_percentile",
+                format!("{} is not between 0 and 100", self.idle_percentile),
+            ));
+        }
+        if self.idle_window.is_zero() {
+            return Err(invalid(
+                "idle_window",
+                "must be longer than zero, e.g. \"10m\"",
+            ));
+        }
+        if self.max_delay.is_zero() {
+            return Err(invalid(
+                "max_delay",
+                "must be longer than zero, e.g. \"5s\"",
+            ));
+        }
+        for (domain, &watts) in &self.idle_power_w {
+            if !KNOWN_DOMAINS.contains(&domain.as_str()) {
+                return Err(invalid(
+                    &format!("idle_power_w.{domain}"),
+                    format!(
+                        "unknown domain; valid domains: {}",
+                        KNOWN_DOMAINS.join(", ")
+                    ),
+                ));
+            }
+            if !(watts.is_finite() && watts >= 0.0) {
+                return Err(invalid(
+                    &format!("idle_power_w.{domain}"),
+                    format!("{watts} is not a power in watts (≥ 0)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The definitions of the metrics this plugin produces, in registration order:
+/// `attributed_energy`, `idle_power`, `unattributed_energy`.
+pub fn output_metric_definitions() -> [Metric; 3] {
+    [
+        Metric::new(
+            ATTRIBUTED_ENERGY_METRIC,
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "Energy of a domain attributed to a process over the interval (part = dynamic or static).",
+        ),
+        Metric::new(
+            IDLE_POWER_METRIC,
+            Unit::Watt,
+            ValueType::F64,
+            MetricKind::Gauge,
+            "Idle (static) power of an energy domain, configured or estimated.",
+        ),
+        Metric::new(
+            UNATTRIBUTED_ENERGY_METRIC,
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "Energy of a domain that could not be attributed to any process (no process data, no activity).",
+        ),
+    ]
+}
+
+/// Registers the output metrics in a bare registry (tests, benchmarks).
+pub fn register_output_metrics(
+    registry: &mut MetricRegistry,
+) -> Result<OutputMetrics, alumet::metrics::MetricError> {
+    let [a, i, u] = output_metric_definitions();
+    Ok(OutputMetrics {
+        attributed_energy: registry.register(a)?,
+        idle_power: registry.register(i)?,
+        unattributed_energy: registry.register(u)?,
+    })
+}
+
+/// The `energy-attribution` plugin.
+#[derive(Debug)]
+pub struct EnergyAttributionPlugin {
+    config: Config,
+}
+
+impl PluginDefinition for EnergyAttributionPlugin {
+    const NAME: &'static str = "energy-attribution";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Splits RAPL/GPU energy into idle and dynamic parts and attributes the dynamic part to processes by CPU time / GPU utilisation.";
+    type Config = Config;
+
+    fn init(config: Config) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+}
+
+impl Plugin for EnergyAttributionPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        // The input metrics belong to plugins that may start after this one,
+        // so they are looked up by the transform once the pipeline runs.
+        let [a, i, u] = output_metric_definitions();
+        let outputs = OutputMetrics {
+            attributed_energy: ctx.create_metric(a)?,
+            idle_power: ctx.create_metric(i)?,
+            unattributed_energy: ctx.create_metric(u)?,
+        };
+        ctx.add_transform(
+            "attribution",
+            Box::new(AttributionTransform::new(self.config.clone(), outputs)),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_round_trips() {
+        let table = alumet::config::serialize_config(&Config::default()).unwrap();
+        let text = toml::to_string(&table).unwrap();
+        assert!(text.contains("max_delay = \"5s\""), "{text}");
+        let back: Config = alumet::config::deserialize_config(table).unwrap();
+        assert_eq!(back, Config::default());
+        assert!(EnergyAttributionPlugin::init(back).is_ok());
+    }
+
+    #[test]
+    fn idle_power_table_is_read_and_checked() {
+        let table: toml::Table = toml::from_str("idle_power_w = { package = 8.0 }").unwrap();
+        let c: Config = alumet::config::deserialize_config(table).unwrap();
+        assert_eq!(c.idle_power_w.get("package"), Some(&8.0));
+        assert!(c.validate().is_ok());
+
+        let table: toml::Table = toml::from_str("idle_power_w = { pakage = 8.0 }").unwrap();
+        let c: Config = alumet::config::deserialize_config(table).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("valid domains: package"), "{err}");
+
+        let table: toml::Table = toml::from_str("idle_power_w = { dram = -1.0 }").unwrap();
+        let c: Config = alumet::config::deserialize_config(table).unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bad_percentile_and_unknown_keys_are_rejected() {
+        let c = Config {
+            idle_percentile: 120.0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let table: toml::Table = toml::from_str("max_dalay = \"1s\"").unwrap();
+        assert!(alumet::config::deserialize_config::<Config>(table).is_err());
+    }
+}

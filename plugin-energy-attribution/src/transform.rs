@@ -1,0 +1,567 @@
+//! The attribution transform: reads energy and process activity points as
+//! they pass, holds each energy interval back until the activity covering it
+//! has arrived, then appends `idle_power`, `attributed_energy` and
+//! `unattributed_energy` points. Input points pass through untouched.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use alumet::measurement::{
+    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
+    ResourceConsumer, Timestamp,
+};
+use alumet::metrics::{MetricId, MetricRegistry, Unit};
+use alumet::pipeline::{ElementContext, Transform, TransformError};
+
+use crate::activity::{ActivityStore, Coverage, SampleKind};
+use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
+use crate::idle::{IdlePower, IdlePowerEstimator};
+use crate::Config;
+
+/// Input metric: RAPL energy per domain.
+pub const RAPL_ENERGY_METRIC: &str = "rapl_consumed_energy";
+/// Input metric: GPU energy.
+pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
+/// Input metric: process CPU time per mode.
+pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
+/// Input metric: process SM utilisation per GPU.
+pub const GPU_PROCESS_UTILISATION_METRIC: &str = "gpu_process_sm_utilization";
+
+/// The ids of the metrics this transform produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputMetrics {
+    /// `attributed_energy`.
+    pub attributed_energy: MetricId,
+    /// `idle_power`.
+    pub idle_power: MetricId,
+    /// `unattributed_energy`.
+    pub unattributed_energy: MetricId,
+}
+
+/// Counters of what the transform did, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributionStats {
+    /// Energy intervals whose energy was shared among processes.
+    pub intervals_attributed: u64,
+    /// Of those, the ones that activity data covered only in part (the
+    /// shares then come from the covered part).
+    pub intervals_partially_covered: u64,
+    /// Intervals with energy to share but no process activity over them.
+    pub intervals_unattributed: u64,
+    /// Intervals with nothing to share (no dynamic energy).
+    pub intervals_without_dynamic_energy: u64,
+    /// Energy points dropped because they arrived after the interval they
+    /// belong to had been attributed (or twice).
+    pub energy_points_too_late: u64,
+    /// Energy values that were NaN, infinite or negative (interval skipped).
+    pub invalid_energy_values: u64,
+    /// Activity values that were NaN, infinite or negative (ignored).
+    pub invalid_activity_values: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EnergyInput {
+    id: MetricId,
+    scale: f64,
+    gpu: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inputs {
+    energy: Vec<EnergyInput>,
+    cpu_time: Option<(MetricId, f64)>,
+    gpu_utilisation: Option<MetricId>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The registry has not been read yet (first `apply`).
+    Unresolved,
+    /// None of the inputs exist: buffers pass through.
+    PassThrough,
+    /// Attributing.
+    Active(Inputs),
+}
+
+/// Activity stores and the weights of the last interval asked for.
+struct Activity {
+    cpu: ActivityStore,
+    /// One store per GPU, with its resource.
+    gpus: Vec<(Resource, ActivityStore)>,
+    /// The weights of `(kind, start, end)`: RAPL domains polled together
+    /// share their intervals, so one computation serves them all.
+    cache: Option<(ActivityKind, Timestamp, Timestamp, Coverage)>,
+    weights: Vec<(u32, f64)>,
+}
+
+impl Activity {
+    fn store(&mut self, kind: ActivityKind) -> Option<&mut ActivityStore> {
+        match kind {
+            ActivityKind::Cpu => Some(&mut self.cpu),
+            ActivityKind::Gpu(i) => self.gpus.get_mut(i).map(|(_, s)| s),
+        }
+    }
+
+    fn gpu_index(&mut self, resource: &Resource) -> usize {
+        if let Some(i) = self.gpus.iter().position(|(r, _)| r == resource) {
+            return i;
+        }
+        self.gpus
+            .push((resource.clone(), ActivityStore::new(SampleKind::Level)));
+        self.gpus.len() - 1
+    }
+
+    fn watermark(&self, kind: ActivityKind) -> Option<Timestamp> {
+        match kind {
+            ActivityKind::Cpu => self.cpu.watermark(),
+            ActivityKind::Gpu(i) => self.gpus.get(i).and_then(|(_, s)| s.watermark()),
+        }
+    }
+
+    fn weights_of(&mut self, kind: ActivityKind, start: Timestamp, end: Timestamp) -> Coverage {
+        if let Some((k, s, e, c)) = self.cache {
+            if k == kind && s == start && e == end {
+                return c;
+            }
+        }
+        let mut weights = std::mem::take(&mut self.weights);
+        let coverage = match self.store(kind) {
+            Some(store) => store.weights(start, end, &mut weights),
+            None => {
+                weights.clear();
+                Coverage::default()
+            }
+        };
+        self.weights = weights;
+        self.cache = Some((kind, start, end, coverage));
+        coverage
+    }
+}
+
+/// Logs the 1st, 2nd, 4th, 8th... occurrence of something that may repeat at every poll.
+fn should_log(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+/// The transform. Create it with [`AttributionTransform::new`]; the plugin adds it
+/// to the pipeline, tests can drive it through [`Transform`] directly.
+pub struct AttributionTransform {
+    config: Config,
+    max_delay_ns: u64,
+    outputs: OutputMetrics,
+    state: State,
+    domains: Vec<Domain>,
+    activity: Activity,
+    /// Process name by pid, and the last poll that reported the pid.
+    exe_by_pid: HashMap<u32, (AttributeValue, Timestamp)>,
+    /// Latest timestamp of any input point: the transform's notion of "now",
+    /// taken from the data so that results do not depend on processing speed.
+    now: Option<Timestamp>,
+    stats: AttributionStats,
+}
+
+impl AttributionTransform {
+    /// A transform with this configuration, emitting the given metrics.
+    pub fn new(config: Config, outputs: OutputMetrics) -> Self {
+        let max_delay_ns = u64::try_from(config.max_delay.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            config,
+            max_delay_ns,
+            outputs,
+            state: State::Unresolved,
+            domains: Vec::new(),
+            activity: Activity {
+                cpu: ActivityStore::new(SampleKind::Amount),
+                gpus: Vec::new(),
+                cache: None,
+                weights: Vec::new(),
+            },
+            exe_by_pid: HashMap::new(),
+            now: None,
+            stats: AttributionStats::default(),
+        }
+    }
+
+    /// What the transform did so far.
+    pub fn stats(&self) -> &AttributionStats {
+        &self.stats
+    }
+
+    /// Whether the transform found any of its inputs (false before the first buffer).
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, State::Active(_))
+    }
+
+    fn resolve_inputs(metrics: &MetricRegistry) -> State {
+        let lookup = |name: &str, unit: Unit| -> Option<(MetricId, f64)> {
+            let id = metrics.by_name(name)?;
+            let metric = metrics.get(id)?;
+            if metric.unit.base != unit {
+                log::warn!(
+                    "energy-attribution: metric {name} has unit {} instead of {}; it is not used",
+                    metric.unit,
+                    unit.symbol()
+                );
+                return None;
+            }
+            Some((id, metric.unit.prefix.factor()))
+        };
+        let mut inputs = Inputs::default();
+        for (name, gpu) in [(RAPL_ENERGY_METRIC, false), (GPU_ENERGY_METRIC, true)] {
+            if let Some((id, scale)) = lookup(name, Unit::Joule) {
+                inputs.energy.push(EnergyInput { id, scale, gpu });
+            }
+        }
+        inputs.cpu_time = lookup(PROCESS_CPU_TIME_METRIC, Unit::Second);
+        inputs.gpu_utilisation = metrics.by_name(GPU_PROCESS_UTILISATION_METRIC);
+        if inputs.energy.is_empty() && inputs.cpu_time.is_none() {
+            log::info!(
+                "energy-attribution: none of {RAPL_ENERGY_METRIC}, {GPU_ENERGY_METRIC}, {PROCESS_CPU_TIME_METRIC} is measured; nothing to attribute"
+            );
+            return State::PassThrough;
+        }
+        if inputs.cpu_time.is_none() {
+            log::warn!("energy-attribution: {PROCESS_CPU_TIME_METRIC} is not measured (enable the procfs plugin); CPU energy is reported as unattributed");
+        }
+        State::Active(inputs)
+    }
+
+    fn ingest(&mut self, buffer: &MeasurementBuffer, inputs: &Inputs) {
+        for p in buffer {
+            if let Some((id, scale)) = inputs.cpu_time {
+                if p.metric == id {
+                    self.ingest_cpu_time(p, scale);
+                    continue;
+                }
+            }
+            if inputs.gpu_utilisation == Some(p.metric) {
+                self.ingest_gpu_utilisation(p);
+                continue;
+            }
+            if let Some((index, input)) = inputs
+                .energy
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.id == p.metric)
+            {
+                self.ingest_energy(p, index, *input);
+            }
+        }
+    }
+
+    fn advance_now(&mut self, t: Timestamp) {
+        self.now = Some(self.now.map_or(t, |n| n.max(t)));
+    }
+
+    fn ingest_cpu_time(&mut self, p: &MeasurementPoint, scale: f64) {
+        self.advance_now(p.timestamp);
+        self.activity.cache = None;
+        let ResourceConsumer::Process { pid } = p.consumer else {
+            self.activity.cpu.mark_poll(p.timestamp);
+            return;
+        };
+        let value = p.value.as_f64() * scale;
+        if !self.activity.cpu.add(p.timestamp, pid, value) && value != 0.0 {
+            self.stats.invalid_activity_values += 1;
+            if should_log(self.stats.invalid_activity_values) {
+                log::warn!("energy-attribution: ignored an invalid CPU time {value} s of pid {pid} ({} so far)", self.stats.invalid_activity_values);
+            }
+        }
+        self.remember_exe(pid, p);
+    }
+
+    fn ingest_gpu_utilisation(&mut self, p: &MeasurementPoint) {
+        self.advance_now(p.timestamp);
+        self.activity.cache = None;
+        let index = self.activity.gpu_index(&p.resource);
+        let store = &mut self.activity.gpus[index].1;
+        let ResourceConsumer::Process { pid } = p.consumer else {
+            store.mark_poll(p.timestamp);
+            return;
+        };
+        let value = p.value.as_f64();
+        if !store.add(p.timestamp, pid, value) && value != 0.0 {
+            self.stats.invalid_activity_values += 1;
+        }
+        self.remember_exe(pid, p);
+    }
+
+    fn remember_exe(&mut self, pid: u32, p: &MeasurementPoint) {
+        let Some(exe) = p.attr("exe") else {
+            if let Some(entry) = self.exe_by_pid.get_mut(&pid) {
+                entry.1 = entry.1.max(p.timestamp);
+            }
+            return;
+        };
+        match self.exe_by_pid.get_mut(&pid) {
+            Some(entry) => {
+                if entry.0 != *exe {
+                    entry.0 = exe.clone();
+                }
+                entry.1 = entry.1.max(p.timestamp);
+            }
+            None => {
+                self.exe_by_pid.insert(pid, (exe.clone(), p.timestamp));
+            }
+        }
+    }
+
+    fn ingest_energy(&mut self, p: &MeasurementPoint, input_index: usize, input: EnergyInput) {
+        self.advance_now(p.timestamp);
+        let name: Cow<'static, str> = if input.gpu {
+            Cow::Borrowed("gpu")
+        } else {
+            match p.attr("domain") {
+                Some(AttributeValue::Str(s)) => s.clone(),
+                Some(other) => Cow::Owned(other.to_string()),
+                None => Cow::Owned(p.resource.kind().to_owned()),
+            }
+        };
+        let index = match self
+            .domains
+            .iter()
+            .position(|d| d.matches(input_index, &p.resource, &name))
+        {
+            Some(i) => i,
+            None => {
+                let activity = if input.gpu {
+                    ActivityKind::Gpu(self.activity.gpu_index(&p.resource))
+                } else {
+                    ActivityKind::Cpu
+                };
+                let idle = match self.config.idle_power_w.get(name.as_ref()) {
+                    Some(&w) => IdlePower::Configured(w),
+                    None => IdlePower::Estimated(IdlePowerEstimator::new(
+                        u64::try_from(self.config.idle_window.as_nanos()).unwrap_or(u64::MAX),
+                        self.config.idle_percentile,
+                    )),
+                };
+                self.domains.push(Domain::new(
+                    p.resource.clone(),
+                    AttributeValue::Str(name),
+                    input_index,
+                    activity,
+                    idle,
+                ));
+                self.domains.len() - 1
+            }
+        };
+        let energy_j = p.value.as_f64() * input.scale;
+        if self.domains[index].insert(p.timestamp, energy_j) == Inserted::TooLate {
+            self.stats.energy_points_too_late += 1;
+            if should_log(self.stats.energy_points_too_late) {
+                log::warn!(
+                    "energy-attribution: dropped an energy point of {} {} that arrived after its interval was attributed ({} so far); raise max_delay if sources flush rarely",
+                    self.domains[index].resource,
+                    self.domains[index].name,
+                    self.stats.energy_points_too_late
+                );
+            }
+        }
+    }
+
+    /// Attributes every interval that is covered by activity data, expired,
+    /// or (when `force`) anything pending, appending the results to `out`.
+    fn attribute(&mut self, inputs: &Inputs, force: bool, out: &mut MeasurementBuffer) {
+        let now = self.now.map_or(0, |t| t.unix_nanos());
+        for di in 0..self.domains.len() {
+            let kind = self.domains[di].activity;
+            let has_activity_input = match kind {
+                ActivityKind::Cpu => inputs.cpu_time.is_some(),
+                ActivityKind::Gpu(_) => inputs.gpu_utilisation.is_some(),
+            };
+            while let Some(interval) = self.domains[di].front() {
+                let covered = self
+                    .activity
+                    .watermark(kind)
+                    .is_some_and(|w| w >= interval.end);
+                let expired = interval.end.unix_nanos().saturating_add(self.max_delay_ns) <= now;
+                if !(covered || expired || force || !has_activity_input) {
+                    break;
+                }
+                self.attribute_interval(di, interval, out);
+                self.domains[di].pop_front();
+            }
+        }
+    }
+
+    fn attribute_interval(
+        &mut self,
+        di: usize,
+        interval: EnergyInterval,
+        out: &mut MeasurementBuffer,
+    ) {
+        let EnergyInterval {
+            start,
+            end,
+            energy_j,
+        } = interval;
+        let domain = &mut self.domains[di];
+        let duration_ns = end.unix_nanos() - start.unix_nanos();
+        let duration_s = duration_ns as f64 / 1e9;
+        if !(energy_j.is_finite() && energy_j >= 0.0) {
+            self.stats.invalid_energy_values += 1;
+            if should_log(self.stats.invalid_energy_values) {
+                log::warn!(
+                    "energy-attribution: skipped an invalid energy value {energy_j} J of {} {} ({} so far)",
+                    domain.resource,
+                    domain.name,
+                    self.stats.invalid_energy_values
+                );
+            }
+            return;
+        }
+        let idle_power_w = domain.idle.observe(end, energy_j / duration_s);
+        out.push(MeasurementPoint {
+            timestamp: end,
+            metric: self.outputs.idle_power,
+            resource: domain.resource.clone(),
+            consumer: ResourceConsumer::LocalMachine,
+            value: MeasurementValue::F64(idle_power_w),
+            attributes: vec![
+                (Cow::Borrowed("domain"), domain.name.clone()),
+                (
+                    Cow::Borrowed("estimated"),
+                    AttributeValue::Bool(domain.idle.is_estimated()),
+                ),
+            ],
+        });
+        let static_j = energy_j.min(idle_power_w * duration_s).max(0.0);
+        let dynamic_j = (energy_j - static_j).max(0.0);
+        let shared_static_j = if self.config.share_static {
+            static_j
+        } else {
+            0.0
+        };
+        if dynamic_j <= 0.0 && shared_static_j <= 0.0 {
+            self.stats.intervals_without_dynamic_energy += 1;
+            return;
+        }
+        let parts = [("dynamic", dynamic_j), ("static", shared_static_j)];
+        let coverage = self.activity.weights_of(domain.activity, start, end);
+        if !(coverage.total_weight.is_finite() && coverage.total_weight > 0.0) {
+            let reason = if coverage.covered_ns == 0 {
+                "no_process_data"
+            } else {
+                "no_activity"
+            };
+            for (part, energy) in parts {
+                if energy > 0.0 {
+                    out.push(MeasurementPoint {
+                        timestamp: end,
+                        metric: self.outputs.unattributed_energy,
+                        resource: domain.resource.clone(),
+                        consumer: ResourceConsumer::LocalMachine,
+                        value: MeasurementValue::F64(energy),
+                        attributes: vec![
+                            (Cow::Borrowed("domain"), domain.name.clone()),
+                            (Cow::Borrowed("part"), AttributeValue::from(part)),
+                            (Cow::Borrowed("reason"), AttributeValue::from(reason)),
+                        ],
+                    });
+                }
+            }
+            self.stats.intervals_unattributed += 1;
+            if reason == "no_process_data" && should_log(self.stats.intervals_unattributed) {
+                log::warn!(
+                    "energy-attribution: no process data covers {} {} over an interval ending at {:.3} s; its {dynamic_j:.3} J dynamic energy is unattributed ({} intervals so far)",
+                    domain.resource,
+                    domain.name,
+                    end.unix_seconds_f64(),
+                    self.stats.intervals_unattributed
+                );
+            }
+            return;
+        }
+        self.stats.intervals_attributed += 1;
+        if coverage.covered_ns < duration_ns {
+            self.stats.intervals_partially_covered += 1;
+        }
+        let total = coverage.total_weight;
+        for &(pid, weight) in &self.activity.weights {
+            let share = weight / total;
+            for (part, energy) in parts {
+                if energy <= 0.0 {
+                    continue;
+                }
+                let mut attributes = Vec::with_capacity(3);
+                attributes.push((Cow::Borrowed("domain"), domain.name.clone()));
+                attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
+                if let Some((exe, _)) = self.exe_by_pid.get(&pid) {
+                    attributes.push((Cow::Borrowed("exe"), exe.clone()));
+                }
+                out.push(MeasurementPoint {
+                    timestamp: end,
+                    metric: self.outputs.attributed_energy,
+                    resource: domain.resource.clone(),
+                    consumer: ResourceConsumer::Process { pid },
+                    value: MeasurementValue::F64(energy * share),
+                    attributes,
+                });
+            }
+        }
+    }
+
+    /// Forgets activity that no pending or future interval can overlap.
+    fn prune(&mut self) {
+        let Some(now) = self.now else { return };
+        let now = now.unix_nanos();
+        let mut cutoff = now.saturating_sub(self.max_delay_ns);
+        for d in &self.domains {
+            if let Some(from) = d.needs_from() {
+                let live =
+                    d.has_pending() || from.unix_nanos().saturating_add(self.max_delay_ns) >= now;
+                if live {
+                    cutoff = cutoff.min(from.unix_nanos());
+                }
+            }
+        }
+        let cutoff = Timestamp::from_unix_nanos(cutoff);
+        let before = self.activity.cpu.poll_count();
+        self.activity.cpu.prune_before(cutoff);
+        let mut pruned = before != self.activity.cpu.poll_count();
+        for (_, store) in &mut self.activity.gpus {
+            let before = store.poll_count();
+            store.prune_before(cutoff);
+            pruned |= before != store.poll_count();
+        }
+        if pruned {
+            self.activity.cache = None;
+            self.exe_by_pid.retain(|_, (_, seen)| *seen >= cutoff);
+        }
+    }
+}
+
+impl Transform for AttributionTransform {
+    fn apply(
+        &mut self,
+        buffer: &mut MeasurementBuffer,
+        ctx: &ElementContext,
+    ) -> Result<(), TransformError> {
+        if matches!(self.state, State::Unresolved) {
+            self.state = Self::resolve_inputs(ctx.metrics);
+        }
+        // Taken out for the call so that `self` can be borrowed mutably beside it.
+        let state = std::mem::replace(&mut self.state, State::PassThrough);
+        if let State::Active(inputs) = &state {
+            self.ingest(buffer, inputs);
+            self.attribute(inputs, false, buffer);
+            self.prune();
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        buffer: &mut MeasurementBuffer,
+        _ctx: &ElementContext,
+    ) -> Result<(), TransformError> {
+        let state = std::mem::replace(&mut self.state, State::PassThrough);
+        if let State::Active(inputs) = &state {
+            self.attribute(inputs, true, buffer);
+        }
+        self.state = state;
+        Ok(())
+    }
+}
