@@ -1,1 +1,340 @@
-//! Plugin `nvidia` (work in progress).
+//! Plugin `nvidia`: energy, power and activity of NVIDIA GPUs through NVML.
+//!
+//! One source per GPU, on its own poller thread (NVML calls serialise on a
+//! driver-wide lock and the process lists take milliseconds). The driver is
+//! reached only through the [`nvml::GpuBackend`] trait: [`nvml::NvmlBackend`]
+//! in the agent, [`testing::FakeBackend`] in tests.
+//!
+//! - [`nvml`]: the boundary to the driver (trait, real implementation, errors).
+//! - [`source`]: probing devices and polling them.
+//! - [`energy`]: joules from the energy counter, or from power (trapezoid).
+//! - [`metrics`]: the metrics reported.
+//! - [`testing`]: the scripted test double.
+
+pub mod energy;
+pub mod metrics;
+pub mod nvml;
+pub mod source;
+pub mod testing;
+
+use std::time::Duration;
+
+use alumet::config::ConfigError;
+use alumet::pipeline::{PluginStartContext, SourceTrigger};
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::GpuMetrics;
+use crate::nvml::{normalize_bus_id, GpuBackend, NvmlBackend, OpenError};
+use crate::source::{GpuSource, MonitoredGpu};
+
+/// Below this poll interval NVML's driver lock makes polling costly and its
+/// values (refreshed every few tens of ms) repeat.
+pub const MIN_RECOMMENDED_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The fix suggested whenever the plugin cannot run here.
+const DISABLE_HINT: &str = "disable the plugin: [plugins.nvidia] enabled = false";
+
+/// Configuration of `[plugins.nvidia]`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvidiaConfig {
+    /// Time between two polls of each GPU. Default `1s`; below `50ms` a
+    /// warning is logged.
+    #[serde(with = "alumet::config::duration")]
+    pub poll_interval: Duration,
+    /// Time between two hand-overs of the points to the pipeline. Default
+    /// `5s`; never shorter than `poll_interval`.
+    #[serde(with = "alumet::config::duration")]
+    pub flush_interval: Duration,
+    /// Whether a GPU that fails at start is skipped with a warning (`true`,
+    /// default) or makes the plugin fail to start (`false`).
+    pub skip_failed_devices: bool,
+    /// The GPUs to measure, by NVML index (`"0"`) or PCI bus id
+    /// (`"0000:3b:00.0"`, `"00000000:3B:00.0"` or `"3b:00.0"`). Default empty: all.
+    pub devices: Vec<String>,
+    /// Whether per-process metrics are reported (default `true`). Listing
+    /// processes is the slowest NVML call; turn it off to poll faster.
+    pub per_process: bool,
+}
+
+impl Default for NvidiaConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(5),
+            skip_failed_devices: true,
+            devices: Vec::new(),
+            per_process: true,
+        }
+    }
+}
+
+/// One entry of `devices`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeviceSelector {
+    Index(u32),
+    /// Normalised full bus id (`0000:3b:00.0`).
+    BusId(String),
+    /// Bus id without the PCI domain (`3b:00.0`).
+    ShortBusId(String),
+}
+
+impl DeviceSelector {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(index) = text.parse::<u32>() {
+            return Ok(Self::Index(index));
+        }
+        match text.matches(':').count() {
+            1 => Ok(Self::ShortBusId(text.to_ascii_lowercase())),
+            2 => Ok(Self::BusId(normalize_bus_id(text))),
+            _ => Err(format!(
+                "\"{text}\" is neither an NVML index (\"0\") nor a PCI bus id (\"0000:3b:00.0\")"
+            )),
+        }
+    }
+
+    fn matches(&self, index: u32, bus_id: &str) -> bool {
+        match self {
+            Self::Index(i) => *i == index,
+            Self::BusId(b) => b == bus_id,
+            Self::ShortBusId(b) => bus_id.split_once(':').is_some_and(|(_, rest)| rest == b),
+        }
+    }
+}
+
+impl NvidiaConfig {
+    fn selectors(&self) -> Result<Vec<DeviceSelector>, ConfigError> {
+        self.devices
+            .iter()
+            .map(|d| DeviceSelector::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| ConfigError::Invalid {
+                key: "devices".to_owned(),
+                reason,
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "poll_interval".to_owned(),
+                reason: "must be greater than zero, e.g. \"1s\"".to_owned(),
+            });
+        }
+        self.selectors().map(|_| ())
+    }
+}
+
+/// The `nvidia` plugin.
+pub struct NvidiaPlugin {
+    config: NvidiaConfig,
+    /// `None`: the real driver, opened at start.
+    backend: Option<Box<dyn GpuBackend>>,
+}
+
+impl NvidiaPlugin {
+    /// The plugin over another backend than NVML (a test double).
+    pub fn with_backend(
+        config: NvidiaConfig,
+        backend: Box<dyn GpuBackend>,
+    ) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            backend: Some(backend),
+        })
+    }
+}
+
+fn unavailable(e: OpenError) -> PluginError {
+    PluginError::unavailable(e.to_string(), e.fix())
+}
+
+/// Opens and probes the GPUs `config` selects. Errors are one-line
+/// [`PluginError::Unavailable`]s: there is nothing to measure here.
+pub fn open_gpus(
+    backend: &dyn GpuBackend,
+    config: &NvidiaConfig,
+) -> Result<Vec<MonitoredGpu>, PluginError> {
+    let selectors = config.selectors()?;
+    let count = backend.device_count().map_err(|e| {
+        PluginError::unavailable(format!("NVML cannot count the GPUs: {e}"), DISABLE_HINT)
+    })?;
+    if count == 0 {
+        return Err(PluginError::unavailable(
+            "the NVIDIA driver is loaded but reports no GPU",
+            DISABLE_HINT,
+        ));
+    }
+    let mut gpus = Vec::new();
+    let mut first_failure = None;
+    for index in 0..count {
+        let selected_by_index = selectors.is_empty()
+            || selectors
+                .iter()
+                .any(|s| matches!(s, DeviceSelector::BusId(_) | DeviceSelector::ShortBusId(_)))
+            || selectors.contains(&DeviceSelector::Index(index));
+        if !selected_by_index {
+            continue;
+        }
+        let opened = backend.device(index).and_then(|device| {
+            let bus_id = normalize_bus_id(&device.pci_bus_id()?);
+            if !selectors.is_empty() && !selectors.iter().any(|s| s.matches(index, &bus_id)) {
+                return Ok(None);
+            }
+            MonitoredGpu::open(device, config.per_process).map(Some)
+        });
+        match opened {
+            Ok(Some(gpu)) => gpus.push(gpu),
+            Ok(None) => {}
+            Err(e) if config.skip_failed_devices => {
+                log::warn!("GPU {index} skipped: it failed at start ({e})");
+                first_failure.get_or_insert(format!("GPU {index}: {e}"));
+            }
+            Err(e) => {
+                return Err(PluginError::unavailable(
+                    format!("GPU {index} failed at start: {e}"),
+                    "check it with `nvidia-smi`, or skip it: [plugins.nvidia] skip_failed_devices = true",
+                ));
+            }
+        }
+    }
+    if gpus.is_empty() {
+        let reason = match first_failure {
+            Some(failure) => format!("no usable NVIDIA GPU ({failure})"),
+            None => format!(
+                "none of the {count} GPUs matches [plugins.nvidia] devices = {:?}",
+                config.devices
+            ),
+        };
+        return Err(PluginError::unavailable(
+            reason,
+            "check `nvidia-smi` and [plugins.nvidia] devices",
+        ));
+    }
+    Ok(gpus)
+}
+
+impl Plugin for NvidiaPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        let real;
+        let backend: &dyn GpuBackend = match &self.backend {
+            Some(b) => b.as_ref(),
+            None => {
+                real = NvmlBackend::open().map_err(unavailable)?;
+                &real
+            }
+        };
+        let gpus = open_gpus(backend, &self.config)?;
+        if self.config.poll_interval < MIN_RECOMMENDED_POLL_INTERVAL {
+            log::warn!(
+                "nvidia: poll_interval = {} is below {}: NVML serialises calls on a driver lock and refreshes most values every few tens of ms, so polling this fast costs CPU and repeats values",
+                alumet::config::format_duration(self.config.poll_interval),
+                alumet::config::format_duration(MIN_RECOMMENDED_POLL_INTERVAL),
+            );
+        }
+        let metrics = GpuMetrics::register(|m| ctx.create_metric(m))?;
+        let trigger = SourceTrigger::every(self.config.poll_interval)
+            .flush_every(self.config.flush_interval)
+            .on_dedicated_thread();
+        for gpu in gpus {
+            let f = gpu.features();
+            log::info!(
+                "nvidia: measuring GPU {} ({}): energy {}{}",
+                gpu.bus_id(),
+                gpu.name(),
+                if f.energy_counter {
+                    "from the driver's counter"
+                } else if f.power {
+                    "integrated from power (estimated)"
+                } else {
+                    "not available"
+                },
+                match gpu.mig_instance_count() {
+                    0 => String::new(),
+                    n => format!(", {n} MIG instances"),
+                }
+            );
+            let name = format!("gpu-{}", gpu.bus_id());
+            ctx.add_source(&name, Box::new(GpuSource::new(gpu, metrics)), trigger);
+        }
+        Ok(())
+    }
+}
+
+impl PluginDefinition for NvidiaPlugin {
+    const NAME: &'static str = "nvidia";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "NVIDIA GPUs through NVML: energy, power, temperature, utilisation, memory, clocks, per-process use";
+    type Config = NvidiaConfig;
+
+    fn init(config: NvidiaConfig) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            backend: None,
+        })
+    }
+
+    fn check_availability(config: &NvidiaConfig) -> Result<(), PluginError> {
+        config.validate()?;
+        let backend = NvmlBackend::open().map_err(unavailable)?;
+        match backend.device_count() {
+            Ok(0) => Err(PluginError::unavailable(
+                "the NVIDIA driver is loaded but reports no GPU",
+                DISABLE_HINT,
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(PluginError::unavailable(
+                format!("NVML cannot count the GPUs: {e}"),
+                DISABLE_HINT,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_selectors_parse_and_match() {
+        let bus = "0000:3b:00.0";
+        let sel = |t: &str| DeviceSelector::parse(t).unwrap();
+        assert!(sel("1").matches(1, bus));
+        assert!(!sel("0").matches(1, bus));
+        assert!(sel("00000000:3B:00.0").matches(1, bus));
+        assert!(sel("0000:3b:00.0").matches(1, bus));
+        assert!(sel("3B:00.0").matches(1, bus));
+        assert!(!sel("af:00.0").matches(1, bus));
+        assert!(DeviceSelector::parse("gpu0").is_err());
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_at_init() {
+        let zero = NvidiaConfig {
+            poll_interval: Duration::ZERO,
+            ..NvidiaConfig::default()
+        };
+        assert!(NvidiaPlugin::init(zero).is_err());
+        let bad_device = NvidiaConfig {
+            devices: vec!["first".into()],
+            ..NvidiaConfig::default()
+        };
+        let err = NvidiaPlugin::init(bad_device).err().unwrap().to_string();
+        assert!(err.contains("devices"), "{err}");
+    }
+
+    #[test]
+    fn default_config_round_trips() {
+        let table = alumet::config::serialize_config(&NvidiaConfig::default()).unwrap();
+        let text = toml::to_string(&table).unwrap();
+        assert!(text.contains("poll_interval = \"1s\""), "{text}");
+        assert!(text.contains("flush_interval = \"5s\""), "{text}");
+        let back: NvidiaConfig = alumet::config::deserialize_config(table).unwrap();
+        assert_eq!(back, NvidiaConfig::default());
+    }
+}
