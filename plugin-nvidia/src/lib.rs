@@ -279,6 +279,16 @@ impl PluginDefinition for NvidiaPlugin {
         })
     }
 
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("poll_interval", "time between two polls of each GPU (below 50ms a warning is logged: NVML calls share a driver lock)"),
+            ("flush_interval", "time between two hand-overs of the points to the outputs"),
+            ("skip_failed_devices", "skip, with a warning, a GPU that fails at start (false: the plugin fails to start)"),
+            ("devices", "GPUs to measure, by NVML index (\"0\") or PCI bus id (\"0000:3b:00.0\"); empty: all"),
+            ("per_process", "report GPU memory and SM utilisation per process (the slowest NVML calls)"),
+        ]
+    }
+
     fn check_availability(config: &NvidiaConfig) -> Result<(), PluginError> {
         config.validate()?;
         let backend = NvmlBackend::open().map_err(unavailable)?;
