@@ -1,1 +1,616 @@
-//! Plugin `influxdb` (work in progress).
+//! Plugin `influxdb`: writes every measurement to an InfluxDB-compatible
+//! time-series database (InfluxDB 1.x, 2.x, 3.x, VictoriaMetrics) in line
+//! protocol over HTTP, surviving a slow, down or restarting server without
+//! losing points and without unbounded memory.
+//!
+//! - [`line_protocol`]: the encoder (the hot path);
+//! - [`output`]: the pipeline output, which batches and never blocks;
+//! - [`sender`] and [`queue`]: the thread that delivers and retries, and the
+//!   bounded buffer in front of it;
+//! - [`http`]: the HTTP boundary (ureq with rustls);
+//! - [`stats`]: what was delivered, dropped and why.
+
+pub mod http;
+pub mod line_protocol;
+pub mod output;
+pub mod queue;
+pub mod sender;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use alumet::config::ConfigError;
+use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{ApiVersion, Auth, HttpTransport, Secret, WriteTarget};
+use crate::line_protocol::{AttributeRole, EncoderOptions, LineProtocolEncoder, BUILTIN_TAGS};
+use crate::output::InfluxDbOutput;
+use crate::sender::SenderSettings;
+use crate::stats::StatsHandle;
+
+/// Configuration of `[plugins.influxdb]`.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxDbConfig {
+    /// Base URL of the server. Default `http://localhost:8086`.
+    pub url: String,
+    /// Write API: `v2` (InfluxDB 2.x/3.x, VictoriaMetrics) or `v1` (InfluxDB 1.x). Default `v2`.
+    pub api: ApiVersion,
+    /// v2 organisation (may be empty for servers that ignore it). Default empty.
+    pub org: String,
+    /// v2 bucket. Default `alumet`.
+    pub bucket: String,
+    /// v1 database. Default `alumet`.
+    pub database: String,
+    /// v1 retention policy; empty for the database's default. Default empty.
+    pub retention_policy: String,
+    /// v1 user name: with it, the secret is sent as its password (basic auth). Default empty.
+    pub username: String,
+    /// The secret (v2 token, or v1 password) written in the config. Prefer
+    /// `token_env` or `token_file`. At most one of the three. Default empty.
+    pub token: String,
+    /// Name of an environment variable holding the secret. Default empty.
+    pub token_env: String,
+    /// Path of a file holding the secret (surrounding whitespace is ignored). Default empty.
+    pub token_file: String,
+    /// Where attributes go by default: `tag` or `field`. Default `tag`.
+    pub attributes_as: AttributeRole,
+    /// Attributes always written as tags. Default empty.
+    pub tag_attributes: Vec<String>,
+    /// Attributes always written as fields. Default empty.
+    pub field_attributes: Vec<String>,
+    /// Tag key that receives the machine's host name; empty for none. Default `host`.
+    pub host_tag: String,
+    /// Points sent per request, at most. Default 5000.
+    pub batch_size: usize,
+    /// A partial batch is sent after this long. Default `1s`.
+    #[serde(with = "alumet::config::duration")]
+    pub flush_interval: Duration,
+    /// Points kept while the server is unreachable; beyond, the oldest are
+    /// dropped and counted. Default 1 000 000.
+    pub max_buffer_points: usize,
+    /// Compress request bodies (from 4 KiB on) with gzip. Default true.
+    pub gzip: bool,
+    /// Time limit of one request. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub request_timeout: Duration,
+    /// First retry delay after a failure; doubles up to `retry_max_delay`. Default `200ms`.
+    #[serde(with = "alumet::config::duration")]
+    pub retry_initial_delay: Duration,
+    /// Largest retry delay. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub retry_max_delay: Duration,
+    /// At shutdown, how long to keep trying to deliver what is queued. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub shutdown_timeout: Duration,
+    /// Tags added to every point, e.g. `{ cluster = "a" }`. Default empty.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Default for InfluxDbConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8086".into(),
+            api: ApiVersion::V2,
+            org: String::new(),
+            bucket: "alumet".into(),
+            database: "alumet".into(),
+            retention_policy: String::new(),
+            username: String::new(),
+            token: String::new(),
+            token_env: String::new(),
+            token_file: String::new(),
+            attributes_as: AttributeRole::Tag,
+            tag_attributes: Vec::new(),
+            field_attributes: Vec::new(),
+            host_tag: "host".into(),
+            batch_size: 5000,
+            flush_interval: Duration::from_secs(1),
+            max_buffer_points: 1_000_000,
+            gzip: true,
+            request_timeout: Duration::from_secs(10),
+            retry_initial_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+impl fmt::Debug for InfluxDbConfig {
+    /// Like a derived `Debug`, with the inline token redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InfluxDbConfig")
+            .field("url", &self.url)
+            .field("api", &self.api)
+            .field("org", &self.org)
+            .field("bucket", &self.bucket)
+            .field("database", &self.database)
+            .field("retention_policy", &self.retention_policy)
+            .field("username", &self.username)
+            .field("token", &Secret::new(self.token.clone()))
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .field("attributes_as", &self.attributes_as)
+            .field("tag_attributes", &self.tag_attributes)
+            .field("field_attributes", &self.field_attributes)
+            .field("host_tag", &self.host_tag)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_buffer_points", &self.max_buffer_points)
+            .field("gzip", &self.gzip)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry_initial_delay", &self.retry_initial_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("tags", &self.tags)
+            .finish()
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
+    PluginError::Config(ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    })
+}
+
+impl InfluxDbConfig {
+    /// Checks every value; the error names the key and what would be valid.
+    pub fn validate(&self) -> Result<(), PluginError> {
+        validate_url(&self.url)?;
+        match self.api {
+            ApiVersion::V2 if self.bucket.is_empty() => {
+                return Err(invalid("bucket", "required with api = \"v2\""))
+            }
+            ApiVersion::V1 if self.database.is_empty() => {
+                return Err(invalid("database", "required with api = \"v1\""))
+            }
+            _ => {}
+        }
+        let sources = [&self.token, &self.token_env, &self.token_file]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .count();
+        if sources > 1 {
+            return Err(invalid(
+                "token",
+                "set at most one of token, token_env and token_file",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", "must be at least 1"));
+        }
+        if self.max_buffer_points < self.batch_size {
+            return Err(invalid(
+                "max_buffer_points",
+                format!(
+                    "must be at least batch_size ({}), or no full batch fits",
+                    self.batch_size
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("flush_interval", self.flush_interval),
+            ("request_timeout", self.request_timeout),
+            ("retry_initial_delay", self.retry_initial_delay),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.retry_max_delay < self.retry_initial_delay {
+            return Err(invalid(
+                "retry_max_delay",
+                "must be at least retry_initial_delay",
+            ));
+        }
+        if let Some(both) = self
+            .tag_attributes
+            .iter()
+            .find(|a| self.field_attributes.contains(a))
+        {
+            return Err(invalid(
+                "field_attributes",
+                format!("attribute `{both}` is also in tag_attributes; choose one"),
+            ));
+        }
+        for (key, value) in &self.tags {
+            if key.is_empty() || value.is_empty() {
+                return Err(invalid("tags", "tag keys and values cannot be empty"));
+            }
+            if BUILTIN_TAGS.contains(&key.as_str()) || *key == self.host_tag {
+                return Err(invalid(
+                    "tags",
+                    format!("`{key}` is already written by the plugin"),
+                ));
+            }
+        }
+        if BUILTIN_TAGS.contains(&self.host_tag.as_str()) {
+            return Err(invalid(
+                "host_tag",
+                format!("`{}` is already written by the plugin", self.host_tag),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the secret from wherever the config says. Errors never contain it.
+    pub fn resolve_secret(&self) -> Result<Secret, PluginError> {
+        if !self.token.is_empty() {
+            return Ok(Secret::new(self.token.clone()));
+        }
+        if !self.token_env.is_empty() {
+            return match std::env::var(&self.token_env) {
+                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+                _ => Err(PluginError::unavailable(
+                    format!(
+                        "the environment variable {} (token_env) is not set or empty",
+                        self.token_env
+                    ),
+                    "export it before starting the agent, or set token_file",
+                )),
+            };
+        }
+        if !self.token_file.is_empty() {
+            return match std::fs::read_to_string(&self.token_file) {
+                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+                Ok(_) => Err(PluginError::unavailable(
+                    format!("the token file {} (token_file) is empty", self.token_file),
+                    "write the token into it",
+                )),
+                Err(e) => Err(PluginError::unavailable(
+                    format!(
+                        "cannot read the token file {} (token_file): {}",
+                        self.token_file,
+                        e.kind()
+                    ),
+                    "check the path and that the agent's user can read it",
+                )),
+            };
+        }
+        Ok(Secret::default())
+    }
+
+    fn write_target(&self, secret: Secret) -> WriteTarget {
+        let auth = if secret.is_empty() {
+            Auth::None
+        } else if self.api == ApiVersion::V1 && !self.username.is_empty() {
+            Auth::Basic {
+                username: self.username.clone(),
+                password: secret,
+            }
+        } else {
+            Auth::Token(secret)
+        };
+        WriteTarget {
+            url: self.url.clone(),
+            api: self.api,
+            org: self.org.clone(),
+            bucket: self.bucket.clone(),
+            database: self.database.clone(),
+            retention_policy: self.retention_policy.clone(),
+            auth,
+        }
+    }
+
+    fn encoder_options(&self) -> EncoderOptions {
+        let mut constant_tags: Vec<(String, String)> = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !self.host_tag.is_empty() {
+            match host_name() {
+                Some(host) => constant_tags.push((self.host_tag.clone(), host)),
+                None => log::warn!(
+                    "influxdb: cannot read the host name; points have no `{}` tag",
+                    self.host_tag
+                ),
+            }
+        }
+        EncoderOptions {
+            attributes_as: self.attributes_as,
+            tag_attributes: self.tag_attributes.clone(),
+            field_attributes: self.field_attributes.clone(),
+            constant_tags,
+        }
+    }
+}
+
+fn validate_url(url: &str) -> Result<(), PluginError> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| {
+        invalid(
+            "url",
+            format!("`{url}` is not a URL ({e}); e.g. \"http://localhost:8086\""),
+        )
+    })?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(invalid(
+                "url",
+                format!("`{url}` must start with http:// or https://"),
+            ))
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid("url", format!("`{url}` has no host")));
+    };
+    if authority.as_str().contains('@') {
+        return Err(invalid(
+            "url",
+            "credentials do not belong in the URL (it is logged); use username and token_env or token_file",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(
+            "url",
+            "give the base URL only; the plugin adds the write path and its parameters",
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's host name, for the `host` tag.
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+}
+
+/// The `influxdb` plugin.
+pub struct InfluxDbPlugin {
+    config: InfluxDbConfig,
+    stats: StatsHandle,
+}
+
+impl InfluxDbPlugin {
+    /// Counters of the output (delivered, dropped and why), live.
+    pub fn stats(&self) -> StatsHandle {
+        self.stats.clone()
+    }
+
+    /// Points lost so far, whatever the reason (buffer full, rejected by
+    /// the server, not representable, not delivered before shutdown).
+    pub fn dropped_points(&self) -> u64 {
+        self.stats.dropped_points()
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &InfluxDbConfig {
+        &self.config
+    }
+}
+
+impl PluginDefinition for InfluxDbPlugin {
+    const NAME: &'static str = "influxdb";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Writes measurements to InfluxDB 1.x/2.x/3.x or VictoriaMetrics (line protocol over HTTP).";
+    type Config = InfluxDbConfig;
+
+    fn init(config: InfluxDbConfig) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            stats: StatsHandle::default(),
+        })
+    }
+
+    fn check_availability(config: &InfluxDbConfig) -> Result<(), PluginError> {
+        config.validate()?;
+        config.resolve_secret().map(|_| ())
+    }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("url", "base URL of the server (no credentials in it)"),
+            ("api", "\"v2\" (InfluxDB 2.x/3.x, VictoriaMetrics) or \"v1\" (InfluxDB 1.x)"),
+            ("org", "v2 organisation (empty: not sent)"),
+            ("bucket", "v2 bucket"),
+            ("database", "v1 database"),
+            ("retention_policy", "v1 retention policy (empty: the database's default)"),
+            ("username", "v1 user; the secret is then its password (basic auth)"),
+            ("token", "the secret inline (v2 token or v1 password); prefer token_env or token_file"),
+            ("token_env", "environment variable holding the secret"),
+            ("token_file", "file holding the secret"),
+            ("attributes_as", "\"tag\" or \"field\": where point attributes go by default"),
+            ("tag_attributes", "attributes always written as tags"),
+            ("field_attributes", "attributes always written as fields"),
+            ("host_tag", "tag key for the host name (empty: none)"),
+            ("batch_size", "points per request, at most"),
+            ("flush_interval", "a partial batch is sent after this long"),
+            ("max_buffer_points", "points kept while the server is unreachable; beyond, the oldest are dropped and counted"),
+            ("gzip", "compress request bodies of 4 KiB or more"),
+            ("request_timeout", "time limit of one request"),
+            ("retry_initial_delay", "first retry delay; doubles up to retry_max_delay"),
+            ("retry_max_delay", "largest retry delay"),
+            ("shutdown_timeout", "at shutdown, how long to keep trying to deliver what is queued"),
+            ("tags", "constant tags added to every point"),
+        ]
+    }
+}
+
+impl Plugin for InfluxDbPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        let secret = self.config.resolve_secret()?;
+        let target = self.config.write_target(secret);
+        let transport = HttpTransport::new(&target);
+        let settings = SenderSettings {
+            batch_size: self.config.batch_size,
+            gzip: self.config.gzip,
+            request_timeout: self.config.request_timeout,
+            retry_initial_delay: self.config.retry_initial_delay,
+            retry_max_delay: self.config.retry_max_delay,
+            max_retry_after: self.config.retry_max_delay.max(Duration::from_secs(60)),
+            endpoint: transport.endpoint().to_owned(),
+        };
+        log::debug!("influxdb: writing to {}", settings.endpoint);
+        let output = InfluxDbOutput::new(
+            LineProtocolEncoder::new(self.config.encoder_options()),
+            transport,
+            settings,
+            self.config.max_buffer_points,
+            self.config.shutdown_timeout,
+            self.stats.counters.clone(),
+        );
+        ctx.add_output(
+            "write",
+            Box::new(output),
+            OutputOptions {
+                flush_interval: Some(self.config.flush_interval),
+            },
+        );
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), PluginError> {
+        let s = self.stats.snapshot();
+        log::info!(
+            "influxdb: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
+            s.delivered_points,
+            s.dropped_points(),
+            s.buffer_dropped_points,
+            s.rejected_points,
+            s.skipped_points,
+            s.undelivered_at_shutdown_points
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_round_trips_through_toml() {
+        let c = InfluxDbConfig::default();
+        c.validate().unwrap();
+        let table = alumet::config::serialize_config(&c).unwrap();
+        let text = toml::to_string(&table).unwrap();
+        assert!(text.contains("url = \"http://localhost:8086\""), "{text}");
+        assert!(text.contains("flush_interval = \"1s\""), "{text}");
+        let back: InfluxDbConfig =
+            alumet::config::deserialize_config(toml::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    fn with(f: impl FnOnce(&mut InfluxDbConfig)) -> Result<(), PluginError> {
+        let mut c = InfluxDbConfig::default();
+        f(&mut c);
+        c.validate()
+    }
+
+    #[test]
+    fn invalid_values_are_reported_with_their_key() {
+        let key_of = |r: Result<(), PluginError>| match r {
+            Err(PluginError::Config(ConfigError::Invalid { key, .. })) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        };
+        assert_eq!(key_of(with(|c| c.url = "localhost:8086".into())), "url");
+        assert_eq!(key_of(with(|c| c.url = "ftp://x".into())), "url");
+        assert_eq!(
+            key_of(with(|c| c.url = "http://u:p@host:8086".into())),
+            "url"
+        );
+        assert_eq!(
+            key_of(with(|c| {
+                c.token = "a".into();
+                c.token_env = "B".into();
+            })),
+            "token"
+        );
+        assert_eq!(key_of(with(|c| c.batch_size = 0)), "batch_size");
+        assert_eq!(
+            key_of(with(|c| c.max_buffer_points = 10)),
+            "max_buffer_points"
+        );
+        assert_eq!(
+            key_of(with(|c| {
+                c.tag_attributes = vec!["exe".into()];
+                c.field_attributes = vec!["exe".into()];
+            })),
+            "field_attributes"
+        );
+        assert_eq!(
+            key_of(with(|c| {
+                c.tags.insert("resource_id".into(), "x".into());
+            })),
+            "tags"
+        );
+        assert_eq!(
+            key_of(with(|c| {
+                c.api = ApiVersion::V1;
+                c.database.clear();
+            })),
+            "database"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let table: toml::Table = toml::from_str("urll = \"http://x\"").unwrap();
+        assert!(alumet::config::deserialize_config::<InfluxDbConfig>(table).is_err());
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_or_errors() {
+        let mut c = InfluxDbConfig {
+            token: "tok-very-secret".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("tok-very-secret"));
+        c.token_env = "SOME_VAR".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(!err.contains("tok-very-secret"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let c = InfluxDbConfig {
+            token_file: path.display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(c.resolve_secret().unwrap().expose(), "from-file");
+        let missing = InfluxDbConfig {
+            token_env: "ALUMET_TEST_SURELY_UNSET_VARIABLE".into(),
+            ..Default::default()
+        };
+        let err = missing.resolve_secret().unwrap_err().to_string();
+        assert!(err.contains("ALUMET_TEST_SURELY_UNSET_VARIABLE"), "{err}");
+        assert_eq!(
+            InfluxDbConfig::default().resolve_secret().unwrap(),
+            Secret::default()
+        );
+    }
+
+    #[test]
+    fn v1_with_a_user_uses_basic_auth_else_a_token() {
+        let mut c = InfluxDbConfig {
+            api: ApiVersion::V1,
+            username: "me".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.write_target(Secret::new("pw")).auth,
+            Auth::Basic { .. }
+        ));
+        c.username.clear();
+        assert!(matches!(
+            c.write_target(Secret::new("pw")).auth,
+            Auth::Token(_)
+        ));
+        assert_eq!(c.write_target(Secret::default()).auth, Auth::None);
+    }
+}

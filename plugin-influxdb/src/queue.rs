@@ -1,0 +1,246 @@
+//! The bounded queue of encoded batches between the output (which encodes)
+//! and the sender thread (which talks to the server).
+//!
+//! It is bounded in points, not batches, because points are what the user
+//! sizes (`max_buffer_points`). When a new batch would exceed the bound, the
+//! oldest queued batches are evicted: while the server is down, the newest
+//! data is the most useful, and the eviction is returned to the caller so
+//! that it is counted. The batch the sender is working on is out of the
+//! queue and never evicted, so memory stays below `max_buffer_points` plus
+//! one batch.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Points encoded as line protocol, one line per point.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The lines, each ending with `\n`.
+    pub body: Vec<u8>,
+    /// Number of lines.
+    pub points: usize,
+}
+
+impl Batch {
+    /// True if it holds no point.
+    pub fn is_empty(&self) -> bool {
+        self.points == 0
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    batches: VecDeque<Batch>,
+    queued_points: usize,
+    /// Set by `close`: no more batches will come; deliver until this instant.
+    deadline: Option<Instant>,
+}
+
+/// What the sender gets from [`BatchQueue::next`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Points to send.
+    Batch(Batch),
+    /// The queue is closed and empty: the sender can stop.
+    Closed,
+}
+
+/// A queue of batches bounded in points, shared by the output and its sender.
+#[derive(Debug)]
+pub struct BatchQueue {
+    state: Mutex<State>,
+    changed: Condvar,
+    max_points: usize,
+}
+
+impl BatchQueue {
+    /// A queue that holds at most `max_points` points.
+    pub fn new(max_points: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            max_points: max_points.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a batch; returns the number of points evicted to make room
+    /// (the oldest batches first). A batch larger than the whole queue
+    /// evicts everything and then itself.
+    pub fn push(&self, batch: Batch) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        let mut evicted = 0;
+        let mut state = self.lock();
+        while state.queued_points + batch.points > self.max_points {
+            match state.batches.pop_front() {
+                Some(old) => {
+                    state.queued_points -= old.points;
+                    evicted += old.points;
+                }
+                None => break,
+            }
+        }
+        if batch.points > self.max_points {
+            evicted += batch.points;
+        } else {
+            state.queued_points += batch.points;
+            state.batches.push_back(batch);
+        }
+        drop(state);
+        self.changed.notify_all();
+        evicted
+    }
+
+    /// Waits for points and returns up to `max_points` of them, merging
+    /// small consecutive batches into one request (a queue that filled up
+    /// during an outage drains in few requests). Returns
+    /// [`Next::Closed`] once closed and empty.
+    pub fn next(&self, max_points: usize) -> Next {
+        let mut state = self.lock();
+        loop {
+            if let Some(mut batch) = state.batches.pop_front() {
+                while let Some(following) = state.batches.front() {
+                    if batch.points + following.points > max_points {
+                        break;
+                    }
+                    if let Some(following) = state.batches.pop_front() {
+                        batch.body.extend_from_slice(&following.body);
+                        batch.points += following.points;
+                    }
+                }
+                state.queued_points -= batch.points;
+                return Next::Batch(batch);
+            }
+            if state.deadline.is_some() {
+                return Next::Closed;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// No more batches will be pushed; the sender has until `deadline` to
+    /// deliver what is queued.
+    pub fn close(&self, deadline: Instant) {
+        self.lock().deadline = Some(deadline);
+        self.changed.notify_all();
+    }
+
+    /// The delivery deadline, once closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.lock().deadline
+    }
+
+    /// Sleeps for `duration` (a retry backoff), waking early when the queue
+    /// is closed and its deadline comes first.
+    pub fn sleep(&self, duration: Duration) {
+        let start = Instant::now();
+        let mut state = self.lock();
+        loop {
+            let mut until = start + duration;
+            if let Some(deadline) = state.deadline {
+                until = until.min(deadline);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Removes everything queued; returns the number of points removed.
+    pub fn take_all(&self) -> usize {
+        let mut state = self.lock();
+        let points = state.queued_points;
+        state.batches.clear();
+        state.queued_points = 0;
+        points
+    }
+
+    /// Points waiting in the queue.
+    pub fn queued_points(&self) -> usize {
+        self.lock().queued_points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(points: usize, tag: u8) -> Batch {
+        Batch {
+            body: vec![tag; points],
+            points,
+        }
+    }
+
+    #[test]
+    fn oldest_batches_are_evicted_and_counted_exactly() {
+        let q = BatchQueue::new(10);
+        assert_eq!(q.push(batch(4, b'a')), 0);
+        assert_eq!(q.push(batch(4, b'b')), 0);
+        assert_eq!(q.queued_points(), 8);
+        // 8 + 4 > 10: the oldest (a) goes.
+        assert_eq!(q.push(batch(4, b'c')), 4);
+        assert_eq!(q.queued_points(), 8);
+        // 8 + 10 > 10: everything goes, the new one fits alone.
+        assert_eq!(q.push(batch(10, b'd')), 8);
+        assert_eq!(q.queued_points(), 10);
+        // Larger than the queue: evicts everything, then itself.
+        assert_eq!(q.push(batch(11, b'e')), 21);
+        assert_eq!(q.queued_points(), 0);
+    }
+
+    #[test]
+    fn next_merges_small_batches_up_to_the_limit() {
+        let q = BatchQueue::new(100);
+        q.push(batch(2, b'a'));
+        q.push(batch(3, b'b'));
+        q.push(batch(4, b'c'));
+        let Next::Batch(first) = q.next(5) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(first.points, 5);
+        assert_eq!(first.body, b"aabbb");
+        assert_eq!(q.queued_points(), 4);
+        let Next::Batch(second) = q.next(5) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(second.body, b"cccc");
+        q.close(Instant::now());
+        assert_eq!(q.next(5), Next::Closed);
+    }
+
+    #[test]
+    fn closed_queue_still_hands_out_what_it_holds() {
+        let q = BatchQueue::new(100);
+        q.push(batch(1, b'a'));
+        q.close(Instant::now());
+        assert!(matches!(q.next(10), Next::Batch(_)));
+        assert_eq!(q.next(10), Next::Closed);
+    }
+
+    #[test]
+    fn sleep_ends_at_the_deadline() {
+        let q = std::sync::Arc::new(BatchQueue::new(10));
+        let q2 = q.clone();
+        let closer = std::thread::spawn(move || q2.close(Instant::now()));
+        // Would sleep an hour without the close.
+        q.sleep(Duration::from_secs(3600));
+        closer.join().unwrap();
+        assert!(q.deadline().is_some());
+    }
+}

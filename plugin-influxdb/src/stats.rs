@@ -1,0 +1,88 @@
+//! Counters of the InfluxDB output, shared by the output, its sender thread,
+//! the plugin (public getter) and the self-metric source.
+//!
+//! Every point handed to the output ends in exactly one of: delivered,
+//! dropped because the buffer was full, dropped because the server rejected
+//! its batch, skipped because line protocol cannot carry it, or not delivered
+//! before the shutdown timeout. The counters make that sum checkable.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub received_points: AtomicU64,
+    pub delivered_points: AtomicU64,
+    pub buffer_dropped_points: AtomicU64,
+    pub rejected_points: AtomicU64,
+    pub skipped_points: AtomicU64,
+    pub undelivered_at_shutdown_points: AtomicU64,
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// A cloneable view on the counters of one InfluxDB output.
+#[derive(Debug, Clone, Default)]
+pub struct StatsHandle {
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn snapshot(&self) -> InfluxDbStats {
+        let c = &self.counters;
+        InfluxDbStats {
+            received_points: c.received_points.load(Relaxed),
+            delivered_points: c.delivered_points.load(Relaxed),
+            buffer_dropped_points: c.buffer_dropped_points.load(Relaxed),
+            rejected_points: c.rejected_points.load(Relaxed),
+            skipped_points: c.skipped_points.load(Relaxed),
+            undelivered_at_shutdown_points: c.undelivered_at_shutdown_points.load(Relaxed),
+            requests: c.requests.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+        }
+    }
+
+    /// Points lost so far, whatever the reason.
+    pub fn dropped_points(&self) -> u64 {
+        self.snapshot().dropped_points()
+    }
+}
+
+/// The counters of one InfluxDB output at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InfluxDbStats {
+    /// Points handed to the output by the pipeline.
+    pub received_points: u64,
+    /// Points the server acknowledged (2xx).
+    pub delivered_points: u64,
+    /// Points evicted from the buffer because it held `max_buffer_points`
+    /// (the server was down or slow for too long); the oldest go first.
+    pub buffer_dropped_points: u64,
+    /// Points of batches the server rejected with a 4xx status (not 429).
+    pub rejected_points: u64,
+    /// Points line protocol cannot carry (NaN or infinite value).
+    pub skipped_points: u64,
+    /// Points still queued when `shutdown_timeout` ran out.
+    pub undelivered_at_shutdown_points: u64,
+    /// HTTP requests sent (including retries).
+    pub requests: u64,
+    /// Requests that failed in a retryable way and were sent again.
+    pub retries: u64,
+}
+
+impl InfluxDbStats {
+    /// Points lost, whatever the reason.
+    pub fn dropped_points(&self) -> u64 {
+        self.buffer_dropped_points
+            + self.rejected_points
+            + self.skipped_points
+            + self.undelivered_at_shutdown_points
+    }
+}
