@@ -171,6 +171,16 @@ impl PluginDefinition for EnergyAttributionPlugin {
         config.validate()?;
         Ok(Self { config })
     }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("idle_percentile", "percentile (0-100) of the observed power taken as idle power where idle_power_w does not set it"),
+            ("idle_window", "sliding window over which the idle power is estimated"),
+            ("max_delay", "how long energy waits for the process CPU time covering it; raise it above the procfs flush interval"),
+            ("share_static", "also share the idle (static) energy among processes, by the same shares as the dynamic energy"),
+            ("idle_power_w", "idle power in watts per domain (package, core, uncore, dram, psys, gpu), e.g. { package = 8.0 }; domains not listed are estimated"),
+        ]
+    }
 }
 
 impl Plugin for EnergyAttributionPlugin {

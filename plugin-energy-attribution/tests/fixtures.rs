@@ -1,0 +1,59 @@
+//! Fixture-driven tests: each directory under tests/fixtures/ is fed through
+//! the transform and what it adds is compared with its expected.csv (format
+//! in tests/common/mod.rs).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::check_fixture;
+
+#[test]
+fn two_processes_with_3_to_1_cpu_time_split_dynamic_energy_3_to_1() {
+    let run = check_fixture("two_processes_3_to_1");
+    assert_eq!(run.stats.intervals_attributed, 4);
+    assert_eq!(run.stats.intervals_unattributed, 0);
+}
+
+#[test]
+fn shared_static_energy_follows_the_same_shares() {
+    check_fixture("two_processes_share_static");
+}
+
+#[test]
+fn energy_at_100ms_is_aligned_with_cpu_time_at_1s_by_overlap() {
+    let run = check_fixture("aligned_100ms_and_1s");
+    assert_eq!(run.stats.intervals_attributed, 19);
+    assert_eq!(run.stats.intervals_partially_covered, 0);
+}
+
+#[test]
+fn a_process_that_exits_gets_energy_only_while_it_was_seen() {
+    check_fixture("process_exits_mid_interval");
+}
+
+#[test]
+fn wrapped_zero_nan_and_negative_energy_never_give_negative_attribution() {
+    let run = check_fixture("counter_wrap_and_invalid_values");
+    assert_eq!(run.stats.invalid_energy_values, 2);
+    assert_eq!(run.stats.invalid_activity_values, 1);
+    assert_eq!(run.stats.intervals_without_dynamic_energy, 1);
+}
+
+#[test]
+fn late_points_are_placed_and_expired_intervals_resolved_with_what_is_known() {
+    let run = check_fixture("late_and_expired_points");
+    assert_eq!(run.stats.energy_points_too_late, 1);
+    assert_eq!(run.stats.intervals_partially_covered, 1);
+    assert_eq!(run.stats.intervals_unattributed, 3);
+}
+
+#[test]
+fn idle_power_is_estimated_as_a_low_percentile_over_a_sliding_window() {
+    let run = check_fixture("estimated_idle_power");
+    assert_eq!(run.stats.intervals_without_dynamic_energy, 1);
+}
+
+#[test]
+fn gpu_energy_is_shared_by_sm_utilisation() {
+    check_fixture("gpu_by_sm_utilisation");
+}
