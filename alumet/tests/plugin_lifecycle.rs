@@ -2,7 +2,7 @@
 //! that fails to start leaving nothing behind.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use alumet::measurement::MeasurementBuffer;
@@ -108,8 +108,10 @@ fn lifecycle_runs_in_order_and_a_failed_start_leaves_nothing() {
     let meta = PluginMetadata::of::<Demo>();
     let mut builder = PipelineBuilder::new(PipelineConfig::default());
 
-    let mut failing = DemoConfig::default();
-    failing.fail_start = true;
+    let failing = DemoConfig {
+        fail_start: true,
+        ..DemoConfig::default()
+    };
     let mut broken = (meta.init)(alumet::config::serialize_config(&failing).unwrap()).unwrap();
     let err = builder.start_plugin("demo", broken.as_mut()).unwrap_err();
     assert_eq!(err.to_string(), "no such hardware (buy some)");
