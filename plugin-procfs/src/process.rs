@@ -1,0 +1,569 @@
+//! The process source: CPU time, CPU usage and memory of each watched
+//! process, from /proc/PID/stat.
+//!
+//! A process is identified by its pid AND its start time (field 22): when a
+//! pid comes back with another start time, it is another process and its
+//! series starts over (no delta across two processes). Which processes are
+//! watched is decided at each refresh (see [`WatchRules`]); a process that
+//! is gone ends its series without a word above debug level.
+//!
+//! A process first seen at a poll gives no delta, except when it started
+//! after the previous poll: then all of its CPU time belongs to this
+//! interval and is reported, so short-lived processes are not lost to
+//! energy attribution.
+
+use std::path::{Path, PathBuf};
+
+use alumet::exec::ExecTarget;
+use alumet::measurement::{
+    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
+};
+use alumet::metrics::MetricId;
+use alumet::pipeline::{PollError, Source};
+
+use crate::host::HostParams;
+use crate::parse::{self, PidStat};
+use crate::pattern::Glob;
+use crate::procfile::{ProcFile, ReadBuf};
+
+/// Ids of the metrics the process source emits.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMetricIds {
+    /// `process_cpu_time`.
+    pub cpu_time: MetricId,
+    /// `process_cpu_usage`.
+    pub cpu_usage: MetricId,
+    /// `process_memory_resident`.
+    pub memory_resident: MetricId,
+    /// `process_memory_virtual`.
+    pub memory_virtual: MetricId,
+}
+
+/// Which processes are watched.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRules {
+    /// Every process on the machine (the other rules are then moot).
+    pub all: bool,
+    /// These pids.
+    pub pids: Vec<u32>,
+    /// Processes whose name (comm) or command line matches one of these.
+    pub patterns: Vec<Glob>,
+    /// The process tree of the `exec` command.
+    pub exec_tree: bool,
+}
+
+/// The resolution of /proc/uptime, which prints hundredths of a second.
+const UPTIME_RESOLUTION_S: f64 = 0.01;
+
+/// Longest parent chain followed to decide whether a process descends from
+/// the exec target (guards against cycles made of recycled pids).
+const MAX_TREE_DEPTH: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    utime_ticks: u64,
+    stime_ticks: u64,
+    at_ns: u64,
+}
+
+#[derive(Debug)]
+struct Watched {
+    pid: u32,
+    file: ProcFile,
+    /// Start time of the process this series is about (None before the first read).
+    start_ticks: Option<u64>,
+    ppid: u32,
+    exe: String,
+    previous: Option<Sample>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PollMark {
+    at_ns: u64,
+    uptime_s: Option<f64>,
+}
+
+/// Reads the watched processes at every poll, and looks for new ones at
+/// every refresh.
+pub struct ProcessSource {
+    root: PathBuf,
+    rules: WatchRules,
+    exec_target: ExecTarget,
+    last_exec_target: Option<u32>,
+    host: HostParams,
+    seconds_per_tick: f64,
+    refresh_interval_ns: u64,
+    last_refresh_ns: Option<u64>,
+    /// Sorted by pid.
+    watched: Vec<Watched>,
+    uptime: ProcFile,
+    stat: ProcFile,
+    online_cpus: u32,
+    previous_poll: Option<PollMark>,
+    buf: ReadBuf,
+    listing: Vec<u32>,
+    parents: Vec<(u32, u32)>,
+    /// How many descriptors of /proc/PID/stat may be kept open.
+    open_budget: usize,
+    open_count: usize,
+    ids: ProcessMetricIds,
+}
+
+/// Settings of a [`ProcessSource`].
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Which processes.
+    pub rules: WatchRules,
+    /// How often the process list is scanned for new processes.
+    pub refresh_interval_ns: u64,
+    /// How many /proc/PID/stat descriptors may be kept open; beyond that,
+    /// processes are read with open/read/close.
+    pub open_budget: usize,
+}
+
+/// What reading one process needs from its source.
+struct PollContext<'a> {
+    into: &'a mut MeasurementBuffer,
+    ts: Timestamp,
+    now_ns: u64,
+    ids: ProcessMetricIds,
+    seconds_per_tick: f64,
+    page_size_bytes: u64,
+    max_usage_percent: f64,
+    previous_poll: Option<PollMark>,
+    closed: usize,
+}
+
+impl ProcessSource {
+    /// A source reading /proc/PID/stat under `proc_root`.
+    pub fn new(
+        proc_root: &Path,
+        options: ProcessOptions,
+        exec_target: ExecTarget,
+        host: HostParams,
+        ids: ProcessMetricIds,
+    ) -> Self {
+        let mut rules = options.rules;
+        rules.pids.sort_unstable();
+        rules.pids.dedup();
+        Self {
+            root: proc_root.to_path_buf(),
+            rules,
+            exec_target,
+            last_exec_target: None,
+            seconds_per_tick: 1.0 / host.clock_ticks_per_second.max(1) as f64,
+            host,
+            refresh_interval_ns: options.refresh_interval_ns,
+            last_refresh_ns: None,
+            watched: Vec::new(),
+            uptime: ProcFile::new(proc_root.join("uptime"), true),
+            stat: ProcFile::new(proc_root.join("stat"), true),
+            online_cpus: 1,
+            previous_poll: None,
+            buf: ReadBuf::with_capacity(4096),
+            listing: Vec::new(),
+            parents: Vec::new(),
+            open_budget: options.open_budget,
+            open_count: 0,
+            ids,
+        }
+    }
+
+    /// Pids watched now, in order (for tests and diagnostics).
+    pub fn watched_pids(&self) -> Vec<u32> {
+        self.watched.iter().map(|w| w.pid).collect()
+    }
+
+    fn read_uptime(&mut self) -> Option<f64> {
+        match self.uptime.read_into(&mut self.buf) {
+            Ok(_) => parse::parse_uptime_seconds(self.buf.bytes()),
+            Err(e) => {
+                log::debug!("cannot read {}: {e}", self.uptime.path().display());
+                None
+            }
+        }
+    }
+
+    /// Counts the `cpuN` lines of /proc/stat: the online CPUs, which bound
+    /// the CPU usage of a process.
+    fn count_online_cpus(&mut self) -> u32 {
+        let counted = match self.stat.read_into(&mut self.buf) {
+            Ok(_) => parse::lines(self.buf.bytes())
+                .take_while(|l| l.starts_with(b"cpu"))
+                .filter(|l| l.get(3).is_some_and(u8::is_ascii_digit))
+                .count() as u32,
+            Err(e) => {
+                log::debug!("cannot read {}: {e}", self.stat.path().display());
+                0
+            }
+        };
+        if counted > 0 {
+            counted
+        } else {
+            HostParams::online_cpus_fallback()
+        }
+    }
+
+    fn list_pids(&mut self) -> Result<(), PollError> {
+        self.listing.clear();
+        let entries = std::fs::read_dir(&self.root).map_err(|e| {
+            PollError::transient(format!("cannot list {}: {e}", self.root.display()))
+        })?;
+        for entry in entries.flatten() {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| parse::parse_u32(n.as_bytes()))
+            {
+                self.listing.push(pid);
+            }
+        }
+        self.listing.sort_unstable();
+        Ok(())
+    }
+
+    fn new_watched(&mut self, pid: u32, file: Option<ProcFile>) -> Watched {
+        let keep = self.open_count < self.open_budget;
+        let file = match file {
+            Some(f) if keep => f,
+            _ => ProcFile::new(self.pid_path(pid, "stat"), keep),
+        };
+        if keep {
+            self.open_count += 1;
+        }
+        Watched {
+            pid,
+            file,
+            start_ticks: None,
+            ppid: 0,
+            exe: String::new(),
+            previous: None,
+        }
+    }
+
+    fn pid_path(&self, pid: u32, file: &str) -> PathBuf {
+        let mut path = self.root.join(pid.to_string());
+        path.push(file);
+        path
+    }
+
+    /// Scans the process list: drops the processes that are gone, adds the
+    /// new ones that the rules select.
+    fn refresh(&mut self) -> Result<(), PollError> {
+        self.online_cpus = self.count_online_cpus();
+        self.list_pids()?;
+        let before = self.watched.len();
+        let listing = &self.listing;
+        let mut closed = 0;
+        self.watched.retain(|w| {
+            let alive = listing.binary_search(&w.pid).is_ok();
+            if !alive {
+                log::debug!("process {} ({}) ended", w.pid, w.exe);
+                closed += usize::from(w.file.is_open());
+            }
+            alive
+        });
+        self.open_count = self.open_count.saturating_sub(closed);
+        let ended = before - self.watched.len();
+
+        let candidates: Vec<u32> = self
+            .listing
+            .iter()
+            .copied()
+            .filter(|pid| self.watched.binary_search_by_key(pid, |w| w.pid).is_err())
+            .collect();
+        let added = if self.rules.all {
+            for &pid in &candidates {
+                let w = self.new_watched(pid, None);
+                self.watched.push(w);
+            }
+            candidates.len()
+        } else {
+            self.add_selected(&candidates)
+        };
+        if added > 0 {
+            self.watched.sort_unstable_by_key(|w| w.pid);
+        }
+        log::debug!(
+            "process refresh: {} watched, {added} new, {ended} ended, {} CPUs",
+            self.watched.len(),
+            self.online_cpus
+        );
+        Ok(())
+    }
+
+    /// Adds the candidates that an explicit rule selects; returns how many.
+    fn add_selected(&mut self, candidates: &[u32]) -> usize {
+        let target = if self.rules.exec_tree {
+            self.exec_target.get()
+        } else {
+            None
+        };
+        let needs_stat = target.is_some() || !self.rules.patterns.is_empty();
+        // (pid, ppid, its opened stat file) of candidates not selected yet.
+        let mut undecided: Vec<(u32, u32, ProcFile)> = Vec::new();
+        let mut selected: Vec<(u32, Option<ProcFile>)> = Vec::new();
+        for &pid in candidates {
+            if self.rules.pids.binary_search(&pid).is_ok() || Some(pid) == target {
+                selected.push((pid, None));
+                continue;
+            }
+            if !needs_stat {
+                continue;
+            }
+            let mut file = ProcFile::new(self.pid_path(pid, "stat"), true);
+            if file.read_into(&mut self.buf).is_err() {
+                continue; // gone already
+            }
+            let Some(stat) = parse::parse_pid_stat(self.buf.bytes()) else {
+                continue;
+            };
+            let ppid = stat.ppid;
+            if self.rules.patterns.iter().any(|g| g.matches(stat.comm)) || self.cmdline_matches(pid)
+            {
+                selected.push((pid, Some(file)));
+            } else {
+                undecided.push((pid, ppid, file));
+            }
+        }
+        if let Some(target) = target {
+            // Parents of every process we know of, to follow chains upwards.
+            self.parents.clear();
+            self.parents
+                .extend(self.watched.iter().map(|w| (w.pid, w.ppid)));
+            self.parents
+                .extend(undecided.iter().map(|(p, pp, _)| (*p, *pp)));
+            self.parents.sort_unstable();
+            for (pid, ppid, file) in undecided {
+                if descends_from(ppid, target, &self.parents) {
+                    selected.push((pid, Some(file)));
+                }
+            }
+        }
+        let added = selected.len();
+        for (pid, file) in selected {
+            let w = self.new_watched(pid, file);
+            self.watched.push(w);
+        }
+        added
+    }
+
+    fn cmdline_matches(&mut self, pid: u32) -> bool {
+        if self.rules.patterns.is_empty() {
+            return false;
+        }
+        let Ok(mut cmdline) = std::fs::read(self.pid_path(pid, "cmdline")) else {
+            return false;
+        };
+        // Arguments are NUL-separated, with a trailing NUL.
+        while cmdline.last() == Some(&0) {
+            cmdline.pop();
+        }
+        for b in &mut cmdline {
+            if *b == 0 {
+                *b = b' ';
+            }
+        }
+        self.rules.patterns.iter().any(|g| g.matches(&cmdline))
+    }
+}
+
+/// Whether a process whose parent is `ppid` is in the tree rooted at `target`.
+fn descends_from(mut ppid: u32, target: u32, parents: &[(u32, u32)]) -> bool {
+    for _ in 0..MAX_TREE_DEPTH {
+        if ppid == target {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        match parents.binary_search_by_key(&ppid, |(p, _)| *p) {
+            Ok(i) => ppid = parents[i].1,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Reads one process and pushes its points. Returns false when the process
+/// is gone (its series ends).
+fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bool {
+    if let Err(e) = w.file.read_into(buf) {
+        log::debug!("process {} ({}) ended: {e}", w.pid, w.exe);
+        ctx.closed += usize::from(w.file.is_open());
+        return false;
+    }
+    let Some(stat) = parse::parse_pid_stat(buf.bytes()) else {
+        log::debug!(
+            "skipping odd {}: {:?}",
+            w.file.path().display(),
+            String::from_utf8_lossy(&buf.bytes()[..buf.bytes().len().min(120)])
+        );
+        return true;
+    };
+    if w.start_ticks.is_some_and(|s| s != stat.start_ticks) {
+        log::debug!(
+            "pid {} is a new process ({} started at tick {}); its series starts over",
+            w.pid,
+            String::from_utf8_lossy(stat.comm),
+            stat.start_ticks
+        );
+        w.previous = None;
+    }
+    w.start_ticks = Some(stat.start_ticks);
+    w.ppid = stat.ppid;
+    let comm = String::from_utf8_lossy(stat.comm);
+    if w.exe != comm {
+        w.exe = comm.into_owned();
+    }
+    emit_process(w, &stat, ctx);
+    w.previous = Some(Sample {
+        utime_ticks: stat.utime_ticks,
+        stime_ticks: stat.stime_ticks,
+        at_ns: ctx.now_ns,
+    });
+    true
+}
+
+/// The CPU ticks (user, system) of the interval that ends now, and its
+/// length in ns; `None` when this process has no interval yet.
+fn cpu_delta(w: &Watched, stat: &PidStat, ctx: &PollContext) -> Option<(u64, u64, u64)> {
+    match w.previous {
+        Some(prev) => {
+            if stat.utime_ticks < prev.utime_ticks || stat.stime_ticks < prev.stime_ticks {
+                log::debug!(
+                    "CPU time of process {} went backwards; no delta this interval",
+                    w.pid
+                );
+                return None;
+            }
+            Some((
+                stat.utime_ticks - prev.utime_ticks,
+                stat.stime_ticks - prev.stime_ticks,
+                ctx.now_ns.saturating_sub(prev.at_ns),
+            ))
+        }
+        None => {
+            // Born after the previous poll: everything it used is new.
+            let poll = ctx.previous_poll?;
+            let uptime_s = poll.uptime_s?;
+            let started_s = stat.start_ticks as f64 * ctx.seconds_per_tick;
+            let after = started_s >= uptime_s + UPTIME_RESOLUTION_S - 1e-9;
+            after.then(|| {
+                (
+                    stat.utime_ticks,
+                    stat.stime_ticks,
+                    ctx.now_ns.saturating_sub(poll.at_ns),
+                )
+            })
+        }
+    }
+}
+
+fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
+    let consumer = ResourceConsumer::Process { pid: w.pid };
+    let ts = ctx.ts;
+    let point = |metric, value: alumet::measurement::MeasurementValue| MeasurementPoint {
+        timestamp: ts,
+        metric,
+        resource: Resource::LocalMachine,
+        consumer: consumer.clone(),
+        value,
+        attributes: Vec::new(),
+    };
+    let resident = stat.rss_pages.saturating_mul(ctx.page_size_bytes);
+    let mut points = [
+        point(ctx.ids.memory_resident, resident.into()),
+        point(ctx.ids.memory_virtual, stat.vsize_bytes.into()),
+    ];
+    for p in &mut points {
+        p.attributes.push(("exe".into(), w.exe.clone().into()));
+    }
+    ctx.into.extend(points);
+
+    let Some((user, system, interval_ns)) = cpu_delta(w, stat, ctx) else {
+        return;
+    };
+    let user_s = user as f64 * ctx.seconds_per_tick;
+    let system_s = system as f64 * ctx.seconds_per_tick;
+    for (mode, seconds) in [("user", user_s), ("system", system_s)] {
+        let p = point(ctx.ids.cpu_time, seconds.into())
+            .with_attr("mode", mode)
+            .with_attr("exe", w.exe.clone());
+        ctx.into.push(p);
+    }
+    if interval_ns > 0 {
+        // Ticks are sampled, so over a short interval a process can be
+        // charged more ticks than the wall time allows; clamp to what the
+        // CPUs could really have given it.
+        let usage = (user_s + system_s) / (interval_ns as f64 / 1e9) * 100.0;
+        let usage = usage.min(ctx.max_usage_percent);
+        let p = point(ctx.ids.cpu_usage, usage.into()).with_attr("exe", w.exe.clone());
+        ctx.into.push(p);
+    }
+}
+
+impl Source for ProcessSource {
+    fn poll(
+        &mut self,
+        into: &mut MeasurementBuffer,
+        timestamp: Timestamp,
+    ) -> Result<(), PollError> {
+        let now_ns = self.host.clock.now_ns();
+        let uptime_s = self.read_uptime();
+        let target = if self.rules.exec_tree {
+            self.exec_target.get()
+        } else {
+            None
+        };
+        let target_changed = target != self.last_exec_target;
+        let refresh_due = target_changed
+            || self
+                .last_refresh_ns
+                .is_none_or(|last| now_ns.saturating_sub(last) >= self.refresh_interval_ns);
+        let mut result = Ok(());
+        if refresh_due {
+            self.last_refresh_ns = Some(now_ns);
+            self.last_exec_target = target;
+            result = self.refresh();
+        }
+        let buf = &mut self.buf;
+        let mut ctx = PollContext {
+            into,
+            ts: timestamp,
+            now_ns,
+            ids: self.ids,
+            seconds_per_tick: self.seconds_per_tick,
+            page_size_bytes: self.host.page_size_bytes,
+            max_usage_percent: 100.0 * f64::from(self.online_cpus.max(1)),
+            previous_poll: self.previous_poll,
+            closed: 0,
+        };
+        self.watched.retain_mut(|w| poll_process(w, buf, &mut ctx));
+        self.open_count = self.open_count.saturating_sub(ctx.closed);
+        self.previous_poll = Some(PollMark {
+            at_ns: now_ns,
+            uptime_s,
+        });
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_membership_follows_parents() {
+        // 10 -> 11 -> 12, and 20 is unrelated; 30's parent is unknown.
+        let mut parents = vec![(11, 10), (12, 11), (20, 1), (30, 999)];
+        parents.sort_unstable();
+        assert!(descends_from(10, 10, &parents));
+        assert!(descends_from(11, 10, &parents));
+        assert!(!descends_from(1, 10, &parents));
+        assert!(!descends_from(999, 10, &parents));
+        // A cycle of recycled pids does not loop forever.
+        let cycle = vec![(5, 6), (6, 5)];
+        assert!(!descends_from(5, 10, &cycle));
+    }
+}

@@ -1,0 +1,329 @@
+//! Fixture-driven tests of the procfs plugin.
+//!
+//! Each directory `tests/fixtures/<case>/` holds snapshots of /proc files,
+//! `proc0/`, `proc1/` (and optionally `proc2/`...), an optional `config.toml`
+//! with overrides of the plugin's configuration, an optional `exec_target`
+//! (the pid `alumet-agent exec` would have spawned), and `expected.csv` (then
+//! `expected2.csv`...): the points the plugin must emit at the poll that
+//! follows each snapshot, one snapshot per simulated second.
+//!
+//! The runner copies `proc0` into a temporary proc_root, starts the real
+//! plugin in a `TestPipeline` (USER_HZ 100, 4096-byte pages, a hand-driven
+//! clock), polls, then for each later snapshot overwrites the files in place
+//! (kept descriptors see the new content, as with the kernel), removes those
+//! absent from it, advances the clock by 1 s and polls again.
+//!
+//! `expected.csv` columns: `metric,resource_kind,resource_id,consumer_kind,
+//! consumer_id,attributes,value`; `attributes` is `k=v` pairs sorted by key
+//! and joined by `;`; lines starting with `#` are comments. Fields are split
+//! on `,` (fixtures avoid commas in names). Values match within 1e-9
+//! (relative); the order of rows does not matter.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alumet::measurement::{AttributeValue, MeasurementPoint, Timestamp};
+use alumet::metrics::MetricRegistry;
+use alumet::plugin::PluginDefinition;
+use alumet::testing::TestPipeline;
+use plugin_procfs::host::{HostParams, ManualClock};
+use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
+
+/// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
+const CASES: [&str; 8] = [
+    "basic",
+    "cpu_backwards",
+    "usage_clamped",
+    "process_vanishes",
+    "pid_reuse",
+    "comm_spaces",
+    "garbage",
+    "watch_rules",
+];
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// Makes `root` hold exactly the files of `snapshot`, overwriting in place.
+fn apply_snapshot(root: &Path, snapshot: &Path) {
+    let wanted = files_under(snapshot);
+    for rel in files_under(root) {
+        if !wanted.contains(&rel) {
+            std::fs::remove_file(root.join(&rel)).unwrap();
+        }
+    }
+    for rel in &wanted {
+        let dst = root.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(&dst, std::fs::read(snapshot.join(rel)).unwrap()).unwrap();
+    }
+    // Directories left empty are processes that are gone.
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        if std::fs::read_dir(&d).unwrap().next().is_none() {
+            std::fs::remove_dir(&d).unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+struct Row {
+    key: [String; 6],
+    value: f64,
+}
+
+fn attribute_text(v: &AttributeValue) -> String {
+    v.to_string()
+}
+
+fn row_of(p: &MeasurementPoint, metrics: &MetricRegistry) -> Row {
+    let mut attrs: Vec<(String, String)> = p
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.to_string(), attribute_text(v)))
+        .collect();
+    attrs.sort();
+    let attrs: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Row {
+        key: [
+            metrics.get(p.metric).unwrap().name.clone(),
+            p.resource.kind().to_owned(),
+            p.resource.id().into_owned(),
+            p.consumer.kind().to_owned(),
+            p.consumer.id().into_owned(),
+            attrs.join(";"),
+        ],
+        value: p.value.as_f64(),
+    }
+}
+
+fn read_expected(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    assert_eq!(
+        lines.next(),
+        Some("metric,resource_kind,resource_id,consumer_kind,consumer_id,attributes,value"),
+        "{}: bad header",
+        path.display()
+    );
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), 7, "{}: bad line {line:?}", path.display());
+            Row {
+                key: [f[0], f[1], f[2], f[3], f[4], f[5]].map(str::to_owned),
+                value: f[6]
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{}: bad value in {line:?}: {e}", path.display())),
+            }
+        })
+        .collect()
+}
+
+fn compare(case: &str, poll: usize, mut expected: Vec<Row>, mut actual: Vec<Row>) {
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    actual.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut problems = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < expected.len() || j < actual.len() {
+        let order = match (expected.get(i), actual.get(j)) {
+            (Some(e), Some(a)) => e.key.cmp(&a.key),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                problems.push(format!(
+                    "missing:    {:?} = {}",
+                    expected[i].key, expected[i].value
+                ));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                problems.push(format!(
+                    "unexpected: {:?} = {}",
+                    actual[j].key, actual[j].value
+                ));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (e, a) = (expected[i].value, actual[j].value);
+                if (e - a).abs() > 1e-9 * e.abs().max(1.0) {
+                    problems.push(format!(
+                        "wrong value: {:?}: expected {e}, got {a}",
+                        expected[i].key
+                    ));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "case {case}, poll after proc{poll}:\n{}",
+        problems.join("\n")
+    );
+}
+
+fn run_case(name: &str) {
+    let case = fixtures_dir().join(name);
+    let root = tempfile::tempdir().unwrap();
+    apply_snapshot(root.path(), &case.join("proc0"));
+
+    let mut table = alumet::config::serialize_config(&ProcfsConfig::default()).unwrap();
+    let overrides = case.join("config.toml");
+    if overrides.exists() {
+        let extra: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&overrides).unwrap()).unwrap();
+        table.extend(extra);
+    }
+    // Polls happen only when the test says so; the refresh follows the hand-driven clock.
+    let set = |t: &mut toml::Table, k: &str, v: &str| {
+        t.insert(k.to_owned(), toml::Value::String(v.to_owned()));
+    };
+    set(&mut table, "proc_root", root.path().to_str().unwrap());
+    set(&mut table, "system_poll_interval", "24h");
+    set(&mut table, "process_poll_interval", "24h");
+    set(&mut table, "flush_interval", "24h");
+    set(&mut table, "process_refresh_interval", "1s");
+    let config: ProcfsConfig = alumet::config::deserialize_config(table).unwrap();
+
+    let clock = ManualClock::new();
+    let host = HostParams {
+        clock_ticks_per_second: 100,
+        page_size_bytes: 4096,
+        clock: Arc::new(clock.clone()),
+    };
+    let mut plugin = ProcfsPlugin::init(config).unwrap().with_host(host);
+    let mut pipeline = TestPipeline::builder();
+    let target = case.join("exec_target");
+    if target.exists() {
+        let pid: u32 = std::fs::read_to_string(&target)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        pipeline.pipeline_builder().exec_target().set(pid);
+    }
+    pipeline.start_plugin("procfs", &mut plugin).unwrap();
+    let running = pipeline.start();
+    // Two triggers: after the second, the poll every source gets at start is done too.
+    running.trigger_all();
+    running.trigger_all();
+
+    let mut windows = Vec::new();
+    for n in 1.. {
+        let snapshot = case.join(format!("proc{n}"));
+        if !snapshot.exists() {
+            break;
+        }
+        clock.advance_ns(1_000_000_000);
+        apply_snapshot(root.path(), &snapshot);
+        let before = Timestamp::now();
+        running.trigger_all();
+        let after = Timestamp::now();
+        windows.push((n, before, after));
+    }
+    assert!(!windows.is_empty(), "case {name} has no proc1");
+    let result = running.finish();
+    for (n, before, after) in windows {
+        let actual: Vec<Row> = result
+            .points
+            .iter()
+            .filter(|p| before <= p.timestamp && p.timestamp <= after)
+            .map(|p| row_of(p, &result.metrics))
+            .collect();
+        let file = if n == 1 {
+            "expected.csv".to_owned()
+        } else {
+            format!("expected{n}.csv")
+        };
+        compare(name, n, read_expected(&case.join(file)), actual);
+    }
+}
+
+#[test]
+fn basic_system_and_processes() {
+    run_case("basic");
+}
+
+#[test]
+fn cpu_counter_going_backwards_is_skipped_then_reprimed() {
+    run_case("cpu_backwards");
+}
+
+#[test]
+fn cpu_usage_never_exceeds_100_percent_per_cpu() {
+    run_case("usage_clamped");
+}
+
+#[test]
+fn vanished_process_ends_quietly() {
+    run_case("process_vanishes");
+}
+
+#[test]
+fn pid_reuse_restarts_the_series() {
+    run_case("pid_reuse");
+}
+
+#[test]
+fn names_with_spaces_and_parentheses() {
+    run_case("comm_spaces");
+}
+
+#[test]
+fn truncated_and_garbage_lines_are_skipped() {
+    run_case("garbage");
+}
+
+#[test]
+fn explicit_pids_patterns_and_exec_tree_select_processes() {
+    run_case("watch_rules");
+}
+
+#[test]
+fn all_fixture_directories_have_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut known: Vec<String> = CASES.iter().map(|s| (*s).to_owned()).collect();
+    known.sort();
+    assert_eq!(found, known);
+}
+
+#[test]
+fn plugin_name_is_the_shared_one() {
+    assert_eq!(ProcfsPlugin::NAME, "procfs");
+}
