@@ -104,6 +104,7 @@ impl<T: Transport + 'static> InfluxDbOutput<T> {
             },
         );
         let evicted = self.shared.queue.push(batch);
+        self.shared.refresh_buffered();
         if evicted > 0 {
             self.count_eviction(evicted);
         }

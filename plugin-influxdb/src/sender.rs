@@ -67,7 +67,19 @@ impl Shared {
     pub fn abandon_all(&self) -> usize {
         let n = self.in_flight_points.swap(0, Ordering::AcqRel) + self.queue.take_all();
         Counters::add(&self.counters.undelivered_at_shutdown_points, n);
+        self.refresh_buffered();
         n
+    }
+
+    /// Updates the `buffered_points` level (queued plus in flight).
+    pub fn refresh_buffered(&self) {
+        let n = self.queue.queued_points() + self.in_flight_points.load(Ordering::Acquire);
+        self.counters
+            .buffered_points
+            .store(n as u64, Ordering::Relaxed);
+        self.counters
+            .peak_buffered_points
+            .fetch_max(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -117,6 +129,7 @@ impl<T: Transport> Sender<T> {
         self.shared
             .in_flight_points
             .store(batch.points, Ordering::Release);
+        self.shared.refresh_buffered();
         let mut compressed = std::mem::take(&mut self.compressed);
         let gzipped = self.settings.gzip
             && batch.body.len() >= GZIP_MIN_BYTES
@@ -196,7 +209,9 @@ impl<T: Transport> Sender<T> {
 
     /// Takes ownership of the in-flight points (zero if `close` gave up on them).
     fn take_in_flight(&self) -> usize {
-        self.shared.in_flight_points.swap(0, Ordering::AcqRel)
+        let n = self.shared.in_flight_points.swap(0, Ordering::AcqRel);
+        self.shared.refresh_buffered();
+        n
     }
 
     fn give_up_at_deadline(&self) {

@@ -19,6 +19,10 @@ pub(crate) struct Counters {
     pub undelivered_at_shutdown_points: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    /// A level, not a counter: points queued or in flight now.
+    pub buffered_points: AtomicU64,
+    /// The highest `buffered_points` seen.
+    pub peak_buffered_points: AtomicU64,
 }
 
 impl Counters {
@@ -46,6 +50,8 @@ impl StatsHandle {
             undelivered_at_shutdown_points: c.undelivered_at_shutdown_points.load(Relaxed),
             requests: c.requests.load(Relaxed),
             retries: c.retries.load(Relaxed),
+            buffered_points: c.buffered_points.load(Relaxed),
+            peak_buffered_points: c.peak_buffered_points.load(Relaxed),
         }
     }
 
@@ -75,6 +81,11 @@ pub struct InfluxDbStats {
     pub requests: u64,
     /// Requests that failed in a retryable way and were sent again.
     pub retries: u64,
+    /// Points waiting in the buffer or being sent right now (a level, not
+    /// a total): at most `max_buffer_points` plus one batch.
+    pub buffered_points: u64,
+    /// The highest `buffered_points` seen since start.
+    pub peak_buffered_points: u64,
 }
 
 impl InfluxDbStats {

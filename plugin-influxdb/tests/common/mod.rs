@@ -1,0 +1,673 @@
+//! Test helpers: real InfluxDB 1.x and VictoriaMetrics servers started on a
+//! free loopback port with a temporary data directory (killed on drop), a
+//! tiny scripted HTTP server for failure cases, and a test source that emits
+//! known points through a real pipeline.
+//!
+//! A missing server binary fails the test with the command that installs it:
+//! `scripts/install-test-servers.sh`. All traffic stays on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alumet::measurement::{
+    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
+};
+use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use alumet::plugin::PluginDefinition;
+use alumet::testing::{FnSource, TestPipeline};
+use plugin_influxdb::{InfluxDbConfig, InfluxDbPlugin};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The path of an installed binary, or a failure that says how to install it.
+pub fn require_binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` is not installed: run scripts/install-test-servers.sh (as root) to install the test servers (Debian packages influxdb and victoria-metrics)"
+    );
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+/// GET `url`; status and body, or None when nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let mut r = agent().get(url).call().ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().unwrap_or_default()))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not happen within {timeout:?}");
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Process {
+    child: Option<Child>,
+}
+
+impl Process {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An `influxd` (InfluxDB 1.x) on loopback with its own data directory.
+pub struct InfluxServer {
+    pub port: u16,
+    rpc_port: u16,
+    dir: tempfile::TempDir,
+    process: Process,
+}
+
+impl InfluxServer {
+    /// Starts a server with database `db` created, and waits until it answers.
+    pub fn start(db: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Self {
+            port: free_port(),
+            rpc_port: free_port(),
+            dir,
+            process: Process { child: None },
+        };
+        s.restart();
+        s.create_database(db);
+        s
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL); its data stays for `restart`.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// (Re)starts the server on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        let bin = require_binary("influxd");
+        let d = self.dir.path();
+        let log = std::fs::File::create(d.join("influxd.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["-config", "/dev/null"])
+            .env(
+                "INFLUXDB_HTTP_BIND_ADDRESS",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env(
+                "INFLUXDB_BIND_ADDRESS",
+                format!("127.0.0.1:{}", self.rpc_port),
+            )
+            .env("INFLUXDB_META_DIR", d.join("meta"))
+            .env("INFLUXDB_DATA_DIR", d.join("data"))
+            .env("INFLUXDB_DATA_WAL_DIR", d.join("wal"))
+            .env("INFLUXDB_REPORTING_DISABLED", "true")
+            .env("INFLUXDB_HTTP_LOG_ENABLED", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.process.child = Some(child);
+        let url = format!("{}/ping", self.url());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if matches!(http_get(&url), Some((204, _))) {
+                return;
+            }
+            if self.process.exited() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(d.join("influxd.log")).unwrap_or_default();
+                panic!("influxd did not start on port {}:\n{log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `CREATE DATABASE db`.
+    pub fn create_database(&self, db: &str) {
+        let mut r = agent()
+            .post(format!("{}/query", self.url()))
+            .send_form([("q", format!("CREATE DATABASE \"{db}\"").as_str())])
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{:?}",
+            r.body_mut().read_to_string()
+        );
+        // influxd acknowledges before its meta store reaches the disk; a
+        // kill right after would forget the database. Wait for the file.
+        let meta = self.dir.path().join("meta").join("meta.db");
+        wait_until(
+            "the database reaching influxd's meta.db",
+            Duration::from_secs(10),
+            || {
+                std::fs::read(&meta)
+                    .map(|bytes| bytes.windows(db.len()).any(|w| w == db.as_bytes()))
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    /// Runs an InfluxQL query with nanosecond epochs; the JSON answer.
+    pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let mut r = agent()
+            .get(format!("{}/query", self.url()))
+            .query("db", db)
+            .query("epoch", "ns")
+            .query("q", q)
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Every row of `measurement`, as column name → value.
+    pub fn rows(&self, db: &str, measurement: &str) -> Vec<BTreeMap<String, serde_json::Value>> {
+        let answer = self.query(db, &format!("SELECT * FROM \"{measurement}\""));
+        let mut rows = Vec::new();
+        let Some(series) = answer["results"][0]["series"].as_array() else {
+            return rows;
+        };
+        for s in series {
+            let columns: Vec<String> = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            for values in s["values"].as_array().unwrap() {
+                let row = columns
+                    .iter()
+                    .cloned()
+                    .zip(values.as_array().unwrap().iter().cloned())
+                    .filter(|(_, v)| !v.is_null())
+                    .collect();
+                rows.push(row);
+            }
+        }
+        rows
+    }
+}
+
+/// A VictoriaMetrics server on loopback with its own data directory.
+pub struct VictoriaMetrics {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Process,
+}
+
+impl VictoriaMetrics {
+    /// Starts a server and waits until /health answers.
+    pub fn start() -> Self {
+        let bin = require_binary("victoria-metrics");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.disableCache")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Self {
+            port,
+            dir,
+            process: Process { child: Some(child) },
+        };
+        let url = format!("{}/health", s.url());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if matches!(http_get(&url), Some((200, _))) {
+                return s;
+            }
+            if s.process.exited() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(s.dir.path().join("vm.log")).unwrap_or_default();
+                panic!("victoria-metrics did not start on port {port}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory (for a size check).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every sample of the series matching `selector`, as exported: one
+    /// JSON object per series with `metric`, `values`, `timestamps`.
+    pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        let _ = http_get(&format!("{}/internal/force_flush", self.url()));
+        let mut r = agent()
+            .get(format!("{}/api/v1/export", self.url()))
+            .query("match[]", selector)
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Polls the export until it holds `samples` samples (new series take a
+    /// moment to become visible), for up to 15 s; returns the last export.
+    pub fn export_when(&self, selector: &str, samples: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let series = self.export(selector);
+            let n: usize = series
+                .iter()
+                .map(|s| s["values"].as_array().map_or(0, |v| v.len()))
+                .sum();
+            if n >= samples || Instant::now() > deadline {
+                return series;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One request received by the [`FakeServer`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    /// The body, gunzipped if it was sent with gzip.
+    pub body: String,
+    pub at: Instant,
+}
+
+impl Received {
+    /// Number of lines (points) in the body.
+    pub fn points(&self) -> usize {
+        self.body.lines().filter(|l| !l.is_empty()).count()
+    }
+}
+
+/// What the fake server answers: status, extra headers, body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 that records every request and
+/// answers from a script indexed by request number (0-based).
+pub struct FakeServer {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Starts the server; `answer(n)` is called for the n-th request.
+    pub fn start(answer: impl Fn(usize) -> Answer + Send + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let count = AtomicU64::new(0);
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        serve(stream, &r, &count, &answer);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            port,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the requests of one connection (keep-alive) until it closes.
+fn serve(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    count: &AtomicU64,
+    answer: &impl Fn(usize) -> Answer,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut raw = vec![0; length];
+        if reader.read_exact(&mut raw).is_err() {
+            return;
+        }
+        let body = if headers.get("content-encoding").map(String::as_str) == Some("gzip") {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        } else {
+            String::from_utf8(raw).unwrap()
+        };
+        let n = count.fetch_add(1, Ordering::Relaxed) as usize;
+        received.lock().unwrap().push(Received {
+            path,
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        let (status, extra, text) = answer(n);
+        let mut response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n",
+            text.len()
+        );
+        for (k, v) in extra {
+            response.push_str(&format!("{k}: {v}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&text);
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        if status == 599 {
+            // Script code for "drop the connection".
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// A known point set: `polls` polls of `per_poll` points each, with unique
+/// millisecond timestamps (VictoriaMetrics keeps milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub per_poll: usize,
+    pub start_ms: u64,
+}
+
+/// Name of the test metric (F64 joules).
+pub const ENERGY: &str = "test_energy";
+/// Name of the test metric (U64 bytes).
+pub const MEMORY: &str = "test_memory";
+
+/// Process names with every character the line protocol must escape.
+pub const NASTY_NAMES: [&str; 6] = [
+    "plain",
+    "with space",
+    "comma,here",
+    "equals=sign",
+    "quote\"d",
+    "back\\slash",
+];
+
+impl Workload {
+    /// `per_poll` points per poll, timestamps from about now.
+    pub fn new(per_poll: usize) -> Self {
+        Self {
+            per_poll,
+            start_ms: Timestamp::now().unix_nanos() / 1_000_000 - 60_000,
+        }
+    }
+
+    /// The points of poll number `poll`: alternating energy (F64, CPU
+    /// package, attribute `domain`) and memory (U64, process with `exe`).
+    pub fn points(
+        &self,
+        poll: u64,
+        energy: alumet::metrics::MetricId,
+        memory: alumet::metrics::MetricId,
+    ) -> MeasurementBuffer {
+        let ts = Timestamp::from_unix_nanos((self.start_ms + poll) * 1_000_000);
+        (0..self.per_poll)
+            .map(|i| {
+                let i = i as u64;
+                if i % 2 == 0 {
+                    MeasurementPoint::new(
+                        ts,
+                        energy,
+                        Resource::CpuPackage { id: i as u32 },
+                        ResourceConsumer::LocalMachine,
+                        poll as f64 + i as f64 / 8.0,
+                    )
+                    .with_attr("domain", "package")
+                } else {
+                    MeasurementPoint::new(
+                        ts,
+                        memory,
+                        Resource::LocalMachine,
+                        ResourceConsumer::Process {
+                            pid: 1000 + i as u32,
+                        },
+                        poll * 1_000_000 + i,
+                    )
+                    .with_attr("exe", NASTY_NAMES[(i as usize / 2) % NASTY_NAMES.len()])
+                }
+            })
+            .collect()
+    }
+
+    /// The expected energy value of (poll, package id).
+    pub fn energy_value(poll: u64, id: u64) -> f64 {
+        poll as f64 + id as f64 / 8.0
+    }
+}
+
+/// A test pipeline with the workload source (polled by hand) and the
+/// influxdb plugin with `config`.
+pub struct Harness {
+    pub running: alumet::testing::RunningTest,
+    pub plugin: InfluxDbPlugin,
+    pub polls: Arc<AtomicU64>,
+}
+
+impl Harness {
+    pub fn start(workload: Workload, config: InfluxDbConfig) -> Self {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let mut t = TestPipeline::builder();
+        let polls = Arc::new(AtomicU64::new(0));
+        let p = polls.clone();
+        t.plugin("workload", move |ctx| {
+            let energy = ctx.create_metric(Metric::new(
+                ENERGY,
+                Unit::Joule,
+                ValueType::F64,
+                MetricKind::Delta,
+                "test energy",
+            ))?;
+            let memory = ctx.create_metric(Metric::new(
+                MEMORY,
+                Unit::Byte,
+                ValueType::U64,
+                MetricKind::Gauge,
+                "test memory",
+            ))?;
+            let source = FnSource::new(move |buf: &mut MeasurementBuffer, _ts| {
+                let poll = p.fetch_add(1, Ordering::SeqCst);
+                buf.extend(workload.points(poll, energy, memory));
+                Ok(())
+            });
+            ctx.add_source("points", Box::new(source), TestPipeline::manual_trigger());
+            Ok(())
+        })
+        .unwrap();
+        let mut plugin = InfluxDbPlugin::init(config).unwrap();
+        t.start_plugin("influxdb", &mut plugin).unwrap();
+        Self {
+            running: t.start(),
+            plugin,
+            polls,
+        }
+    }
+
+    /// Polls the source `n` more times.
+    pub fn poll(&self, n: usize) {
+        for _ in 0..n {
+            self.running.trigger_all();
+        }
+    }
+
+    /// Waits until the output has delivered `n` points in all.
+    pub fn wait_delivered(&self, n: u64) {
+        let stats = self.plugin.stats();
+        wait_until(
+            &format!("delivery of {n} points"),
+            Duration::from_secs(15),
+            || stats.snapshot().delivered_points >= n,
+        );
+    }
+
+    /// Waits until `done(stats)` holds (for up to 15 s).
+    pub fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&plugin_influxdb::stats::InfluxDbStats) -> bool,
+    ) {
+        let stats = self.plugin.stats();
+        wait_until(what, Duration::from_secs(15), || done(&stats.snapshot()));
+    }
+
+    /// Waits until the output has received every point polled so far.
+    pub fn wait_received_all(&self, per_poll: u64) {
+        let expected = self.polls.load(Ordering::SeqCst) * per_poll;
+        self.wait_for(&format!("the output receiving {expected} points"), |s| {
+            s.received_points >= expected
+        });
+    }
+
+    /// Shuts the pipeline down (the output delivers what is queued) and
+    /// returns the number of polls done.
+    pub fn finish(self) -> (u64, InfluxDbPlugin) {
+        let _ = self.running.finish();
+        let mut plugin = self.plugin;
+        alumet::plugin::Plugin::stop(&mut plugin).unwrap();
+        (self.polls.load(Ordering::SeqCst), plugin)
+    }
+}
+
+/// A config for tests: small delays so that retries are quick.
+pub fn test_config(url: &str) -> InfluxDbConfig {
+    InfluxDbConfig {
+        url: url.into(),
+        host_tag: "host".into(),
+        flush_interval: Duration::from_millis(50),
+        retry_initial_delay: Duration::from_millis(20),
+        retry_max_delay: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(3),
+        shutdown_timeout: Duration::from_secs(10),
+        ..InfluxDbConfig::default()
+    }
+}

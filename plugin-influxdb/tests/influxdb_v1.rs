@@ -1,0 +1,173 @@
+//! The plugin against a real InfluxDB 1.x (`influxd` 1.6.7 from Debian),
+//! v1 API: every point arrives with its tags and values, through a server
+//! down at start, a server killed and restarted mid-run, and a full buffer.
+//!
+//! Needs the test servers: `scripts/install-test-servers.sh`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use plugin_influxdb::http::ApiVersion;
+use plugin_influxdb::InfluxDbConfig;
+
+const DB: &str = "alumet_test";
+
+fn v1_config(url: &str) -> InfluxDbConfig {
+    InfluxDbConfig {
+        api: ApiVersion::V1,
+        database: DB.into(),
+        ..test_config(url)
+    }
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// Checks that the server holds exactly the points of polls `0..polls`.
+fn assert_all_points(server: &InfluxServer, workload: Workload, polls: u64) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut expected_energy = BTreeMap::new();
+    let mut expected_memory = BTreeMap::new();
+    for poll in 0..polls {
+        let time = (workload.start_ms + poll) * 1_000_000;
+        for i in 0..workload.per_poll as u64 {
+            if i % 2 == 0 {
+                expected_energy.insert((time, i.to_string()), Workload::energy_value(poll, i));
+            } else {
+                let exe = NASTY_NAMES[(i as usize / 2) % NASTY_NAMES.len()];
+                expected_memory.insert(
+                    (time, (1000 + i).to_string()),
+                    (poll * 1_000_000 + i, exe.to_owned()),
+                );
+            }
+        }
+    }
+
+    let mut energy = BTreeMap::new();
+    for row in server.rows(DB, ENERGY) {
+        assert_eq!(text(&row["resource_kind"]), "cpu_package");
+        assert_eq!(text(&row["consumer_kind"]), "local_machine");
+        assert!(
+            !row.contains_key("consumer_id"),
+            "empty ids are omitted: {row:?}"
+        );
+        assert_eq!(text(&row["domain"]), "package");
+        assert_eq!(text(&row["host"]), host);
+        let key = (row["time"].as_u64().unwrap(), text(&row["resource_id"]));
+        let old = energy.insert(key, row["value"].as_f64().unwrap());
+        assert!(old.is_none(), "duplicate row {row:?}");
+    }
+    assert_eq!(energy.len(), expected_energy.len(), "energy points");
+    assert_eq!(energy, expected_energy);
+
+    let mut memory = BTreeMap::new();
+    for row in server.rows(DB, MEMORY) {
+        assert_eq!(text(&row["resource_kind"]), "local_machine");
+        assert!(!row.contains_key("resource_id"));
+        assert_eq!(text(&row["consumer_kind"]), "process");
+        let key = (row["time"].as_u64().unwrap(), text(&row["consumer_id"]));
+        memory.insert(key, (row["value"].as_u64().unwrap(), text(&row["exe"])));
+    }
+    assert_eq!(memory.len(), expected_memory.len(), "memory points");
+    assert_eq!(memory, expected_memory);
+}
+
+#[test]
+fn every_point_arrives_with_its_tags_values_and_escaped_names() {
+    let server = InfluxServer::start(DB);
+    let workload = Workload::new(40);
+    let h = Harness::start(workload, v1_config(&server.url()));
+    h.poll(25);
+    let (polls, plugin) = h.finish();
+    assert_all_points(&server, workload, polls);
+    let stats = plugin.stats().snapshot();
+    assert_eq!(stats.received_points, polls * 40);
+    assert_eq!(stats.delivered_points, polls * 40);
+    assert_eq!(stats.dropped_points(), 0);
+}
+
+#[test]
+fn server_down_at_start_then_started_loses_nothing() {
+    let mut server = InfluxServer::start(DB);
+    server.kill();
+    let workload = Workload::new(20);
+    let h = Harness::start(workload, v1_config(&server.url()));
+    h.poll(10);
+    h.wait_for("a failed attempt", |s| s.retries > 0);
+    assert_eq!(h.plugin.stats().snapshot().delivered_points, 0);
+    server.restart();
+    h.poll(10);
+    let (polls, plugin) = h.finish();
+    assert_all_points(&server, workload, polls);
+    let stats = plugin.stats().snapshot();
+    assert!(stats.retries > 0, "the outage was seen: {stats:?}");
+    assert_eq!(stats.delivered_points, polls * 20);
+    assert_eq!(stats.dropped_points(), 0);
+}
+
+#[test]
+fn server_killed_and_restarted_mid_run_loses_nothing() {
+    let mut server = InfluxServer::start(DB);
+    let workload = Workload::new(20);
+    let h = Harness::start(workload, v1_config(&server.url()));
+    h.poll(10);
+    h.wait_delivered(200);
+    server.kill();
+    h.poll(10);
+    h.wait_for("a failed attempt", |s| s.retries > 0);
+    server.restart();
+    h.poll(10);
+    let (polls, plugin) = h.finish();
+    assert_all_points(&server, workload, polls);
+    let stats = plugin.stats().snapshot();
+    assert_eq!(stats.delivered_points, polls * 20);
+    assert_eq!(stats.dropped_points(), 0);
+}
+
+#[test]
+fn full_buffer_drops_the_oldest_points_and_counts_them_exactly() {
+    let mut server = InfluxServer::start(DB);
+    server.kill();
+    let workload = Workload::new(10);
+    let config = InfluxDbConfig {
+        batch_size: 10,
+        max_buffer_points: 100,
+        ..v1_config(&server.url())
+    };
+    let h = Harness::start(workload, config);
+    h.poll(60);
+    h.wait_received_all(10);
+    let during = h.plugin.stats().snapshot();
+    // Memory is bounded: the queue plus the batch being retried.
+    assert!(during.peak_buffered_points <= 100 + 10, "{during:?}");
+    assert!(during.peak_buffered_points >= 100, "{during:?}");
+    // 61 polls of 10 points went in; at most 110 can be kept.
+    assert!(during.buffer_dropped_points >= 610 - 110, "{during:?}");
+    assert_eq!(during.buffer_dropped_points % 10, 0, "whole batches go");
+    server.restart();
+    let (polls, plugin) = h.finish();
+    let end = plugin.stats().snapshot();
+    assert_eq!(end.received_points, polls * 10);
+    assert_eq!(end.undelivered_at_shutdown_points, 0);
+    // Exact: every point not counted as dropped is in the database.
+    let rows = server.rows(DB, ENERGY).len() + server.rows(DB, MEMORY).len();
+    assert_eq!(rows as u64, end.delivered_points);
+    assert_eq!(end.delivered_points + end.buffer_dropped_points, polls * 10);
+    // The newest points survived: the last poll (at shutdown) is there.
+    let last = (workload.start_ms + polls - 1) * 1_000_000;
+    let answer = server.query(
+        DB,
+        &format!("SELECT count(value) FROM {ENERGY} WHERE time = {last}"),
+    );
+    assert_eq!(answer["results"][0]["series"][0]["values"][0][1], 5);
+}
