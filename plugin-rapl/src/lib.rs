@@ -1,1 +1,402 @@
-//! Plugin `rapl` (work in progress).
+//! Plugin `rapl`: CPU package, core, uncore, DRAM and platform energy from
+//! Intel and AMD RAPL counters.
+//!
+//! This file holds the configuration, the metric, and the choice of the
+//! interface: perf_event ([`perf`]) when its counters can be opened, else
+//! powercap ([`powercap`]), else an error that says why neither works. The
+//! source itself ([`source`]) is the same for both.
+
+pub mod counters;
+pub mod domain;
+pub mod perf;
+pub mod powercap;
+pub mod source;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alumet::config::{format_duration, ConfigError};
+use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use alumet::pipeline::{PluginStartContext, SourceTrigger};
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use serde::{Deserialize, Serialize};
+
+use crate::perf::{PerfCounterOpener, PerfError, PerfEventOpener};
+use crate::powercap::{EnergyFileOpener, PowercapError, StdFileOpener};
+use crate::source::{DomainReader, EnergySource};
+
+/// Name of the metric this plugin emits.
+pub const METRIC_NAME: &str = "rapl_consumed_energy";
+
+/// Which kernel interface to read RAPL through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceChoice {
+    /// perf_event when its counters can be opened, else powercap.
+    #[default]
+    Auto,
+    /// Only perf_event (the `power` PMU).
+    Perf,
+    /// Only powercap (`class/powercap/intel-rapl:*`).
+    Powercap,
+}
+
+/// The interface actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// perf_event, `power` PMU.
+    Perf,
+    /// powercap sysfs files.
+    Powercap,
+}
+
+impl Interface {
+    /// Lowercase name, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Perf => "perf",
+            Interface::Powercap => "powercap",
+        }
+    }
+}
+
+/// Configuration of `[plugins.rapl]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaplConfig {
+    /// `auto` (default): perf_event if it can be opened, else powercap.
+    pub interface: InterfaceChoice,
+    /// Where sysfs is mounted (default `/sys`); the host's sysfs in a container.
+    pub sysfs_root: PathBuf,
+    /// Time between two reads of the counters (default 1s; at least 1ms is useful).
+    #[serde(with = "alumet::config::duration")]
+    pub poll_interval: Duration,
+    /// Time between two hand-overs of the points to the outputs (default 5s).
+    #[serde(with = "alumet::config::duration")]
+    pub flush_interval: Duration,
+    /// Upper bound of a domain's power, in W, used to warn when the poll
+    /// interval is too long to see every counter wrap, for zones that do not
+    /// give their own maximum (default 500).
+    pub max_power_w_bound: f64,
+}
+
+impl Default for RaplConfig {
+    fn default() -> Self {
+        Self {
+            interface: InterfaceChoice::Auto,
+            sysfs_root: PathBuf::from("/sys"),
+            poll_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(5),
+            max_power_w_bound: 500.0,
+        }
+    }
+}
+
+impl RaplConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "poll_interval".into(),
+                reason: "must be longer than zero, e.g. \"1s\" or \"10ms\"".into(),
+            });
+        }
+        if !(self.max_power_w_bound.is_finite() && self.max_power_w_bound > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "max_power_w_bound".into(),
+                reason: format!(
+                    "must be a positive number of watts, e.g. 500.0 (found {})",
+                    self.max_power_w_bound
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn max_power_uw_bound(&self) -> u64 {
+        (self.max_power_w_bound * 1e6) as u64
+    }
+}
+
+/// The boundaries to the outside world: how counters and files are opened.
+/// [`Backends::real`] in the agent; tests substitute doubles.
+#[derive(Clone)]
+pub struct Backends {
+    /// Opens perf counters.
+    pub perf: Arc<dyn PerfCounterOpener>,
+    /// Opens `energy_uj` files.
+    pub files: Arc<dyn EnergyFileOpener>,
+}
+
+impl Backends {
+    /// perf_event_open and the file system.
+    pub fn real() -> Self {
+        Self {
+            perf: Arc::new(PerfEventOpener),
+            files: Arc::new(StdFileOpener),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backends")
+    }
+}
+
+/// The interface chosen and its opened counters.
+#[derive(Debug)]
+pub struct Probe {
+    /// The interface used.
+    pub interface: Interface,
+    /// One reader per domain and package.
+    pub readers: Vec<DomainReader>,
+    /// The shortest time a counter can take to wrap (powercap only: perf
+    /// counters are extended to 64 bits by the kernel).
+    pub shortest_wrap: Option<Duration>,
+    /// Warnings to show (zones skipped, why perf was not used).
+    pub warnings: Vec<String>,
+}
+
+/// How to fix permission problems, for both interfaces.
+fn permission_fix(config: &RaplConfig, perf: bool, powercap: bool) -> String {
+    let mut fixes = vec!["run as root".to_owned()];
+    if powercap {
+        fixes.push(format!(
+            "grant read access: sudo chmod a+r {}/intel-rapl:*/energy_uj (or a udev rule)",
+            config.sysfs_root.join(powercap::POWERCAP_DIR).display()
+        ));
+    }
+    if perf {
+        fixes.push(
+            "use perf with CAP_PERFMON: sudo setcap cap_perfmon=ep $(which alumet-agent), or set kernel.perf_event_paranoid to 0 or less"
+                .to_owned(),
+        );
+    }
+    fixes.join(", or ")
+}
+
+const NO_RAPL_FIX: &str = "this CPU or kernel does not expose RAPL, as in most virtual machines; disable the plugin with `enabled = false` in [plugins.rapl]";
+
+/// Opens the counters of the configured interface (for `auto`: perf, then
+/// powercap), or explains in one line why none can be read.
+pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginError> {
+    let root = &config.sysfs_root;
+    let try_perf = || perf::open(root, backends.perf.as_ref());
+    let try_powercap =
+        || powercap::open(root, backends.files.as_ref(), config.max_power_uw_bound());
+    let from_powercap = |opened: powercap::OpenedPowercap, mut warnings: Vec<String>| {
+        warnings.extend(opened.skipped.iter().map(|s| {
+            let fix = if s.permission_denied {
+                format!(" ({})", permission_fix(config, false, true))
+            } else {
+                String::new()
+            };
+            format!("skipping powercap zone {s}{fix}")
+        }));
+        Probe {
+            interface: Interface::Powercap,
+            readers: opened.readers,
+            shortest_wrap: opened.shortest_wrap,
+            warnings,
+        }
+    };
+    let from_perf = |opened: perf::OpenedPerf| Probe {
+        interface: Interface::Perf,
+        readers: opened.readers,
+        shortest_wrap: None,
+        warnings: Vec::new(),
+    };
+
+    match config.interface {
+        InterfaceChoice::Perf => try_perf().map(from_perf).map_err(|e| {
+            let fix = match &e {
+                e if e.is_permission_denied() => permission_fix(config, true, false),
+                PerfError::NoPmu(_) => format!("{NO_RAPL_FIX}, or try interface = \"powercap\""),
+                _ => "try interface = \"auto\" or \"powercap\"".to_owned(),
+            };
+            PluginError::unavailable(e.to_string(), fix)
+        }),
+        InterfaceChoice::Powercap => try_powercap()
+            .map(|o| from_powercap(o, Vec::new()))
+            .map_err(|e| {
+                let fix = match &e {
+                    e if e.is_permission_denied() => permission_fix(config, false, true),
+                    PowercapError::NoZones(_) => {
+                        format!("{NO_RAPL_FIX}, or try interface = \"perf\"")
+                    }
+                    _ => "try interface = \"auto\" or \"perf\"".to_owned(),
+                };
+                PluginError::unavailable(e.to_string(), fix)
+            }),
+        InterfaceChoice::Auto => {
+            let perf_error = match try_perf() {
+                Ok(opened) => return Ok(from_perf(opened)),
+                Err(e) => e,
+            };
+            let powercap_error = match try_powercap() {
+                Ok(opened) => {
+                    let why = format!("perf_event not used ({perf_error}); reading powercap");
+                    return Ok(from_powercap(opened, vec![why]));
+                }
+                Err(e) => e,
+            };
+            if matches!(perf_error, PerfError::NoPmu(_))
+                && matches!(powercap_error, PowercapError::NoZones(_))
+            {
+                return Err(PluginError::unavailable(
+                    format!("no RAPL interface found ({perf_error}, {powercap_error})"),
+                    NO_RAPL_FIX,
+                ));
+            }
+            let denied_perf = perf_error.is_permission_denied();
+            let denied_powercap = powercap_error.is_permission_denied();
+            let fix = if denied_perf || denied_powercap {
+                permission_fix(config, denied_perf, denied_powercap)
+            } else {
+                "check the kernel's RAPL support (modules intel_rapl_msr, intel_rapl_common)"
+                    .to_owned()
+            };
+            Err(PluginError::unavailable(
+                format!("cannot read RAPL: perf: {perf_error}; powercap: {powercap_error}"),
+                fix,
+            ))
+        }
+    }
+}
+
+/// What is wrong with `poll_interval` given the counters opened: below
+/// RAPL's ~1 ms update period, or longer than the shortest wrap period (a
+/// second wrap within one interval cannot be detected).
+pub fn timing_warnings(poll_interval: Duration, shortest_wrap: Option<Duration>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if poll_interval < Duration::from_millis(1) {
+        warnings.push(format!(
+            "poll_interval {} is below 1ms; RAPL counters update about every 1ms, so most polls will read the same value",
+            format_duration(poll_interval)
+        ));
+    }
+    if let Some(wrap) = shortest_wrap {
+        if poll_interval > wrap {
+            warnings.push(format!(
+                "poll_interval {} is longer than the shortest time a counter can wrap ({:.0}s at the domain's maximum power); a second wrap within one interval cannot be detected and its energy would be lost: use a shorter poll_interval",
+                format_duration(poll_interval),
+                wrap.as_secs_f64()
+            ));
+        }
+    }
+    warnings
+}
+
+/// The `rapl` plugin.
+#[derive(Debug)]
+pub struct RaplPlugin {
+    config: RaplConfig,
+    backends: Backends,
+    interface: Option<Interface>,
+}
+
+impl RaplPlugin {
+    /// The plugin with other backends than the real ones (tests, embedding).
+    pub fn with_backends(config: RaplConfig, backends: Backends) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            backends,
+            interface: None,
+        })
+    }
+
+    /// The interface chosen by `start`, if it succeeded.
+    pub fn interface(&self) -> Option<Interface> {
+        self.interface
+    }
+}
+
+impl PluginDefinition for RaplPlugin {
+    const NAME: &'static str = "rapl";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "CPU package, core, uncore, DRAM and platform energy from RAPL (perf_event or powercap)";
+    type Config = RaplConfig;
+
+    fn init(config: RaplConfig) -> Result<Self, PluginError> {
+        Self::with_backends(config, Backends::real())
+    }
+
+    fn check_availability(config: &RaplConfig) -> Result<(), PluginError> {
+        config.validate()?;
+        // Opening a few files and perf fds is cheap; they are closed at once.
+        probe(config, &Backends::real()).map(|_| ())
+    }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("interface", "\"auto\" (perf_event if it can be opened, else powercap), \"perf\" or \"powercap\""),
+            ("sysfs_root", "where sysfs is mounted (the host's /sys in a container)"),
+            ("poll_interval", "time between two reads of the counters; RAPL updates about every 1ms"),
+            ("flush_interval", "time between two hand-overs of the points to the outputs"),
+            ("max_power_w_bound", "power bound (W) used to warn when poll_interval is too long to see every counter wrap"),
+        ]
+    }
+}
+
+impl Plugin for RaplPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        let probe = probe(&self.config, &self.backends)?;
+        for w in probe.warnings.iter().chain(&timing_warnings(
+            self.config.poll_interval,
+            probe.shortest_wrap,
+        )) {
+            log::warn!("rapl: {w}");
+        }
+        log::info!(
+            "rapl: reading {} counters through {}: {}",
+            probe.readers.len(),
+            probe.interface.as_str(),
+            probe
+                .readers
+                .iter()
+                .map(|r| format!("{} of {}", r.domain(), r.resource()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let metric = ctx.create_metric(Metric::new(
+            METRIC_NAME,
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "Energy consumed by the RAPL domain during the interval ending at the timestamp; domains overlap (psys includes package, package includes core and uncore): never sum them.",
+        ))?;
+        ctx.add_source(
+            "energy",
+            Box::new(EnergySource::new(metric, probe.readers)),
+            SourceTrigger::every(self.config.poll_interval).flush_every(self.config.flush_interval),
+        );
+        self.interface = Some(probe.interface);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_warnings_below_1ms_and_beyond_the_wrap_period() {
+        let wrap = Some(Duration::from_secs(398));
+        assert!(timing_warnings(Duration::from_secs(1), wrap).is_empty());
+        assert!(timing_warnings(Duration::from_millis(1), wrap).is_empty());
+        let fast = timing_warnings(Duration::from_micros(500), wrap);
+        assert_eq!(fast.len(), 1);
+        assert!(fast[0].contains("500us is below 1ms"), "{fast:?}");
+        let slow = timing_warnings(Duration::from_secs(600), wrap);
+        assert_eq!(slow.len(), 1);
+        assert!(
+            slow[0].contains("10m is longer than the shortest time a counter can wrap (398s"),
+            "{slow:?}"
+        );
+        // perf counters are 64-bit: no wrap period to respect
+        assert!(timing_warnings(Duration::from_secs(600), None).is_empty());
+    }
+}
