@@ -127,6 +127,9 @@ const EMPTY_TAG: TagRef<'static> = TagRef {
     value: TagValue::Escaped(b""),
 };
 
+/// An escaped tag key and value.
+type EscapedTag = (Box<[u8]>, Box<[u8]>);
+
 /// Tags of one point that fit on the stack; more go to a heap fallback.
 const INLINE_TAGS: usize = 16;
 
@@ -136,7 +139,7 @@ pub struct LineProtocolEncoder {
     /// Escaped measurement name per metric index, filled on first use.
     measurements: Vec<Option<Box<[u8]>>>,
     /// Escaped constant tags.
-    constant_tags: Vec<(Box<[u8]>, Box<[u8]>)>,
+    constant_tags: Vec<EscapedTag>,
     options: EncoderOptions,
     plans: Vec<AttributePlan>,
     /// Scratch: the plan index of each attribute of the current point.
@@ -146,7 +149,7 @@ pub struct LineProtocolEncoder {
 impl LineProtocolEncoder {
     /// An encoder with these options.
     pub fn new(options: EncoderOptions) -> Self {
-        let mut constant_tags: Vec<(Box<[u8]>, Box<[u8]>)> = options
+        let mut constant_tags: Vec<EscapedTag> = options
             .constant_tags
             .iter()
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())

@@ -241,10 +241,13 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
+    /// Each body sent, and whether it was gzipped.
+    type SentLog = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
+
     /// A transport that answers from a script and records what it got.
     struct Scripted {
         answers: VecDeque<SendOutcome>,
-        sent: Arc<Mutex<Vec<(Vec<u8>, bool)>>>,
+        sent: SentLog,
     }
 
     impl Transport for Scripted {

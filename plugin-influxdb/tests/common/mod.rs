@@ -349,7 +349,8 @@ impl Received {
     }
 }
 
-/// What the fake server answers: status, extra headers, body.
+/// What the fake server answers: status, extra headers, body. Status 0
+/// closes the connection without an answer.
 pub type Answer = (u16, Vec<(String, String)>, String);
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 that records every request and
@@ -471,6 +472,11 @@ fn serve(
             at: Instant::now(),
         });
         let (status, extra, text) = answer(n);
+        if status == 0 {
+            // Script code for "drop the connection without answering".
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
         let mut response = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n",
             text.len()
@@ -481,11 +487,6 @@ fn serve(
         response.push_str("\r\n");
         response.push_str(&text);
         if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-        if status == 599 {
-            // Script code for "drop the connection".
-            let _ = writer.shutdown(Shutdown::Both);
             return;
         }
     }
@@ -503,6 +504,11 @@ pub struct Workload {
 pub const ENERGY: &str = "test_energy";
 /// Name of the test metric (U64 bytes).
 pub const MEMORY: &str = "test_memory";
+
+/// The answer of a healthy server.
+pub fn ok() -> Answer {
+    (204, Vec::new(), String::new())
+}
 
 /// Process names with every character the line protocol must escape.
 pub const NASTY_NAMES: [&str; 6] = [
