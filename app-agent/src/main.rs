@@ -1,1 +1,248 @@
-fn main() {}
+//! `alumet-agent`: the measurement agent. Parses the command line, loads the
+//! configuration, and runs, execs, or inspects.
+
+mod agent;
+mod cli;
+mod config;
+mod diagnostics;
+mod exec;
+mod plugins;
+mod signals;
+mod suggest;
+mod summary;
+
+use std::io::Write;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ConfigCommand, PluginsCommand};
+use config::{ConfigFailure, LoadedConfig, Overrides};
+
+/// Exit code for an invalid configuration or command line.
+const EXIT_INVALID_CONFIG: i32 = 2;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    std::process::exit(run_cli(cli));
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match cli.verbose as i32 - cli.quiet as i32 {
+        i32::MIN..=-2 => log::LevelFilter::Off,
+        -1 => log::LevelFilter::Error,
+        0 => match cli.command {
+            // Service mode: say what runs. Exec: keep the terminal for the summary.
+            None | Some(Command::Run) => log::LevelFilter::Info,
+            _ => log::LevelFilter::Warn,
+        },
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|buf, record| {
+        let level = match record.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warning",
+            log::Level::Info => "info",
+            log::Level::Debug => "debug",
+            log::Level::Trace => "trace",
+        };
+        if record.level() >= log::Level::Debug {
+            writeln!(
+                buf,
+                "alumet-agent: {level}: [{}] {}",
+                record.target(),
+                record.args()
+            )
+        } else {
+            writeln!(buf, "alumet-agent: {level}: {}", record.args())
+        }
+    });
+    builder.init();
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        set: cli.set.clone(),
+        plugins: cli.plugins.clone(),
+        output_file: cli.output_file.clone(),
+    }
+}
+
+fn load(cli: &Cli) -> Result<LoadedConfig, i32> {
+    let path = config::resolve_path(cli.config.clone());
+    config::load(&path, &overrides(cli), &plugins::all()).map_err(|e| {
+        eprintln!("alumet-agent: {e}");
+        match e {
+            ConfigFailure::Invalid(_) => EXIT_INVALID_CONFIG,
+            ConfigFailure::Io(..) => EXIT_INVALID_CONFIG,
+        }
+    })
+}
+
+fn run_cli(cli: Cli) -> i32 {
+    match &cli.command {
+        None | Some(Command::Run) => {
+            let signals = match signals::StopSignals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("alumet-agent: cannot install signal handlers: {e}");
+                    return 1;
+                }
+            };
+            match load(&cli) {
+                Ok(config) => run(&config, signals),
+                Err(code) => code,
+            }
+        }
+        Some(Command::Exec { json, command }) => {
+            let signals = match signals::StopSignals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("alumet-agent: cannot install signal handlers: {e}");
+                    return 1;
+                }
+            };
+            match load(&cli) {
+                Ok(config) => exec::exec(&config, command.clone(), json.clone(), signals),
+                Err(code) => code,
+            }
+        }
+        Some(Command::Config(ConfigCommand::Regen)) => regen(&cli),
+        Some(Command::Config(ConfigCommand::Show)) => match load(&cli) {
+            Ok(config) => show(&config),
+            Err(code) => code,
+        },
+        Some(Command::Plugins(PluginsCommand::List)) => match load(&cli) {
+            Ok(config) => list_plugins(&config),
+            Err(code) => code,
+        },
+    }
+}
+
+fn run(config: &LoadedConfig, mut signals: signals::StopSignals) -> i32 {
+    let agent = match agent::start(config, |_| Ok(())) {
+        Ok(a) => a,
+        Err(agent::StartError::InvalidConfig(m)) => {
+            log::error!("{m}");
+            return EXIT_INVALID_CONFIG;
+        }
+        Err(agent::StartError::Fatal(m)) => {
+            log::error!("{m}");
+            return 1;
+        }
+    };
+    let signal = signals.wait();
+    log::info!(
+        "{}: stopping (last poll, flushing outputs); send it again to exit at once",
+        signal.name()
+    );
+    signals.force_exit_on_next();
+    agent.stop();
+    log::info!("stopped");
+    0
+}
+
+fn regen(cli: &Cli) -> i32 {
+    let path = config::resolve_path(cli.config.clone());
+    let all = plugins::all();
+    if let Some(list) = &cli.plugins {
+        let names: Vec<&str> = all.iter().map(|m| m.name).collect();
+        for wanted in list {
+            if !names.contains(&wanted.as_str()) {
+                let d = diagnostics::unknown_name(
+                    diagnostics::Origin::Override(format!("--plugins {}", list.join(","))),
+                    "",
+                    None,
+                    "plugin",
+                    wanted,
+                    &names,
+                );
+                eprintln!("alumet-agent: {d}");
+                return EXIT_INVALID_CONFIG;
+            }
+        }
+    }
+    let text = match config::default_document(&all, cli.plugins.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("alumet-agent: cannot generate the default configuration: {e}");
+            return 1;
+        }
+    };
+    match std::fs::write(&path, text) {
+        Ok(()) => {
+            eprintln!(
+                "alumet-agent: wrote the default configuration to {}",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("alumet-agent: cannot write {}: {e}", path.display());
+            1
+        }
+    }
+}
+
+fn show(config: &LoadedConfig) -> i32 {
+    let mut table: toml::Table = match toml::from_str(&config.effective_text) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("alumet-agent: {e}");
+            return 1;
+        }
+    };
+    config::redact(&mut table);
+    println!(
+        "# effective configuration from {} (secrets redacted)",
+        config.path.display()
+    );
+    match toml::to_string_pretty(&table) {
+        Ok(t) => {
+            print!("{t}");
+            0
+        }
+        Err(e) => {
+            eprintln!("alumet-agent: {e}");
+            1
+        }
+    }
+}
+
+fn list_plugins(config: &LoadedConfig) -> i32 {
+    println!(
+        "{:<20} {:<8} {:<9} {:<9} DESCRIPTION",
+        "PLUGIN", "VERSION", "ENABLED", "CAN RUN"
+    );
+    let mut reasons = Vec::new();
+    for (meta, table, enabled) in &config.plugins {
+        let available = match (meta.check_availability)(table.clone()) {
+            Ok(()) => "yes".to_owned(),
+            Err(e) => {
+                reasons.push(format!("  {}: {e}", meta.name));
+                "no".to_owned()
+            }
+        };
+        println!(
+            "{:<20} {:<8} {:<9} {:<9} {}",
+            meta.name,
+            meta.version,
+            if *enabled { "yes" } else { "no" },
+            available,
+            meta.description
+        );
+    }
+    if !reasons.is_empty() {
+        println!("\nwhy some plugins cannot run here:");
+        for r in reasons {
+            println!("{r}");
+        }
+    }
+    0
+}

@@ -1,0 +1,143 @@
+//! Starting the plugins and the pipeline, and stopping them, shared by `run`
+//! and `exec`.
+
+use alumet::exec::ExecTarget;
+use alumet::pipeline::{PipelineBuilder, PipelineHandle, PluginStartContext, RunningPipeline};
+use alumet::plugin::{Plugin, PluginError};
+
+use crate::config::LoadedConfig;
+
+/// Why the agent cannot run (after configuration loading).
+#[derive(Debug)]
+pub enum StartError {
+    /// A plugin rejected its configuration (exit 2).
+    InvalidConfig(String),
+    /// Nothing can be measured, or the pipeline failed (exit 1).
+    Fatal(String),
+}
+
+/// A plugin that could not start, and why (for summaries).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnavailablePlugin {
+    /// Plugin name.
+    pub name: String,
+    /// One line: reason and fix.
+    pub reason: String,
+}
+
+/// A running agent.
+pub struct Agent {
+    pipeline: RunningPipeline,
+    plugins: Vec<(String, Box<dyn Plugin>)>,
+    /// Plugins that could not start.
+    pub unavailable: Vec<UnavailablePlugin>,
+    /// The exec target shared with plugins.
+    pub exec_target: ExecTarget,
+}
+
+/// Starts every enabled plugin, then the pipeline. `extra` adds agent-owned
+/// elements (the exec summary).
+pub fn start(
+    config: &LoadedConfig,
+    extra: impl FnOnce(&mut PluginStartContext) -> Result<(), PluginError>,
+) -> Result<Agent, StartError> {
+    let mut builder = PipelineBuilder::new(config.agent.pipeline_config());
+    let mut started = Vec::new();
+    let mut unavailable = Vec::new();
+    for (meta, table, enabled) in &config.plugins {
+        if !enabled {
+            continue;
+        }
+        let mut plugin = match (meta.init)(table.clone()) {
+            Ok(p) => p,
+            Err(PluginError::Config(e)) => {
+                return Err(StartError::InvalidConfig(format!(
+                    "invalid configuration: {}: [plugins.{}]: {e}",
+                    config.path.display(),
+                    meta.name
+                )))
+            }
+            Err(e) => {
+                log::warn!("plugin {} cannot run here: {e}", meta.name);
+                unavailable.push(UnavailablePlugin {
+                    name: meta.name.to_owned(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        match builder.start_plugin(meta.name, plugin.as_mut()) {
+            Ok(()) => {
+                log::debug!("plugin {} started", meta.name);
+                started.push((meta.name.to_owned(), plugin));
+            }
+            Err(e) => {
+                log::warn!("plugin {} cannot run here: {e}", meta.name);
+                unavailable.push(UnavailablePlugin {
+                    name: meta.name.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if builder.source_count() == 0 {
+        return Err(StartError::Fatal(
+            "nothing can be measured: no enabled plugin could start a source (see the messages above); enable one with --plugins, e.g. --plugins procfs,csv".into(),
+        ));
+    }
+    builder
+        .with_plugin_context("agent", extra)
+        .map_err(|e| StartError::Fatal(format!("cannot start the agent's own elements: {e}")))?;
+    if builder.output_count() == 0 {
+        log::warn!("no output is enabled: measurements are taken but written nowhere (enable csv or influxdb)");
+    }
+    let exec_target = builder.exec_target();
+    let pipeline = builder
+        .start()
+        .map_err(|e| StartError::Fatal(format!("cannot start the pipeline: {e}")))?;
+    let handle = pipeline.handle();
+    for (name, plugin) in &mut started {
+        if let Err(e) = plugin.post_pipeline_start(&handle) {
+            log::error!("plugin {name}: {e}");
+        }
+    }
+    log::info!(
+        "measuring with {}",
+        started
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Agent {
+        pipeline,
+        plugins: started,
+        unavailable,
+        exec_target,
+    })
+}
+
+impl Agent {
+    /// The pipeline's control handle.
+    pub fn handle(&self) -> PipelineHandle {
+        self.pipeline.handle()
+    }
+
+    /// Shuts the pipeline down (last poll, drain, flush, close), then stops
+    /// the plugins. Returns the number of points lost, if any.
+    pub fn stop(self) -> u64 {
+        let stats = self.pipeline.shutdown_and_wait();
+        for (name, mut plugin) in self.plugins {
+            if let Err(e) = plugin.stop() {
+                log::error!("plugin {name} failed to stop cleanly: {e}");
+            }
+        }
+        if stats.total_dropped_points > 0 {
+            log::warn!(
+                "{} points were dropped during this run (see the warnings above)",
+                stats.total_dropped_points
+            );
+        }
+        stats.total_dropped_points
+    }
+}

@@ -1,0 +1,102 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  alumet-agent                                   run with ./alumet-config.toml (created if absent)
+  alumet-agent --config /etc/alumet/alumet-config.toml run
+  alumet-agent exec -- ./my-benchmark --size 10  measure one program, print a summary
+  alumet-agent --plugins procfs,csv --output-file out.csv run
+  alumet-agent --set 'plugins.rapl.poll_interval=\"10ms\"' run
+  alumet-agent config regen                      write the default configuration
+  alumet-agent plugins list                      what is built in, enabled, and able to run here";
+
+/// Alumet: measures the energy of CPUs (RAPL) and GPUs (NVML) and the
+/// activity of the system and its processes, and writes it to CSV or InfluxDB.
+#[derive(Debug, Parser)]
+#[command(name = "alumet-agent", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Configuration file [default: $ALUMET_CONFIG, else ./alumet-config.toml, created with defaults if absent].
+    #[arg(long, global = true, env = "ALUMET_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Enable exactly these plugins (comma-separated), whatever the file says.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
+    pub plugins: Option<Vec<String>>,
+
+    /// Override one configuration key with a TOML value; repeatable.
+    /// Example: --set plugins.csv.output_path="out.csv"
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// Write the CSV output to this file (enables the csv plugin).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q: errors only, -qq: nothing).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+
+    /// What to do [default: run].
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure until SIGINT or SIGTERM, then flush everything and exit 0.
+    #[command(after_help = "Example:\n  alumet-agent --config /etc/alumet/alumet-config.toml run")]
+    Run,
+    /// Measure while a command runs, print a summary on stderr, exit with its exit code.
+    #[command(
+        after_help = "Example:\n  alumet-agent exec --json summary.json -- ./my-benchmark --size 10"
+    )]
+    Exec {
+        /// Also write the summary as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Write or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List the built-in plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write the default configuration to the config path (with --plugins: only those enabled).
+    #[command(
+        after_help = "Example:\n  alumet-agent --config my.toml --plugins procfs,csv config regen"
+    )]
+    Regen,
+    /// Print the effective configuration (file + overrides), secrets redacted.
+    #[command(after_help = "Example:\n  alumet-agent --set plugins.csv.append=true config show")]
+    Show,
+}
+
+/// `plugins` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every built-in plugin, whether it is enabled, and whether it can run here.
+    #[command(after_help = "Example:\n  alumet-agent plugins list")]
+    List,
+}

@@ -1,0 +1,285 @@
+//! `alumet-agent exec -- CMD`: measure one command.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alumet::measurement::Timestamp;
+use alumet::pipeline::{OutputOptions, SourceSelector};
+
+use crate::agent::{self, StartError};
+use crate::config::LoadedConfig;
+use crate::signals::StopSignals;
+use crate::suggest::closest;
+use crate::summary::{CommandUsage, SummaryCollector};
+
+/// Exit code of a shell for a command that cannot be found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+/// Exit code of a shell for a command that cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+
+const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `command` under measurement and returns the exit code to use.
+pub fn exec(
+    config: &LoadedConfig,
+    command: Vec<String>,
+    json: Option<PathBuf>,
+    mut signals: StopSignals,
+) -> i32 {
+    let collector = SummaryCollector::new();
+    let summary_output = collector.clone();
+    let agent = match agent::start(config, move |ctx| {
+        ctx.add_output(
+            "summary",
+            Box::new(summary_output),
+            OutputOptions {
+                flush_interval: None,
+            },
+        );
+        Ok(())
+    }) {
+        Ok(a) => a,
+        Err(StartError::InvalidConfig(m)) => {
+            log::error!("{m}");
+            return 2;
+        }
+        Err(StartError::Fatal(m)) => {
+            log::error!("{m}");
+            return 1;
+        }
+    };
+    let handle = agent.handle();
+    let metrics = handle.metrics().clone();
+    // Poll every source right before the command starts...
+    let _ = handle.trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
+    collector.start_window(Timestamp::now());
+    let started = Instant::now();
+    let child = match std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let (code, message) = explain_spawn_error(&command[0], &e);
+            agent.stop();
+            eprintln!("alumet-agent: {message}");
+            return code;
+        }
+    };
+    let pid = child.id();
+    agent.exec_target.set(pid);
+    collector.set_root(pid);
+
+    // Wait for the exit without reaping: the command stays a zombie, so its
+    // /proc entry (with its final CPU time) is still there for the last poll.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(wait_for_exit_keep_zombie(pid));
+    });
+    let mut rx = Box::pin(rx);
+    let exited = loop {
+        match signals.wait_or(&mut rx) {
+            Ok(result) => break result,
+            Err(signal) => {
+                // The terminal already sent SIGINT to the whole foreground group;
+                // a SIGTERM was meant for us only: pass it on and keep measuring
+                // until the command ends.
+                if signal == crate::signals::StopSignal::Terminate {
+                    // SAFETY: kill() with a pid we spawned and have not reaped yet.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                    }
+                }
+                log::info!("{}: waiting for the command to exit", signal.name());
+            }
+        }
+    };
+    let _ = waiter.join();
+    let wall = started.elapsed();
+    if let Ok(Err(e)) | Err(e) =
+        exited.map_err(|_| WaitError("the waiting thread ended early".into()))
+    {
+        log::warn!(
+            "cannot wait for the command without reaping it ({e}); its last CPU time may be missed"
+        );
+    }
+    // ...and right after it exits.
+    let _ = handle.trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
+    collector.end_window(Timestamp::now());
+    drop(child);
+    let (exit_code, usage) = match reap(pid) {
+        Ok(done) => done,
+        Err(e) => {
+            log::error!("cannot wait for the command: {e}");
+            (1, CommandUsage::default())
+        }
+    };
+    let unavailable = agent.unavailable.clone();
+    agent.stop();
+    let report = collector.report(
+        &metrics,
+        command,
+        exit_code,
+        wall.as_secs_f64(),
+        usage,
+        &unavailable,
+    );
+    eprint!("{}", report.to_text());
+    if let Some(path) = json {
+        if let Err(e) = report.write_json(&path) {
+            eprintln!("alumet-agent: {e}");
+        }
+    }
+    exit_code
+}
+
+/// Why waiting for the child failed.
+#[derive(Debug)]
+pub struct WaitError(String);
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Waits until `pid` has exited, leaving it unreaped (a zombie).
+fn wait_for_exit_keep_zombie(pid: u32) -> Result<(), WaitError> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a local; pid is our child.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(WaitError(err.to_string()));
+        }
+    }
+}
+
+/// Reaps `pid` with wait4, which also gives its CPU time and peak RSS.
+fn reap(pid: u32) -> Result<(i32, CommandUsage), WaitError> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to locals; pid is our child.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(WaitError(err.to_string()));
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        code,
+        CommandUsage {
+            user_cpu_s: seconds(usage.ru_utime),
+            system_cpu_s: seconds(usage.ru_stime),
+            // ru_maxrss is in KiB on Linux.
+            peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+        },
+    ))
+}
+
+/// The exit code and message for a command that could not be started.
+pub fn explain_spawn_error(program: &str, error: &std::io::Error) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt;
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            let hint = suggest_program(program)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            let what = if program.contains('/') {
+                "no such file"
+            } else {
+                "command not found in PATH"
+            };
+            (
+                EXIT_NOT_FOUND,
+                format!("cannot run `{program}`: {what}{hint}"),
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            let path = resolve(program);
+            let detail = match path.as_deref().map(std::fs::metadata) {
+                Some(Ok(m)) if m.is_dir() => "it is a directory".to_owned(),
+                Some(Ok(m)) if m.permissions().mode() & 0o111 == 0 => {
+                    format!("it is not executable (run `chmod +x {program}`)")
+                }
+                _ => "permission denied (no execute permission on the file, a parent directory not searchable, or a noexec mount)".to_owned(),
+            };
+            (
+                EXIT_CANNOT_EXECUTE,
+                format!("cannot run `{program}`: {detail}"),
+            )
+        }
+        _ => (
+            EXIT_CANNOT_EXECUTE,
+            format!("cannot run `{program}`: {error}"),
+        ),
+    }
+}
+
+fn resolve(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.exists())
+    })
+}
+
+/// The closest existing file name: in the program's directory when it has
+/// one, else among the commands in PATH.
+fn suggest_program(program: &str) -> Option<String> {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file = path.file_name()?.to_str()?;
+        let candidates = names(dir);
+        let best = closest(file, candidates.iter().map(String::as_str))?;
+        Some(dir.join(best).to_string_lossy().into_owned())
+    } else {
+        let paths = std::env::var_os("PATH")?;
+        let candidates: Vec<String> = std::env::split_paths(&paths)
+            .flat_map(|d| names(&d))
+            .collect();
+        closest(program, candidates.iter().map(String::as_str)).map(str::to_owned)
+    }
+}

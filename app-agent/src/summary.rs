@@ -1,0 +1,625 @@
+//! The `exec` summary: an output that aggregates what was measured while the
+//! command ran, and the report printed from it (text on stderr, JSON file).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use alumet::measurement::{
+    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
+};
+use alumet::metrics::{MetricKind, MetricRegistry, Unit};
+use alumet::pipeline::{ElementContext, Output, WriteError};
+use serde::Serialize;
+
+/// Sum, mean, max... of one series.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Aggregate {
+    /// Number of points.
+    pub count: u64,
+    /// Sum of the values.
+    pub sum: f64,
+    /// Largest value.
+    pub max: f64,
+    /// First value (counters).
+    pub first: f64,
+    /// Last value (counters).
+    pub last: f64,
+}
+
+impl Aggregate {
+    fn add(&mut self, v: f64) {
+        if self.count == 0 {
+            self.first = v;
+            self.max = v;
+        }
+        self.count += 1;
+        self.sum += v;
+        self.max = self.max.max(v);
+        self.last = v;
+    }
+}
+
+/// Identifies a series in the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SeriesKey {
+    metric: String,
+    resource: Resource,
+    /// Sorted `k=v` pairs, without per-process attributes.
+    attributes: String,
+}
+
+#[derive(Default)]
+struct Collected {
+    window_start: Option<Timestamp>,
+    window_end: Option<Timestamp>,
+    /// Machine-wide series.
+    machine: HashMap<SeriesKey, Aggregate>,
+    /// Series of the measured command's process tree, summed over its processes.
+    command: HashMap<SeriesKey, Aggregate>,
+    tree: ProcessTree,
+}
+
+/// Which pids belong to the measured command's process tree.
+#[derive(Default)]
+struct ProcessTree {
+    root: Option<u32>,
+    known: HashMap<u32, bool>,
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl ProcessTree {
+    fn contains(&mut self, pid: u32) -> bool {
+        let Some(root) = self.root else { return false };
+        if pid == root {
+            return true;
+        }
+        if let Some(&known) = self.known.get(&pid) {
+            return known;
+        }
+        let mut chain = vec![pid];
+        let mut current = pid;
+        let mut verdict = false;
+        for _ in 0..64 {
+            match parent_of(current) {
+                Some(p) if p == root => {
+                    verdict = true;
+                    break;
+                }
+                Some(p) if p <= 1 => break,
+                Some(p) => {
+                    if let Some(&known) = self.known.get(&p) {
+                        verdict = known;
+                        break;
+                    }
+                    chain.push(p);
+                    current = p;
+                }
+                None => break,
+            }
+        }
+        for p in chain {
+            self.known.insert(p, verdict);
+        }
+        verdict
+    }
+}
+
+/// Collects points for the summary. Cheap to clone (shared state).
+#[derive(Clone, Default)]
+pub struct SummaryCollector {
+    inner: Arc<Mutex<Collected>>,
+}
+
+fn attributes_key(p: &MeasurementPoint) -> String {
+    let mut attrs: Vec<String> = p
+        .attributes
+        .iter()
+        .filter(|(k, _)| k != "exe")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    attrs.sort();
+    attrs.join(",")
+}
+
+impl SummaryCollector {
+    /// A collector with no window yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Collected> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the window (right before the command starts) and sets its root pid.
+    pub fn start_window(&self, at: Timestamp) {
+        self.lock().window_start = Some(at);
+    }
+
+    /// The command's pid, once spawned.
+    pub fn set_root(&self, pid: u32) {
+        self.lock().tree.root = Some(pid);
+    }
+
+    /// Ends the window (right after the command's end was measured).
+    pub fn end_window(&self, at: Timestamp) {
+        self.lock().window_end = Some(at);
+    }
+}
+
+impl Output for SummaryCollector {
+    fn write(
+        &mut self,
+        buffer: &MeasurementBuffer,
+        ctx: &ElementContext,
+    ) -> Result<(), WriteError> {
+        let mut c = self.lock();
+        let Some(start) = c.window_start else {
+            return Ok(());
+        };
+        let end = c.window_end.unwrap_or(Timestamp::from_unix_nanos(u64::MAX));
+        for p in buffer {
+            // A delta point covers the interval ending at its timestamp: points
+            // stamped before the command started measure the time before it.
+            if p.timestamp <= start || p.timestamp > end {
+                continue;
+            }
+            let Some(metric) = ctx.metrics.get(p.metric) else {
+                continue;
+            };
+            let key = SeriesKey {
+                metric: metric.name.clone(),
+                resource: p.resource.clone(),
+                attributes: attributes_key(p),
+            };
+            let value = p.value.as_f64();
+            match &p.consumer {
+                ResourceConsumer::Process { pid } => {
+                    if c.tree.contains(*pid) {
+                        c.command.entry(key).or_default().add(value);
+                    }
+                }
+                _ => c.machine.entry(key).or_default().add(value),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One energy line of the report.
+#[derive(Debug, Serialize)]
+pub struct EnergyLine {
+    /// e.g. "CPU package 0", "DRAM 0", "GPU 0000:3b:00.0".
+    pub label: String,
+    /// Resource kind and id.
+    pub resource_kind: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// RAPL domain or "gpu".
+    pub domain: String,
+    /// Energy over the command's run.
+    pub energy_j: f64,
+    /// Average power over the run.
+    pub average_power_w: f64,
+    /// Dynamic energy attributed to the command's processes, if the model ran.
+    pub command_dynamic_energy_j: Option<f64>,
+    /// Static energy attributed to the command (when `share_static` is on).
+    pub command_static_energy_j: Option<f64>,
+}
+
+/// One other metric of the report.
+#[derive(Debug, Serialize)]
+pub struct MetricLine {
+    /// Metric name.
+    pub metric: String,
+    /// Unit symbol.
+    pub unit: String,
+    /// counter / delta / gauge.
+    pub kind: String,
+    /// Resource.
+    pub resource: String,
+    /// Attributes `k=v,...`.
+    pub attributes: String,
+    /// "machine" or "command".
+    pub scope: String,
+    /// Total (delta), increase (counter); absent for gauges.
+    pub total: Option<f64>,
+    /// Mean (gauge).
+    pub mean: Option<f64>,
+    /// Max (gauge).
+    pub max: Option<f64>,
+}
+
+/// CPU and memory use of the command, from the kernel (wait4).
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct CommandUsage {
+    /// User CPU time of the command and its waited-for descendants.
+    pub user_cpu_s: f64,
+    /// System CPU time.
+    pub system_cpu_s: f64,
+    /// Largest resident set size of the command or one of its descendants.
+    pub peak_rss_bytes: u64,
+}
+
+/// The summary of one `exec`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The command line.
+    pub command: Vec<String>,
+    /// Exit code the agent returns (128+signal when killed).
+    pub exit_code: i32,
+    /// Wall time of the command.
+    pub wall_s: f64,
+    /// Energy per resource and domain.
+    pub energy: Vec<EnergyLine>,
+    /// Why energy is missing, when it is.
+    pub energy_unavailable: Vec<String>,
+    /// CPU time and memory of the command.
+    pub command_usage: CommandUsage,
+    /// Every other metric.
+    pub metrics: Vec<MetricLine>,
+}
+
+const ENERGY_METRICS: [&str; 2] = ["rapl_consumed_energy", "gpu_consumed_energy"];
+
+fn attribute(attrs: &str, key: &str) -> Option<String> {
+    attrs
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+}
+
+fn energy_label(resource: &Resource, domain: &str) -> String {
+    match (resource, domain) {
+        (Resource::CpuPackage { .. }, "package")
+        | (Resource::Dram { .. }, "dram")
+        | (Resource::Gpu { .. }, _) => resource.to_string(),
+        (Resource::LocalMachine, "psys") => "Platform (psys, includes the packages)".into(),
+        (r, d) => format!("{r} ({d})"),
+    }
+}
+
+impl SummaryCollector {
+    /// Builds the report once the pipeline has stopped.
+    pub fn report(
+        &self,
+        metrics: &MetricRegistry,
+        command: Vec<String>,
+        exit_code: i32,
+        wall_s: f64,
+        usage: CommandUsage,
+        unavailable: &[crate::agent::UnavailablePlugin],
+    ) -> Report {
+        let c = self.lock();
+        let kinds: HashMap<&str, (MetricKind, &Unit, String)> = metrics
+            .iter()
+            .map(|(_, m)| (m.name.as_str(), (m.kind, &m.unit.base, m.unit.symbol())))
+            .collect();
+        let wall = wall_s.max(1e-9);
+        let mut energy = Vec::new();
+        let mut machine: Vec<(&SeriesKey, &Aggregate)> = c.machine.iter().collect();
+        machine.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, agg) in &machine {
+            if !ENERGY_METRICS.contains(&key.metric.as_str()) {
+                continue;
+            }
+            let domain = attribute(&key.attributes, "domain").unwrap_or_else(|| "gpu".into());
+            let attributed = |part: &str| -> Option<f64> {
+                let found: Vec<f64> = c
+                    .command
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.metric == "attributed_energy"
+                            && k.resource == key.resource
+                            && attribute(&k.attributes, "part").as_deref() == Some(part)
+                            && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into())
+                                == domain
+                    })
+                    .map(|(_, a)| a.sum)
+                    .collect();
+                (!found.is_empty()).then(|| found.iter().sum())
+            };
+            let any_attribution = metrics.by_name("attributed_energy").is_some();
+            energy.push(EnergyLine {
+                label: energy_label(&key.resource, &domain),
+                resource_kind: key.resource.kind().to_owned(),
+                resource_id: key.resource.id().into_owned(),
+                domain: domain.clone(),
+                energy_j: agg.sum,
+                average_power_w: agg.sum / wall,
+                command_dynamic_energy_j: attributed("dynamic").or(any_attribution.then_some(0.0)),
+                command_static_energy_j: attributed("static"),
+            });
+        }
+        let mut energy_unavailable = Vec::new();
+        for plugin in ["rapl", "nvidia"] {
+            if let Some(u) = unavailable.iter().find(|u| u.name == plugin) {
+                energy_unavailable.push(format!("{}: {}", u.name, u.reason));
+            }
+        }
+        if !energy.iter().any(|e| e.domain != "gpu")
+            && !unavailable.iter().any(|u| u.name == "rapl")
+        {
+            if metrics.by_name("rapl_consumed_energy").is_none() {
+                energy_unavailable.push("rapl: the plugin is disabled".into());
+            } else if energy.is_empty() {
+                energy_unavailable.push("rapl: no energy interval ended while the command ran (it was shorter than the poll interval)".into());
+            }
+        }
+        let mut lines = Vec::new();
+        let mut command_series: Vec<(&SeriesKey, &Aggregate)> = c.command.iter().collect();
+        command_series.sort_by(|a, b| a.0.cmp(b.0));
+        for (scope, series) in [("machine", &machine), ("command", &command_series)] {
+            for (key, agg) in series.iter() {
+                if scope == "machine" && ENERGY_METRICS.contains(&key.metric.as_str()) {
+                    continue;
+                }
+                let Some((kind, _, symbol)) = kinds.get(key.metric.as_str()) else {
+                    continue;
+                };
+                let (total, mean, max) = match kind {
+                    MetricKind::Delta => (Some(agg.sum), None, None),
+                    MetricKind::Counter => (Some(agg.last - agg.first), None, None),
+                    MetricKind::Gauge => {
+                        (None, Some(agg.sum / agg.count.max(1) as f64), Some(agg.max))
+                    }
+                };
+                lines.push(MetricLine {
+                    metric: key.metric.clone(),
+                    unit: symbol.clone(),
+                    kind: kind.as_str().to_owned(),
+                    resource: key.resource.to_string(),
+                    attributes: key.attributes.clone(),
+                    scope: scope.to_owned(),
+                    total,
+                    mean,
+                    max,
+                });
+            }
+        }
+        Report {
+            command,
+            exit_code,
+            wall_s,
+            energy,
+            energy_unavailable,
+            command_usage: usage,
+            metrics: lines,
+        }
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn format_value(v: f64, unit: &str) -> String {
+    let number = if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    };
+    match unit {
+        "B" => human_bytes(v),
+        "" => number,
+        u => format!("{number} {u}"),
+    }
+}
+
+impl Report {
+    /// The text printed on stderr, like `perf stat`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let cmd = self.command.join(" ");
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            " Energy and activity summary for '{cmd}' (wall {:.2} s, exit {}):",
+            self.wall_s, self.exit_code
+        );
+        let _ = writeln!(out);
+        let width = self
+            .energy
+            .iter()
+            .map(|e| e.label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        for e in &self.energy {
+            let mut line = format!(
+                "   {:<width$} {:>10.2} J {:>9.2} W",
+                e.label, e.energy_j, e.average_power_w
+            );
+            if let Some(d) = e.command_dynamic_energy_j {
+                let share = if e.energy_j > 0.0 {
+                    100.0 * d / e.energy_j
+                } else {
+                    0.0
+                };
+                let _ = write!(line, "   (command: {d:.2} J dynamic, {share:.0} %");
+                if let Some(s) = e.command_static_energy_j {
+                    let _ = write!(line, ", {s:.2} J static");
+                }
+                line.push(')');
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        for reason in &self.energy_unavailable {
+            let _ = writeln!(out, "   energy not measured: {reason}");
+        }
+        let u = &self.command_usage;
+        let _ = writeln!(
+            out,
+            "   command CPU time {:.2} s user, {:.2} s sys; peak RSS {}",
+            u.user_cpu_s,
+            u.system_cpu_s,
+            human_bytes(u.peak_rss_bytes as f64)
+        );
+        // The command's own series first, then the machine's; series that
+        // stayed at zero are left out of the text (the JSON has them all).
+        let shown: Vec<&MetricLine> = self
+            .metrics
+            .iter()
+            .filter(|m| m.scope == "command")
+            .chain(self.metrics.iter().filter(|m| m.scope != "command"))
+            .filter(|m| !(m.total == Some(0.0) || (m.mean == Some(0.0) && m.max == Some(0.0))))
+            .collect();
+        if !shown.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "   measurements (delta: total over the run; gauge: mean / max):"
+            );
+            for m in shown {
+                let name = if m.attributes.is_empty() {
+                    m.metric.clone()
+                } else {
+                    format!("{}{{{}}}", m.metric, m.attributes)
+                };
+                let scope = if m.scope == "command" {
+                    "command".to_owned()
+                } else {
+                    m.resource.clone()
+                };
+                let value = match (m.total, m.mean, m.max) {
+                    (Some(t), _, _) => format_value(t, &m.unit),
+                    (_, Some(mean), Some(max)) => {
+                        format!(
+                            "{} / {}",
+                            format_value(mean, &m.unit),
+                            format_value(max, &m.unit)
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "     {name:<44} {scope:<22} {value}");
+            }
+        }
+        out
+    }
+
+    /// Writes the JSON form.
+    pub fn write_json(&self, path: &PathBuf) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Builds a `BTreeMap` view for tests.
+#[cfg(test)]
+fn sorted<K: Ord + Clone, V: Clone>(m: &HashMap<K, V>) -> std::collections::BTreeMap<K, V> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alumet::metrics::{Metric, ValueType};
+
+    #[test]
+    fn window_and_tree_filter_points() {
+        let mut reg = MetricRegistry::new();
+        let energy = reg
+            .register(Metric::new(
+                "rapl_consumed_energy",
+                Unit::Joule,
+                ValueType::F64,
+                MetricKind::Delta,
+                "e",
+            ))
+            .unwrap();
+        let cpu = reg
+            .register(Metric::new(
+                "process_cpu_time",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "c",
+            ))
+            .unwrap();
+        let mut c = SummaryCollector::new();
+        c.start_window(Timestamp::from_unix_nanos(100));
+        c.set_root(std::process::id());
+        let pkg = Resource::CpuPackage { id: 0 };
+        let ctx = ElementContext { metrics: &reg };
+        let at = Timestamp::from_unix_nanos;
+        let buffer = vec![
+            MeasurementPoint::new(
+                at(50),
+                energy,
+                pkg.clone(),
+                ResourceConsumer::LocalMachine,
+                7.0,
+            )
+            .with_attr("domain", "package"),
+            MeasurementPoint::new(
+                at(150),
+                energy,
+                pkg.clone(),
+                ResourceConsumer::LocalMachine,
+                2.0,
+            )
+            .with_attr("domain", "package"),
+            MeasurementPoint::new(
+                at(150),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::Process {
+                    pid: std::process::id(),
+                },
+                0.5,
+            ),
+            MeasurementPoint::new(
+                at(150),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::Process { pid: 1 },
+                9.0,
+            ),
+        ];
+        c.write(&buffer, &ctx).unwrap();
+        c.end_window(at(200));
+        c.write(
+            &vec![
+                MeasurementPoint::new(at(250), energy, pkg, ResourceConsumer::LocalMachine, 5.0)
+                    .with_attr("domain", "package"),
+            ],
+            &ctx,
+        )
+        .unwrap();
+        let report = c.report(&reg, vec!["x".into()], 0, 1.0, CommandUsage::default(), &[]);
+        assert_eq!(report.energy.len(), 1);
+        assert_eq!(report.energy[0].energy_j, 2.0);
+        assert_eq!(report.energy[0].label, "CPU package 0");
+        let cmd_cpu: Vec<_> = report
+            .metrics
+            .iter()
+            .filter(|m| m.scope == "command")
+            .collect();
+        assert_eq!(cmd_cpu.len(), 1);
+        assert_eq!(cmd_cpu[0].total, Some(0.5));
+        assert_eq!(sorted(&c.lock().command).len(), 1);
+        assert!(report.to_text().contains("CPU package 0"));
+    }
+}
