@@ -201,6 +201,24 @@ impl InfluxServer {
         );
     }
 
+    /// Writes line protocol to `db` directly; the HTTP status.
+    pub fn write(&self, db: &str, body: &str) -> u16 {
+        let mut r = agent()
+            .post(format!("{}/write", self.url()))
+            .query("db", db)
+            .query("precision", "ns")
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        if status != 204 {
+            eprintln!(
+                "influxd: {}",
+                r.body_mut().read_to_string().unwrap_or_default()
+            );
+        }
+        status
+    }
+
     /// Runs an InfluxQL query with nanosecond epochs; the JSON answer.
     pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
         let mut r = agent()
