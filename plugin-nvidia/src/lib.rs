@@ -25,7 +25,7 @@ use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::GpuMetrics;
-use crate::nvml::{normalize_bus_id, GpuBackend, NvmlBackend, OpenError};
+use crate::nvml::{normalize_bus_id, GpuBackend, GpuError, NvmlBackend, OpenError};
 use crate::source::{GpuSource, MonitoredGpu};
 
 /// Below this poll interval NVML's driver lock makes polling costly and its
@@ -168,37 +168,50 @@ pub fn open_gpus(
             DISABLE_HINT,
         ));
     }
+    let has_bus_selectors = selectors
+        .iter()
+        .any(|s| matches!(s, DeviceSelector::BusId(_) | DeviceSelector::ShortBusId(_)));
     let mut gpus = Vec::new();
     let mut first_failure = None;
+    let mut failed = |index: u32, e: GpuError| -> Result<(), PluginError> {
+        if !config.skip_failed_devices {
+            return Err(PluginError::unavailable(
+                format!("GPU {index} failed at start: {e}"),
+                "check it with `nvidia-smi`, or skip it: [plugins.nvidia] skip_failed_devices = true",
+            ));
+        }
+        log::warn!("GPU {index} skipped: it failed at start ({e})");
+        first_failure.get_or_insert(format!("GPU {index}: {e}"));
+        Ok(())
+    };
     for index in 0..count {
-        let selected_by_index = selectors.is_empty()
-            || selectors
-                .iter()
-                .any(|s| matches!(s, DeviceSelector::BusId(_) | DeviceSelector::ShortBusId(_)))
-            || selectors.contains(&DeviceSelector::Index(index));
-        if !selected_by_index {
+        let wanted_by_index =
+            selectors.is_empty() || selectors.contains(&DeviceSelector::Index(index));
+        if !wanted_by_index && !has_bus_selectors {
             continue;
         }
-        let opened = backend.device(index).and_then(|device| {
-            let bus_id = normalize_bus_id(&device.pci_bus_id()?);
-            if !selectors.is_empty() && !selectors.iter().any(|s| s.matches(index, &bus_id)) {
-                return Ok(None);
-            }
-            MonitoredGpu::open(device, config.per_process).map(Some)
-        });
-        match opened {
-            Ok(Some(gpu)) => gpus.push(gpu),
-            Ok(None) => {}
-            Err(e) if config.skip_failed_devices => {
-                log::warn!("GPU {index} skipped: it failed at start ({e})");
-                first_failure.get_or_insert(format!("GPU {index}: {e}"));
+        let identified = backend
+            .device(index)
+            .and_then(|device| Ok((normalize_bus_id(&device.pci_bus_id()?), device)));
+        let (bus_id, device) = match identified {
+            Ok(found) => found,
+            // Only its bus id could tell whether it is wanted: a broken GPU
+            // that may not be one of `devices` must not stop the plugin.
+            Err(e) if !wanted_by_index => {
+                log::warn!("GPU {index}: cannot read its PCI bus id ({e}); not measured");
+                continue;
             }
             Err(e) => {
-                return Err(PluginError::unavailable(
-                    format!("GPU {index} failed at start: {e}"),
-                    "check it with `nvidia-smi`, or skip it: [plugins.nvidia] skip_failed_devices = true",
-                ));
+                failed(index, e)?;
+                continue;
             }
+        };
+        if !selectors.is_empty() && !selectors.iter().any(|s| s.matches(index, &bus_id)) {
+            continue;
+        }
+        match MonitoredGpu::open(device, config.per_process) {
+            Ok(gpu) => gpus.push(gpu),
+            Err(e) => failed(index, e)?,
         }
     }
     if gpus.is_empty() {

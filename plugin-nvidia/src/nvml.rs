@@ -38,7 +38,11 @@ pub enum GpuError {
 impl From<NvmlError> for GpuError {
     fn from(e: NvmlError) -> Self {
         match e {
-            NvmlError::NotSupported => GpuError::NotSupported,
+            // A driver too old to have the function cannot report the value
+            // either: skip that metric rather than the whole GPU.
+            NvmlError::NotSupported
+            | NvmlError::FailedToLoadSymbol(_)
+            | NvmlError::FunctionNotFound => GpuError::NotSupported,
             NvmlError::NoPermission => GpuError::NoPermission,
             NvmlError::GpuLost | NvmlError::ResetRequired => GpuError::GpuLost,
             other => GpuError::Failed(other.to_string()),
@@ -396,6 +400,10 @@ mod tests {
             GpuError::NotSupported
         );
         assert_eq!(GpuError::from(NvmlError::GpuLost), GpuError::GpuLost);
+        assert_eq!(
+            GpuError::from(NvmlError::FailedToLoadSymbol("nvmlDeviceGetX".into())),
+            GpuError::NotSupported
+        );
         assert!(matches!(
             GpuError::from(NvmlError::Unknown),
             GpuError::Failed(_)

@@ -416,3 +416,17 @@ fn the_real_nvml_on_this_machine_gives_one_clean_line_or_works() {
         }
     }
 }
+
+#[test]
+fn an_unreadable_gpu_that_devices_may_not_select_does_not_stop_the_plugin() {
+    let backend = FakeBackend::new()
+        .with_failing_device(GpuError::Failed("insufficient power".into()))
+        .with_gpu(FakeGpu::new(BUS_B));
+    let config = NvidiaConfig {
+        devices: vec!["af:00.0".to_owned()],
+        skip_failed_devices: false,
+        ..manual()
+    };
+    let result = run(config, backend, &[]).unwrap();
+    assert!(!result.points.is_empty());
+}
