@@ -40,7 +40,8 @@ pub struct Config {
     #[serde(with = "alumet::config::duration")]
     pub idle_window: Duration,
     /// How long an energy interval waits for the process activity that covers
-    /// it before it is attributed with what is known. Default 5 s.
+    /// it before it is attributed with what is known. Default 10 s (procfs
+    /// flushes its points every 5 s by default; keep this above that).
     #[serde(with = "alumet::config::duration")]
     pub max_delay: Duration,
     /// Also share the static (idle) energy among processes, by the same
@@ -58,7 +59,9 @@ impl Default for Config {
         Self {
             idle_percentile: 5.0,
             idle_window: Duration::from_secs(600),
-            max_delay: Duration::from_secs(5),
+            // procfs flushes every 5 s by default: a CPU-time poll can reach
+            // the transform up to ~6 s after the energy it covers.
+            max_delay: Duration::from_secs(10),
             share_static: false,
             idle_power_w: BTreeMap::new(),
         }
@@ -209,7 +212,7 @@ mod tests {
     fn default_config_is_valid_and_round_trips() {
         let table = alumet::config::serialize_config(&Config::default()).unwrap();
         let text = toml::to_string(&table).unwrap();
-        assert!(text.contains("max_delay = \"5s\""), "{text}");
+        assert!(text.contains("max_delay = \"10s\""), "{text}");
         let back: Config = alumet::config::deserialize_config(table).unwrap();
         assert_eq!(back, Config::default());
         assert!(EnergyAttributionPlugin::init(back).is_ok());

@@ -27,6 +27,12 @@ pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
 /// Input metric: process SM utilisation per GPU.
 pub const GPU_PROCESS_UTILISATION_METRIC: &str = "gpu_process_sm_utilization";
 
+/// Metrics emitted by procfs's process source at every poll, including the
+/// first one (where `process_cpu_time` has no delta yet): their timestamps
+/// mark procfs polls, so the first CPU-time delta gets a known start.
+pub const PROCESS_POLL_MARKER_METRICS: [&str; 2] =
+    ["process_memory_resident", "process_memory_virtual"];
+
 /// The ids of the metrics this transform produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputMetrics {
@@ -70,6 +76,7 @@ struct EnergyInput {
 struct Inputs {
     energy: Vec<EnergyInput>,
     cpu_time: Option<(MetricId, f64)>,
+    cpu_poll_markers: Vec<MetricId>,
     gpu_utilisation: Option<MetricId>,
 }
 
@@ -213,6 +220,12 @@ impl AttributionTransform {
             }
         }
         inputs.cpu_time = lookup(PROCESS_CPU_TIME_METRIC, Unit::Second);
+        if inputs.cpu_time.is_some() {
+            inputs.cpu_poll_markers = PROCESS_POLL_MARKER_METRICS
+                .iter()
+                .filter_map(|name| metrics.by_name(name))
+                .collect();
+        }
         inputs.gpu_utilisation = metrics.by_name(GPU_PROCESS_UTILISATION_METRIC);
         if inputs.energy.is_empty() && inputs.cpu_time.is_none() {
             log::info!(
@@ -233,6 +246,14 @@ impl AttributionTransform {
                     self.ingest_cpu_time(p, scale);
                     continue;
                 }
+            }
+            if inputs.cpu_poll_markers.contains(&p.metric) {
+                self.advance_now(p.timestamp);
+                if self.activity.cpu.watermark() != Some(p.timestamp) {
+                    self.activity.cpu.mark_poll(p.timestamp);
+                    self.activity.cache = None;
+                }
+                continue;
             }
             if inputs.gpu_utilisation == Some(p.metric) {
                 self.ingest_gpu_utilisation(p);

@@ -53,6 +53,13 @@ pub fn input_metrics() -> Vec<Metric> {
             "gpu",
         ),
         Metric::new(
+            "process_memory_resident",
+            Unit::Byte,
+            ValueType::U64,
+            MetricKind::Gauge,
+            "rss",
+        ),
+        Metric::new(
             "gpu_process_sm_utilization",
             Unit::Percent,
             ValueType::F64,
