@@ -559,3 +559,49 @@ fn a_full_output_queue_drops_and_counts_exactly() {
         "the self-metric reports the exact loss"
     );
 }
+
+#[test]
+fn an_autonomous_source_pushes_until_shutdown_and_loses_nothing() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut t = TestPipeline::builder();
+    let s = sent.clone();
+    t.plugin("auto", move |ctx| {
+        let m = counter_metric(ctx, "n");
+        ctx.add_autonomous_source(
+            "push",
+            Box::new(
+                move |mut actx: alumet::pipeline::builder::AutonomousContext| {
+                    Box::pin(async move {
+                        let mut i = 0u64;
+                        loop {
+                            let point = MeasurementPoint::new(
+                                Timestamp::now(),
+                                m,
+                                Resource::LocalMachine,
+                                ResourceConsumer::LocalMachine,
+                                i,
+                            );
+                            actx.sender.send(vec![point]).await?;
+                            s.fetch_add(1, Ordering::SeqCst);
+                            i += 1;
+                            tokio::select! {
+                                _ = actx.shutdown.changed() => break,
+                                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                            }
+                        }
+                        Ok(())
+                    })
+                },
+            ),
+        );
+        Ok(())
+    })
+    .unwrap();
+    let running = t.start();
+    assert!(running.wait_for_points(10, Duration::from_secs(10)));
+    let result = running.finish();
+    assert_eq!(
+        result.points_of("n").len() as u64,
+        sent.load(Ordering::SeqCst)
+    );
+}
