@@ -31,7 +31,10 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Rewrites the file in place (same inode, as sysfs does): the agent keeps
-/// `energy_uj` open and re-reads it, so a rename would go unnoticed.
+/// `energy_uj` open and re-reads it, so a rename would go unnoticed. A poll
+/// that lands between the truncation and the write reads an empty file: the
+/// agent logs it and keeps the previous value, so the totals stay exact
+/// (this test exercises that path too).
 fn write_in_place(path: &Path, value: u64) {
     let mut f = OpenOptions::new()
         .write(true)

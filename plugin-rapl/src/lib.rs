@@ -332,11 +332,26 @@ impl PluginDefinition for RaplPlugin {
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {
         &[
-            ("interface", "\"auto\" (perf_event if it can be opened, else powercap), \"perf\" or \"powercap\""),
-            ("sysfs_root", "where sysfs is mounted (the host's /sys in a container)"),
-            ("poll_interval", "time between two reads of the counters; RAPL updates about every 1ms"),
-            ("flush_interval", "time between two hand-overs of the points to the outputs"),
-            ("max_power_w_bound", "power bound (W) used to warn when poll_interval is too long to see every counter wrap"),
+            (
+                "interface",
+                "\"auto\" (perf_event if every energy event can be opened, else powercap), \"perf\" or \"powercap\".",
+            ),
+            (
+                "sysfs_root",
+                "Where sysfs is mounted (the host's /sys when the agent runs in a container).",
+            ),
+            (
+                "poll_interval",
+                "Time between two reads of the counters; RAPL updates about every 1ms.",
+            ),
+            (
+                "flush_interval",
+                "Time between two hand-overs of the points to the outputs.",
+            ),
+            (
+                "max_power_w_bound",
+                "Power bound (W) for zones without a constraint, to warn when poll_interval is too long to see every counter wrap.",
+            ),
         ]
     }
 }
