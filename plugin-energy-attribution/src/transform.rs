@@ -581,6 +581,17 @@ impl Transform for AttributionTransform {
         let state = std::mem::replace(&mut self.state, State::PassThrough);
         if let State::Active(inputs) = &state {
             self.attribute(inputs, true, buffer);
+            let s = &self.stats;
+            log::info!(
+                "energy-attribution: {} energy intervals attributed ({} only partly covered by CPU data), {} unattributed, {} without dynamic energy; {} late energy points dropped, {} invalid energy values, {} invalid activity values",
+                s.intervals_attributed,
+                s.intervals_partially_covered,
+                s.intervals_unattributed,
+                s.intervals_without_dynamic_energy,
+                s.energy_points_too_late,
+                s.invalid_energy_values,
+                s.invalid_activity_values
+            );
         }
         self.state = state;
         Ok(())
