@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use alumet::measurement::Timestamp;
+use alumet::measurement::{Resource, Timestamp};
+
+use crate::domain::ActivityKind;
 
 /// How a sample's value turns into a weight over a sub-interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +144,76 @@ impl ActivityStore {
     /// The oldest poll time held.
     pub fn oldest(&self) -> Option<Timestamp> {
         self.polls.keys().next().copied()
+    }
+}
+
+/// Activity stores and the weights of the last interval asked for.
+pub(crate) struct Activity {
+    pub(crate) cpu: ActivityStore,
+    /// One store per GPU, with its resource.
+    pub(crate) gpus: Vec<(Resource, ActivityStore)>,
+    /// The weights of `(kind, start, end)`: RAPL domains polled together
+    /// share their intervals, so one computation serves them all.
+    pub(crate) cache: Option<(ActivityKind, Timestamp, Timestamp, Coverage)>,
+    pub(crate) weights: Vec<(u32, f64)>,
+}
+
+impl Activity {
+    /// Empty stores.
+    pub(crate) fn new() -> Self {
+        Self {
+            cpu: ActivityStore::new(SampleKind::Amount),
+            gpus: Vec::new(),
+            cache: None,
+            weights: Vec::new(),
+        }
+    }
+
+    pub(crate) fn store(&mut self, kind: ActivityKind) -> Option<&mut ActivityStore> {
+        match kind {
+            ActivityKind::Cpu => Some(&mut self.cpu),
+            ActivityKind::Gpu(i) => self.gpus.get_mut(i).map(|(_, s)| s),
+        }
+    }
+
+    pub(crate) fn gpu_index(&mut self, resource: &Resource) -> usize {
+        if let Some(i) = self.gpus.iter().position(|(r, _)| r == resource) {
+            return i;
+        }
+        self.gpus
+            .push((resource.clone(), ActivityStore::new(SampleKind::Level)));
+        self.gpus.len() - 1
+    }
+
+    pub(crate) fn watermark(&self, kind: ActivityKind) -> Option<Timestamp> {
+        match kind {
+            ActivityKind::Cpu => self.cpu.watermark(),
+            ActivityKind::Gpu(i) => self.gpus.get(i).and_then(|(_, s)| s.watermark()),
+        }
+    }
+
+    pub(crate) fn weights_of(
+        &mut self,
+        kind: ActivityKind,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Coverage {
+        if let Some((k, s, e, c)) = self.cache {
+            if k == kind && s == start && e == end {
+                return c;
+            }
+        }
+        let mut weights = std::mem::take(&mut self.weights);
+        let coverage = match self.store(kind) {
+            Some(store) => store.weights(start, end, &mut weights),
+            None => {
+                weights.clear();
+                Coverage::default()
+            }
+        };
+        self.weights = weights;
+        self.cache = Some((kind, start, end, coverage));
+        coverage
     }
 }
 

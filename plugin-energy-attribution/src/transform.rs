@@ -7,13 +7,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use alumet::measurement::{
-    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
-    ResourceConsumer, Timestamp,
+    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, ResourceConsumer,
+    Timestamp,
 };
 use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
 
-use crate::activity::{ActivityStore, Coverage, SampleKind};
+use crate::activity::Activity;
 use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
 use crate::idle::{IdlePower, IdlePowerEstimator};
 use crate::Config;
@@ -90,61 +90,6 @@ enum State {
     Active(Inputs),
 }
 
-/// Activity stores and the weights of the last interval asked for.
-struct Activity {
-    cpu: ActivityStore,
-    /// One store per GPU, with its resource.
-    gpus: Vec<(Resource, ActivityStore)>,
-    /// The weights of `(kind, start, end)`: RAPL domains polled together
-    /// share their intervals, so one computation serves them all.
-    cache: Option<(ActivityKind, Timestamp, Timestamp, Coverage)>,
-    weights: Vec<(u32, f64)>,
-}
-
-impl Activity {
-    fn store(&mut self, kind: ActivityKind) -> Option<&mut ActivityStore> {
-        match kind {
-            ActivityKind::Cpu => Some(&mut self.cpu),
-            ActivityKind::Gpu(i) => self.gpus.get_mut(i).map(|(_, s)| s),
-        }
-    }
-
-    fn gpu_index(&mut self, resource: &Resource) -> usize {
-        if let Some(i) = self.gpus.iter().position(|(r, _)| r == resource) {
-            return i;
-        }
-        self.gpus
-            .push((resource.clone(), ActivityStore::new(SampleKind::Level)));
-        self.gpus.len() - 1
-    }
-
-    fn watermark(&self, kind: ActivityKind) -> Option<Timestamp> {
-        match kind {
-            ActivityKind::Cpu => self.cpu.watermark(),
-            ActivityKind::Gpu(i) => self.gpus.get(i).and_then(|(_, s)| s.watermark()),
-        }
-    }
-
-    fn weights_of(&mut self, kind: ActivityKind, start: Timestamp, end: Timestamp) -> Coverage {
-        if let Some((k, s, e, c)) = self.cache {
-            if k == kind && s == start && e == end {
-                return c;
-            }
-        }
-        let mut weights = std::mem::take(&mut self.weights);
-        let coverage = match self.store(kind) {
-            Some(store) => store.weights(start, end, &mut weights),
-            None => {
-                weights.clear();
-                Coverage::default()
-            }
-        };
-        self.weights = weights;
-        self.cache = Some((kind, start, end, coverage));
-        coverage
-    }
-}
-
 /// Logs the 1st, 2nd, 4th, 8th... occurrence of something that may repeat at every poll.
 fn should_log(count: u64) -> bool {
     count.is_power_of_two()
@@ -177,12 +122,7 @@ impl AttributionTransform {
             outputs,
             state: State::Unresolved,
             domains: Vec::new(),
-            activity: Activity {
-                cpu: ActivityStore::new(SampleKind::Amount),
-                gpus: Vec::new(),
-                cache: None,
-                weights: Vec::new(),
-            },
+            activity: Activity::new(),
             exe_by_pid: HashMap::new(),
             now: None,
             stats: AttributionStats::default(),
