@@ -346,6 +346,26 @@ impl PluginDefinition for ProcfsPlugin {
     fn check_availability(config: &Self::Config) -> Result<(), PluginError> {
         probe(&config.proc_root)
     }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("proc_root", "Where procfs is mounted (the host's /proc when the agent runs in a container)."),
+            ("flush_interval", "Time between two hand-overs of the points to the outputs."),
+            ("system", "Read machine-wide activity from /proc/stat, /proc/meminfo and /proc/net/dev."),
+            ("system_poll_interval", "Time between two reads of the machine-wide files."),
+            ("per_cpu", "Also report cpu_time for each CPU, not only for the whole machine."),
+            ("meminfo_fields", "/proc/meminfo fields reported as system_memory (bytes); [] to skip the file."),
+            ("network", "Report network counters per interface from /proc/net/dev."),
+            ("network_interfaces", "Interfaces to report; [] for all."),
+            ("processes", "Read per-process CPU time, CPU usage and memory from /proc/PID/stat."),
+            ("process_poll_interval", "Time between two reads of the watched processes."),
+            ("process_refresh_interval", "Time between two scans of /proc for new processes."),
+            ("watch_all", "Watch every process (energy attribution needs them all); watch_exec_tree, watch_patterns and watch_pids then do not matter."),
+            ("watch_pids", "Pids to watch when watch_all = false."),
+            ("watch_patterns", "Glob patterns (* and ?) on the process name or command line, e.g. \"python*\"."),
+            ("watch_exec_tree", "Watch the process tree of the command run by `alumet-agent exec`."),
+        ]
+    }
 }
 
 #[cfg(test)]
