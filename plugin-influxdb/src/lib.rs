@@ -3,7 +3,8 @@
 //! protocol over HTTP, surviving a slow, down or restarting server without
 //! losing points and without unbounded memory.
 //!
-//! - [`line_protocol`]: the encoder (the hot path);
+//! - [`line_protocol`]: the encoder (the hot path), with [`text`] for
+//!   escaping and number formatting;
 //! - [`output`]: the pipeline output, which batches and never blocks;
 //! - [`sender`] and [`queue`]: the thread that delivers and retries, and the
 //!   bounded buffer in front of it;
@@ -16,6 +17,7 @@ pub mod output;
 pub mod queue;
 pub mod sender;
 pub mod stats;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
