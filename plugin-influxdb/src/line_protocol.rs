@@ -236,6 +236,8 @@ impl LineProtocolEncoder {
     }
 
     /// The index of the plan for attribute `key`, created on first sight.
+    // The `Cow` itself is needed: only a borrowed `'static` key may be found by address.
+    #[allow(clippy::ptr_arg)]
     fn plan_index(&mut self, key: &std::borrow::Cow<'static, str>) -> usize {
         let static_key = match key {
             std::borrow::Cow::Borrowed(s) => Some((s.as_ptr() as usize, s.len())),
