@@ -210,7 +210,11 @@ pub fn default_document(
 
 fn add_key_docs(table: &mut toml_edit::Table, docs: &[(&str, &str)]) {
     for (key, help) in docs {
-        if let Some(mut k) = table.key_mut(key) {
+        // A sub-table is written as its own `[a.b]` header: its comment goes
+        // above the header, not above the (invisible) key.
+        if let Some(sub) = table.get_mut(key).and_then(|item| item.as_table_mut()) {
+            sub.decor_mut().set_prefix(format!("\n# {help}\n"));
+        } else if let Some(mut k) = table.key_mut(key) {
             k.leaf_decor_mut().set_prefix(format!("# {help}\n"));
         }
     }
