@@ -139,14 +139,19 @@ impl BatchQueue {
         self.lock().deadline
     }
 
-    /// Sleeps for `duration` (a retry backoff), waking early when the queue
-    /// is closed and its deadline comes first.
+    /// Sleeps for `duration` (a retry backoff). Returns early when `close`
+    /// is called meanwhile (so that delivery is tried again at once rather
+    /// than after a long backoff), and never sleeps past the deadline.
     pub fn sleep(&self, duration: Duration) {
         let start = Instant::now();
         let mut state = self.lock();
+        let closed_before = state.deadline.is_some();
         loop {
             let mut until = start + duration;
             if let Some(deadline) = state.deadline {
+                if !closed_before {
+                    return;
+                }
                 until = until.min(deadline);
             }
             let now = Instant::now();
@@ -234,13 +239,24 @@ mod tests {
     }
 
     #[test]
-    fn sleep_ends_at_the_deadline() {
+    fn sleep_ends_when_the_queue_closes() {
         let q = std::sync::Arc::new(BatchQueue::new(10));
         let q2 = q.clone();
-        let closer = std::thread::spawn(move || q2.close(Instant::now()));
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            q2.close(Instant::now() + Duration::from_secs(3600));
+        });
         // Would sleep an hour without the close.
         q.sleep(Duration::from_secs(3600));
         closer.join().unwrap();
         assert!(q.deadline().is_some());
+    }
+
+    #[test]
+    fn sleep_after_close_ends_at_the_deadline() {
+        let q = BatchQueue::new(10);
+        q.close(Instant::now() + Duration::from_millis(10));
+        q.sleep(Duration::from_secs(3600));
+        assert!(Instant::now() >= q.deadline().unwrap());
     }
 }
