@@ -471,15 +471,18 @@ fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
         value,
         attributes: Vec::new(),
     };
-    let resident = stat.rss_pages.saturating_mul(ctx.page_size_bytes);
-    let mut points = [
-        point(ctx.ids.memory_resident, resident.into()),
-        point(ctx.ids.memory_virtual, stat.vsize_bytes.into()),
-    ];
-    for p in &mut points {
-        p.attributes.push(("exe".into(), w.exe.clone().into()));
+    // Kernel threads (and zombies) have no address space: no memory points.
+    if stat.vsize_bytes > 0 {
+        let resident = stat.rss_pages.saturating_mul(ctx.page_size_bytes);
+        let mut points = [
+            point(ctx.ids.memory_resident, resident.into()),
+            point(ctx.ids.memory_virtual, stat.vsize_bytes.into()),
+        ];
+        for p in &mut points {
+            p.attributes.push(("exe".into(), w.exe.clone().into()));
+        }
+        ctx.into.extend(points);
     }
-    ctx.into.extend(points);
 
     let Some((user, system, interval_ns)) = cpu_delta(w, stat, ctx) else {
         return;
