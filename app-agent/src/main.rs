@@ -44,6 +44,11 @@ fn init_logging(cli: &Cli) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
+    // The HTTP library dumps raw requests, Authorization header included, at
+    // trace level: never let a token reach the log, whatever -v or RUST_LOG say.
+    for target in ["ureq", "ureq_proto", "rustls"] {
+        builder.filter_module(target, log::LevelFilter::Info.min(level));
+    }
     builder.format(|buf, record| {
         let level = match record.level() {
             log::Level::Error => "error",

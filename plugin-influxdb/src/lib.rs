@@ -230,6 +230,8 @@ impl PluginDefinition for InfluxDbPlugin {
 impl Plugin for InfluxDbPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let secret = self.config.resolve_secret()?;
+        // A second start of the same plugin keeps the first reporter: same pipeline counter.
+        let _ = self.stats.counters.loss.set(ctx.loss_reporter());
         let target = self.config.write_target(secret);
         let transport = HttpTransport::new(&target);
         let settings = SenderSettings {

@@ -111,7 +111,9 @@ impl<T: Transport + 'static> InfluxDbOutput<T> {
     }
 
     fn count_eviction(&mut self, evicted: usize) {
-        Counters::add(&self.shared.counters.buffer_dropped_points, evicted);
+        self.shared
+            .counters
+            .lose(&self.shared.counters.buffer_dropped_points, evicted);
         self.evicted_since_log += evicted;
         let due = self
             .last_eviction_log
@@ -200,7 +202,9 @@ impl<T: Transport + 'static> Output for InfluxDbOutput<T> {
                     }
                 }
                 Err(reason) => {
-                    Counters::add(&self.shared.counters.skipped_points, 1);
+                    self.shared
+                        .counters
+                        .lose(&self.shared.counters.skipped_points, 1);
                     self.log_skip(reason);
                 }
             }

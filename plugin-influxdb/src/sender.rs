@@ -66,7 +66,8 @@ impl Shared {
     /// Counts every point not yet delivered as undelivered; returns how many.
     pub fn abandon_all(&self) -> usize {
         let n = self.in_flight_points.swap(0, Ordering::AcqRel) + self.queue.take_all();
-        Counters::add(&self.counters.undelivered_at_shutdown_points, n);
+        self.counters
+            .lose(&self.counters.undelivered_at_shutdown_points, n);
         self.refresh_buffered();
         n
     }
@@ -165,7 +166,7 @@ impl<T: Transport> Sender<T> {
                 }
                 SendOutcome::Rejected { status, message } => {
                     let n = self.take_in_flight();
-                    Counters::add(&counters.rejected_points, n);
+                    counters.lose(&counters.rejected_points, n);
                     if self.logged_statuses.contains(&status) {
                         log::debug!("influxdb: server refused a batch of {n} points (HTTP {status}): {message}");
                     } else {

@@ -23,11 +23,23 @@ pub(crate) struct Counters {
     pub buffered_points: AtomicU64,
     /// The highest `buffered_points` seen.
     pub peak_buffered_points: AtomicU64,
+    /// Reports losses to the pipeline (self-metric `alumet_dropped_points`);
+    /// set when the plugin starts.
+    pub loss: std::sync::OnceLock<alumet::pipeline::LossReporter>,
 }
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Counts `n` lost points on `counter` (one of this struct's loss
+    /// counters) and reports them to the pipeline.
+    pub(crate) fn lose(&self, counter: &AtomicU64, n: usize) {
+        Self::add(counter, n);
+        if let Some(loss) = self.loss.get() {
+            loss.report(n as u64);
+        }
     }
 }
 

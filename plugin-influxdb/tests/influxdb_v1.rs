@@ -176,16 +176,24 @@ fn full_buffer_drops_the_oldest_points_and_counts_them_exactly() {
     assert!(during.peak_buffered_points >= 100, "{during:?}");
     // 61 polls of 10 points went in; at most 110 can be kept.
     assert!(during.buffer_dropped_points >= 610 - 110, "{during:?}");
-    assert_eq!(during.buffer_dropped_points % 10, 0, "whole batches go");
     server.restart();
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, pipeline_drops) = h.finish_with_pipeline_drops();
     let end = plugin.stats().snapshot();
-    assert_eq!(end.received_points, polls * 10);
+    // The output's own losses are counted by the pipeline too, which reports
+    // them downstream as `alumet_dropped_points` points: this output gets
+    // some of those besides the workload's points.
+    assert_eq!(pipeline_drops, end.dropped_points());
+    assert!(end.received_points >= polls * 10);
     assert_eq!(end.undelivered_at_shutdown_points, 0);
     // Exact: every point not counted as dropped is in the database.
-    let rows = server.rows(DB, ENERGY).len() + server.rows(DB, MEMORY).len();
+    let rows = server.rows(DB, ENERGY).len()
+        + server.rows(DB, MEMORY).len()
+        + server.rows(DB, "alumet_dropped_points").len();
     assert_eq!(rows as u64, end.delivered_points);
-    assert_eq!(end.delivered_points + end.buffer_dropped_points, polls * 10);
+    assert_eq!(
+        end.delivered_points + end.buffer_dropped_points,
+        end.received_points
+    );
     // The newest points survived: the last poll (at shutdown) is there.
     let last = (workload.start_ms + polls - 1) * 1_000_000;
     let answer = server.query(

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -19,7 +19,7 @@ use super::control::{HandleInner, PipelineHandle};
 use super::output::OutputRunner;
 use super::poller::{tighten_timer_slack, ManagedSource, Poller};
 use super::stage::{NamedTransform, OutputQueue, Stage};
-use super::stats::{OutputStats, PipelineStats, PipelineStatsSnapshot, SourceStats};
+use super::stats::{LossReporter, OutputStats, PipelineStats, PipelineStatsSnapshot, SourceStats};
 use super::{Output, OutputOptions, PipelineConfig, Source, SourceTrigger, Transform};
 
 /// The future of an autonomous source.
@@ -81,6 +81,7 @@ pub struct PipelineBuilder {
     metrics: MetricRegistry,
     elements: Elements,
     exec_target: ExecTarget,
+    dropped_points: Arc<AtomicU64>,
 }
 
 /// What a plugin's `start` uses to register metrics and pipeline elements.
@@ -90,6 +91,7 @@ pub struct PluginStartContext<'a> {
     committed: &'a Elements,
     staged: Elements,
     exec_target: &'a ExecTarget,
+    dropped_points: &'a Arc<AtomicU64>,
 }
 
 impl PluginStartContext<'_> {
@@ -111,6 +113,12 @@ impl PluginStartContext<'_> {
     /// The process `exec` measures, set once the command is spawned.
     pub fn exec_target(&self) -> ExecTarget {
         self.exec_target.clone()
+    }
+
+    /// For elements that drop points on their own (their own bounded
+    /// queue): report them, so that the loss is counted with the pipeline's.
+    pub fn loss_reporter(&self) -> LossReporter {
+        LossReporter::new(self.dropped_points.clone())
     }
 
     fn full_name(&self, name: &str) -> String {
@@ -191,6 +199,7 @@ impl PipelineBuilder {
             metrics: MetricRegistry::new(),
             elements: Elements::default(),
             exec_target: ExecTarget::new(),
+            dropped_points: Arc::default(),
         }
     }
 
@@ -217,6 +226,7 @@ impl PipelineBuilder {
             committed: &self.elements,
             staged: Elements::default(),
             exec_target: &self.exec_target,
+            dropped_points: &self.dropped_points,
         };
         let result = f(&mut ctx);
         let staged = ctx.staged;
@@ -262,7 +272,10 @@ impl PipelineBuilder {
             .enable_all()
             .build()?;
 
-        let mut stats = PipelineStats::default();
+        let mut stats = PipelineStats {
+            total_dropped_points: self.dropped_points.clone(),
+            ..PipelineStats::default()
+        };
         for s in &self.elements.sources {
             stats.sources.push((s.name.clone(), s.stats.clone()));
         }

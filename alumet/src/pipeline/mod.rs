@@ -37,7 +37,7 @@ use crate::plugin::BoxError;
 
 pub use builder::{PipelineBuilder, PluginStartContext, RunningPipeline};
 pub use control::{PipelineHandle, SourceSelector};
-pub use stats::{OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot};
+pub use stats::{LossReporter, OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot};
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]

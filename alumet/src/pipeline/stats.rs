@@ -29,8 +29,28 @@ pub(crate) struct OutputStats {
 pub(crate) struct PipelineStats {
     pub sources: Vec<(String, Arc<SourceStats>)>,
     pub outputs: Vec<(String, Arc<OutputStats>)>,
-    /// Points dropped anywhere (sum of every drop counter), for the self-metric.
-    pub total_dropped_points: AtomicU64,
+    /// Points dropped anywhere (sum of every drop counter, plus what
+    /// elements report through a [`LossReporter`]), for the self-metric.
+    pub total_dropped_points: Arc<AtomicU64>,
+}
+
+/// Lets an element that keeps its own queue (an output buffering while its
+/// server is down, say) report the points it had to drop, so that they are
+/// counted and reported as `alumet_dropped_points` like the pipeline's own.
+#[derive(Debug, Clone, Default)]
+pub struct LossReporter {
+    total: Arc<AtomicU64>,
+}
+
+impl LossReporter {
+    pub(crate) fn new(total: Arc<AtomicU64>) -> Self {
+        Self { total }
+    }
+
+    /// Adds `points` to the pipeline's count of dropped points.
+    pub fn report(&self, points: u64) {
+        self.total.fetch_add(points, Relaxed);
+    }
 }
 
 impl PipelineStats {

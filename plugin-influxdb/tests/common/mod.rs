@@ -516,10 +516,21 @@ impl Harness {
     /// Shuts the pipeline down (the output delivers what is queued) and
     /// returns the number of polls done.
     pub fn finish(self) -> (u64, InfluxDbPlugin) {
-        let _ = self.running.finish();
+        let (polls, plugin, _) = self.finish_with_pipeline_drops();
+        (polls, plugin)
+    }
+
+    /// Like `finish`, plus the points the pipeline counted as dropped
+    /// (which includes what the output reported through its LossReporter).
+    pub fn finish_with_pipeline_drops(self) -> (u64, InfluxDbPlugin, u64) {
+        let result = self.running.finish();
         let mut plugin = self.plugin;
         alumet::plugin::Plugin::stop(&mut plugin).unwrap();
-        (self.polls.load(Ordering::SeqCst), plugin)
+        (
+            self.polls.load(Ordering::SeqCst),
+            plugin,
+            result.stats.total_dropped_points,
+        )
     }
 }
 
