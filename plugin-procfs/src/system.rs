@@ -56,6 +56,10 @@ pub struct SystemOptions {
     pub network_interfaces: Vec<String>,
 }
 
+/// CPU numbers at or above this are taken for garbage (the per-CPU state is
+/// a table indexed by CPU number).
+const MAX_CPUS: u32 = 1 << 16;
+
 /// The new value minus the previous one, or `None` (with a debug log) when
 /// the counter went backwards.
 fn counter_delta(previous: u64, current: u64, what: &dyn Fn() -> String) -> Option<u64> {
@@ -153,6 +157,11 @@ impl SystemSource {
                             previous,
                             ticks,
                             seconds_per_tick,
+                        );
+                    }
+                    CpuLine::Core(cpu) if per_cpu && cpu >= MAX_CPUS => {
+                        log::debug!(
+                            "ignoring /proc/stat line of cpu{cpu}: CPU number out of range"
                         );
                     }
                     CpuLine::Core(cpu) if per_cpu => {
