@@ -71,6 +71,13 @@ pub fn start(
                 log::debug!("plugin {} started", meta.name);
                 started.push((meta.name.to_owned(), plugin));
             }
+            Err(e) if meta.name == "csv" && config.output_file_requested => {
+                // The user named the file on the command line: writing
+                // nowhere would silently lose the whole run.
+                return Err(StartError::Fatal(format!(
+                    "cannot write the output file: {e}"
+                )));
+            }
             Err(e) => {
                 log::warn!("plugin {} cannot run here: {e}", meta.name);
                 unavailable.push(UnavailablePlugin {

@@ -145,6 +145,8 @@ pub struct LoadedConfig {
     pub agent: AgentOptions,
     /// Each known plugin's table (without `enabled`) and whether it is enabled.
     pub plugins: Vec<(PluginMetadata, ConfigTable, bool)>,
+    /// Whether the CSV path came from `--output-file` (then failing to open it is fatal).
+    pub output_file_requested: bool,
 }
 
 /// `--config`, else `$ALUMET_CONFIG` (handled by clap), else `./alumet-config.toml`.
@@ -484,6 +486,7 @@ pub fn load(
         effective_text,
         agent: validated.agent,
         plugins,
+        output_file_requested: overrides.output_file.is_some(),
     })
 }
 

@@ -415,3 +415,21 @@ fn nothing_to_measure_is_an_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_output_file_that_cannot_be_written_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = fast_config(dir.path());
+    let missing = dir.path().join("no/such/dir/out.csv");
+    let o = run(agent()
+        .current_dir(dir.path())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--output-file", missing.to_str().unwrap()])
+        .args(["exec", "--", "true"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(missing.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -131,6 +131,11 @@ struct PollContext<'a> {
     page_size_bytes: u64,
     max_usage_percent: f64,
     previous_poll: Option<PollMark>,
+    /// Start time (ticks) of the `exec` command when it appeared since the
+    /// previous poll: the agent spawned it after that poll, so any process
+    /// first seen now that started no earlier was born after that poll too,
+    /// even within the same clock tick.
+    exec_started_ticks: Option<u64>,
     closed: usize,
 }
 
@@ -239,6 +244,13 @@ impl ProcessSource {
             exe: String::new(),
             previous: None,
         }
+    }
+
+    /// Start time of `pid` in clock ticks, if it can be read.
+    fn start_ticks_of(&mut self, pid: u32) -> Option<u64> {
+        let mut file = ProcFile::new(self.pid_path(pid, "stat"), false);
+        file.read_into(&mut self.buf).ok()?;
+        parse::parse_pid_stat(self.buf.bytes()).map(|stat| stat.start_ticks)
     }
 
     fn pid_path(&self, pid: u32, file: &str) -> PathBuf {
@@ -446,9 +458,14 @@ fn cpu_delta(w: &Watched, stat: &PidStat, ctx: &PollContext) -> Option<(u64, u64
         None => {
             // Born after the previous poll: everything it used is new.
             let poll = ctx.previous_poll?;
-            let uptime_s = poll.uptime_s?;
+            let spawned_by_exec = ctx
+                .exec_started_ticks
+                .is_some_and(|exec_start| stat.start_ticks >= exec_start);
             let started_s = stat.start_ticks as f64 * ctx.seconds_per_tick;
-            let after = started_s >= uptime_s + UPTIME_RESOLUTION_S - 1e-9;
+            let after = spawned_by_exec
+                || poll
+                    .uptime_s
+                    .is_some_and(|uptime_s| started_s >= uptime_s + UPTIME_RESOLUTION_S - 1e-9);
             after.then(|| {
                 (
                     stat.utime_ticks,
@@ -530,6 +547,10 @@ impl Source for ProcessSource {
             self.last_exec_target = target;
             result = self.refresh();
         }
+        let exec_started_ticks = match target {
+            Some(pid) if target_changed => self.start_ticks_of(pid),
+            _ => None,
+        };
         let buf = &mut self.buf;
         let mut ctx = PollContext {
             into,
@@ -540,6 +561,7 @@ impl Source for ProcessSource {
             page_size_bytes: self.host.page_size_bytes,
             max_usage_percent: 100.0 * f64::from(self.online_cpus.max(1)),
             previous_poll: self.previous_poll,
+            exec_started_ticks,
             closed: 0,
         };
         self.watched.retain_mut(|w| poll_process(w, buf, &mut ctx));

@@ -3,7 +3,8 @@
 //! Each directory `tests/fixtures/<case>/` holds snapshots of /proc files,
 //! `proc0/`, `proc1/` (and optionally `proc2/`...), an optional `config.toml`
 //! with overrides of the plugin's configuration, an optional `exec_target`
-//! (the pid `alumet-agent exec` would have spawned), and `expected.csv` (then
+//! (the pid `alumet-agent exec` would have spawned; `exec_target_late`: the
+//! same, but set only after the first poll, as `exec` does), and `expected.csv` (then
 //! `expected2.csv`...): the points the plugin must emit at the poll that
 //! follows each snapshot, one snapshot per simulated second.
 //!
@@ -33,7 +34,8 @@ use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 /// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
-const CASES: [&str; 8] = [
+const CASES: [&str; 9] = [
+    "exec_child_same_tick",
     "basic",
     "cpu_backwards",
     "usage_clamped",
@@ -234,6 +236,10 @@ fn run_case(name: &str) {
             .unwrap();
         pipeline.pipeline_builder().exec_target().set(pid);
     }
+    let late_target = std::fs::read_to_string(case.join("exec_target_late"))
+        .ok()
+        .map(|t| t.trim().parse::<u32>().unwrap());
+    let exec_target = pipeline.pipeline_builder().exec_target();
     pipeline.start_plugin("procfs", &mut plugin).unwrap();
     let running = pipeline.start();
     // Two triggers: after the second, the poll every source gets at start is done too.
@@ -248,6 +254,9 @@ fn run_case(name: &str) {
         }
         clock.advance_ns(1_000_000_000);
         apply_snapshot(root.path(), &snapshot);
+        if let (1, Some(pid)) = (n, late_target) {
+            exec_target.set(pid);
+        }
         let before = Timestamp::now();
         running.trigger_all();
         let after = Timestamp::now();
@@ -309,6 +318,11 @@ fn truncated_and_garbage_lines_are_skipped() {
 #[test]
 fn explicit_pids_patterns_and_exec_tree_select_processes() {
     run_case("watch_rules");
+}
+
+#[test]
+fn exec_child_born_in_the_same_tick_as_the_previous_poll_keeps_its_first_interval() {
+    run_case("exec_child_same_tick");
 }
 
 #[test]

@@ -79,6 +79,9 @@ impl Poller {
     /// Runs until shutdown; then polls every source a last time and queues
     /// every buffer, waiting for room rather than dropping.
     pub(crate) fn run(mut self) {
+        // The first poll of every source comes before any command, so that a
+        // trigger sent right after start is a second, distinct poll.
+        self.poll_due();
         loop {
             let next_deadline = self
                 .sources
