@@ -7,6 +7,7 @@ mod config;
 mod diagnostics;
 mod exec;
 mod plugins;
+mod report;
 mod signals;
 mod suggest;
 mod summary;

@@ -2,15 +2,13 @@
 //! run with signals, exec, config errors, overrides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{agent_command as agent, csv_rows, wait_until};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_alumet-agent"));
-    c.env_remove("ALUMET_CONFIG").env_remove("RUST_LOG");
-    c
-}
+use std::time::Duration;
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("the agent runs")
@@ -51,28 +49,6 @@ fn fast_overrides(csv: &Path) -> Vec<String> {
         "--output-file".into(),
         csv.to_str().unwrap().into(),
     ]
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-fn csv_rows(path: &Path) -> Vec<csv::StringRecord> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .unwrap();
-    reader
-        .records()
-        .map(|r| r.expect("every row parses"))
-        .collect()
 }
 
 fn spawn_run(dir: &Path, config: &Path, csv: &Path) -> Child {

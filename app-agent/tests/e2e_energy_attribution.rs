@@ -8,9 +8,12 @@
 //! command's share, and the JSON report carries the same number.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::write_in_place;
+
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +23,6 @@ use std::time::{Duration, Instant};
 const IDLE_POWER_W: f64 = 5.0;
 /// The helper adds this much energy every 10 ms: 20 W.
 const STEP_UJ: u64 = 200_000;
-
-/// Rewrites `energy_uj` in place (same inode, as sysfs does): the agent keeps
-/// the file open and re-reads it, so a rename would go unnoticed.
-fn write_in_place(path: &Path, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{value}\n").as_bytes()).unwrap();
-}
 
 /// One CSV row, as plugin-csv writes it (unix_ns timestamps).
 #[derive(Debug)]

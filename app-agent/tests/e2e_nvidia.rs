@@ -5,22 +5,14 @@
 //! with a GPU it must measure the GPU.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+mod common;
+
+use common::csv_rows;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plugin_nvidia::nvml::NvmlBackend;
-
-fn csv_rows(path: &Path) -> Vec<csv::StringRecord> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .unwrap();
-    reader
-        .records()
-        .map(|r| r.expect("every row parses"))
-        .collect()
-}
 
 #[test]
 fn run_with_nvidia_procfs_csv_then_sigterm() {

@@ -2,19 +2,12 @@
 //! command's pid to the plugin, which follows its process tree.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::csv_rows as records;
+
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-
-fn records(path: &std::path::Path) -> Vec<csv::StringRecord> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .unwrap();
-    reader
-        .records()
-        .map(|r| r.expect("every row parses"))
-        .collect()
-}
 
 /// The exec'd shell prints its pid and its child's, burns CPU in the
 /// child, and exits 3; only that tree is watched.

@@ -6,9 +6,12 @@
 //! the block `config regen` writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{sigterm_and_wait as stop, write_in_place};
+
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,20 +31,6 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-/// Rewrites the file in place (same inode, as sysfs does): the agent keeps
-/// `energy_uj` open and re-reads it, so a rename would go unnoticed. A poll
-/// that lands between the truncation and the write reads an empty file: the
-/// agent logs it and keeps the previous value, so the totals stay exact
-/// (this test exercises that path too).
-fn write_in_place(path: &Path, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{value}\n").as_bytes()).unwrap();
 }
 
 fn read_u64(path: &Path) -> u64 {
@@ -76,16 +65,6 @@ fn wait_for_csv_rows(csv: &Path, child: &mut Child) {
         assert!(Instant::now() < deadline, "the agent wrote no rows in 30 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn stop(child: Child) -> (Option<i32>, String) {
-    // SAFETY: kill(2) with the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A zone the helper advances: its file, range, and (resource, domain) key.

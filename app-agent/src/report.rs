@@ -1,0 +1,211 @@
+//! The `exec` report: what it holds, and how it is shown (text on stderr,
+//! like `perf stat`, and JSON).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// One energy line of the report.
+#[derive(Debug, Serialize)]
+pub struct EnergyLine {
+    /// e.g. "CPU package 0", "DRAM 0", "GPU 0000:3b:00.0".
+    pub label: String,
+    /// Resource kind and id.
+    pub resource_kind: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// RAPL domain or "gpu".
+    pub domain: String,
+    /// Energy over the command's run.
+    pub energy_j: f64,
+    /// Average power over the run.
+    pub average_power_w: f64,
+    /// Dynamic energy attributed to the command's processes, if the model ran.
+    pub command_dynamic_energy_j: Option<f64>,
+    /// Static energy attributed to the command (when `share_static` is on).
+    pub command_static_energy_j: Option<f64>,
+}
+
+/// One other metric of the report.
+#[derive(Debug, Serialize)]
+pub struct MetricLine {
+    /// Metric name.
+    pub metric: String,
+    /// Unit symbol.
+    pub unit: String,
+    /// counter / delta / gauge.
+    pub kind: String,
+    /// Resource.
+    pub resource: String,
+    /// Attributes `k=v,...`.
+    pub attributes: String,
+    /// "machine" or "command".
+    pub scope: String,
+    /// Total (delta), increase (counter); absent for gauges.
+    pub total: Option<f64>,
+    /// Mean (gauge).
+    pub mean: Option<f64>,
+    /// Max (gauge).
+    pub max: Option<f64>,
+}
+
+/// CPU and memory use of the command, from the kernel (wait4).
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct CommandUsage {
+    /// User CPU time of the command and its waited-for descendants.
+    pub user_cpu_s: f64,
+    /// System CPU time.
+    pub system_cpu_s: f64,
+    /// Largest resident set size of the command or one of its descendants.
+    pub peak_rss_bytes: u64,
+}
+
+/// The summary of one `exec`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The command line.
+    pub command: Vec<String>,
+    /// Exit code the agent returns (128+signal when killed).
+    pub exit_code: i32,
+    /// Wall time of the command.
+    pub wall_s: f64,
+    /// Energy per resource and domain.
+    pub energy: Vec<EnergyLine>,
+    /// Why energy is missing, when it is.
+    pub energy_unavailable: Vec<String>,
+    /// CPU time and memory of the command.
+    pub command_usage: CommandUsage,
+    /// Every other metric.
+    pub metrics: Vec<MetricLine>,
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn format_value(v: f64, unit: &str) -> String {
+    let number = if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    };
+    match unit {
+        "B" => human_bytes(v),
+        "" => number,
+        u => format!("{number} {u}"),
+    }
+}
+
+impl Report {
+    /// The text printed on stderr, like `perf stat`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let cmd = self.command.join(" ");
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            " Energy and activity summary for '{cmd}' (wall {:.2} s, exit {}):",
+            self.wall_s, self.exit_code
+        );
+        let _ = writeln!(out);
+        let width = self
+            .energy
+            .iter()
+            .map(|e| e.label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        for e in &self.energy {
+            let mut line = format!(
+                "   {:<width$} {:>10.2} J {:>9.2} W",
+                e.label, e.energy_j, e.average_power_w
+            );
+            if let Some(d) = e.command_dynamic_energy_j {
+                let share = if e.energy_j > 0.0 {
+                    100.0 * d / e.energy_j
+                } else {
+                    0.0
+                };
+                let _ = write!(line, "   (command: {d:.2} J dynamic, {share:.0} %");
+                if let Some(s) = e.command_static_energy_j {
+                    let _ = write!(line, ", {s:.2} J static");
+                }
+                line.push(')');
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        for reason in &self.energy_unavailable {
+            let _ = writeln!(out, "   energy not measured: {reason}");
+        }
+        let u = &self.command_usage;
+        let _ = writeln!(
+            out,
+            "   command CPU time {:.2} s user, {:.2} s sys; peak RSS {}",
+            u.user_cpu_s,
+            u.system_cpu_s,
+            human_bytes(u.peak_rss_bytes as f64)
+        );
+        // The command's own series first, then the machine's; series that
+        // stayed at zero are left out of the text (the JSON has them all).
+        let shown: Vec<&MetricLine> = self
+            .metrics
+            .iter()
+            .filter(|m| m.scope == "command")
+            .chain(self.metrics.iter().filter(|m| m.scope != "command"))
+            .filter(|m| !(m.total == Some(0.0) || (m.mean == Some(0.0) && m.max == Some(0.0))))
+            .collect();
+        if !shown.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "   measurements (delta: total over the run; gauge: mean / max):"
+            );
+            for m in shown {
+                let name = if m.attributes.is_empty() {
+                    m.metric.clone()
+                } else {
+                    format!("{}{{{}}}", m.metric, m.attributes)
+                };
+                let scope = if m.scope == "command" {
+                    "command".to_owned()
+                } else {
+                    m.resource.clone()
+                };
+                let value = match (m.total, m.mean, m.max) {
+                    (Some(t), _, _) => format_value(t, &m.unit),
+                    (_, Some(mean), Some(max)) => {
+                        format!(
+                            "{} / {}",
+                            format_value(mean, &m.unit),
+                            format_value(max, &m.unit)
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "     {name:<44} {scope:<22} {value}");
+            }
+        }
+        out
+    }
+
+    /// Writes the JSON form.
+    pub fn write_json(&self, path: &PathBuf) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
