@@ -100,11 +100,43 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ns}ns")
 }
 
+/// Reads a human duration string; a bare number gets a message with an
+/// example, since its unit cannot be guessed.
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a duration string such as \"10ms\" or \"1s\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse_duration(text).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+        Err(E::custom(format!(
+            "invalid duration {v}: write it as a string with a unit, e.g. \"{v}ms\" or \"{v}s\" (units: ns, us, ms, s, m, h)"
+        )))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+        self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+        Err(E::custom(format!(
+            "invalid duration {v}: write it as a string with a unit, e.g. \"{v}s\" (units: ns, us, ms, s, m, h)"
+        )))
+    }
+}
+
 /// `#[serde(with = "alumet::config::duration")]` for `Duration` fields.
 pub mod duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serializes as a human string.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -113,8 +145,7 @@ pub mod duration {
 
     /// Deserializes from a human string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_duration(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(super::DurationVisitor)
     }
 }
 
@@ -122,7 +153,7 @@ pub mod duration {
 pub mod optional_duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     /// Serializes as a human string (TOML has no null: use `skip_serializing_if`).
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -134,10 +165,7 @@ pub mod optional_duration {
 
     /// Deserializes from a human string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
+        d.deserialize_any(super::DurationVisitor).map(Some)
     }
 }
 
@@ -165,6 +193,12 @@ mod tests {
         #[serde(with = "duration")]
         poll_interval: Duration,
         name: String,
+    }
+
+    #[test]
+    fn a_bare_number_is_not_a_duration() {
+        let err = toml::from_str::<Example>("poll_interval = 10\nname = \"x\"").unwrap_err();
+        assert!(err.message().contains("\"10ms\""), "{}", err.message());
     }
 
     #[test]

@@ -120,16 +120,11 @@ pub fn from_toml_error(origin: Origin, text: &str, error: &toml::de::Error) -> C
                 None => None,
             };
         }
-    } else if message.contains("invalid duration") {
-        help = Some(format!(
-            "write durations as strings, {}",
-            alumet::config::DURATION_HELP
-        ));
-    } else if let Some(rest) = message.strip_prefix("invalid type: ") {
-        help = rest
-            .split_once(", expected ")
-            .map(|(_, exp)| format!("expected {exp}"));
+    } else if message.contains("expected a map") {
+        help =
+            Some("this key holds a table: `key = { a = 1 }`, or a `[section.key]` header".into());
     }
+    // Other messages (wrong type, bad duration) already say what is expected.
     ConfigDiagnostic {
         origin,
         position,
