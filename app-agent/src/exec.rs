@@ -167,7 +167,7 @@ fn wait_for_exit_keep_zombie(pid: u32) -> Result<(), WaitError> {
     }
 }
 
-/// Reaps `pid` with wait4, which also gives its CPU time and peak RSS.
+/// Reaps `pid` with wait4, which also gives its CPU time.
 fn reap(pid: u32) -> Result<(i32, CommandUsage), WaitError> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; zeroed is a valid value.
@@ -196,8 +196,8 @@ fn reap(pid: u32) -> Result<(i32, CommandUsage), WaitError> {
         CommandUsage {
             user_cpu_s: seconds(usage.ru_utime),
             system_cpu_s: seconds(usage.ru_stime),
-            // ru_maxrss is in KiB on Linux.
-            peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+            // Filled from procfs samples by the summary (see CommandUsage).
+            peak_rss_bytes: None,
         },
     ))
 }

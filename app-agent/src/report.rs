@@ -49,15 +49,18 @@ pub struct MetricLine {
     pub max: Option<f64>,
 }
 
-/// CPU and memory use of the command, from the kernel (wait4).
+/// CPU and memory use of the command.
 #[derive(Debug, Serialize, Clone, Copy, Default)]
 pub struct CommandUsage {
-    /// User CPU time of the command and its waited-for descendants.
+    /// User CPU time of the command and its waited-for descendants (kernel, wait4).
     pub user_cpu_s: f64,
-    /// System CPU time.
+    /// System CPU time (kernel, wait4).
     pub system_cpu_s: f64,
-    /// Largest resident set size of the command or one of its descendants.
-    pub peak_rss_bytes: u64,
+    /// Largest resident set size of one process of the command's tree, as
+    /// sampled by procfs at its polls; `None` if never sampled. (The kernel's
+    /// own maximum, `ru_maxrss`, is not used: for a child started with
+    /// vfork+exec it includes the agent's memory at the time of the exec.)
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// The summary of one `exec`.
@@ -152,12 +155,14 @@ impl Report {
             let _ = writeln!(out, "   energy not measured: {reason}");
         }
         let u = &self.command_usage;
+        let rss = match u.peak_rss_bytes {
+            Some(b) => format!("peak RSS {} (sampled)", human_bytes(b as f64)),
+            None => "peak RSS not sampled (procfs did not see the command alive)".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "   command CPU time {:.2} s user, {:.2} s sys; peak RSS {}",
-            u.user_cpu_s,
-            u.system_cpu_s,
-            human_bytes(u.peak_rss_bytes as f64)
+            "   command CPU time {:.2} s user, {:.2} s sys; {rss}",
+            u.user_cpu_s, u.system_cpu_s
         );
         // The command's own series first, then the machine's; series that
         // stayed at zero are left out of the text (the JSON has them all).

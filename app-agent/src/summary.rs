@@ -316,7 +316,16 @@ impl SummaryCollector {
             wall_s,
             energy,
             energy_unavailable,
-            command_usage: usage,
+            command_usage: CommandUsage {
+                peak_rss_bytes: c
+                    .command
+                    .iter()
+                    .filter(|(k, _)| k.metric == "process_memory_resident")
+                    .map(|(_, a)| a.max as u64)
+                    .max()
+                    .filter(|&b| b > 0),
+                ..usage
+            },
             metrics: lines,
         }
     }
