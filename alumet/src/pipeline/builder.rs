@@ -296,15 +296,14 @@ impl PipelineBuilder {
                 options,
                 rx,
                 stats: ostats,
-                global: Arc::new(PipelineStats::default()),
+                loss: LossReporter::new(self.dropped_points.clone()),
                 metrics: metrics.clone(),
                 config: config.clone(),
             });
         }
         let stats = Arc::new(stats);
         let mut output_threads = Vec::new();
-        for mut runner in runners {
-            runner.global = stats.clone();
+        for runner in runners {
             let thread_name = format!("out-{}", runner.name);
             output_threads.push(
                 std::thread::Builder::new()

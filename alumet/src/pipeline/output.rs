@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::measurement::MeasurementBuffer;
 use crate::metrics::MetricRegistry;
 
-use super::stats::{OutputStats, PipelineStats};
+use super::stats::{LossReporter, OutputStats};
 use super::{ElementContext, Output, OutputOptions, PipelineConfig, WriteError};
 
 pub(crate) struct OutputRunner {
@@ -17,7 +17,8 @@ pub(crate) struct OutputRunner {
     pub options: OutputOptions,
     pub rx: mpsc::Receiver<Arc<MeasurementBuffer>>,
     pub stats: Arc<OutputStats>,
-    pub global: Arc<PipelineStats>,
+    /// The pipeline-wide drop counter (for the self-metric).
+    pub loss: LossReporter,
     pub metrics: Arc<MetricRegistry>,
     pub config: PipelineConfig,
 }
@@ -144,7 +145,7 @@ impl OutputRunner {
 
     fn count_lost(&self, n: u64) {
         self.stats.dropped_points.fetch_add(n, Relaxed);
-        self.global.count_drop(n);
+        self.loss.report(n);
     }
 
     /// After a fatal error, keep receiving so that the loss is counted
