@@ -166,7 +166,8 @@ impl TestPipeline {
         &mut self.builder
     }
 
-    /// Starts the pipeline.
+    /// Starts the pipeline. Panics (failing the test) if it cannot start.
+    #[allow(clippy::panic, reason = "a test kit fails the test that uses it")]
     pub fn start(self) -> RunningTest {
         let running = match self.builder.start() {
             Ok(r) => r,
@@ -199,6 +200,8 @@ impl RunningTest {
     }
 
     /// Polls every source now and waits until they have been polled.
+    /// Panics (failing the test) if the pipeline is stopped.
+    #[allow(clippy::panic, reason = "a test kit fails the test that uses it")]
     pub fn trigger_all(&self) {
         if let Err(e) = self
             .handle
