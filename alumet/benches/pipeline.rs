@@ -6,6 +6,7 @@
 //!    time the process used, as a percentage of one core.
 //!
 //! Run with `cargo bench -p alumet` (`-- --quick` shortens both runs).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //!
 //! Needs `influxd`: run `scripts/install-test-servers.sh` (Debian package
 //! `influxdb`). All traffic stays on 127.0.0.1.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench -p plugin-csv --bench rows`; criterion prints
 //! `thrpt: [.. Melem/s ..]`, elements being rows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 use std::hint::black_box;

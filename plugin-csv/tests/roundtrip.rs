@@ -2,7 +2,7 @@
 //! field, through the `csv` crate and through Python's csv module; append
 //! mode; errors that name the file; nothing lost at shutdown.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 //! one core (time per minute of data / 60 s).
 //!
 //! Run with `cargo bench -p plugin-energy-attribution` (`-- --quick` for a short run).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! machine's cores, so this is an end-to-end figure.
 //!
 //! Run: `cargo bench -p plugin-influxdb --bench delivery`
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

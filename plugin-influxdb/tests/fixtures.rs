@@ -4,7 +4,7 @@
 //! `expected.lp`, the exact lines the encoder must write. Points the line
 //! protocol cannot carry (NaN, infinite) are absent from `expected.lp`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

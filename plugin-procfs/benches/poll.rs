@@ -4,6 +4,7 @@
 //! descriptors. `processes`: every process's /proc/PID/stat (kept
 //! descriptors), with and without the scan of /proc for new processes.
 //! Run: `cargo bench -p plugin-procfs --bench poll`; the time is per poll.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -20,7 +20,7 @@
 //! on `,` (fixtures avoid commas in names). Values match within 1e-9
 //! (relative); the order of rows does not matter.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 //! resource: `local_machine`, `cpu_package:0`, `dram:0`, `gpu:<bus id>`;
 //! consumer: `local_machine`, `process:<pid>`; attributes: `k=v` joined by `;`.
 //! Times are milliseconds after an arbitrary epoch (BASE_NS).
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, clippy::panic)]
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

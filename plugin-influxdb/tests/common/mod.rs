@@ -8,7 +8,7 @@
 //! A missing server binary fails the test with the command that installs it:
 //! `scripts/install-test-servers.sh`. All traffic stays on 127.0.0.1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, clippy::panic)]
 
 mod fake_server;
 // Not every test binary uses the scripted server.

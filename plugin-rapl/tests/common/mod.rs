@@ -1,7 +1,7 @@
 //! Shared helpers of the fixture tests: copy a fixture sysfs tree into a
 //! temp dir, advance its counters in place, run the plugin in a test
 //! pipeline, and doubles for the perf and file-opening boundaries.
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::unwrap_used, dead_code, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
