@@ -34,10 +34,16 @@ fn a_rejected_batch_is_dropped_and_counted_and_the_rest_arrives() {
     });
     let h = Harness::start(Workload::new(10), small_batches(&server.url()));
     h.poll(20);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, pipeline_drops) = h.finish_with_pipeline_drops();
     let stats = plugin.stats().snapshot();
     let received = server.received();
-    let total = polls * 10;
+    // The refusal is reported to the pipeline, which may send one
+    // `alumet_dropped_points` point about it to this output as well.
+    let total = stats.received_points;
+    assert!(
+        (polls * 10..=polls * 10 + 1).contains(&total),
+        "{total} points for {polls} polls"
+    );
     // Every point reached the server exactly once; one batch of 10 was refused.
     assert_eq!(
         received.iter().map(Received::points).sum::<usize>() as u64,
@@ -49,6 +55,10 @@ fn a_rejected_batch_is_dropped_and_counted_and_the_rest_arrives() {
     assert_eq!(stats.rejected_points, 10);
     assert_eq!(stats.delivered_points, total - 10);
     assert_eq!(plugin.dropped_points(), 10);
+    assert_eq!(
+        pipeline_drops, 10,
+        "the loss is counted by the pipeline too"
+    );
 }
 
 #[test]
