@@ -25,9 +25,7 @@ const COLUMNS: [&str; 9] = [
 ];
 
 fn spawn_agent(dir: &Path, csv: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
-        .env_remove("ALUMET_CONFIG")
-        .env_remove("RUST_LOG")
+    common::agent_command()
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--plugins", "procfs,csv"])

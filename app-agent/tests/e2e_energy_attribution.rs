@@ -15,7 +15,7 @@ use common::write_in_place;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,9 +117,7 @@ fn exec_child_gets_a_share_of_the_dynamic_energy_and_the_report_shows_it() {
         dir.path().join("sys").to_str().unwrap()
     );
     let idle = format!("plugins.energy-attribution.idle_power_w={{ package = {IDLE_POWER_W:.1} }}");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
-        .env_remove("ALUMET_CONFIG")
-        .env_remove("RUST_LOG")
+    let mut agent = common::agent_command()
         .current_dir(dir.path())
         .args([
             "--config",

@@ -6,6 +6,8 @@
 //! `influxdb`). All traffic stays on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -170,8 +172,7 @@ fn spawn_agent(dir: &Path, csv: &Path, port: u16) -> Child {
         "plugins.procfs.process_poll_interval=\"200ms\"",
         "plugins.procfs.flush_interval=\"200ms\"",
     ];
-    Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
-        .env_remove("ALUMET_CONFIG")
+    common::agent_command()
         .env("RUST_LOG", "warn,plugin_influxdb=info")
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])

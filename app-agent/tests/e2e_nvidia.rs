@@ -9,7 +9,7 @@ mod common;
 
 use common::csv_rows;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use plugin_nvidia::nvml::NvmlBackend;
@@ -19,9 +19,7 @@ fn run_with_nvidia_procfs_csv_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("alumet-config.toml");
     let csv = dir.path().join("out.csv");
-    let child = Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
-        .env_remove("ALUMET_CONFIG")
-        .env_remove("RUST_LOG")
+    let child = common::agent_command()
         .current_dir(dir.path())
         .args(["--config", config.to_str().unwrap()])
         .args(["--plugins", "nvidia,procfs,csv"])

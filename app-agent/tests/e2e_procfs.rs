@@ -7,7 +7,7 @@ mod common;
 use common::csv_rows as records;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// The exec'd shell prints its pid and its child's, burns CPU in the
 /// child, and exits 3; only that tree is watched.
@@ -18,9 +18,7 @@ fn exec_tree_is_measured_and_exit_code_passed_on() {
     let script = "echo $$; \
                   sh -c 'echo $$; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; \
                   exit 3";
-    let out = Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
-        .env_remove("ALUMET_CONFIG")
-        .env_remove("RUST_LOG")
+    let out = common::agent_command()
         .current_dir(dir.path())
         .args(["--config", dir.path().join("c.toml").to_str().unwrap()])
         .args(["--plugins", "procfs,csv"])

@@ -38,10 +38,8 @@ fn read_u64(path: &Path) -> u64 {
 }
 
 fn agent(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alumet-agent"));
-    cmd.env_remove("ALUMET_CONFIG")
-        .env_remove("RUST_LOG")
-        .current_dir(dir)
+    let mut cmd = common::agent_command();
+    cmd.current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(args)
         .stdin(Stdio::null())
