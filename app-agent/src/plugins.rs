@@ -7,6 +7,7 @@ use alumet::plugin::PluginMetadata;
 pub fn all() -> Vec<PluginMetadata> {
     vec![
         PluginMetadata::of::<plugin_procfs::ProcfsPlugin>(),
+        PluginMetadata::of::<plugin_cgroups::CgroupsPlugin>(),
         PluginMetadata::of::<plugin_rapl::RaplPlugin>(),
         PluginMetadata::of::<plugin_nvidia::NvidiaPlugin>(),
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),

@@ -5,11 +5,10 @@
 //! (per-process CPU time, CPU usage and memory). The metrics are described in
 //! README.md; their names are shared with other plugins and must not change.
 
-pub mod host;
+pub use alumet_kernelfs::host;
 pub mod parse;
-pub mod pattern;
+
 pub mod process;
-pub mod procfile;
 pub mod system;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +20,8 @@ use alumet::pipeline::{PluginStartContext, SourceTrigger};
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
 
+use alumet_kernelfs::glob::Glob;
 use host::HostParams;
-use pattern::Glob;
 use process::{ProcessMetricIds, ProcessOptions, ProcessSource, WatchRules};
 use system::{SystemMetricIds, SystemOptions, SystemSource};
 
@@ -187,33 +186,6 @@ fn probe(root: &Path) -> Result<(), PluginError> {
     })
 }
 
-/// How many /proc/PID/stat descriptors to keep open: half of the file
-/// limit, after raising the soft limit to the hard one (so that a machine
-/// with thousands of processes keeps the cheap pread path).
-fn open_file_budget() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 256;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one is always allowed.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = limit.rlim_max;
-        }
-    }
-    usize::try_from(limit.rlim_cur / 2)
-        .unwrap_or(usize::MAX)
-        .min(1 << 20)
-}
-
 fn metric(
     ctx: &mut PluginStartContext,
     name: &str,
@@ -298,7 +270,7 @@ impl ProcfsPlugin {
             rules,
             refresh_interval_ns: u64::try_from(self.config.process_refresh_interval.as_nanos())
                 .unwrap_or(u64::MAX),
-            open_budget: open_file_budget(),
+            open_budget: alumet_kernelfs::file::open_file_budget(),
         };
         let source = ProcessSource::new(
             &self.config.proc_root,

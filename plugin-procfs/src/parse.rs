@@ -1,33 +1,10 @@
 //! Parsers for the /proc formats this plugin reads. They work on bytes (no
 //! UTF-8 check, no allocation) and return `None` for anything odd, so that
-//! the caller can skip the line with a debug log instead of failing.
+//! the caller can skip the line with a debug log instead of failing. The
+//! generic ones (fields, integers, lines) are shared with the other readers
+//! of kernel files, in `alumet_kernelfs::parse`.
 
-/// Fields of a line separated by ASCII whitespace (runs count as one).
-pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
-    line.split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty())
-}
-
-/// A decimal unsigned integer, `None` on anything else or on overflow.
-pub fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &b in digits {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(d))?;
-    }
-    Some(value)
-}
-
-/// A decimal u32.
-pub fn parse_u32(digits: &[u8]) -> Option<u32> {
-    parse_u64(digits).and_then(|v| u32::try_from(v).ok())
-}
+pub use alumet_kernelfs::parse::{fields, lines, parse_key_value, parse_u32, parse_u64, trim};
 
 /// Number of CPU time states /proc/stat can show, in kernel order.
 pub const CPU_STATES: usize = 10;
@@ -80,14 +57,6 @@ pub fn parse_cpu_line(line: &[u8]) -> Option<(CpuLine, CpuTicks)> {
         ticks.count += 1;
     }
     (ticks.count >= 4).then_some((which, ticks))
-}
-
-/// Parses a `key value` line of /proc/stat such as `ctxt 123`.
-pub fn parse_key_value(line: &[u8]) -> Option<(&[u8], u64)> {
-    let mut it = fields(line);
-    let key = it.next()?;
-    let value = parse_u64(it.next()?)?;
-    Some((key, value))
 }
 
 /// A line of /proc/meminfo: key, value, and whether the value is in kB
@@ -205,24 +174,6 @@ pub fn parse_pid_stat(content: &[u8]) -> Option<PidStat<'_>> {
         vsize_bytes,
         rss_pages,
     })
-}
-
-/// Strips ASCII whitespace on both sides.
-pub fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &bytes[start..end.max(start)]
-}
-
-/// Lines of a file's content, without their `\n`.
-pub fn lines(content: &[u8]) -> impl Iterator<Item = &[u8]> {
-    content.split(|&b| b == b'\n').filter(|l| !l.is_empty())
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use alumet::pipeline::{PollError, Source};
 
 use crate::host::HostParams;
 use crate::parse::{self, PidStat};
-use crate::pattern::Glob;
-use crate::procfile::{ProcFile, ReadBuf};
+use alumet_kernelfs::file::{KernelFile, ReadBuf};
+use alumet_kernelfs::glob::Glob;
 
 /// Ids of the metrics the process source emits.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,7 @@ struct Sample {
 #[derive(Debug)]
 struct Watched {
     pid: u32,
-    file: ProcFile,
+    file: KernelFile,
     /// Start time of the process this series is about (None before the first read).
     start_ticks: Option<u64>,
     ppid: u32,
@@ -96,8 +96,8 @@ pub struct ProcessSource {
     last_refresh_ns: Option<u64>,
     /// Sorted by pid.
     watched: Vec<Watched>,
-    uptime: ProcFile,
-    stat: ProcFile,
+    uptime: KernelFile,
+    stat: KernelFile,
     online_cpus: u32,
     previous_poll: Option<PollMark>,
     buf: ReadBuf,
@@ -161,8 +161,8 @@ impl ProcessSource {
             refresh_interval_ns: options.refresh_interval_ns,
             last_refresh_ns: None,
             watched: Vec::new(),
-            uptime: ProcFile::new(proc_root.join("uptime"), true),
-            stat: ProcFile::new(proc_root.join("stat"), true),
+            uptime: KernelFile::new(proc_root.join("uptime"), true),
+            stat: KernelFile::new(proc_root.join("stat"), true),
             online_cpus: 1,
             previous_poll: None,
             buf: ReadBuf::with_capacity(4096),
@@ -227,11 +227,11 @@ impl ProcessSource {
         Ok(())
     }
 
-    fn new_watched(&mut self, pid: u32, file: Option<ProcFile>) -> Watched {
+    fn new_watched(&mut self, pid: u32, file: Option<KernelFile>) -> Watched {
         let keep = self.open_count < self.open_budget;
         let file = match file {
             Some(f) if keep => f,
-            _ => ProcFile::new(self.pid_path(pid, "stat"), keep),
+            _ => KernelFile::new(self.pid_path(pid, "stat"), keep),
         };
         if keep {
             self.open_count += 1;
@@ -248,7 +248,7 @@ impl ProcessSource {
 
     /// Start time of `pid` in clock ticks, if it can be read.
     fn start_ticks_of(&mut self, pid: u32) -> Option<u64> {
-        let mut file = ProcFile::new(self.pid_path(pid, "stat"), false);
+        let mut file = KernelFile::new(self.pid_path(pid, "stat"), false);
         file.read_into(&mut self.buf).ok()?;
         parse::parse_pid_stat(self.buf.bytes()).map(|stat| stat.start_ticks)
     }
@@ -313,8 +313,8 @@ impl ProcessSource {
         };
         let needs_stat = target.is_some() || !self.rules.patterns.is_empty();
         // (pid, ppid, its opened stat file) of candidates not selected yet.
-        let mut undecided: Vec<(u32, u32, ProcFile)> = Vec::new();
-        let mut selected: Vec<(u32, Option<ProcFile>)> = Vec::new();
+        let mut undecided: Vec<(u32, u32, KernelFile)> = Vec::new();
+        let mut selected: Vec<(u32, Option<KernelFile>)> = Vec::new();
         for &pid in candidates {
             if self.rules.pids.binary_search(&pid).is_ok() || Some(pid) == target {
                 selected.push((pid, None));
@@ -323,7 +323,7 @@ impl ProcessSource {
             if !needs_stat {
                 continue;
             }
-            let mut file = ProcFile::new(self.pid_path(pid, "stat"), true);
+            let mut file = KernelFile::new(self.pid_path(pid, "stat"), true);
             if file.read_into(&mut self.buf).is_err() {
                 continue; // gone already
             }

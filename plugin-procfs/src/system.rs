@@ -16,7 +16,7 @@ use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
 
 use crate::parse::{self, CpuLine, CpuTicks, NetCounters, CPU_STATE_NAMES};
-use crate::procfile::{ProcFile, ReadBuf};
+use alumet_kernelfs::file::{KernelFile, ReadBuf};
 
 /// Ids of the metrics the system source emits.
 #[derive(Debug, Clone, Copy)]
@@ -83,9 +83,9 @@ struct Interface {
 
 /// Reads /proc/stat, /proc/meminfo and /proc/net/dev at every poll.
 pub struct SystemSource {
-    stat: ProcFile,
-    meminfo: Option<ProcFile>,
-    netdev: Option<ProcFile>,
+    stat: KernelFile,
+    meminfo: Option<KernelFile>,
+    netdev: Option<KernelFile>,
     buf: ReadBuf,
     seconds_per_tick: f64,
     options: SystemOptions,
@@ -108,12 +108,12 @@ impl SystemSource {
         ids: SystemMetricIds,
     ) -> Self {
         let meminfo = (!options.meminfo_fields.is_empty())
-            .then(|| ProcFile::new(proc_root.join("meminfo"), true));
+            .then(|| KernelFile::new(proc_root.join("meminfo"), true));
         let netdev = options
             .network
-            .then(|| ProcFile::new(proc_root.join("net/dev"), true));
+            .then(|| KernelFile::new(proc_root.join("net/dev"), true));
         Self {
-            stat: ProcFile::new(proc_root.join("stat"), true),
+            stat: KernelFile::new(proc_root.join("stat"), true),
             meminfo,
             netdev,
             buf: ReadBuf::with_capacity(16 * 1024),

@@ -1,8 +1,8 @@
-//! The boundary to /proc: files kept open and re-read from offset 0 with
-//! `pread`, re-opened when a read fails.
+//! Kernel pseudo-files (procfs, sysfs, cgroupfs) kept open and re-read from
+//! offset 0 with `pread`, re-opened when a read fails.
 //!
 //! Re-reading a kept descriptor costs a fraction of open/read/close, and
-//! /proc regenerates the content at every read from offset 0. A file that
+//! the kernel regenerates the content at every read from offset 0. A file that
 //! refuses positioned reads (`ESPIPE`) is re-opened at every read instead of
 //! being rewound.
 
@@ -93,7 +93,7 @@ pub enum ReadKind {
 
 /// A /proc file read again and again.
 #[derive(Debug)]
-pub struct ProcFile {
+pub struct KernelFile {
     path: PathBuf,
     file: Option<File>,
     /// Keep the descriptor between reads (false when the fd budget is spent).
@@ -102,7 +102,7 @@ pub struct ProcFile {
     pread: bool,
 }
 
-impl ProcFile {
+impl KernelFile {
     /// A file at `path`, opened at the first read.
     pub fn new(path: PathBuf, keep_open: bool) -> Self {
         Self {
@@ -178,6 +178,33 @@ impl ProcFile {
     }
 }
 
+/// How many descriptors a source may keep open: half of the file
+/// limit, after raising the soft limit to the hard one (so that a machine
+/// with thousands of processes keeps the cheap pread path).
+pub fn open_file_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 256;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    usize::try_from(limit.rlim_cur / 2)
+        .unwrap_or(usize::MAX)
+        .min(1 << 20)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stat");
         std::fs::write(&path, "first").unwrap();
-        let mut f = ProcFile::new(path.clone(), true);
+        let mut f = KernelFile::new(path.clone(), true);
         let mut buf = ReadBuf::with_capacity(2);
         assert_eq!(f.read_into(&mut buf).unwrap(), ReadKind::Opened);
         assert_eq!(buf.bytes(), b"first");
@@ -200,7 +227,7 @@ mod tests {
     fn missing_file_is_an_error_and_is_retried_later() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent");
-        let mut f = ProcFile::new(path.clone(), true);
+        let mut f = KernelFile::new(path.clone(), true);
         let mut buf = ReadBuf::with_capacity(64);
         assert!(f.read_into(&mut buf).is_err());
         std::fs::write(&path, "now here").unwrap();
@@ -213,7 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
         std::fs::write(&path, "a").unwrap();
-        let mut f = ProcFile::new(path, false);
+        let mut f = KernelFile::new(path, false);
         let mut buf = ReadBuf::with_capacity(64);
         assert_eq!(f.read_into(&mut buf).unwrap(), ReadKind::Opened);
         assert_eq!(f.read_into(&mut buf).unwrap(), ReadKind::Opened);
@@ -222,7 +249,7 @@ mod tests {
 
     #[test]
     fn real_proc_stat_reads_through_pread() {
-        let mut f = ProcFile::new(PathBuf::from("/proc/stat"), true);
+        let mut f = KernelFile::new(PathBuf::from("/proc/stat"), true);
         let mut buf = ReadBuf::with_capacity(64);
         f.read_into(&mut buf).unwrap();
         assert!(buf.bytes().starts_with(b"cpu "));

@@ -1,5 +1,5 @@
 //! Glob patterns (`*` any run of bytes, `?` any one byte) that select
-//! processes by name or command line.
+//! processes by name or command line, and cgroups by path.
 
 /// A glob pattern matched against the whole text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,195 @@
+//! A cgroup created to run one command in, so that the kernel accounts for
+//! its whole process tree, however short-lived its processes are.
+//!
+//! The command joins the cgroup between fork and exec: the child writes `0`
+//! (itself) to the `cgroup.procs` files that the parent opened beforehand,
+//! which is a plain `write(2)`, safe after fork. At the end, processes that
+//! outlived the command (daemons) are moved to the parent cgroup so that the
+//! directory can be removed.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::dir_of;
+use super::layout::Accounting;
+
+/// Why a cgroup could not be created or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// mkdir failed.
+    #[error("cannot create cgroup {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `cgroup.procs` could not be opened for writing.
+    #[error("cannot open {path} for writing: {source}")]
+    Procs {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// rmdir failed for good.
+    #[error("cannot remove cgroup {path}: {source}")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// What [`CommandCgroup::remove`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoveOutcome {
+    /// Processes still in the cgroup after the command ended, moved to the parent.
+    pub moved_out: Vec<u32>,
+}
+
+/// A cgroup (one directory per involved hierarchy) created for a command.
+#[derive(Debug)]
+pub struct CommandCgroup {
+    path: String,
+    parent: String,
+    dirs: Vec<(PathBuf, PathBuf)>,
+    procs: Vec<File>,
+    removed: bool,
+}
+
+impl CommandCgroup {
+    /// Creates cgroup `<parent>/<name>` in every hierarchy of `accounting`.
+    /// On failure nothing is left behind.
+    pub fn create(accounting: &Accounting, parent: &str, name: &str) -> Result<Self, CgroupError> {
+        let path = if parent == "/" {
+            format!("/{name}")
+        } else {
+            format!("{}/{name}", parent.trim_end_matches('/'))
+        };
+        let mut created = CommandCgroup {
+            path: path.clone(),
+            parent: parent.to_owned(),
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            removed: false,
+        };
+        for mount in accounting.mount_points() {
+            let dir = dir_of(mount, &path);
+            std::fs::create_dir(&dir).map_err(|source| CgroupError::Create {
+                path: dir.clone(),
+                source,
+            })?;
+            created.dirs.push((mount.to_path_buf(), dir.clone()));
+            let procs_path = dir.join("cgroup.procs");
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&procs_path)
+                .map_err(|source| CgroupError::Procs {
+                    path: procs_path,
+                    source,
+                })?;
+            created.procs.push(file);
+        }
+        Ok(created)
+    }
+
+    /// The cgroup's path relative to its hierarchies' roots (the consumer id).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The directories created, one per hierarchy.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|(_, d)| d.as_path())
+    }
+
+    /// The descriptors the child writes to, to join the cgroup (see [`join_raw`]).
+    pub fn procs_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// Moves every process still inside to the parent cgroup, then removes
+    /// the directories, retrying for up to `patience` while the kernel
+    /// finishes releasing exited tasks.
+    pub fn remove(mut self, patience: Duration) -> Result<RemoveOutcome, CgroupError> {
+        self.removed = true;
+        self.procs.clear();
+        let mut outcome = RemoveOutcome::default();
+        let mut first_error = None;
+        // Children first would matter only for nested cgroups, which we never create.
+        for (mount, dir) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            let parent_procs = dir_of(&mount, &self.parent).join("cgroup.procs");
+            let deadline = Instant::now() + patience;
+            loop {
+                for pid in pids_in(&dir) {
+                    if std::fs::write(&parent_procs, format!("{pid}\n")).is_ok()
+                        && !outcome.moved_out.contains(&pid)
+                    {
+                        outcome.moved_out.push(pid);
+                    }
+                }
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => {
+                        if Instant::now() >= deadline {
+                            first_error.get_or_insert(CgroupError::Remove {
+                                path: dir.clone(),
+                                source: e,
+                            });
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+}
+
+impl Drop for CommandCgroup {
+    fn drop(&mut self) {
+        if !self.removed && !self.dirs.is_empty() {
+            let leftover = CommandCgroup {
+                path: std::mem::take(&mut self.path),
+                parent: std::mem::take(&mut self.parent),
+                dirs: std::mem::take(&mut self.dirs),
+                procs: Vec::new(),
+                removed: false,
+            };
+            if let Err(e) = leftover.remove(Duration::from_millis(200)) {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
+fn pids_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Makes the calling process join the cgroup whose `cgroup.procs`
+/// descriptors are `fds`. Only `write(2)`: safe to call between fork and exec.
+pub fn join_raw(fds: &[RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        let msg = b"0\n";
+        // SAFETY: fd is a descriptor the parent opened for writing; the
+        // buffer is a static slice of the given length.
+        let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! Plugin `cgroups`: CPU time, CPU usage, memory and I/O of control groups
+//! (Slurm and OAR jobs, Kubernetes pods and containers, containers, systemd
+//! services, user sessions), classified from their path.
+//!
+//! One source, [`source::CgroupSource`], over the hierarchy that accounts
+//! CPU time (v2, v1 `cpuacct`, or the right one of a hybrid layout, see
+//! [`alumet_kernelfs::cgroup::CgroupLayout`]). Metrics and classification
+//! patterns are described in README.md; the metric names are shared with
+//! the energy-attribution plugin and the exec report and must not change.
+
+pub mod classify;
+pub mod discovery;
+pub mod reader;
+pub mod select;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alumet::config::ConfigError;
+use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use alumet::pipeline::{PluginStartContext, SourceTrigger};
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use alumet_kernelfs::cgroup::{Accounting, CgroupLayout, HierarchyChoice};
+use alumet_kernelfs::glob::Glob;
+use alumet_kernelfs::host::HostParams;
+use serde::{Deserialize, Serialize};
+
+use discovery::Discovery;
+use reader::Wanted;
+use select::{SelectMode, Selection};
+use source::{CgroupMetricIds, CgroupSource, SourceOptions};
+
+/// Which hierarchy accounts CPU time (`hierarchy` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HierarchyKey {
+    /// See [`HierarchyChoice::Auto`].
+    #[default]
+    Auto,
+    /// cgroup v2.
+    V2,
+    /// cgroup v1 `cpuacct`.
+    V1,
+}
+
+impl From<HierarchyKey> for HierarchyChoice {
+    fn from(k: HierarchyKey) -> Self {
+        match k {
+            HierarchyKey::Auto => HierarchyChoice::Auto,
+            HierarchyKey::V2 => HierarchyChoice::V2,
+            HierarchyKey::V1 => HierarchyChoice::V1,
+        }
+    }
+}
+
+/// Configuration of `[plugins.cgroups]`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupsConfig {
+    /// Where the cgroup filesystems are mounted (default `/sys/fs/cgroup`; the host's in a container).
+    pub cgroup_root: PathBuf,
+    /// Where procfs is mounted (for `self/mountinfo`).
+    pub proc_root: PathBuf,
+    /// `auto`, `v2` or `v1`: the hierarchy that accounts CPU time.
+    pub hierarchy: HierarchyKey,
+    /// Time between two polls (default 1s).
+    #[serde(with = "alumet::config::duration")]
+    pub poll_interval: Duration,
+    /// Time between two hand-overs of the points to the outputs (default 5s).
+    #[serde(with = "alumet::config::duration")]
+    pub flush_interval: Duration,
+    /// `workloads` (jobs, pods, containers, services, sessions) or `all`.
+    pub select: SelectMode,
+    /// Glob patterns on the cgroup path always measured (e.g. `"/machine.slice/*"`).
+    pub include: Vec<String>,
+    /// Glob patterns on the cgroup path never measured (wins over `include`).
+    pub exclude: Vec<String>,
+    /// Deepest level discovered (1 = children of the root); 0: no limit.
+    pub max_depth: usize,
+    /// Most cgroups measured at once; beyond, cgroups are counted and logged, not measured.
+    pub max_cgroups: usize,
+    /// Watch the hierarchy with inotify (default true).
+    pub inotify: bool,
+    /// Time between two full walks of the hierarchy (the safety net of inotify).
+    #[serde(with = "alumet::config::duration")]
+    pub rescan_interval: Duration,
+    /// Read memory figures (default true).
+    pub memory: bool,
+    /// Read block I/O figures (default true).
+    pub io: bool,
+}
+
+impl Default for CgroupsConfig {
+    fn default() -> Self {
+        Self {
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            proc_root: PathBuf::from("/proc"),
+            hierarchy: HierarchyKey::Auto,
+            poll_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(5),
+            select: SelectMode::Workloads,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            max_depth: 12,
+            max_cgroups: 4096,
+            inotify: true,
+            rescan_interval: Duration::from_secs(30),
+            memory: true,
+            io: true,
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
+    PluginError::Config(ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+impl CgroupsConfig {
+    fn validate(&self) -> Result<(), PluginError> {
+        for (key, d) in [
+            ("poll_interval", self.poll_interval),
+            ("flush_interval", self.flush_interval),
+            ("rescan_interval", self.rescan_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than zero, e.g. \"1s\""));
+            }
+        }
+        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
+            if let Some(bad) = patterns
+                .iter()
+                .find(|p| !p.starts_with('/') && !p.starts_with('*'))
+            {
+                return Err(invalid(
+                    key,
+                    format!("\"{bad}\" cannot match a cgroup path: paths start with '/', e.g. \"/system.slice/*.service\""),
+                ));
+            }
+        }
+        if self.max_cgroups == 0 {
+            return Err(invalid(
+                "max_cgroups",
+                "must be at least 1; disable the plugin to measure no cgroup",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The hierarchy this configuration reads, or why there is none.
+    pub fn accounting(&self) -> Result<Accounting, PluginError> {
+        let layout = CgroupLayout::detect(&self.cgroup_root, &self.proc_root).map_err(|e| {
+            PluginError::unavailable(
+                e.to_string(),
+                "mount cgroupfs there, or set plugins.cgroups.cgroup_root to where it is mounted (the host's /sys/fs/cgroup in a container)",
+            )
+        })?;
+        layout.accounting(self.hierarchy.into()).map_err(|e| {
+            PluginError::unavailable(
+                e.to_string(),
+                "set plugins.cgroups.hierarchy = \"auto\", or mount the missing hierarchy",
+            )
+        })
+    }
+}
+
+/// The `cgroups` plugin.
+pub struct CgroupsPlugin {
+    config: CgroupsConfig,
+    host: Option<HostParams>,
+}
+
+impl CgroupsPlugin {
+    /// Replaces the detected host parameters (clock, USER_HZ): for fixture tests.
+    pub fn with_host(mut self, host: HostParams) -> Self {
+        self.host = Some(host);
+        self
+    }
+}
+
+fn online_cpus(proc_root: &Path) -> u32 {
+    let counted = std::fs::read_to_string(proc_root.join("stat"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .count() as u32
+        })
+        .unwrap_or(0);
+    if counted > 0 {
+        counted
+    } else {
+        HostParams::online_cpus_fallback()
+    }
+}
+
+/// The metrics of this plugin, in registration order.
+pub fn metric_definitions() -> [Metric; 7] {
+    use MetricKind::{Delta, Gauge};
+    use ValueType::{F64, U64};
+    [
+        Metric::new("cgroup_cpu_time", Unit::Second, F64, Delta, "CPU time of a cgroup and its descendants in user or system mode (attribute `mode`), exited processes included."),
+        Metric::new("cgroup_cpu_usage", Unit::Percent, F64, Gauge, "CPU time of a cgroup over the interval, in % of one CPU (at most 100 x online CPUs)."),
+        Metric::new("cgroup_memory_current", Unit::Byte, U64, Gauge, "Memory charged to a cgroup now."),
+        Metric::new("cgroup_memory_peak", Unit::Byte, U64, Gauge, "Highest memory charged to a cgroup so far."),
+        Metric::new("cgroup_io_read", Unit::Byte, U64, Delta, "Bytes a cgroup read from block devices."),
+        Metric::new("cgroup_io_write", Unit::Byte, U64, Delta, "Bytes a cgroup wrote to block devices."),
+        Metric::new("cgroups_measured", Unit::Custom { ucum: "{cgroup}".into(), symbol: "cgroups".into() }, U64, Gauge, "Cgroups measured at this poll (the hierarchy root included)."),
+    ]
+}
+
+impl Plugin for CgroupsPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        let accounting = self.config.accounting()?;
+        log::info!("cgroups: reading {}", accounting.describe());
+        let [a, b, c, d, e, f, g] = metric_definitions();
+        let ids = CgroupMetricIds {
+            cpu_time: ctx.create_metric(a)?,
+            cpu_usage: ctx.create_metric(b)?,
+            memory_current: ctx.create_metric(c)?,
+            memory_peak: ctx.create_metric(d)?,
+            io_read: ctx.create_metric(e)?,
+            io_write: ctx.create_metric(f)?,
+            measured: ctx.create_metric(g)?,
+        };
+        let host = self.host.clone().unwrap_or_else(HostParams::detect);
+        let selection = Selection {
+            mode: self.config.select,
+            include: self.config.include.iter().map(|p| Glob::new(p)).collect(),
+            exclude: self.config.exclude.iter().map(|p| Glob::new(p)).collect(),
+        };
+        let options = SourceOptions {
+            selection,
+            max_cgroups: self.config.max_cgroups,
+            rescan_interval_ns: u64::try_from(self.config.rescan_interval.as_nanos())
+                .unwrap_or(u64::MAX),
+            wanted: Wanted {
+                memory: self.config.memory,
+                io: self.config.io,
+            },
+            // procfs keeps half of the limit; a quarter is ours.
+            open_budget: alumet_kernelfs::file::open_file_budget() / 2,
+        };
+        let discovery = Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);
+        let source = CgroupSource::new(
+            accounting,
+            discovery,
+            options,
+            ctx.exec_target(),
+            host,
+            online_cpus(&self.config.proc_root),
+            ids,
+        );
+        let trigger = SourceTrigger::every(self.config.poll_interval)
+            .flush_every(self.config.flush_interval)
+            .on_dedicated_thread();
+        ctx.add_source("cgroups", Box::new(source), trigger);
+        Ok(())
+    }
+}
+
+impl PluginDefinition for CgroupsPlugin {
+    const NAME: &'static str = "cgroups";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "CPU time, memory and I/O of Slurm/OAR jobs, Kubernetes pods, containers, systemd services and sessions (cgroup v1/v2).";
+    type Config = CgroupsConfig;
+
+    fn init(config: Self::Config) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self { config, host: None })
+    }
+
+    fn check_availability(config: &Self::Config) -> Result<(), PluginError> {
+        config.accounting().map(|_| ())
+    }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("cgroup_root", "Where the cgroup filesystems are mounted (the host's /sys/fs/cgroup when the agent runs in a container)."),
+            ("proc_root", "Where procfs is mounted (self/mountinfo tells where each hierarchy is)."),
+            ("hierarchy", "Hierarchy that accounts CPU time: \"auto\" (v2, or v1 cpuacct on a hybrid machine whose v1 tree holds cgroups), \"v2\" or \"v1\"."),
+            ("poll_interval", "Time between two reads of the measured cgroups."),
+            ("flush_interval", "Time between two hand-overs of the points to the outputs."),
+            ("select", "\"workloads\" (Slurm/OAR jobs and steps, pods, containers, systemd services, user sessions) or \"all\"."),
+            ("include", "Glob patterns on the cgroup path always measured, e.g. [\"/machine.slice/*\"]."),
+            ("exclude", "Glob patterns on the cgroup path never measured (wins over include)."),
+            ("max_depth", "Deepest level of the tree discovered (1 = children of the root); 0 for no limit."),
+            ("max_cgroups", "Most cgroups measured at once; the others are counted and logged."),
+            ("inotify", "Watch the tree with inotify so that new cgroups are measured from their first poll."),
+            ("rescan_interval", "Time between two full walks of the tree (the safety net of inotify)."),
+            ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),
+            ("io", "Report cgroup_io_read and cgroup_io_write."),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips_and_is_valid() {
+        let table = alumet::config::serialize_config(&CgroupsConfig::default()).unwrap();
+        let back: CgroupsConfig = alumet::config::deserialize_config(table).unwrap();
+        assert_eq!(back, CgroupsConfig::default());
+        assert!(CgroupsPlugin::init(back).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let c = CgroupsConfig {
+            include: vec!["system.slice".into()],
+            ..CgroupsConfig::default()
+        };
+        assert!(CgroupsPlugin::init(c)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("include"));
+        let c = CgroupsConfig {
+            poll_interval: Duration::ZERO,
+            ..CgroupsConfig::default()
+        };
+        assert!(CgroupsPlugin::init(c)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("poll_interval"));
+    }
+
+    #[test]
+    fn no_cgroupfs_is_unavailable_with_a_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let c = CgroupsConfig {
+            cgroup_root: d.path().to_path_buf(),
+            proc_root: d.path().to_path_buf(),
+            ..CgroupsConfig::default()
+        };
+        let e = CgroupsPlugin::check_availability(&c).unwrap_err();
+        assert!(matches!(e, PluginError::Unavailable { .. }));
+        let text = e.to_string();
+        assert!(
+            text.contains("no cgroup filesystem under") && text.contains("cgroup_root"),
+            "{text}"
+        );
+    }
+}

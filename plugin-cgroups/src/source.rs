@@ -1,0 +1,363 @@
+//! The cgroups source: at each poll, finds what changed in the hierarchy,
+//! reads every measured cgroup and emits its CPU time, CPU usage, memory
+//! and I/O, with the cgroup's classification as attributes.
+//!
+//! Deltas are exact across polls (the kernel's counters are exact and
+//! include exited processes). A cgroup first seen at a poll gives no delta,
+//! except when it was created after the previous poll, which is known when
+//! the previous poll had a complete view of the tree (inotify without loss,
+//! or a walk at that poll): then everything it used belongs to this interval.
+//! A cgroup that disappears ends its series, logged at debug level only.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use alumet::exec::ExecTarget;
+use alumet::measurement::{
+    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
+    ResourceConsumer, Timestamp,
+};
+use alumet::metrics::MetricId;
+use alumet::pipeline::{PollError, Source};
+use alumet_kernelfs::cgroup::Accounting;
+use alumet_kernelfs::file::ReadBuf;
+use alumet_kernelfs::host::HostParams;
+
+use crate::classify::classify;
+use crate::discovery::Discovery;
+use crate::reader::{CgroupFiles, CgroupReading, ReadError, Wanted};
+use crate::select::Selection;
+
+/// Ids of the metrics the source emits.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupMetricIds {
+    /// `cgroup_cpu_time` (s, delta, `mode`).
+    pub cpu_time: MetricId,
+    /// `cgroup_cpu_usage` (%, gauge).
+    pub cpu_usage: MetricId,
+    /// `cgroup_memory_current` (By, gauge).
+    pub memory_current: MetricId,
+    /// `cgroup_memory_peak` (By, gauge).
+    pub memory_peak: MetricId,
+    /// `cgroup_io_read` (By, delta).
+    pub io_read: MetricId,
+    /// `cgroup_io_write` (By, delta).
+    pub io_write: MetricId,
+    /// `cgroups_measured` (gauge, every poll: also marks the poll times).
+    pub measured: MetricId,
+}
+
+/// Settings of a [`CgroupSource`].
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Which cgroups.
+    pub selection: Selection,
+    /// Most cgroups measured at once (the root excluded).
+    pub max_cgroups: usize,
+    /// Walk the whole tree at least this often (ns).
+    pub rescan_interval_ns: u64,
+    /// Figures besides CPU time.
+    pub wanted: Wanted,
+    /// Descriptors this source may keep open.
+    pub open_budget: usize,
+}
+
+struct Tracked {
+    files: CgroupFiles,
+    consumer: ResourceConsumer,
+    attributes: Vec<(Cow<'static, str>, AttributeValue)>,
+    previous: Option<(CgroupReading, u64)>,
+    /// Created after the previous poll: its first reading is all new.
+    born_after_previous_poll: bool,
+}
+
+/// The source.
+pub struct CgroupSource {
+    accounting: Accounting,
+    discovery: Discovery,
+    options: SourceOptions,
+    exec_target: ExecTarget,
+    host: HostParams,
+    online_cpus: u32,
+    /// Every cgroup of the hierarchy we know of.
+    known: BTreeSet<String>,
+    /// The measured ones, by path.
+    tracked: BTreeMap<String, Tracked>,
+    open_count: usize,
+    last_scan_ns: Option<u64>,
+    previous_poll_ns: Option<u64>,
+    view_complete_at_previous_poll: bool,
+    over_cap: u64,
+    buf: ReadBuf,
+    ids: CgroupMetricIds,
+}
+
+impl CgroupSource {
+    /// A source over the hierarchy of `accounting`.
+    pub fn new(
+        accounting: Accounting,
+        discovery: Discovery,
+        options: SourceOptions,
+        exec_target: ExecTarget,
+        host: HostParams,
+        online_cpus: u32,
+        ids: CgroupMetricIds,
+    ) -> Self {
+        Self {
+            accounting,
+            discovery,
+            options,
+            exec_target,
+            host,
+            online_cpus: online_cpus.max(1),
+            known: BTreeSet::new(),
+            tracked: BTreeMap::new(),
+            open_count: 0,
+            last_scan_ns: None,
+            previous_poll_ns: None,
+            view_complete_at_previous_poll: false,
+            over_cap: 0,
+            buf: ReadBuf::with_capacity(1024),
+            ids,
+        }
+    }
+
+    /// Paths measured now (for tests and diagnostics).
+    pub fn measured_paths(&self) -> Vec<String> {
+        self.tracked.keys().cloned().collect()
+    }
+
+    fn is_exec_cgroup(&self, path: &str) -> bool {
+        self.exec_target.cgroup() == Some(path)
+    }
+
+    /// Starts measuring `path` if the rules select it and the cap allows.
+    fn consider(&mut self, path: &str, born_after_previous_poll: bool) {
+        if self.tracked.contains_key(path) {
+            return;
+        }
+        let class = classify(path);
+        let is_root = path == "/";
+        if !(is_root || self.is_exec_cgroup(path) || self.options.selection.selects(path, &class)) {
+            return;
+        }
+        if !is_root && self.tracked.len() > self.options.max_cgroups {
+            self.over_cap += 1;
+            if self.over_cap.is_power_of_two() {
+                log::warn!(
+                    "cgroups: {} cgroup(s) not measured so far: max_cgroups = {} is reached (raise plugins.cgroups.max_cgroups, or narrow the selection)",
+                    self.over_cap,
+                    self.options.max_cgroups
+                );
+            }
+            return;
+        }
+        let budget = self.options.open_budget;
+        let open_count = &mut self.open_count;
+        let files = CgroupFiles::open(&self.accounting, path, self.options.wanted, || {
+            let keep = *open_count < budget;
+            *open_count += usize::from(keep);
+            keep
+        });
+        let mut attributes: Vec<(Cow<'static, str>, AttributeValue)> = class
+            .attributes
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), AttributeValue::from(v)))
+            .collect();
+        attributes.push((
+            Cow::Borrowed("workload"),
+            AttributeValue::from(class.workload),
+        ));
+        log::debug!("cgroups: measuring {path} ({})", class.workload);
+        self.tracked.insert(
+            path.to_owned(),
+            Tracked {
+                files,
+                consumer: ResourceConsumer::ControlGroup {
+                    path: Cow::Owned(path.to_owned()),
+                },
+                attributes,
+                previous: None,
+                born_after_previous_poll,
+            },
+        );
+    }
+
+    fn forget(&mut self, path: &str) {
+        self.known.remove(path);
+        if let Some(t) = self.tracked.remove(path) {
+            log::debug!("cgroups: {path} is gone; its series ends");
+            self.open_count = self.open_count.saturating_sub(t.files.kept_descriptors());
+        }
+    }
+
+    /// Brings `known` and `tracked` up to date; returns whether the view of
+    /// the tree is complete at this poll.
+    fn discover(&mut self, now_ns: u64) -> bool {
+        let born = self.previous_poll_ns.is_some() && self.view_complete_at_previous_poll;
+        let mut complete = false;
+        if let Some(changes) = self.discovery.events() {
+            for path in &changes.removed {
+                let gone: Vec<String> = self
+                    .known
+                    .iter()
+                    .filter(|k| *k == path || alumet_kernelfs::cgroup::is_strict_ancestor(path, k))
+                    .cloned()
+                    .collect();
+                for g in gone {
+                    self.forget(&g);
+                }
+            }
+            for path in changes.created {
+                self.known.insert(path.clone());
+                self.consider(&path, born);
+            }
+            complete = changes.complete && self.last_scan_ns.is_some();
+        }
+        let scan_due = !complete
+            && self
+                .last_scan_ns
+                .is_none_or(|last| now_ns.saturating_sub(last) >= self.options.rescan_interval_ns)
+            || self.last_scan_ns.is_none();
+        if scan_due {
+            self.last_scan_ns = Some(now_ns);
+            let found: BTreeSet<String> = self.discovery.scan().into_iter().collect();
+            let gone: Vec<String> = self.known.difference(&found).cloned().collect();
+            for g in gone {
+                self.forget(&g);
+            }
+            for path in &found {
+                let new = !self.known.contains(path);
+                // Known but not measured (cap, rules): considered again.
+                self.consider(path, new && born);
+            }
+            self.known = found;
+            complete = true;
+        }
+        if let Some(exec) = self.exec_target.cgroup().map(str::to_owned) {
+            if !self.tracked.contains_key(&exec) {
+                self.known.insert(exec.clone());
+                self.consider(&exec, false);
+            }
+        }
+        complete
+    }
+}
+
+struct Emit<'a> {
+    into: &'a mut MeasurementBuffer,
+    ts: Timestamp,
+    ids: CgroupMetricIds,
+    interval_ns: Option<u64>,
+    max_usage_percent: f64,
+}
+
+impl Emit<'_> {
+    fn point(
+        &mut self,
+        t: &Tracked,
+        metric: MetricId,
+        value: MeasurementValue,
+        mode: Option<&'static str>,
+    ) {
+        let mut attributes = t.attributes.clone();
+        if let Some(mode) = mode {
+            attributes.push((Cow::Borrowed("mode"), AttributeValue::from(mode)));
+        }
+        self.into.push(MeasurementPoint {
+            timestamp: self.ts,
+            metric,
+            resource: Resource::LocalMachine,
+            consumer: t.consumer.clone(),
+            value,
+            attributes,
+        });
+    }
+
+    fn cgroup(&mut self, path: &str, t: &Tracked, now: &CgroupReading, now_ns: u64) {
+        let ids = self.ids;
+        if let Some(v) = now.memory_current {
+            self.point(t, ids.memory_current, v.into(), None);
+        }
+        if let Some(v) = now.memory_peak {
+            self.point(t, ids.memory_peak, v.into(), None);
+        }
+        let (before, interval_ns) = match t.previous {
+            Some((prev, at_ns)) => (prev, now_ns.saturating_sub(at_ns)),
+            None if t.born_after_previous_poll => match self.interval_ns {
+                Some(i) => (CgroupReading::default(), i),
+                None => return,
+            },
+            None => return,
+        };
+        if now.user_ns < before.user_ns || now.system_ns < before.system_ns {
+            log::debug!("cgroups: CPU time of {path} went backwards (cgroup re-created?); no delta this interval");
+            return;
+        }
+        let user_s = (now.user_ns - before.user_ns) as f64 / 1e9;
+        let system_s = (now.system_ns - before.system_ns) as f64 / 1e9;
+        self.point(t, ids.cpu_time, user_s.into(), Some("user"));
+        self.point(t, ids.cpu_time, system_s.into(), Some("system"));
+        if interval_ns > 0 {
+            let usage = ((user_s + system_s) / (interval_ns as f64 / 1e9) * 100.0)
+                .min(self.max_usage_percent);
+            self.point(t, ids.cpu_usage, usage.into(), None);
+        }
+        for (metric, now_v, before_v) in [
+            (ids.io_read, now.io_read, before.io_read),
+            (ids.io_write, now.io_write, before.io_write),
+        ] {
+            if let Some(n) = now_v {
+                let b = before_v.unwrap_or(0);
+                if n >= b && (before_v.is_some() || t.previous.is_none()) {
+                    self.point(t, metric, (n - b).into(), None);
+                }
+            }
+        }
+    }
+}
+
+impl Source for CgroupSource {
+    fn poll(
+        &mut self,
+        into: &mut MeasurementBuffer,
+        timestamp: Timestamp,
+    ) -> Result<(), PollError> {
+        let now_ns = self.host.clock.now_ns();
+        let complete = self.discover(now_ns);
+        let mut emit = Emit {
+            into,
+            ts: timestamp,
+            ids: self.ids,
+            interval_ns: self.previous_poll_ns.map(|p| now_ns.saturating_sub(p)),
+            max_usage_percent: 100.0 * f64::from(self.online_cpus),
+        };
+        let mut gone = Vec::new();
+        let buf = &mut self.buf;
+        for (path, t) in &mut self.tracked {
+            match t.files.read(buf) {
+                Ok(reading) => {
+                    emit.cgroup(path, t, &reading, now_ns);
+                    t.previous = Some((reading, now_ns));
+                    t.born_after_previous_poll = false;
+                }
+                Err(ReadError::Gone) => gone.push(path.clone()),
+                Err(ReadError::Other(e)) => log::debug!("cgroups: cannot read {path}: {e}"),
+            }
+        }
+        let measured = self.tracked.len() as u64;
+        emit.into.push(MeasurementPoint::new(
+            timestamp,
+            self.ids.measured,
+            Resource::LocalMachine,
+            ResourceConsumer::LocalMachine,
+            measured,
+        ));
+        for g in gone {
+            self.forget(&g);
+        }
+        self.previous_poll_ns = Some(now_ns);
+        self.view_complete_at_previous_poll = complete;
+        Ok(())
+    }
+}
