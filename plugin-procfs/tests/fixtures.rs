@@ -22,13 +22,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alumet::measurement::{AttributeValue, MeasurementPoint, Timestamp};
-use alumet::metrics::MetricRegistry;
+use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
+use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of, Row};
 use alumet::testing::TestPipeline;
 use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
@@ -48,152 +47,6 @@ const CASES: [&str; 9] = [
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(path.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out
-}
-
-/// Makes `root` hold exactly the files of `snapshot`, overwriting in place.
-fn apply_snapshot(root: &Path, snapshot: &Path) {
-    let wanted = files_under(snapshot);
-    for rel in files_under(root) {
-        if !wanted.contains(&rel) {
-            std::fs::remove_file(root.join(&rel)).unwrap();
-        }
-    }
-    for rel in &wanted {
-        let dst = root.join(rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::write(&dst, std::fs::read(snapshot.join(rel)).unwrap()).unwrap();
-    }
-    // Directories left empty are processes that are gone.
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        if std::fs::read_dir(&d).unwrap().next().is_none() {
-            std::fs::remove_dir(&d).unwrap();
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, PartialOrd)]
-struct Row {
-    key: [String; 6],
-    value: f64,
-}
-
-fn attribute_text(v: &AttributeValue) -> String {
-    v.to_string()
-}
-
-fn row_of(p: &MeasurementPoint, metrics: &MetricRegistry) -> Row {
-    let mut attrs: Vec<(String, String)> = p
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.to_string(), attribute_text(v)))
-        .collect();
-    attrs.sort();
-    let attrs: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Row {
-        key: [
-            metrics.get(p.metric).unwrap().name.clone(),
-            p.resource.kind().to_owned(),
-            p.resource.id().into_owned(),
-            p.consumer.kind().to_owned(),
-            p.consumer.id().into_owned(),
-            attrs.join(";"),
-        ],
-        value: p.value.as_f64(),
-    }
-}
-
-fn read_expected(path: &Path) -> Vec<Row> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut lines = text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
-    assert_eq!(
-        lines.next(),
-        Some("metric,resource_kind,resource_id,consumer_kind,consumer_id,attributes,value"),
-        "{}: bad header",
-        path.display()
-    );
-    lines
-        .map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            assert_eq!(f.len(), 7, "{}: bad line {line:?}", path.display());
-            Row {
-                key: [f[0], f[1], f[2], f[3], f[4], f[5]].map(str::to_owned),
-                value: f[6]
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{}: bad value in {line:?}: {e}", path.display())),
-            }
-        })
-        .collect()
-}
-
-fn compare(case: &str, poll: usize, mut expected: Vec<Row>, mut actual: Vec<Row>) {
-    expected.sort_by(|a, b| a.key.cmp(&b.key));
-    actual.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut problems = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < expected.len() || j < actual.len() {
-        let order = match (expected.get(i), actual.get(j)) {
-            (Some(e), Some(a)) => e.key.cmp(&a.key),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                problems.push(format!(
-                    "missing:    {:?} = {}",
-                    expected[i].key, expected[i].value
-                ));
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                problems.push(format!(
-                    "unexpected: {:?} = {}",
-                    actual[j].key, actual[j].value
-                ));
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let (e, a) = (expected[i].value, actual[j].value);
-                if (e - a).abs() > 1e-9 * e.abs().max(1.0) {
-                    problems.push(format!(
-                        "wrong value: {:?}: expected {e}, got {a}",
-                        expected[i].key
-                    ));
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "case {case}, poll after proc{poll}:\n{}",
-        problems.join("\n")
-    );
 }
 
 fn run_case(name: &str) {
@@ -276,7 +129,11 @@ fn run_case(name: &str) {
         } else {
             format!("expected{n}.csv")
         };
-        compare(name, n, read_expected(&case.join(file)), actual);
+        compare(
+            &format!("case {name}, poll after proc{n}"),
+            read_expected(&case.join(file)),
+            actual,
+        );
     }
 }
 

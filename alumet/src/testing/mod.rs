@@ -24,6 +24,8 @@
 //! assert_eq!(result.points_of("demo_count").len(), 3);
 //! ```
 
+pub mod fixture;
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 

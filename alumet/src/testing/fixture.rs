@@ -1,0 +1,194 @@
+//! Fixture trees and expected rows, shared by the plugins' fixture tests.
+//!
+//! A fixture case keeps snapshots of kernel files (`proc0/`, `proc1/`, a
+//! sysfs or cgroupfs tree...) and `expected.csv` files. [`apply_snapshot`]
+//! makes a temporary root hold exactly one snapshot, overwriting files in
+//! place (same inode, as the kernel's files change) so that descriptors a
+//! plugin keeps see the new content; [`read_expected`] and [`compare`]
+//! check the points of a poll against an `expected.csv`:
+//!
+//! ```text
+//! metric,resource_kind,resource_id,consumer_kind,consumer_id,attributes,value
+//! cgroup_cpu_time,local_machine,,cgroup,/system.slice/ssh.service,mode=user;unit=ssh.service;workload=systemd_service,0.25
+//! ```
+//!
+//! `attributes` is `k=v` pairs sorted by key and joined by `;`; lines
+//! starting with `#` are comments; fields are split on `,` (fixtures avoid
+//! commas in names). Values match within 1e-9 (relative); order does not matter.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::measurement::MeasurementPoint;
+use crate::metrics::MetricRegistry;
+
+/// Every file under `dir`, relative to it.
+pub fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.insert(rel.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+fn dirs_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                dirs_under(&path, out);
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// Makes `root` hold exactly the files of `snapshot`: files are overwritten
+/// in place, files absent from the snapshot removed, and directories left
+/// empty removed (a process or cgroup that is gone). Panics on I/O errors.
+pub fn apply_snapshot(root: &Path, snapshot: &Path) {
+    let wanted = files_under(snapshot);
+    for rel in files_under(root) {
+        if !wanted.contains(&rel) {
+            std::fs::remove_file(root.join(&rel)).unwrap();
+        }
+    }
+    for rel in &wanted {
+        let dst = root.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(&dst, std::fs::read(snapshot.join(rel)).unwrap()).unwrap();
+    }
+    // Deepest first, so that a parent emptied by its child's removal goes too.
+    let mut dirs = Vec::new();
+    dirs_under(root, &mut dirs);
+    for d in dirs {
+        if std::fs::read_dir(&d).unwrap().next().is_none() {
+            std::fs::remove_dir(&d).unwrap();
+        }
+    }
+}
+
+/// One expected or actual point: metric, resource kind and id, consumer
+/// kind and id, attributes (as text), and the value.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct Row {
+    /// Everything but the value.
+    pub key: [String; 6],
+    /// The value.
+    pub value: f64,
+}
+
+/// The row of a point.
+pub fn row_of(p: &MeasurementPoint, metrics: &MetricRegistry) -> Row {
+    let mut attrs: Vec<(String, String)> = p
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    attrs.sort();
+    let attrs: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Row {
+        key: [
+            metrics
+                .get(p.metric)
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            p.resource.kind().to_owned(),
+            p.resource.id().into_owned(),
+            p.consumer.kind().to_owned(),
+            p.consumer.id().into_owned(),
+            attrs.join(";"),
+        ],
+        value: p.value.as_f64(),
+    }
+}
+
+/// The header line of an `expected.csv`.
+pub const EXPECTED_HEADER: &str =
+    "metric,resource_kind,resource_id,consumer_kind,consumer_id,attributes,value";
+
+/// Reads an `expected.csv`. Panics, naming the file and line, on a bad one.
+pub fn read_expected(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    assert_eq!(
+        lines.next(),
+        Some(EXPECTED_HEADER),
+        "{}: bad header",
+        path.display()
+    );
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), 7, "{}: bad line {line:?}", path.display());
+            Row {
+                key: [f[0], f[1], f[2], f[3], f[4], f[5]].map(str::to_owned),
+                value: f[6]
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{}: bad value in {line:?}: {e}", path.display())),
+            }
+        })
+        .collect()
+}
+
+/// Panics with every missing, unexpected and wrong row when `actual` is
+/// not `expected` (in any order, values within 1e-9 relative).
+pub fn compare(label: &str, mut expected: Vec<Row>, mut actual: Vec<Row>) {
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    actual.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut problems = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < expected.len() || j < actual.len() {
+        let order = match (expected.get(i), actual.get(j)) {
+            (Some(e), Some(a)) => e.key.cmp(&a.key),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                problems.push(format!(
+                    "missing:    {} = {}",
+                    expected[i].key.join(","),
+                    expected[i].value
+                ));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                problems.push(format!(
+                    "unexpected: {} = {}",
+                    actual[j].key.join(","),
+                    actual[j].value
+                ));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (e, a) = (expected[i].value, actual[j].value);
+                if (e - a).abs() > 1e-9 * e.abs().max(1.0) {
+                    problems.push(format!(
+                        "wrong value: {}: expected {e}, got {a}",
+                        expected[i].key.join(",")
+                    ));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{label}:\n{}", problems.join("\n"));
+}

@@ -1,0 +1,145 @@
+//! Fixture-driven tests of the cgroups plugin, one case per directory of
+//! `tests/fixtures/`: snapshots `cgroup0/`, `cgroup1/`... of a cgroup root
+//! (every layout: pure v2, pure v1 with its controller directories,
+//! hybrid), an optional `config.toml` of overrides, and `expected.csv`
+//! (then `expected2.csv`...): the points the plugin must emit at the poll
+//! after each snapshot, one snapshot per simulated second (format in
+//! `alumet::testing::fixture`). Files are overwritten in place between polls,
+//! cgroups appear and vanish as directories do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alumet::measurement::Timestamp;
+use alumet::plugin::PluginDefinition;
+use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of};
+use alumet::testing::TestPipeline;
+use alumet_kernelfs::host::{HostParams, ManualClock};
+use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
+
+const CASES: [&str; 5] = [
+    "v2_systemd",
+    "v1_cgroupfs",
+    "hybrid",
+    "rescan_only",
+    "select_all_depth",
+];
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn run_case(name: &str) {
+    let case = fixtures_dir().join(name);
+    let root = tempfile::tempdir().unwrap();
+    apply_snapshot(root.path(), &case.join("cgroup0"));
+    // A /proc with four CPUs (the bound of cgroup_cpu_usage) and no mountinfo.
+    let proc_root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        proc_root.path().join("stat"),
+        "cpu  1 0 1 1 0 0 0 0 0 0\ncpu0 1 0 1 1 0 0 0 0 0 0\ncpu1 0 0 0 0 0 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\ncpu3 0 0 0 0 0 0 0 0 0 0\n",
+    )
+    .unwrap();
+
+    let mut table = alumet::config::serialize_config(&CgroupsConfig::default()).unwrap();
+    let overrides = case.join("config.toml");
+    if overrides.exists() {
+        let extra: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&overrides).unwrap()).unwrap();
+        table.extend(extra);
+    }
+    let set = |t: &mut toml::Table, k: &str, v: &str| {
+        t.insert(k.to_owned(), toml::Value::String(v.to_owned()));
+    };
+    set(&mut table, "cgroup_root", root.path().to_str().unwrap());
+    set(&mut table, "proc_root", proc_root.path().to_str().unwrap());
+    set(&mut table, "poll_interval", "24h");
+    set(&mut table, "flush_interval", "24h");
+    let config: CgroupsConfig = alumet::config::deserialize_config(table).unwrap();
+
+    let clock = ManualClock::new();
+    let host = HostParams {
+        clock_ticks_per_second: 100,
+        page_size_bytes: 4096,
+        clock: Arc::new(clock.clone()),
+    };
+    let mut plugin = CgroupsPlugin::init(config).unwrap().with_host(host);
+    let mut pipeline = TestPipeline::builder();
+    pipeline.start_plugin(CgroupsPlugin::NAME, &mut plugin).unwrap();
+    let running = pipeline.start();
+    // After this trigger the poll every source gets at start is done too.
+    running.trigger_all();
+
+    let mut windows = Vec::new();
+    for n in 1.. {
+        let snapshot = case.join(format!("cgroup{n}"));
+        if !snapshot.exists() {
+            break;
+        }
+        clock.advance_ns(1_000_000_000);
+        apply_snapshot(root.path(), &snapshot);
+        let before = Timestamp::now();
+        running.trigger_all();
+        let after = Timestamp::now();
+        windows.push((n, before, after));
+    }
+    assert!(!windows.is_empty(), "case {name} has no cgroup1");
+    let result = running.finish();
+    for (n, before, after) in windows {
+        let actual = result
+            .points
+            .iter()
+            .filter(|p| before <= p.timestamp && p.timestamp <= after)
+            .map(|p| row_of(p, &result.metrics))
+            .collect();
+        let file = if n == 1 {
+            "expected.csv".to_owned()
+        } else {
+            format!("expected{n}.csv")
+        };
+        compare(
+            &format!("case {name}, poll after cgroup{n}"),
+            read_expected(&case.join(file)),
+            actual,
+        );
+    }
+}
+
+#[test]
+fn v2_systemd_driver_slurm_kubernetes_docker_and_a_cgroup_that_comes_and_one_that_goes() {
+    run_case("v2_systemd");
+}
+
+#[test]
+fn v1_cgroupfs_driver_with_memory_and_blkio_hierarchies() {
+    run_case("v1_cgroupfs");
+}
+
+#[test]
+fn hybrid_layout_reads_v1_where_the_workloads_are() {
+    run_case("hybrid");
+}
+
+#[test]
+fn without_inotify_a_new_cgroup_waits_for_the_rescan() {
+    run_case("rescan_only");
+}
+
+#[test]
+fn select_all_with_a_depth_limit_and_an_exclusion() {
+    run_case("select_all_depth");
+}
+
+#[test]
+fn all_fixture_directories_have_a_test() {
+    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut known: Vec<String> = CASES.iter().map(|s| (*s).to_owned()).collect();
+    known.sort();
+    assert_eq!(found, known);
+}
