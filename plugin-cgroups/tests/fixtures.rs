@@ -67,7 +67,9 @@ fn run_case(name: &str) {
     };
     let mut plugin = CgroupsPlugin::init(config).unwrap().with_host(host);
     let mut pipeline = TestPipeline::builder();
-    pipeline.start_plugin(CgroupsPlugin::NAME, &mut plugin).unwrap();
+    pipeline
+        .start_plugin(CgroupsPlugin::NAME, &mut plugin)
+        .unwrap();
     let running = pipeline.start();
     // After this trigger the poll every source gets at start is done too.
     running.trigger_all();

@@ -78,6 +78,11 @@ impl ActivityStore {
         self.polls.keys().next_back().copied()
     }
 
+    /// The latest poll time before `t`: the start of the sample a poll at `t` reports.
+    pub fn poll_before(&self, t: Timestamp) -> Option<Timestamp> {
+        self.polls.range(..t).next_back().map(|(p, _)| *p)
+    }
+
     /// Number of poll times held.
     pub fn poll_count(&self) -> usize {
         self.polls.len()

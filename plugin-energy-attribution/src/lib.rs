@@ -4,6 +4,7 @@
 //! over the same time span. The model is described in this crate's README.
 
 pub mod activity;
+mod cgroups;
 pub mod domain;
 pub mod idle;
 pub mod transform;
@@ -25,6 +26,13 @@ pub const ATTRIBUTED_ENERGY_METRIC: &str = "attributed_energy";
 pub const IDLE_POWER_METRIC: &str = "idle_power";
 /// Name of the output metric: energy that could not be attributed to any process.
 pub const UNATTRIBUTED_ENERGY_METRIC: &str = "unattributed_energy";
+
+/// Level `process`: energy shared among processes by their CPU time / GPU use.
+pub const LEVEL_PROCESS: &str = "process";
+/// Level `cgroup`: energy shared among the innermost measured cgroups.
+pub const LEVEL_CGROUP: &str = "cgroup";
+/// The levels `levels` accepts.
+pub const KNOWN_LEVELS: [&str; 2] = [LEVEL_PROCESS, LEVEL_CGROUP];
 
 /// Domain names accepted as keys of `idle_power_w`: the RAPL domains and `gpu`.
 pub const KNOWN_DOMAINS: [&str; 6] = ["package", "core", "uncore", "dram", "psys", "gpu"];
@@ -52,6 +60,12 @@ pub struct Config {
     /// `dram`, `psys`, `gpu`), applied to every resource of that domain (each
     /// package). Domains not listed are estimated. Default: none listed.
     pub idle_power_w: BTreeMap<String, f64>,
+    /// Levels attributed to: `process` (by process CPU time / GPU use) and
+    /// `cgroup` (by cgroup CPU time; GPU use grouped by cgroup). Default both;
+    /// a level whose input is not measured emits nothing.
+    pub levels: Vec<String>,
+    /// Where procfs is mounted (`/proc/PID/cgroup` of GPU processes).
+    pub proc_root: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -64,6 +78,8 @@ impl Default for Config {
             max_delay: Duration::from_secs(10),
             share_static: false,
             idle_power_w: BTreeMap::new(),
+            levels: KNOWN_LEVELS.iter().map(|l| (*l).to_owned()).collect(),
+            proc_root: std::path::PathBuf::from("/proc"),
         }
     }
 }
@@ -94,6 +110,25 @@ impl Config {
             return Err(invalid(
                 "max_delay",
                 "must be longer than zero, e.g. \"5s\"",
+            ));
+        }
+        if let Some(bad) = self
+            .levels
+            .iter()
+            .find(|l| !KNOWN_LEVELS.contains(&l.as_str()))
+        {
+            return Err(invalid(
+                "levels",
+                format!(
+                    "unknown level \"{bad}\"; valid levels: {}",
+                    KNOWN_LEVELS.join(", ")
+                ),
+            ));
+        }
+        if self.levels.is_empty() {
+            return Err(invalid(
+                "levels",
+                "no level to attribute to; give [\"process\"], [\"cgroup\"] or both, or disable the plugin",
             ));
         }
         for (domain, &watts) in &self.idle_power_w {
@@ -167,7 +202,7 @@ impl PluginDefinition for EnergyAttributionPlugin {
     const NAME: &'static str = "energy-attribution";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Splits RAPL/GPU energy into idle and dynamic parts and attributes the dynamic part to processes by CPU time / GPU utilisation.";
+        "Splits RAPL/GPU energy into idle and dynamic parts and attributes the dynamic part to processes and cgroups by CPU time / GPU utilisation.";
     type Config = Config;
 
     fn init(config: Config) -> Result<Self, PluginError> {
@@ -182,6 +217,8 @@ impl PluginDefinition for EnergyAttributionPlugin {
             ("max_delay", "how long energy waits for the process CPU time covering it; raise it above the procfs flush interval"),
             ("share_static", "also share the idle (static) energy among processes, by the same shares as the dynamic energy"),
             ("idle_power_w", "idle power in watts per domain (package, core, uncore, dram, psys, gpu), e.g. { package = 8.0 }; domains not listed are estimated"),
+            ("levels", "who energy is attributed to: \"process\" (by CPU time / GPU use) and \"cgroup\" (the innermost measured cgroups, by cgroup CPU time); points of the cgroup level carry level=cgroup"),
+            ("proc_root", "where procfs is mounted, to find the cgroup of each GPU process"),
         ]
     }
 }

@@ -14,6 +14,7 @@ use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
 
 use crate::activity::Activity;
+use crate::cgroups::{CgroupActivity, IntervalToShare};
 use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
 use crate::idle::{IdlePower, IdlePowerEstimator};
 use crate::Config;
@@ -26,6 +27,11 @@ pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
 pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
 /// Input metric: process SM utilisation per GPU.
 pub const GPU_PROCESS_UTILISATION_METRIC: &str = "gpu_process_sm_utilization";
+/// Input metric: cgroup CPU time per mode.
+pub const CGROUP_CPU_TIME_METRIC: &str = "cgroup_cpu_time";
+/// Metric emitted by the cgroups source at every poll, the first one
+/// included: it marks cgroup polls, so the first CPU-time delta gets a known start.
+pub const CGROUP_POLL_MARKER_METRIC: &str = "cgroups_measured";
 
 /// Metrics emitted by procfs's process source at every poll, including the
 /// first one (where `process_cpu_time` has no delta yet): their timestamps
@@ -78,6 +84,8 @@ struct Inputs {
     cpu_time: Option<(MetricId, f64)>,
     cpu_poll_markers: Vec<MetricId>,
     gpu_utilisation: Option<MetricId>,
+    cgroup_cpu_time: Option<(MetricId, f64)>,
+    cgroup_poll_marker: Option<MetricId>,
 }
 
 #[derive(Debug)]
@@ -104,6 +112,13 @@ pub struct AttributionTransform {
     state: State,
     domains: Vec<Domain>,
     activity: Activity,
+    /// The cgroup level (None when not configured).
+    cgroups: Option<CgroupActivity>,
+    /// Whether the process level runs.
+    process_level: bool,
+    /// Whether the process level runs for CPU domains (false when only
+    /// cgroups measure CPU time).
+    cpu_process_level: bool,
     /// Process name by pid, and the last poll that reported the pid.
     exe_by_pid: HashMap<u32, (AttributeValue, Timestamp)>,
     /// Latest timestamp of any input point: the transform's notion of "now",
@@ -116,7 +131,16 @@ impl AttributionTransform {
     /// A transform with this configuration, emitting the given metrics.
     pub fn new(config: Config, outputs: OutputMetrics) -> Self {
         let max_delay_ns = u64::try_from(config.max_delay.as_nanos()).unwrap_or(u64::MAX);
+        let process_level = config.levels.iter().any(|l| l == crate::LEVEL_PROCESS);
+        let cgroups = config
+            .levels
+            .iter()
+            .any(|l| l == crate::LEVEL_CGROUP)
+            .then(|| CgroupActivity::new(&config.proc_root));
         Self {
+            cgroups,
+            process_level,
+            cpu_process_level: true,
             config,
             max_delay_ns,
             outputs,
@@ -167,13 +191,15 @@ impl AttributionTransform {
                 .collect();
         }
         inputs.gpu_utilisation = metrics.by_name(GPU_PROCESS_UTILISATION_METRIC);
+        inputs.cgroup_cpu_time = lookup(CGROUP_CPU_TIME_METRIC, Unit::Second);
+        inputs.cgroup_poll_marker = metrics.by_name(CGROUP_POLL_MARKER_METRIC);
         if inputs.energy.is_empty() && inputs.cpu_time.is_none() {
             log::info!(
                 "energy-attribution: none of {RAPL_ENERGY_METRIC}, {GPU_ENERGY_METRIC}, {PROCESS_CPU_TIME_METRIC} is measured; nothing to attribute"
             );
             return State::PassThrough;
         }
-        if inputs.cpu_time.is_none() {
+        if inputs.cpu_time.is_none() && inputs.cgroup_cpu_time.is_none() {
             log::warn!("energy-attribution: {PROCESS_CPU_TIME_METRIC} is not measured (enable the procfs plugin); CPU energy is reported as unattributed");
         }
         State::Active(inputs)
@@ -198,6 +224,20 @@ impl AttributionTransform {
             if inputs.gpu_utilisation == Some(p.metric) {
                 self.ingest_gpu_utilisation(p);
                 continue;
+            }
+            if let Some(cgroups) = &mut self.cgroups {
+                if let Some((_, scale)) = inputs.cgroup_cpu_time.filter(|(id, _)| *id == p.metric) {
+                    self.now = Some(self.now.map_or(p.timestamp, |n| n.max(p.timestamp)));
+                    if !cgroups.ingest_cpu_time(p, scale) {
+                        self.stats.invalid_activity_values += 1;
+                    }
+                    continue;
+                }
+                if inputs.cgroup_poll_marker == Some(p.metric) {
+                    self.now = Some(self.now.map_or(p.timestamp, |n| n.max(p.timestamp)));
+                    cgroups.mark_poll(p.timestamp);
+                    continue;
+                }
             }
             if let Some((index, input)) = inputs
                 .energy
@@ -243,6 +283,9 @@ impl AttributionTransform {
         let value = p.value.as_f64();
         if !store.add(p.timestamp, pid, value) && value != 0.0 {
             self.stats.invalid_activity_values += 1;
+        }
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.note_gpu_process(pid, p.timestamp);
         }
         self.remember_exe(pid, p);
     }
@@ -327,15 +370,27 @@ impl AttributionTransform {
         let now = self.now.map_or(0, |t| t.unix_nanos());
         for di in 0..self.domains.len() {
             let kind = self.domains[di].activity;
-            let has_activity_input = match kind {
+            let process_input = match kind {
                 ActivityKind::Cpu => inputs.cpu_time.is_some(),
                 ActivityKind::Gpu(_) => inputs.gpu_utilisation.is_some(),
             };
+            let cgroup_input = self.cgroups.is_some()
+                && matches!(kind, ActivityKind::Cpu)
+                && inputs.cgroup_cpu_time.is_some();
+            let has_activity_input = process_input || cgroup_input;
             while let Some(interval) = self.domains[di].front() {
-                let covered = self
-                    .activity
-                    .watermark(kind)
-                    .is_some_and(|w| w >= interval.end);
+                let process_covered = !process_input
+                    || self
+                        .activity
+                        .watermark(kind)
+                        .is_some_and(|w| w >= interval.end);
+                let cgroup_covered = !cgroup_input
+                    || self
+                        .cgroups
+                        .as_ref()
+                        .and_then(CgroupActivity::watermark)
+                        .is_some_and(|w| w >= interval.end);
+                let covered = process_covered && cgroup_covered;
                 let expired = interval.end.unix_nanos().saturating_add(self.max_delay_ns) <= now;
                 if !(covered || expired || force || !has_activity_input) {
                     break;
@@ -399,7 +454,45 @@ impl AttributionTransform {
             return;
         }
         let parts = [("dynamic", dynamic_j), ("static", shared_static_j)];
-        let coverage = self.activity.weights_of(domain.activity, start, end);
+        let kind = domain.activity;
+        let resource = domain.resource.clone();
+        let name = domain.name.clone();
+        let coverage = self.activity.weights_of(kind, start, end);
+        let cpu = matches!(kind, ActivityKind::Cpu);
+        if self.process_level && (self.cpu_process_level || !cpu) {
+            self.attribute_to_processes(di, coverage, (start, end), parts, out);
+        }
+        if let Some(cgroups) = &mut self.cgroups {
+            let interval = IntervalToShare {
+                resource: &resource,
+                domain: &name,
+                start,
+                end,
+                parts,
+            };
+            match kind {
+                ActivityKind::Cpu => {
+                    cgroups.attribute_cpu(&interval, coverage.total_weight, &self.outputs, out)
+                }
+                ActivityKind::Gpu(_) => {
+                    cgroups.attribute_gpu(&interval, &self.activity.weights, &self.outputs, out)
+                }
+            }
+        }
+    }
+
+    /// The process level: shares by process activity, or unattributed.
+    fn attribute_to_processes(
+        &mut self,
+        di: usize,
+        coverage: crate::activity::Coverage,
+        (start, end): (Timestamp, Timestamp),
+        parts: [(&'static str, f64); 2],
+        out: &mut MeasurementBuffer,
+    ) {
+        let domain = &self.domains[di];
+        let duration_ns = end.unix_nanos() - start.unix_nanos();
+        let dynamic_j = parts[0].1;
         if !(coverage.total_weight.is_finite() && coverage.total_weight > 0.0) {
             let reason = if coverage.covered_ns == 0 {
                 "no_process_data"
@@ -478,6 +571,9 @@ impl AttributionTransform {
             }
         }
         let cutoff = Timestamp::from_unix_nanos(cutoff);
+        if let Some(cgroups) = &mut self.cgroups {
+            cgroups.prune_before(cutoff);
+        }
         let before = self.activity.cpu.poll_count();
         self.activity.cpu.prune_before(cutoff);
         let mut pruned = before != self.activity.cpu.poll_count();
@@ -501,6 +597,15 @@ impl Transform for AttributionTransform {
     ) -> Result<(), TransformError> {
         if matches!(self.state, State::Unresolved) {
             self.state = Self::resolve_inputs(ctx.metrics);
+            if let State::Active(inputs) = &self.state {
+                if inputs.cgroup_cpu_time.is_none() {
+                    // No cgroups source: the level has nothing to share by.
+                    self.cgroups = None;
+                } else if inputs.cpu_time.is_none() {
+                    // Only cgroups: CPU energy is shared at that level alone.
+                    self.cpu_process_level = false;
+                }
+            }
         }
         // Taken out for the call so that `self` can be borrowed mutably beside it.
         let state = std::mem::replace(&mut self.state, State::PassThrough);

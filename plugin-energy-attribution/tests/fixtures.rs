@@ -57,3 +57,13 @@ fn idle_power_is_estimated_as_a_low_percentile_over_a_sliding_window() {
 fn gpu_energy_is_shared_by_sm_utilisation() {
     check_fixture("gpu_by_sm_utilisation");
 }
+
+#[test]
+fn cgroup_energy_goes_to_the_innermost_measured_cgroups_3_to_1() {
+    check_fixture("cgroups_innermost_3_to_1");
+}
+
+#[test]
+fn gpu_energy_goes_to_the_cgroup_of_each_gpu_process() {
+    check_fixture("gpu_by_cgroup");
+}

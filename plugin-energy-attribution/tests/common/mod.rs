@@ -7,7 +7,7 @@
 //! expected.csv: `time_ms,metric,resource,consumer,value,attributes`, the
 //! points the transform adds (input points must pass through untouched).
 //! resource: `local_machine`, `cpu_package:0`, `dram:0`, `gpu:<bus id>`;
-//! consumer: `local_machine`, `process:<pid>`; attributes: `k=v` joined by `;`.
+//! consumer: `local_machine`, `process:<pid>`, `cgroup:<path>`; attributes: `k=v` joined by `;`.
 //! Times are milliseconds after an arbitrary epoch (BASE_NS).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, clippy::panic)]
 
@@ -69,10 +69,35 @@ pub fn input_metrics() -> Vec<Metric> {
     ]
 }
 
+/// The metrics of the cgroups plugin, registered only for the cases that use them.
+pub fn cgroup_metrics() -> Vec<Metric> {
+    vec![
+        Metric::new(
+            "cgroup_cpu_time",
+            Unit::Second,
+            ValueType::F64,
+            MetricKind::Delta,
+            "cgroup cpu",
+        ),
+        Metric::new(
+            "cgroups_measured",
+            Unit::Unity,
+            ValueType::F64,
+            MetricKind::Gauge,
+            "cgroup polls",
+        ),
+    ]
+}
+
 /// A registry with the input metrics (all, or only those named) and the outputs.
 pub fn registry(only: Option<&[&str]>) -> (MetricRegistry, OutputMetrics) {
+    registry_with(only, Vec::new())
+}
+
+/// [`registry`], with `extra` input metrics.
+pub fn registry_with(only: Option<&[&str]>, extra: Vec<Metric>) -> (MetricRegistry, OutputMetrics) {
     let mut r = MetricRegistry::new();
-    for m in input_metrics() {
+    for m in input_metrics().into_iter().chain(extra) {
         if only.is_none_or(|names| names.contains(&m.name.as_str())) {
             r.register(m).unwrap();
         }
@@ -226,6 +251,9 @@ fn parse_consumer(text: &str) -> ResourceConsumer {
         Some(("process", pid)) => ResourceConsumer::Process {
             pid: pid.parse().unwrap(),
         },
+        Some(("cgroup", path)) => ResourceConsumer::ControlGroup {
+            path: Cow::Owned(path.to_owned()),
+        },
         _ => panic!("unknown consumer {text}"),
     }
 }
@@ -288,11 +316,21 @@ pub fn load_fixture(
     Vec<Row>,
 ) {
     let dir = fixture_dir(case);
-    let config: Config = match std::fs::read_to_string(dir.join("config.toml")) {
+    let mut config: Config = match std::fs::read_to_string(dir.join("config.toml")) {
         Ok(text) => toml::from_str(&text).unwrap(),
         Err(_) => Config::default(),
     };
-    let (registry, outputs) = registry(None);
+    // A fixture's /proc (for the cgroups of GPU processes) lives in the case directory.
+    if config.proc_root.is_relative() {
+        config.proc_root = dir.join(&config.proc_root);
+    }
+    let input = std::fs::read_to_string(dir.join("input.csv")).unwrap();
+    let extra = if input.contains("cgroup") {
+        cgroup_metrics()
+    } else {
+        Vec::new()
+    };
+    let (registry, outputs) = registry_with(None, extra);
     let mut by_buffer: BTreeMap<u32, MeasurementBuffer> = BTreeMap::new();
     let mut reader = csv::ReaderBuilder::new()
         .comment(Some(b'#'))
