@@ -10,11 +10,10 @@
 
 mod common;
 
-use common::write_in_place;
+use common::{read_csv, write_in_place, Row};
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,61 +23,7 @@ const IDLE_POWER_W: f64 = 5.0;
 /// The helper adds this much energy every 10 ms: 20 W.
 const STEP_UJ: u64 = 200_000;
 
-/// One CSV row, as plugin-csv writes it (unix_ns timestamps).
-#[derive(Debug)]
-struct Row {
-    timestamp_ns: u64,
-    metric: String,
-    value: f64,
-    resource: (String, String),
-    consumer: (String, String),
-    attributes: BTreeMap<String, String>,
-}
-
-fn read_csv(path: &Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    assert_eq!(
-        headers.iter().collect::<Vec<_>>(),
-        [
-            "timestamp",
-            "metric",
-            "unit",
-            "value",
-            "resource_kind",
-            "resource_id",
-            "consumer_kind",
-            "consumer_id",
-            "attributes"
-        ]
-    );
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            Row {
-                timestamp_ns: r[0].parse().unwrap(),
-                metric: r[1].to_owned(),
-                value: r[3].parse().unwrap(),
-                resource: (r[4].to_owned(), r[5].to_owned()),
-                consumer: (r[6].to_owned(), r[7].to_owned()),
-                attributes: r[8]
-                    .split(';')
-                    .filter(|kv| !kv.is_empty())
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=').unwrap();
-                        (k.to_owned(), v.to_owned())
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
 impl Row {
-    fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes.get(key).map(String::as_str)
-    }
     fn is_package(&self) -> bool {
         self.resource == ("cpu_package".into(), "0".into())
             && self.attr("domain") == Some("package")

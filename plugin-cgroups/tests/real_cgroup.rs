@@ -94,8 +94,12 @@ fn a_real_cgroup_is_measured_in_full_short_lived_children_included() {
     };
     let mut procfs = ProcfsPlugin::init(procfs_config).unwrap();
     let mut pipeline = TestPipeline::builder();
-    pipeline.start_plugin(CgroupsPlugin::NAME, &mut cgroups).unwrap();
-    pipeline.start_plugin(ProcfsPlugin::NAME, &mut procfs).unwrap();
+    pipeline
+        .start_plugin(CgroupsPlugin::NAME, &mut cgroups)
+        .unwrap();
+    pipeline
+        .start_plugin(ProcfsPlugin::NAME, &mut procfs)
+        .unwrap();
     let running = pipeline.start();
     running.trigger_all();
 
@@ -125,7 +129,9 @@ fn a_real_cgroup_is_measured_in_full_short_lived_children_included() {
     assert!(removed.is_ok(), "{removed:?}");
     assert!(!cpu_dir.exists());
 
-    let consumer = ResourceConsumer::ControlGroup { path: path.clone().into() };
+    let consumer = ResourceConsumer::ControlGroup {
+        path: path.clone().into(),
+    };
     let agent_s: f64 = result
         .points_of("cgroup_cpu_time")
         .iter()
@@ -145,5 +151,8 @@ fn a_real_cgroup_is_measured_in_full_short_lived_children_included() {
         .map(|p| p.value.as_f64())
         .sum();
     eprintln!("kernel {kernel_s:.3} s, cgroups plugin {agent_s:.3} s, procfs (the two shells) {procfs_s:.3} s");
-    assert!(procfs_s < 0.9 * kernel_s, "procfs {procfs_s} s vs kernel {kernel_s} s");
+    assert!(
+        procfs_s < 0.9 * kernel_s,
+        "procfs {procfs_s} s vs kernel {kernel_s} s"
+    );
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run `alumet-agent` as a process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
@@ -12,6 +13,64 @@ pub fn agent_command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alumet-agent"));
     c.env_remove("ALUMET_CONFIG").env_remove("RUST_LOG");
     c
+}
+
+/// One CSV row, as plugin-csv writes it (unix_ns timestamps).
+#[derive(Debug)]
+pub struct Row {
+    pub timestamp_ns: u64,
+    pub metric: String,
+    pub value: f64,
+    pub resource: (String, String),
+    pub consumer: (String, String),
+    pub attributes: BTreeMap<String, String>,
+}
+
+pub fn read_csv(path: &Path) -> Vec<Row> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "timestamp",
+            "metric",
+            "unit",
+            "value",
+            "resource_kind",
+            "resource_id",
+            "consumer_kind",
+            "consumer_id",
+            "attributes"
+        ]
+    );
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            Row {
+                timestamp_ns: r[0].parse().unwrap(),
+                metric: r[1].to_owned(),
+                value: r[3].parse().unwrap(),
+                resource: (r[4].to_owned(), r[5].to_owned()),
+                consumer: (r[6].to_owned(), r[7].to_owned()),
+                attributes: r[8]
+                    .split(';')
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap();
+                        (k.to_owned(), v.to_owned())
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+impl Row {
+    /// The value of attribute `key`.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
 }
 
 /// Every data row of a CSV file with a header, each checked to parse.
