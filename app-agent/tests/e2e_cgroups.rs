@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alumet_kernelfs::cgroup::{
-    dir_of, join_raw, CgroupLayout, CgroupVersion, CommandCgroup, HierarchyChoice,
+    dir_of, join_raw, CgroupLayout, CgroupVersion, CommandCgroup, HierarchyChoice, ParentChoice,
 };
 use common::{read_csv, wait_until, write_in_place};
 
@@ -88,8 +88,18 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
     let accounting = layout.accounting(HierarchyChoice::Auto).unwrap();
     let tag = format!("alumet-e2e-{}", std::process::id());
     let created = (
-        CommandCgroup::create(&accounting, "/", &format!("{tag}-a")),
-        CommandCgroup::create(&accounting, "/", &format!("{tag}-b")),
+        CommandCgroup::create_for_command(
+            &accounting,
+            Path::new("/proc"),
+            &[ParentChoice::Own, ParentChoice::Root],
+            &format!("{tag}-a"),
+        ),
+        CommandCgroup::create_for_command(
+            &accounting,
+            Path::new("/proc"),
+            &[ParentChoice::Own, ParentChoice::Root],
+            &format!("{tag}-b"),
+        ),
     );
     let (a, b) = match created {
         (Ok(a), Ok(b)) => (a, b),
@@ -125,7 +135,7 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
         "plugins.rapl.sysfs_root={:?}",
         dir.path().join("sys").to_str().unwrap()
     );
-    let include = format!("plugins.cgroups.include=[\"/{tag}-*\"]");
+    let include = format!("plugins.cgroups.include=[\"*/{tag}-*\"]");
     let agent = common::agent_command()
         .current_dir(dir.path())
         .args([

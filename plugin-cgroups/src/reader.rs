@@ -125,22 +125,22 @@ impl CgroupFiles {
             }
         };
         let (mut memory_current, mut memory_peak, mut io) = (None, None, None);
-        if let (true, Some(mount)) = (wanted.memory, &accounting.memory) {
+        if let (true, Some((mount, version))) = (wanted.memory, &accounting.memory) {
             let dir = dir_of(mount, rel);
-            let (current, peak) = match accounting.version {
+            let (current, peak) = match version {
                 CgroupVersion::V2 => ("memory.current", "memory.peak"),
                 CgroupVersion::V1 => ("memory.usage_in_bytes", "memory.max_usage_in_bytes"),
             };
             memory_current = existing(dir.join(current), &mut keep);
             memory_peak = existing(dir.join(peak), &mut keep);
         }
-        if let (true, Some(mount)) = (wanted.io, &accounting.io) {
+        if let (true, Some((mount, version))) = (wanted.io, &accounting.io) {
             let dir = dir_of(mount, rel);
-            let file = match accounting.version {
+            let file = match version {
                 CgroupVersion::V2 => "io.stat",
                 CgroupVersion::V1 => "blkio.throttle.io_service_bytes_recursive",
             };
-            io = existing(dir.join(file), &mut keep).map(|f| (f, accounting.version));
+            io = existing(dir.join(file), &mut keep).map(|f| (f, *version));
         }
         Self {
             cpu,

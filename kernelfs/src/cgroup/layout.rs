@@ -87,25 +87,27 @@ pub struct CgroupLayout {
 }
 
 /// Where the figures of a cgroup path are read: CPU time from one
-/// hierarchy, memory and I/O from the same one (v2) or from the v1
-/// `memory` and `blkio` hierarchies.
+/// hierarchy; memory and I/O from the hierarchy that has the controller,
+/// the same one where it can (v2 with `memory`/`io` in its
+/// `cgroup.controllers`), else the v1 `memory` and `blkio` hierarchies
+/// (hybrid machines, where v2 holds no controller).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accounting {
     /// v1 or v2.
     pub version: CgroupVersion,
     /// Mount point of the hierarchy read for CPU time.
     pub cpu: PathBuf,
-    /// Mount point of the hierarchy read for memory, if any.
-    pub memory: Option<PathBuf>,
-    /// Mount point of the hierarchy read for I/O, if any.
-    pub io: Option<PathBuf>,
+    /// Hierarchy read for memory (mount point, version), if any.
+    pub memory: Option<(PathBuf, CgroupVersion)>,
+    /// Hierarchy read for I/O (mount point, version), if any.
+    pub io: Option<(PathBuf, CgroupVersion)>,
 }
 
 impl Accounting {
     /// The distinct mount points involved (where a cgroup for a command is created).
     pub fn mount_points(&self) -> Vec<&Path> {
         let mut out: Vec<&Path> = vec![&self.cpu];
-        for p in [&self.memory, &self.io].into_iter().flatten() {
+        for (p, _) in [&self.memory, &self.io].into_iter().flatten() {
             if !out.contains(&p.as_path()) {
                 out.push(p);
             }
@@ -247,20 +249,38 @@ impl CgroupLayout {
 
     /// The hierarchy that accounts CPU time, per `choice` (see [`HierarchyChoice`]).
     pub fn accounting(&self, choice: HierarchyChoice) -> Result<Accounting, LayoutError> {
+        let v1_of = |controller| {
+            self.v1(controller)
+                .map(|h| (h.mount_point.clone(), CgroupVersion::V1))
+        };
         let v2 = || {
-            self.unified().map(|h| Accounting {
-                version: CgroupVersion::V2,
-                cpu: h.mount_point.clone(),
-                memory: Some(h.mount_point.clone()),
-                io: Some(h.mount_point.clone()),
+            self.unified().map(|h| {
+                let controllers = std::fs::read_to_string(h.mount_point.join("cgroup.controllers"))
+                    .unwrap_or_default();
+                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+                let in_v2 = || (h.mount_point.clone(), CgroupVersion::V2);
+                Accounting {
+                    version: CgroupVersion::V2,
+                    cpu: h.mount_point.clone(),
+                    memory: if has("memory") {
+                        Some(in_v2())
+                    } else {
+                        v1_of("memory")
+                    },
+                    io: if has("io") {
+                        Some(in_v2())
+                    } else {
+                        v1_of("blkio")
+                    },
+                }
             })
         };
         let v1 = || {
             self.v1("cpuacct").map(|h| Accounting {
                 version: CgroupVersion::V1,
                 cpu: h.mount_point.clone(),
-                memory: self.v1("memory").map(|m| m.mount_point.clone()),
-                io: self.v1("blkio").map(|b| b.mount_point.clone()),
+                memory: v1_of("memory"),
+                io: v1_of("blkio"),
             })
         };
         let missing = |wanted| LayoutError::Missing {
@@ -329,11 +349,13 @@ mod tests {
         assert_eq!(l.hierarchies.len(), 4, "{l:?}");
         let a = l.accounting(HierarchyChoice::Auto).unwrap();
         assert_eq!(a.version, CgroupVersion::V2);
+        // The unified tree has no controller: memory comes from v1.
+        assert_eq!(a.memory, Some((r.join("memory"), CgroupVersion::V1)));
         std::fs::create_dir(r.join("cpu,cpuacct/docker")).unwrap();
         let a = l.accounting(HierarchyChoice::Auto).unwrap();
         assert_eq!(a.version, CgroupVersion::V1);
         assert_eq!(a.cpu, r.join("cpu,cpuacct"));
-        assert_eq!(a.memory, Some(r.join("memory")));
+        assert_eq!(a.memory, Some((r.join("memory"), CgroupVersion::V1)));
         assert_eq!(a.io, None);
         assert_eq!(
             l.accounting(HierarchyChoice::V2).unwrap().cpu,

@@ -16,7 +16,7 @@ pub use layout::{
 };
 pub use mountinfo::cgroup_mounts;
 pub use proc_cgroup::{parse_proc_cgroup, ProcCgroupEntry};
-pub use run_in::{join_raw, CgroupError, CommandCgroup, RemoveOutcome};
+pub use run_in::{join_raw, CgroupError, CommandCgroup, ParentChoice, RemoveOutcome};
 
 use std::path::{Path, PathBuf};
 

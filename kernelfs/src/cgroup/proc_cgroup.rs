@@ -51,6 +51,33 @@ impl Accounting {
     }
 }
 
+impl Accounting {
+    /// The cgroup of a process (its `/proc/PID/cgroup` entries) in each of
+    /// [`Accounting::mount_points`], in that order; `None` if one is missing.
+    pub fn own_parents(&self, entries: &[ProcCgroupEntry]) -> Option<Vec<String>> {
+        let in_hierarchy = |version: CgroupVersion, controller: &str| {
+            entries
+                .iter()
+                .find(|e| match version {
+                    CgroupVersion::V2 => e.hierarchy_id == 0 && e.controllers.is_empty(),
+                    CgroupVersion::V1 => e.controllers.split(',').any(|c| c == controller),
+                })
+                .map(|e| e.path.clone())
+        };
+        let mut out = vec![in_hierarchy(self.version, "cpuacct")?];
+        let mut seen = vec![self.cpu.clone()];
+        for (figure, controller) in [(&self.memory, "memory"), (&self.io, "blkio")] {
+            if let Some((mount, version)) = figure {
+                if !seen.contains(mount) {
+                    seen.push(mount.clone());
+                    out.push(in_hierarchy(*version, controller)?);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

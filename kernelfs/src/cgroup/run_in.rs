@@ -55,36 +55,63 @@ pub struct RemoveOutcome {
 /// A cgroup (one directory per involved hierarchy) created for a command.
 #[derive(Debug)]
 pub struct CommandCgroup {
+    /// Path in the CPU hierarchy (the consumer id).
     path: String,
-    parent: String,
-    dirs: Vec<(PathBuf, PathBuf)>,
+    /// (mount point, parent path, directory) per hierarchy, the CPU one first.
+    dirs: Vec<(PathBuf, String, PathBuf)>,
     procs: Vec<File>,
     removed: bool,
 }
 
+/// Where a cgroup for a command may be created, in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The same path in every hierarchy (configured by the user).
+    Fixed(String),
+    /// The agent's own cgroup in each hierarchy (from `/proc/self/cgroup`):
+    /// the command then stays under the limits of whatever runs the agent
+    /// (a Slurm job, a systemd unit).
+    Own,
+    /// The root of every hierarchy (root only).
+    Root,
+}
+
+fn join_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{}/{name}", parent.trim_end_matches('/'))
+    }
+}
+
 impl CommandCgroup {
-    /// Creates cgroup `<parent>/<name>` in every hierarchy of `accounting`.
-    /// On failure nothing is left behind.
-    pub fn create(accounting: &Accounting, parent: &str, name: &str) -> Result<Self, CgroupError> {
-        let path = if parent == "/" {
-            format!("/{name}")
-        } else {
-            format!("{}/{name}", parent.trim_end_matches('/'))
-        };
+    /// Creates cgroup `<parent>/<name>` in every hierarchy of `accounting`,
+    /// `parents` giving the parent path in each (same order as
+    /// [`Accounting::mount_points`]). On failure nothing is left behind.
+    pub fn create_in(
+        accounting: &Accounting,
+        parents: &[String],
+        name: &str,
+    ) -> Result<Self, CgroupError> {
         let mut created = CommandCgroup {
-            path: path.clone(),
-            parent: parent.to_owned(),
+            path: String::new(),
             dirs: Vec::new(),
             procs: Vec::new(),
             removed: false,
         };
-        for mount in accounting.mount_points() {
+        for (mount, parent) in accounting.mount_points().into_iter().zip(parents) {
+            let path = join_path(parent, name);
+            if created.path.is_empty() {
+                created.path = path.clone();
+            }
             let dir = dir_of(mount, &path);
             std::fs::create_dir(&dir).map_err(|source| CgroupError::Create {
                 path: dir.clone(),
                 source,
             })?;
-            created.dirs.push((mount.to_path_buf(), dir.clone()));
+            created
+                .dirs
+                .push((mount.to_path_buf(), parent.clone(), dir.clone()));
             let procs_path = dir.join("cgroup.procs");
             let file = OpenOptions::new()
                 .write(true)
@@ -98,6 +125,43 @@ impl CommandCgroup {
         Ok(created)
     }
 
+    /// Creates cgroup `<parent>/<name>` with the same parent path in every hierarchy.
+    pub fn create(accounting: &Accounting, parent: &str, name: &str) -> Result<Self, CgroupError> {
+        let parents = vec![parent.to_owned(); accounting.mount_points().len()];
+        Self::create_in(accounting, &parents, name)
+    }
+
+    /// Tries each of `choices` in order; the first that works is kept. The
+    /// agent's own cgroups are read from `<proc_root>/self/cgroup`. Returns
+    /// the errors of the choices tried when none works.
+    pub fn create_for_command(
+        accounting: &Accounting,
+        proc_root: &Path,
+        choices: &[ParentChoice],
+        name: &str,
+    ) -> Result<Self, Vec<CgroupError>> {
+        let mut errors = Vec::new();
+        let own = std::fs::read_to_string(proc_root.join("self/cgroup"))
+            .map(|t| super::parse_proc_cgroup(&t))
+            .unwrap_or_default();
+        let count = accounting.mount_points().len();
+        for choice in choices {
+            let parents: Vec<String> = match choice {
+                ParentChoice::Fixed(p) => vec![p.clone(); count],
+                ParentChoice::Root => vec!["/".to_owned(); count],
+                ParentChoice::Own => match accounting.own_parents(&own) {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            match Self::create_in(accounting, &parents, name) {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors)
+    }
+
     /// The cgroup's path relative to its hierarchies' roots (the consumer id).
     pub fn path(&self) -> &str {
         &self.path
@@ -105,7 +169,7 @@ impl CommandCgroup {
 
     /// The directories created, one per hierarchy.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|(_, d)| d.as_path())
+        self.dirs.iter().map(|(_, _, d)| d.as_path())
     }
 
     /// The descriptors the child writes to, to join the cgroup (see [`join_raw`]).
@@ -122,8 +186,8 @@ impl CommandCgroup {
         let mut outcome = RemoveOutcome::default();
         let mut first_error = None;
         // Children first would matter only for nested cgroups, which we never create.
-        for (mount, dir) in std::mem::take(&mut self.dirs).into_iter().rev() {
-            let parent_procs = dir_of(&mount, &self.parent).join("cgroup.procs");
+        for (mount, parent, dir) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            let parent_procs = dir_of(&mount, &parent).join("cgroup.procs");
             let deadline = Instant::now() + patience;
             loop {
                 for pid in pids_in(&dir) {
@@ -161,7 +225,6 @@ impl Drop for CommandCgroup {
         if !self.removed && !self.dirs.is_empty() {
             let leftover = CommandCgroup {
                 path: std::mem::take(&mut self.path),
-                parent: std::mem::take(&mut self.parent),
                 dirs: std::mem::take(&mut self.dirs),
                 procs: Vec::new(),
                 removed: false,
