@@ -7,13 +7,16 @@
 //! (set before the command starts), so that the cgroups source measures it
 //! whatever the selection rules say.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Default)]
 struct Inner {
     pid: AtomicU32,
     cgroup: OnceLock<String>,
+    /// Pids found to descend from the command, decided when they were measured.
+    tree: Mutex<HashSet<u32>>,
 }
 
 /// The pid (and cgroup) of the measured command, once known. Cheap to clone.
@@ -48,5 +51,27 @@ impl ExecTarget {
     /// The cgroup the command runs in, if the agent created one.
     pub fn cgroup(&self) -> Option<&str> {
         self.0.cgroup.get().map(String::as_str)
+    }
+
+    /// Records that `pid` belongs to the command's process tree. The
+    /// process source calls this when it measures the process, so that
+    /// membership does not depend on the process still existing later.
+    pub fn add_tree_member(&self, pid: u32) {
+        self.0
+            .tree
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pid);
+    }
+
+    /// Whether `pid` is the command or was found to descend from it.
+    pub fn is_tree_member(&self, pid: u32) -> bool {
+        self.get() == Some(pid)
+            || self
+                .0
+                .tree
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&pid)
     }
 }

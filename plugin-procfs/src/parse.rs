@@ -134,6 +134,9 @@ pub struct PidStat<'a> {
     pub utime_ticks: u64,
     /// Field 15, in clock ticks.
     pub stime_ticks: u64,
+    /// Fields 16 + 17 (`cutime` + `cstime`), in clock ticks: the CPU time of
+    /// the children this process has reaped (and of theirs, recursively).
+    pub children_ticks: u64,
     /// Field 22, in clock ticks after boot: with the pid, identifies a process.
     pub start_ticks: u64,
     /// Field 23, in bytes.
@@ -159,8 +162,14 @@ pub fn parse_pid_stat(content: &[u8]) -> Option<PidStat<'_>> {
     let mut rest = rest.skip(9);
     let utime_ticks = parse_u64(rest.next()?)?;
     let stime_ticks = parse_u64(rest.next()?)?;
-    // Skip fields 16..=21 (6 fields) to reach starttime (22).
-    let mut rest = rest.skip(6);
+    // cutime, cstime are signed in the kernel's format; negative is nonsense, read as 0.
+    let cutime = rest.next()?;
+    let cstime = rest.next()?;
+    let children_ticks = parse_u64(cutime)
+        .unwrap_or(0)
+        .saturating_add(parse_u64(cstime).unwrap_or(0));
+    // Skip fields 18..=21 (4 fields) to reach starttime (22).
+    let mut rest = rest.skip(4);
     let start_ticks = parse_u64(rest.next()?)?;
     let vsize_bytes = parse_u64(rest.next()?)?;
     let rss_pages = parse_u64(rest.next()?)?;
@@ -170,6 +179,7 @@ pub fn parse_pid_stat(content: &[u8]) -> Option<PidStat<'_>> {
         ppid,
         utime_ticks,
         stime_ticks,
+        children_ticks,
         start_ticks,
         vsize_bytes,
         rss_pages,

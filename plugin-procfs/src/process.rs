@@ -11,6 +11,19 @@
 //! after the previous poll: then all of its CPU time belongs to this
 //! interval and is reported, so short-lived processes are not lost to
 //! energy attribution.
+//!
+//! Processes that start and end between two polls are never seen, but
+//! their parent's `cutime`/`cstime` (fields 16-17) grow by their CPU time
+//! when it reaps them. That growth, less what was already reported for the
+//! watched children that vanished in the interval, is reported as
+//! `process_cpu_time` with `mode=children` on the parent: the whole CPU
+//! time of a process tree is then counted, short-lived descendants
+//! included (except those re-parented away from it).
+//!
+//! While `alumet-agent exec` runs a command, each process is checked once,
+//! when it is measured, for whether it descends from the command, and the
+//! verdict is recorded in the [`ExecTarget`] (so that a process that has
+//! ended by the time its points reach an output still counts).
 
 use std::path::{Path, PathBuf};
 
@@ -63,7 +76,16 @@ const MAX_TREE_DEPTH: usize = 4096;
 struct Sample {
     utime_ticks: u64,
     stime_ticks: u64,
+    children_ticks: u64,
     at_ns: u64,
+}
+
+impl Sample {
+    fn total_ticks(&self) -> u64 {
+        self.utime_ticks
+            .saturating_add(self.stime_ticks)
+            .saturating_add(self.children_ticks)
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +97,10 @@ struct Watched {
     ppid: u32,
     exe: String,
     previous: Option<Sample>,
+    /// Growth of the reaped children's CPU time this poll, not yet reported.
+    children_delta_ticks: u64,
+    /// Whether it descends from the `exec` command (None: not decided yet).
+    in_exec_tree: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +129,9 @@ pub struct ProcessSource {
     buf: ReadBuf,
     listing: Vec<u32>,
     parents: Vec<(u32, u32)>,
+    /// (last parent, CPU ticks reported so far) of watched processes that
+    /// vanished since the previous poll: their parent's `cutime` now holds them.
+    vanished: Vec<(u32, u64)>,
     /// How many descriptors of /proc/PID/stat may be kept open.
     open_budget: usize,
     open_count: usize,
@@ -137,6 +166,7 @@ struct PollContext<'a> {
     /// even within the same clock tick.
     exec_started_ticks: Option<u64>,
     closed: usize,
+    vanished: &'a mut Vec<(u32, u64)>,
 }
 
 impl ProcessSource {
@@ -168,6 +198,7 @@ impl ProcessSource {
             buf: ReadBuf::with_capacity(4096),
             listing: Vec::new(),
             parents: Vec::new(),
+            vanished: Vec::new(),
             open_budget: options.open_budget,
             open_count: 0,
             ids,
@@ -243,6 +274,8 @@ impl ProcessSource {
             ppid: 0,
             exe: String::new(),
             previous: None,
+            children_delta_ticks: 0,
+            in_exec_tree: None,
         }
     }
 
@@ -267,11 +300,15 @@ impl ProcessSource {
         let before = self.watched.len();
         let listing = &self.listing;
         let mut closed = 0;
+        let vanished = &mut self.vanished;
         self.watched.retain(|w| {
             let alive = listing.binary_search(&w.pid).is_ok();
             if !alive {
                 log::debug!("process {} ({}) ended", w.pid, w.exe);
                 closed += usize::from(w.file.is_open());
+                if let Some(prev) = w.previous {
+                    vanished.push((w.ppid, prev.total_ticks()));
+                }
             }
             alive
         });
@@ -380,6 +417,74 @@ impl ProcessSource {
     }
 }
 
+impl ProcessSource {
+    /// Reports, for each process, the CPU time of the children it reaped in
+    /// the interval that was not reported for them already.
+    fn emit_children(&mut self, into: &mut MeasurementBuffer, ts: Timestamp) {
+        let mut vanished = std::mem::take(&mut self.vanished);
+        vanished.sort_unstable();
+        for w in &mut self.watched {
+            let raw = std::mem::take(&mut w.children_delta_ticks);
+            if raw == 0 {
+                continue;
+            }
+            let start = vanished.partition_point(|(ppid, _)| *ppid < w.pid);
+            let already: u64 = vanished[start..]
+                .iter()
+                .take_while(|(ppid, _)| *ppid == w.pid)
+                .map(|(_, t)| *t)
+                .sum();
+            let ticks = raw.saturating_sub(already);
+            if ticks == 0 {
+                continue;
+            }
+            let seconds = ticks as f64 * self.seconds_per_tick;
+            into.push(
+                MeasurementPoint::new(
+                    ts,
+                    self.ids.cpu_time,
+                    Resource::LocalMachine,
+                    ResourceConsumer::Process { pid: w.pid },
+                    seconds,
+                )
+                .with_attr("mode", "children")
+                .with_attr("exe", w.exe.clone()),
+            );
+        }
+        vanished.clear();
+        self.vanished = vanished;
+    }
+
+    /// Decides, for the processes not decided yet, whether they descend
+    /// from `target`; parents first, whatever their pids.
+    fn decide_exec_tree(&mut self, target: u32) {
+        for _ in 0..8 {
+            let mut changed = false;
+            for w in self
+                .watched
+                .iter_mut()
+                .filter(|w| w.in_exec_tree.is_none() && w.start_ticks.is_some())
+            {
+                if w.pid == target || self.exec_target.is_tree_member(w.ppid) {
+                    self.exec_target.add_tree_member(w.pid);
+                    w.in_exec_tree = Some(true);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for w in self
+            .watched
+            .iter_mut()
+            .filter(|w| w.in_exec_tree.is_none() && w.start_ticks.is_some())
+        {
+            w.in_exec_tree = Some(false);
+        }
+    }
+}
+
 /// Whether a process whose parent is `ppid` is in the tree rooted at `target`.
 fn descends_from(mut ppid: u32, target: u32, parents: &[(u32, u32)]) -> bool {
     for _ in 0..MAX_TREE_DEPTH {
@@ -403,6 +508,9 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
     if let Err(e) = w.file.read_into(buf) {
         log::debug!("process {} ({}) ended: {e}", w.pid, w.exe);
         ctx.closed += usize::from(w.file.is_open());
+        if let Some(prev) = w.previous {
+            ctx.vanished.push((w.ppid, prev.total_ticks()));
+        }
         return false;
     }
     let Some(stat) = parse::parse_pid_stat(buf.bytes()) else {
@@ -421,6 +529,7 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
             stat.start_ticks
         );
         w.previous = None;
+        w.in_exec_tree = None;
     }
     w.start_ticks = Some(stat.start_ticks);
     w.ppid = stat.ppid;
@@ -428,10 +537,16 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
     if w.exe != comm {
         w.exe = comm.into_owned();
     }
+    w.children_delta_ticks = match w.previous {
+        Some(prev) => stat.children_ticks.saturating_sub(prev.children_ticks),
+        None if cpu_delta(w, &stat, ctx).is_some() => stat.children_ticks,
+        None => 0,
+    };
     emit_process(w, &stat, ctx);
     w.previous = Some(Sample {
         utime_ticks: stat.utime_ticks,
         stime_ticks: stat.stime_ticks,
+        children_ticks: stat.children_ticks,
         at_ns: ctx.now_ns,
     });
     true
@@ -563,9 +678,14 @@ impl Source for ProcessSource {
             previous_poll: self.previous_poll,
             exec_started_ticks,
             closed: 0,
+            vanished: &mut self.vanished,
         };
         self.watched.retain_mut(|w| poll_process(w, buf, &mut ctx));
         self.open_count = self.open_count.saturating_sub(ctx.closed);
+        self.emit_children(into, timestamp);
+        if let Some(command) = self.exec_target.get() {
+            self.decide_exec_tree(command);
+        }
         self.previous_poll = Some(PollMark {
             at_ns: now_ns,
             uptime_s,

@@ -33,7 +33,8 @@ use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 /// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
+    "reaped_children",
     "exec_child_same_tick",
     "basic",
     "cpu_backwards",
@@ -155,6 +156,11 @@ fn cpu_usage_never_exceeds_100_percent_per_cpu() {
 #[test]
 fn vanished_process_ends_quietly() {
     run_case("process_vanishes");
+}
+
+#[test]
+fn cpu_time_of_reaped_children_is_reported_once_on_their_parent() {
+    run_case("reaped_children");
 }
 
 #[test]
