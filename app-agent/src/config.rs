@@ -36,6 +36,11 @@ pub struct AgentOptions {
     /// Longest delay between two attempts.
     #[serde(with = "duration")]
     pub retry_max_delay: Duration,
+    /// Run `exec`'s command in a cgroup of its own (when the cgroups plugin runs).
+    pub exec_in_cgroup: bool,
+    /// Parent of `exec`'s cgroup (path in the hierarchy); empty: the agent's
+    /// own cgroup, else the root when run as root.
+    pub exec_cgroup_parent: String,
 }
 
 impl Default for AgentOptions {
@@ -47,6 +52,8 @@ impl Default for AgentOptions {
             max_write_attempts: p.max_write_attempts,
             retry_initial_delay: p.retry_initial_delay,
             retry_max_delay: p.retry_max_delay,
+            exec_in_cgroup: true,
+            exec_cgroup_parent: String::new(),
         }
     }
 }
@@ -80,6 +87,14 @@ const AGENT_DOCS: &[(&str, &str)] = &[
     ),
     ("retry_initial_delay", "Delay before the first retry; it doubles at each attempt."),
     ("retry_max_delay", "Longest delay between two attempts."),
+    (
+        "exec_in_cgroup",
+        "Run the command of `exec` in a cgroup of its own, so that every process it starts is measured however short-lived (needs the cgroups plugin; else its process tree is measured).",
+    ),
+    (
+        "exec_cgroup_parent",
+        "Where that cgroup is created, as a path in the hierarchy (e.g. \"/user.slice\"); \"\": under the agent's own cgroup, else the root when run as root.",
+    ),
 ];
 
 /// Command-line overrides.

@@ -1,23 +1,32 @@
 //! `alumet-agent exec -- CMD`: measure one command.
+//!
+//! The command runs in a cgroup of its own when one can be created (see
+//! [`crate::command_cgroup`]): it joins it between fork and exec, so its
+//! first instruction is already counted. Every source is polled right
+//! before it starts and right after it exits; the exit is awaited without
+//! reaping, so the command is still a zombie (its /proc entry and final CPU
+//! time readable) during the last poll.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use alumet::measurement::Timestamp;
-use alumet::pipeline::{OutputOptions, SourceSelector};
+use alumet_kernelfs::cgroup::join_raw;
 
-use crate::agent::{self, StartError};
+use crate::command_cgroup;
 use crate::config::LoadedConfig;
+use crate::session::{Outcome, Session};
 use crate::signals::StopSignals;
 use crate::suggest::closest;
-use crate::summary::{CommandUsage, SummaryCollector};
+use crate::summary::{Method, Wait4Usage};
 
 /// Exit code of a shell for a command that cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code of a shell for a command that cannot be executed.
 pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 
-const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the cgroup's removal waits for the kernel to release exited tasks.
+const CGROUP_REMOVAL_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Runs `command` under measurement and returns the exit code to use.
 pub fn exec(
@@ -26,49 +35,52 @@ pub fn exec(
     json: Option<PathBuf>,
     mut signals: StopSignals,
 ) -> i32 {
-    let collector = SummaryCollector::new();
-    let summary_output = collector.clone();
-    let agent = match agent::start(config, move |ctx| {
-        ctx.add_output(
-            "summary",
-            Box::new(summary_output),
-            OutputOptions {
-                flush_interval: None,
-            },
-        );
-        Ok(())
-    }) {
-        Ok(a) => a,
-        Err(StartError::InvalidConfig(m)) => {
-            log::error!("{m}");
-            return 2;
+    let mut session = match Session::start(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let cgroup = match command_cgroup::create(config, session.is_running("cgroups", config)) {
+        Ok(c) => {
+            log::debug!(
+                "exec: the command runs in cgroup {} ({})",
+                c.path(),
+                command_cgroup::describe(&c)
+            );
+            session.exec_target().set_cgroup(c.path());
+            session.set_method(Method::Cgroup(c.path().to_owned()));
+            Some(c)
         }
-        Err(StartError::Fatal(m)) => {
-            log::error!("{m}");
-            return 1;
+        Err(why) => {
+            log::warn!("exec: no cgroup for the command ({why}); measuring its process tree instead, which misses descendants that leave it");
+            session.set_method(Method::ProcessTree);
+            None
         }
     };
-    let handle = agent.handle();
-    let metrics = handle.metrics().clone();
-    // Poll every source right before the command starts...
-    let _ = handle.trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
-    collector.start_window(Timestamp::now());
-    let started = Instant::now();
-    let child = match std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .spawn()
-    {
+    // Poll every source right before the command starts (the cgroup, empty, is the baseline)...
+    session.begin_window();
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if let Some(cg) = &cgroup {
+        let fds = cg.procs_fds();
+        // SAFETY: the closure only calls write(2) on descriptors opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || join_raw(&fds));
+        }
+    }
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let (code, message) = explain_spawn_error(&command[0], &e);
-            agent.stop();
+            session.stop();
+            if let Some(cg) = cgroup {
+                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
+            }
             eprintln!("alumet-agent: {message}");
             return code;
         }
     };
     let pid = child.id();
-    agent.exec_target.set(pid);
-    collector.set_root(pid);
+    session.exec_target().set(pid);
 
     // Wait for the exit without reaping: the command stays a zombie, so its
     // /proc entry (with its final CPU time) is still there for the last poll.
@@ -95,7 +107,6 @@ pub fn exec(
         }
     };
     let _ = waiter.join();
-    let wall = started.elapsed();
     if let Ok(Err(e)) | Err(e) =
         exited.map_err(|_| WaitError("the waiting thread ended early".into()))
     {
@@ -104,33 +115,40 @@ pub fn exec(
         );
     }
     // ...and right after it exits.
-    let _ = handle.trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
-    collector.end_window(Timestamp::now());
+    let wall = session.end_window();
     drop(child);
-    let (exit_code, usage) = match reap(pid) {
-        Ok(done) => done,
+    let (exit_code, wait4) = match reap(pid) {
+        Ok((code, usage)) => (code, Some(usage)),
         Err(e) => {
             log::error!("cannot wait for the command: {e}");
-            (1, CommandUsage::default())
+            (1, None)
         }
     };
-    let unavailable = agent.unavailable.clone();
-    agent.stop();
-    let report = collector.report(
-        &metrics,
-        command,
-        exit_code,
-        wall.as_secs_f64(),
-        usage,
-        &unavailable,
-    );
-    eprint!("{}", report.to_text());
-    if let Some(path) = json {
-        if let Err(e) = report.write_json(&path) {
-            eprintln!("alumet-agent: {e}");
+    let finished = session.stop();
+    let mut outlived = Vec::new();
+    if let Some(cg) = cgroup {
+        match cg.remove(CGROUP_REMOVAL_PATIENCE) {
+            Ok(outcome) => outlived = outcome.moved_out,
+            Err(e) => log::warn!("exec: {e}"),
         }
     }
-    exit_code
+    if !outlived.is_empty() {
+        log::info!(
+            "exec: {} process(es) outlived the command ({:?}): counted while the command ran, now moved out of its cgroup",
+            outlived.len(),
+            outlived
+        );
+    }
+    finished.report(
+        Outcome {
+            label: command,
+            exit_code,
+            wall,
+            wait4,
+            outlived,
+        },
+        json,
+    )
 }
 
 /// Why waiting for the child failed.
@@ -168,7 +186,7 @@ fn wait_for_exit_keep_zombie(pid: u32) -> Result<(), WaitError> {
 }
 
 /// Reaps `pid` with wait4, which also gives its CPU time.
-fn reap(pid: u32) -> Result<(i32, CommandUsage), WaitError> {
+fn reap(pid: u32) -> Result<(i32, Wait4Usage), WaitError> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; zeroed is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -193,11 +211,9 @@ fn reap(pid: u32) -> Result<(i32, CommandUsage), WaitError> {
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok((
         code,
-        CommandUsage {
+        Wait4Usage {
             user_cpu_s: seconds(usage.ru_utime),
             system_cpu_s: seconds(usage.ru_stime),
-            // Filled from procfs samples by the summary (see CommandUsage).
-            peak_rss_bytes: None,
         },
     ))
 }

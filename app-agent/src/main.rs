@@ -3,11 +3,13 @@
 
 mod agent;
 mod cli;
+mod command_cgroup;
 mod config;
 mod diagnostics;
 mod exec;
 mod plugins;
 mod report;
+mod session;
 mod signals;
 mod suggest;
 mod summary;

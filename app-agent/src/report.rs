@@ -49,18 +49,53 @@ pub struct MetricLine {
     pub max: Option<f64>,
 }
 
-/// CPU and memory use of the command.
+/// What the kernel's `wait4` said of the command when it was reaped: the
+/// CPU time of the command and of every descendant it (or they) waited for.
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct Wait4Usage {
+    /// User CPU time.
+    pub user_cpu_s: f64,
+    /// System CPU time.
+    pub system_cpu_s: f64,
+}
+
+/// How the command's own figures were measured, and what that cannot see.
+#[derive(Debug, Serialize, Clone, Default)]
+pub struct MeasuredAs {
+    /// `cgroup` or `process tree`.
+    pub method: String,
+    /// The cgroup's path, for `cgroup`.
+    pub cgroup: Option<String>,
+    /// What the method misses, in one line.
+    pub cannot_see: String,
+}
+
+/// CPU, memory and I/O of the command, as its method measured them.
 #[derive(Debug, Serialize, Clone, Copy, Default)]
 pub struct CommandUsage {
-    /// User CPU time of the command and its waited-for descendants (kernel, wait4).
+    /// CPU time in user mode.
     pub user_cpu_s: f64,
-    /// System CPU time (kernel, wait4).
+    /// CPU time in system mode.
     pub system_cpu_s: f64,
-    /// Largest resident set size of one process of the command's tree, as
-    /// sampled by procfs at its polls; `None` if never sampled. (The kernel's
-    /// own maximum, `ru_maxrss`, is not used: for a child started with
-    /// vfork+exec it includes the agent's memory at the time of the exec.)
-    pub peak_rss_bytes: Option<u64>,
+    /// CPU time of reaped children not seen alive (process tree only; user + system).
+    pub children_cpu_s: f64,
+    /// Highest memory of the whole command: the cgroup's peak where the
+    /// kernel keeps one, else the largest sum of the tree's resident sets
+    /// at a procfs poll.
+    pub memory_peak_bytes: Option<u64>,
+    /// Whether `memory_peak_bytes` is the kernel's exact peak (false: sampled).
+    pub memory_peak_exact: bool,
+    /// Bytes read from block devices (cgroup only).
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (cgroup only).
+    pub io_write_bytes: Option<u64>,
+}
+
+impl CommandUsage {
+    /// Total CPU time.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_cpu_s + self.system_cpu_s + self.children_cpu_s
+    }
 }
 
 /// The summary of one `exec`.
@@ -76,8 +111,15 @@ pub struct Report {
     pub energy: Vec<EnergyLine>,
     /// Why energy is missing, when it is.
     pub energy_unavailable: Vec<String>,
-    /// CPU time and memory of the command.
+    /// How the command was measured.
+    pub measured_as: MeasuredAs,
+    /// CPU time, memory and I/O of the command.
     pub command_usage: CommandUsage,
+    /// The kernel's figures at reaping (absent for `watch` and `exec --cgroup`).
+    pub wait4: Option<Wait4Usage>,
+    /// Processes that outlived the command: counted while it ran, then moved
+    /// out of its cgroup.
+    pub outlived: Vec<u32>,
     /// Every other metric.
     pub metrics: Vec<MetricLine>,
 }
@@ -154,16 +196,57 @@ impl Report {
         for reason in &self.energy_unavailable {
             let _ = writeln!(out, "   energy not measured: {reason}");
         }
-        let u = &self.command_usage;
-        let rss = match u.peak_rss_bytes {
-            Some(b) => format!("peak RSS {} (sampled)", human_bytes(b as f64)),
-            None => "peak RSS not sampled (procfs did not see the command alive)".to_owned(),
+        let m = &self.measured_as;
+        let what = match &m.cgroup {
+            Some(path) => format!("{} {path}", m.method),
+            None => m.method.clone(),
         };
-        let _ = writeln!(
-            out,
-            "   command CPU time {:.2} s user, {:.2} s sys; {rss}",
-            u.user_cpu_s, u.system_cpu_s
+        let _ = writeln!(out, "   measured as {what}; {}", m.cannot_see);
+        let u = &self.command_usage;
+        let mut usage = format!(
+            "   command CPU time {:.2} s ({:.2} s user, {:.2} s sys",
+            u.cpu_s(),
+            u.user_cpu_s,
+            u.system_cpu_s
         );
+        if u.children_cpu_s > 0.0 {
+            let _ = write!(usage, ", {:.2} s of reaped children", u.children_cpu_s);
+        }
+        usage.push(')');
+        if let Some(w) = &self.wait4 {
+            let _ = write!(
+                usage,
+                "; wait4: {:.2} s user, {:.2} s sys",
+                w.user_cpu_s, w.system_cpu_s
+            );
+        }
+        let _ = writeln!(out, "{usage}");
+        let memory = match (u.memory_peak_bytes, u.memory_peak_exact) {
+            (Some(b), true) => format!("memory peak {}", human_bytes(b as f64)),
+            (Some(b), false) => format!(
+                "memory peak {} (sum of the tree's resident sets, sampled at polls)",
+                human_bytes(b as f64)
+            ),
+            (None, _) => "memory peak not measured".to_owned(),
+        };
+        let io = match (u.io_read_bytes, u.io_write_bytes) {
+            (Some(r), Some(w)) => format!(
+                "I/O {} read, {} written",
+                human_bytes(r as f64),
+                human_bytes(w as f64)
+            ),
+            _ => "I/O not measured (no cgroup io/blkio figures)".to_owned(),
+        };
+        let _ = writeln!(out, "   {memory}; {io}");
+        if !self.outlived.is_empty() {
+            let pids: Vec<String> = self.outlived.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                out,
+                "   {} process(es) outlived the command (pid {}): counted until it ended, left running",
+                pids.len(),
+                pids.join(", ")
+            );
+        }
         // The command's own series first, then the machine's; series that
         // stayed at zero are left out of the text (the JSON has them all).
         let shown: Vec<&MetricLine> = self

@@ -1,9 +1,10 @@
 //! The `exec` summary: an output that aggregates what was measured while the
 //! command ran, and the report printed from it (text on stderr, JSON file).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use alumet::exec::ExecTarget;
 use alumet::measurement::{
     MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
 };
@@ -11,7 +12,7 @@ use alumet::metrics::{MetricKind, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Output, WriteError};
 use serde::Serialize;
 
-pub use crate::report::{CommandUsage, EnergyLine, MetricLine, Report};
+pub use crate::report::{CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage};
 
 /// Sum, mean, max... of one series.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -50,66 +51,29 @@ struct SeriesKey {
     attributes: String,
 }
 
+/// How the command's own figures are measured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Its cgroup (path in the CPU hierarchy): every process, however short-lived.
+    Cgroup(String),
+    /// Its process tree (procfs): its processes and the children they reaped.
+    #[default]
+    ProcessTree,
+}
+
 #[derive(Default)]
 struct Collected {
     window_start: Option<Timestamp>,
     window_end: Option<Timestamp>,
     /// Machine-wide series.
     machine: HashMap<SeriesKey, Aggregate>,
-    /// Series of the measured command's process tree, summed over its processes.
+    /// Series of the measured command (its cgroup, or its process tree).
     command: HashMap<SeriesKey, Aggregate>,
-    tree: ProcessTree,
-}
-
-/// Which pids belong to the measured command's process tree.
-#[derive(Default)]
-struct ProcessTree {
-    root: Option<u32>,
-    known: HashMap<u32, bool>,
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-impl ProcessTree {
-    fn contains(&mut self, pid: u32) -> bool {
-        let Some(root) = self.root else { return false };
-        if pid == root {
-            return true;
-        }
-        if let Some(&known) = self.known.get(&pid) {
-            return known;
-        }
-        let mut chain = vec![pid];
-        let mut current = pid;
-        let mut verdict = false;
-        for _ in 0..64 {
-            match parent_of(current) {
-                Some(p) if p == root => {
-                    verdict = true;
-                    break;
-                }
-                Some(p) if p <= 1 => break,
-                Some(p) => {
-                    if let Some(&known) = self.known.get(&p) {
-                        verdict = known;
-                        break;
-                    }
-                    chain.push(p);
-                    current = p;
-                }
-                None => break,
-            }
-        }
-        for p in chain {
-            self.known.insert(p, verdict);
-        }
-        verdict
-    }
+    method: Method,
+    /// Who belongs to the process tree, decided by procfs when it measured them.
+    exec_target: Option<ExecTarget>,
+    /// Resident memory of the whole process tree at each procfs poll.
+    tree_rss: BTreeMap<Timestamp, u64>,
 }
 
 /// Collects points for the summary. Cheap to clone (shared state).
@@ -118,11 +82,20 @@ pub struct SummaryCollector {
     inner: Arc<Mutex<Collected>>,
 }
 
-fn attributes_key(p: &MeasurementPoint) -> String {
+/// The attributes that tell series apart: for the command's series only
+/// those that split a figure (`mode`, `domain`, `part`); for the machine's
+/// every attribute but the process name.
+fn attributes_key(p: &MeasurementPoint, command: bool) -> String {
     let mut attrs: Vec<String> = p
         .attributes
         .iter()
-        .filter(|(k, _)| k != "exe")
+        .filter(|(k, _)| {
+            if command {
+                matches!(k.as_ref(), "mode" | "domain" | "part")
+            } else {
+                k != "exe"
+            }
+        })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     attrs.sort();
@@ -144,9 +117,12 @@ impl SummaryCollector {
         self.lock().window_start = Some(at);
     }
 
-    /// The command's pid, once spawned.
-    pub fn set_root(&self, pid: u32) {
-        self.lock().tree.root = Some(pid);
+    /// Measures the command by `method`; `exec_target` says which
+    /// processes belong to its tree.
+    pub fn set_method(&self, method: Method, exec_target: ExecTarget) {
+        let mut c = self.lock();
+        c.method = method;
+        c.exec_target = Some(exec_target);
     }
 
     /// Ends the window (right after the command's end was measured).
@@ -175,19 +151,35 @@ impl Output for SummaryCollector {
             let Some(metric) = ctx.metrics.get(p.metric) else {
                 continue;
             };
-            let key = SeriesKey {
+            let value = p.value.as_f64();
+            let key = |command: bool| SeriesKey {
                 metric: metric.name.clone(),
                 resource: p.resource.clone(),
-                attributes: attributes_key(p),
+                attributes: attributes_key(p, command),
             };
-            let value = p.value.as_f64();
             match &p.consumer {
                 ResourceConsumer::Process { pid } => {
-                    if c.tree.contains(*pid) {
-                        c.command.entry(key).or_default().add(value);
+                    let member = c
+                        .exec_target
+                        .as_ref()
+                        .is_some_and(|t| t.is_tree_member(*pid));
+                    if !member {
+                        continue;
+                    }
+                    if metric.name == "process_memory_resident" {
+                        *c.tree_rss.entry(p.timestamp).or_insert(0) += p.value.as_f64() as u64;
+                    }
+                    // Only cgroup-level points measure the command when it has a cgroup.
+                    if c.method == Method::ProcessTree {
+                        c.command.entry(key(true)).or_default().add(value);
                     }
                 }
-                _ => c.machine.entry(key).or_default().add(value),
+                ResourceConsumer::ControlGroup { path } => {
+                    if matches!(&c.method, Method::Cgroup(own) if own == path) {
+                        c.command.entry(key(true)).or_default().add(value);
+                    }
+                }
+                _ => c.machine.entry(key(false)).or_default().add(value),
             }
         }
         Ok(())
@@ -220,7 +212,7 @@ impl SummaryCollector {
         command: Vec<String>,
         exit_code: i32,
         wall_s: f64,
-        usage: CommandUsage,
+        wait4: Option<Wait4Usage>,
         unavailable: &[crate::agent::UnavailablePlugin],
     ) -> Report {
         let c = self.lock();
@@ -316,18 +308,63 @@ impl SummaryCollector {
             wall_s,
             energy,
             energy_unavailable,
-            command_usage: CommandUsage {
-                peak_rss_bytes: c
-                    .command
-                    .iter()
-                    .filter(|(k, _)| k.metric == "process_memory_resident")
-                    .map(|(_, a)| a.max as u64)
-                    .max()
-                    .filter(|&b| b > 0),
-                ..usage
-            },
+            measured_as: measured_as(&c.method),
+            command_usage: command_usage(&c),
+            wait4,
+            outlived: Vec::new(),
             metrics: lines,
         }
+    }
+}
+
+fn measured_as(method: &Method) -> MeasuredAs {
+    match method {
+        Method::Cgroup(path) => MeasuredAs {
+            method: "cgroup".into(),
+            cgroup: Some(path.clone()),
+            cannot_see: "every process of the command is counted, however short-lived; work it asks of other services (daemons, the kernel's threads) is not".into(),
+        },
+        Method::ProcessTree => MeasuredAs {
+            method: "process tree".into(),
+            cgroup: None,
+            cannot_see: "its processes and the children they reaped are counted; descendants that left the tree (re-parented daemons reaped by init) are not, and I/O is not measured".into(),
+        },
+    }
+}
+
+fn command_usage(c: &Collected) -> CommandUsage {
+    let sum = |metric: &str, mode: Option<&str>| -> f64 {
+        c.command
+            .iter()
+            .filter(|(k, _)| {
+                k.metric == metric
+                    && mode.is_none_or(|m| attribute(&k.attributes, "mode").as_deref() == Some(m))
+            })
+            .map(|(_, a)| a.sum)
+            .sum()
+    };
+    let max_of = |metric: &str| -> Option<u64> {
+        c.command
+            .iter()
+            .filter(|(k, _)| k.metric == metric)
+            .map(|(_, a)| a.max as u64)
+            .max()
+    };
+    let has = |metric: &str| c.command.keys().any(|k| k.metric == metric);
+    let cpu = match c.method {
+        Method::Cgroup(_) => "cgroup_cpu_time",
+        Method::ProcessTree => "process_cpu_time",
+    };
+    let peak_kernel = max_of("cgroup_memory_peak").or_else(|| max_of("cgroup_memory_current"));
+    let peak_sampled = c.tree_rss.values().copied().max().filter(|&b| b > 0);
+    CommandUsage {
+        user_cpu_s: sum(cpu, Some("user")),
+        system_cpu_s: sum(cpu, Some("system")),
+        children_cpu_s: sum(cpu, Some("children")),
+        memory_peak_bytes: peak_kernel.or(peak_sampled),
+        memory_peak_exact: peak_kernel.is_some(),
+        io_read_bytes: has("cgroup_io_read").then(|| sum("cgroup_io_read", None) as u64),
+        io_write_bytes: has("cgroup_io_write").then(|| sum("cgroup_io_write", None) as u64),
     }
 }
 
@@ -365,7 +402,9 @@ mod tests {
             .unwrap();
         let mut c = SummaryCollector::new();
         c.start_window(Timestamp::from_unix_nanos(100));
-        c.set_root(std::process::id());
+        let target = ExecTarget::new();
+        target.set(std::process::id());
+        c.set_method(Method::ProcessTree, target);
         let pkg = Resource::CpuPackage { id: 0 };
         let ctx = ElementContext { metrics: &reg };
         let at = Timestamp::from_unix_nanos;
@@ -413,7 +452,7 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        let report = c.report(&reg, vec!["x".into()], 0, 1.0, CommandUsage::default(), &[]);
+        let report = c.report(&reg, vec!["x".into()], 0, 1.0, None, &[]);
         assert_eq!(report.energy.len(), 1);
         assert_eq!(report.energy[0].energy_j, 2.0);
         assert_eq!(report.energy[0].label, "CPU package 0");

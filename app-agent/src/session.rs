@@ -1,0 +1,156 @@
+//! What `exec`, `exec --cgroup` and `watch` share: the agent started with
+//! the summary output, a poll of every source at the start and at the end
+//! of the measured window, then the report (text on stderr, JSON file).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use alumet::exec::ExecTarget;
+use alumet::measurement::Timestamp;
+use alumet::metrics::MetricRegistry;
+use alumet::pipeline::{OutputOptions, PipelineHandle, SourceSelector};
+
+use crate::agent::{self, Agent, StartError, UnavailablePlugin};
+use crate::config::LoadedConfig;
+use crate::summary::{Method, SummaryCollector, Wait4Usage};
+
+const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running measurement with its summary.
+pub struct Session {
+    agent: Agent,
+    collector: SummaryCollector,
+    handle: PipelineHandle,
+    metrics: std::sync::Arc<MetricRegistry>,
+    started: Option<Instant>,
+}
+
+impl Session {
+    /// Starts the agent with the summary output. Err: the exit code.
+    pub fn start(config: &LoadedConfig) -> Result<Self, i32> {
+        let collector = SummaryCollector::new();
+        let summary_output = collector.clone();
+        let agent = match agent::start(config, move |ctx| {
+            ctx.add_output(
+                "summary",
+                Box::new(summary_output),
+                OutputOptions {
+                    flush_interval: None,
+                },
+            );
+            Ok(())
+        }) {
+            Ok(a) => a,
+            Err(StartError::InvalidConfig(m)) => {
+                log::error!("{m}");
+                return Err(2);
+            }
+            Err(StartError::Fatal(m)) => {
+                log::error!("{m}");
+                return Err(1);
+            }
+        };
+        let handle = agent.handle();
+        let metrics = handle.metrics().clone();
+        Ok(Self {
+            agent,
+            collector,
+            handle,
+            metrics,
+            started: None,
+        })
+    }
+
+    /// The target shared with the plugins.
+    pub fn exec_target(&self) -> &ExecTarget {
+        &self.agent.exec_target
+    }
+
+    /// Whether plugin `name` is running.
+    pub fn is_running(&self, name: &str, config: &LoadedConfig) -> bool {
+        config
+            .plugins
+            .iter()
+            .any(|(m, _, enabled)| m.name == name && *enabled)
+            && !self.agent.unavailable.iter().any(|u| u.name == name)
+    }
+
+    /// Sets how the command is measured.
+    pub fn set_method(&self, method: Method) {
+        self.collector
+            .set_method(method, self.agent.exec_target.clone());
+    }
+
+    /// Polls every source, then opens the window: what is measured from now on is the command's.
+    pub fn begin_window(&mut self) {
+        let _ = self
+            .handle
+            .trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
+        self.collector.start_window(Timestamp::now());
+        self.started = Some(Instant::now());
+    }
+
+    /// Polls every source and closes the window. Returns the window's length.
+    pub fn end_window(&mut self) -> Duration {
+        let wall = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        let _ = self
+            .handle
+            .trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
+        self.collector.end_window(Timestamp::now());
+        wall
+    }
+
+    /// Stops the agent (last poll, drain, flush).
+    pub fn stop(self) -> Finished {
+        let unavailable = self.agent.unavailable.clone();
+        self.agent.stop();
+        Finished {
+            collector: self.collector,
+            metrics: self.metrics,
+            unavailable,
+        }
+    }
+}
+
+/// A stopped session, ready to report.
+pub struct Finished {
+    collector: SummaryCollector,
+    metrics: std::sync::Arc<MetricRegistry>,
+    unavailable: Vec<UnavailablePlugin>,
+}
+
+/// What is reported besides the measurements.
+pub struct Outcome {
+    /// The command line, or a description of what was watched.
+    pub label: Vec<String>,
+    /// The exit code the agent returns.
+    pub exit_code: i32,
+    /// Length of the window.
+    pub wall: Duration,
+    /// The kernel's figures at reaping, for a spawned command.
+    pub wait4: Option<Wait4Usage>,
+    /// Processes that outlived the command (moved out of its cgroup).
+    pub outlived: Vec<u32>,
+}
+
+impl Finished {
+    /// Prints the report on stderr and writes its JSON form; returns the exit code.
+    pub fn report(self, outcome: Outcome, json: Option<PathBuf>) -> i32 {
+        let mut report = self.collector.report(
+            &self.metrics,
+            outcome.label,
+            outcome.exit_code,
+            outcome.wall.as_secs_f64(),
+            outcome.wait4,
+            &self.unavailable,
+        );
+        report.outlived = outcome.outlived;
+        eprint!("{}", report.to_text());
+        if let Some(path) = json {
+            if let Err(e) = report.write_json(&path) {
+                eprintln!("alumet-agent: {e}");
+            }
+        }
+        outcome.exit_code
+    }
+}
