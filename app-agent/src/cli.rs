@@ -9,6 +9,8 @@ Examples:
   alumet-agent                                   run with ./alumet-config.toml (created if absent)
   alumet-agent --config /etc/alumet/alumet-config.toml run
   alumet-agent exec -- ./my-benchmark --size 10  measure one program, print a summary
+  alumet-agent exec --cgroup /system.slice/slurmstepd.scope/job_42   measure a running job
+  alumet-agent watch --pid 4242                  measure a running process tree until it exits
   alumet-agent --plugins procfs,csv --output-file out.csv run
   alumet-agent --set 'plugins.rapl.poll_interval=\"10ms\"' run
   alumet-agent config regen                      write the default configuration
@@ -63,14 +65,29 @@ pub enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
+        /// Measure this existing cgroup (path in the hierarchy, e.g.
+        /// /system.slice/slurmstepd.scope/job_42) instead of starting a
+        /// command, until it is removed or the agent gets SIGINT/SIGTERM.
+        #[arg(long, value_name = "PATH", conflicts_with = "command")]
+        cgroup: Option<String>,
         /// The command and its arguments.
         #[arg(
-            required = true,
+            required_unless_present = "cgroup",
             trailing_var_arg = true,
             allow_hyphen_values = true,
             value_name = "CMD"
         )]
         command: Vec<String>,
+    },
+    /// Measure a running process and its descendants until it exits, then print a summary.
+    #[command(after_help = "Example:\n  alumet-agent watch --pid 4242 --json summary.json")]
+    Watch {
+        /// The process to measure.
+        #[arg(long, value_name = "PID")]
+        pid: u32,
+        /// Also write the summary as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
     },
     /// Write or show the configuration.
     #[command(subcommand)]

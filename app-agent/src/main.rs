@@ -13,6 +13,7 @@ mod session;
 mod signals;
 mod suggest;
 mod summary;
+mod watch;
 
 use std::io::Write;
 
@@ -108,7 +109,25 @@ fn run_cli(cli: Cli) -> i32 {
                 Err(code) => code,
             }
         }
-        Some(Command::Exec { json, command }) => {
+        Some(Command::Exec {
+            json,
+            cgroup,
+            command,
+        }) => {
+            let signals = match signals::StopSignals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("alumet-agent: cannot install signal handlers: {e}");
+                    return 1;
+                }
+            };
+            match (load(&cli), cgroup) {
+                (Ok(config), Some(path)) => watch::cgroup(&config, path, json.clone(), signals),
+                (Ok(config), None) => exec::exec(&config, command.clone(), json.clone(), signals),
+                (Err(code), _) => code,
+            }
+        }
+        Some(Command::Watch { pid, json }) => {
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -117,7 +136,7 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match load(&cli) {
-                Ok(config) => exec::exec(&config, command.clone(), json.clone(), signals),
+                Ok(config) => watch::pid(&config, *pid, json.clone(), signals),
                 Err(code) => code,
             }
         }

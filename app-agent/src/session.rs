@@ -14,7 +14,8 @@ use crate::agent::{self, Agent, StartError, UnavailablePlugin};
 use crate::config::LoadedConfig;
 use crate::summary::{Method, SummaryCollector, Wait4Usage};
 
-const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a poll of every source may take when asked for.
+pub const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running measurement with its summary.
 pub struct Session {
@@ -59,6 +60,11 @@ impl Session {
             metrics,
             started: None,
         })
+    }
+
+    /// The pipeline's control handle.
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
     }
 
     /// The target shared with the plugins.

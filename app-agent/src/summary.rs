@@ -341,7 +341,8 @@ fn command_usage(c: &Collected) -> CommandUsage {
                     && mode.is_none_or(|m| attribute(&k.attributes, "mode").as_deref() == Some(m))
             })
             .map(|(_, a)| a.sum)
-            .sum()
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
     };
     let max_of = |metric: &str| -> Option<u64> {
         c.command
