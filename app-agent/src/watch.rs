@@ -57,7 +57,12 @@ fn wait_until_gone(
 }
 
 /// `watch --pid PID`.
-pub fn pid(config: &LoadedConfig, pid: u32, json: Option<PathBuf>, mut signals: StopSignals) -> i32 {
+pub fn pid(
+    config: &LoadedConfig,
+    pid: u32,
+    json: Option<PathBuf>,
+    mut signals: StopSignals,
+) -> i32 {
     let Some(started) = start_time_of(pid) else {
         eprintln!("alumet-agent: no process with pid {pid} (nothing to watch)");
         return 1;
@@ -93,8 +98,8 @@ fn is_unpopulated(dir: &std::path::Path) -> bool {
     if let Ok(events) = std::fs::read_to_string(dir.join("cgroup.events")) {
         return events.lines().any(|l| l.trim() == "populated 0");
     }
-    let no_procs = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .is_ok_and(|t| t.trim().is_empty());
+    let no_procs =
+        std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty());
     let no_children = std::fs::read_dir(dir).is_ok_and(|entries| {
         !entries
             .flatten()
@@ -167,7 +172,9 @@ pub fn cgroup(
         false
     });
     match stopped_by {
-        Some(signal) => log::info!("{signal}: stopping the measurement of {path}, which still exists"),
+        Some(signal) => {
+            log::info!("{signal}: stopping the measurement of {path}, which still exists")
+        }
         None => log::info!("cgroup {path} was removed"),
     }
     let wall = session.end_window();

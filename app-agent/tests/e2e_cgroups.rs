@@ -19,14 +19,12 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use alumet_kernelfs::cgroup::{
     dir_of, join_raw, CgroupLayout, CgroupVersion, CommandCgroup, HierarchyChoice, ParentChoice,
 };
-use common::{read_csv, wait_until, write_in_place};
+use common::{read_csv, wait_until};
 
 fn kernel_cpu_seconds(version: CgroupVersion, dir: &Path) -> f64 {
     match version {
@@ -111,30 +109,8 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let zone = dir.path().join("sys/class/powercap/intel-rapl:0");
-    fs::create_dir_all(&zone).unwrap();
-    fs::write(zone.join("name"), "package-0\n").unwrap();
-    fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
-    let energy_file = zone.join("energy_uj");
-    fs::write(&energy_file, "1000000\n").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let helper = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut energy_uj = 1_000_000u64;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(10));
-                energy_uj += 200_000; // 20 W
-                write_in_place(&energy_file, energy_uj);
-            }
-        })
-    };
-
+    let rapl = common::RaplFixture::start(dir.path(), 20.0);
     let csv_path = dir.path().join("out.csv");
-    let sysfs_root = format!(
-        "plugins.rapl.sysfs_root={:?}",
-        dir.path().join("sys").to_str().unwrap()
-    );
     let include = format!("plugins.cgroups.include=[\"*/{tag}-*\"]");
     let agent = common::agent_command()
         .current_dir(dir.path())
@@ -143,7 +119,7 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
             dir.path().join("alumet-config.toml").to_str().unwrap(),
         ])
         .args(["--plugins", "cgroups,rapl,procfs,energy-attribution,csv"])
-        .args(["--set", &sysfs_root])
+        .args(["--set", &rapl.sysfs_root_arg])
         .args(["--set", "plugins.rapl.interface=\"powercap\""])
         .args(["--set", "plugins.rapl.poll_interval=\"100ms\""])
         .args(["--set", "plugins.rapl.flush_interval=\"100ms\""])
@@ -186,8 +162,7 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
     let kernel_b = kernel_cpu_seconds(accounting.version, &dir_of(&accounting.cpu, b.path()));
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = common::sigterm_and_wait(agent);
-    stop.store(true, Ordering::Relaxed);
-    helper.join().unwrap();
+    drop(rapl);
     let b_path = b.path().to_owned();
     a.remove(Duration::from_secs(2)).unwrap();
     b.remove(Duration::from_secs(2)).unwrap();

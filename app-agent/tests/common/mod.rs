@@ -119,3 +119,55 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A powercap tree with one package zone under `<dir>/sys`, whose
+/// `energy_uj` a thread advances every 10 ms at `power_w` (in place, as the
+/// kernel does) until the fixture is dropped.
+pub struct RaplFixture {
+    /// `--set` argument pointing the rapl plugin at the tree.
+    pub sysfs_root_arg: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RaplFixture {
+    /// Creates the tree and starts the thread.
+    pub fn start(dir: &Path, power_w: f64) -> Self {
+        let zone = dir.join("sys/class/powercap/intel-rapl:0");
+        std::fs::create_dir_all(&zone).unwrap();
+        std::fs::write(zone.join("name"), "package-0\n").unwrap();
+        std::fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
+        let energy_file = zone.join("energy_uj");
+        std::fs::write(&energy_file, "1000000\n").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let step_uj = (power_w * 10_000.0) as u64;
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut energy_uj = 1_000_000u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    energy_uj += step_uj;
+                    write_in_place(&energy_file, energy_uj);
+                }
+            })
+        };
+        Self {
+            sysfs_root_arg: format!(
+                "plugins.rapl.sysfs_root={:?}",
+                dir.join("sys").to_str().unwrap()
+            ),
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RaplFixture {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
