@@ -173,34 +173,31 @@ impl DomainReader {
     /// first read, or one after a reset).
     pub fn read_consumed_joules(&mut self) -> io::Result<Option<f64>> {
         let now = Instant::now();
+        let limits = WrapLimits {
+            max_power_w: self.max_power_w,
+            joules_per_unit: self.joules_per_unit,
+        };
+        // One counter (every domain but a multi-socket psys): no allocation.
+        if let [c] = self.candidates.as_mut_slice() {
+            let raw = c.reader.read_raw()?;
+            let elapsed = elapsed_since(&mut self.last_read, now);
+            let reading = c.update(raw, elapsed, limits, &mut self.reset_warned);
+            return Ok(limits.joules(reading));
+        }
+        // Read every candidate first: a failed read leaves all counters as
+        // they were.
         let raws = self
             .candidates
             .iter_mut()
             .map(|c| c.reader.read_raw())
             .collect::<io::Result<Vec<u64>>>()?;
-        let elapsed = self
-            .last_read
-            .replace(now)
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        // f64 to u64 saturates: a huge bound is simply no bound.
-        let max_wrap_units =
-            (elapsed.as_secs_f64() * self.max_power_w / self.joules_per_unit) as u64;
-        let mut readings = Vec::with_capacity(raws.len());
-        for (c, raw) in self.candidates.iter_mut().zip(raws) {
-            let previous = c.counter.previous();
-            let reading = c.counter.update(raw, max_wrap_units);
-            if let (Reading::Reset { implied }, Some(previous)) = (reading, previous) {
-                let what = ResetSeen {
-                    previous,
-                    current: raw,
-                    implied_j: implied as f64 * self.joules_per_unit,
-                    elapsed,
-                    max_power_w: self.max_power_w,
-                };
-                what.log(&c.origin, &mut self.reset_warned);
-            }
-            readings.push(reading);
-        }
+        let elapsed = elapsed_since(&mut self.last_read, now);
+        let readings: Vec<Reading> = self
+            .candidates
+            .iter_mut()
+            .zip(raws)
+            .map(|(c, raw)| c.update(raw, elapsed, limits, &mut self.reset_warned))
+            .collect();
         let chosen = match readings.as_slice() {
             [single] => *single,
             _ => match readings
@@ -221,10 +218,60 @@ impl DomainReader {
                 None => readings.first().copied().unwrap_or(Reading::Primed),
             },
         };
-        Ok(match chosen {
+        Ok(limits.joules(chosen))
+    }
+}
+
+/// The time since `last_read`, which becomes `now` (zero the first time).
+fn elapsed_since(last_read: &mut Option<Instant>, now: Instant) -> Duration {
+    last_read
+        .replace(now)
+        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+}
+
+/// What bounds the energy a wrap may imply, and the counter's unit.
+#[derive(Debug, Clone, Copy)]
+struct WrapLimits {
+    max_power_w: f64,
+    joules_per_unit: f64,
+}
+
+impl WrapLimits {
+    /// The joules a reading reports, if any.
+    fn joules(self, reading: Reading) -> Option<f64> {
+        match reading {
             Reading::Advanced(units) => Some(units as f64 * self.joules_per_unit),
             Reading::Primed | Reading::Reset { .. } => None,
-        })
+        }
+    }
+}
+
+impl Candidate {
+    /// Feeds `raw` to the counter; a wrap may imply at most `elapsed` at
+    /// the limit's power. Logs a reset.
+    fn update(
+        &mut self,
+        raw: u64,
+        elapsed: Duration,
+        limits: WrapLimits,
+        reset_warned: &mut bool,
+    ) -> Reading {
+        // f64 to u64 saturates: a huge bound is simply no bound.
+        let max_wrap_units =
+            (elapsed.as_secs_f64() * limits.max_power_w / limits.joules_per_unit) as u64;
+        let previous = self.counter.previous();
+        let reading = self.counter.update(raw, max_wrap_units);
+        if let (Reading::Reset { implied }, Some(previous)) = (reading, previous) {
+            let what = ResetSeen {
+                previous,
+                current: raw,
+                implied_j: implied as f64 * limits.joules_per_unit,
+                elapsed,
+                max_power_w: limits.max_power_w,
+            };
+            what.log(&self.origin, reset_warned);
+        }
+        reading
     }
 }
 
