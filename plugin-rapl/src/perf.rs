@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::counters::Wrap;
 use crate::domain::Domain;
-use crate::source::{merge_shared_dies, DomainReader, RawEnergyReader};
+use crate::source::{DomainReader, RawEnergyReader};
 use crate::topology;
 
 /// The power PMU directory, relative to the sysfs root.
@@ -359,9 +359,13 @@ pub fn open(
             );
         }
     }
+    // Dies are not merged here as powercap's are: a perf count starts at 0
+    // when the event is opened, so equal values say nothing, and the kernel
+    // gives the PMU one CPU per die only where each die has its own counter
+    // (Intel multi-die parts; AMD's power PMU is per package).
     Ok(OpenedPerf {
         pmu,
-        readers: merge_shared_dies(readers),
+        readers,
         shortest_wrap,
     })
 }

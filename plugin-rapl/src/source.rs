@@ -310,9 +310,10 @@ impl ResetSeen {
 const SHARED_COUNTER_ROUNDS: usize = 3;
 
 /// Keeps one reader per package where the readers of its dies read the same
-/// counter (some kernels give each die, e.g. each AMD CCD, a zone or a CPU in
-/// the PMU's cpumask whose counter is the package's: summing them would
-/// multiply the energy by the number of dies). Dies whose counters agree,
+/// counter (some kernels give each die, e.g. each AMD CCD, a powercap zone
+/// whose counter is the package's: summing them would multiply the energy
+/// by the number of dies). For absolute counters only (powercap's
+/// `energy_uj`): perf counts start at 0 when opened. Dies whose counters agree,
 /// not at 0, in one of three rounds of reads share one; the reader kept has
 /// no `die`. Readers without a die are left as they are.
 pub fn merge_shared_dies(readers: Vec<DomainReader>) -> Vec<DomainReader> {

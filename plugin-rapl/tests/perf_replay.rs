@@ -246,34 +246,19 @@ fn multi_socket_psys_is_opened_on_every_socket_and_the_advancing_one_kept() {
     assert_eq!(psys_cpus, vec![0, 56]);
 }
 
-/// Reading dies that may share a counter: the plugin reads each die's count
-/// up to three times when it opens them (see `source::merge_shared_dies`),
-/// so a die's replay starts with three values of its own before the
-/// priming read and the polls.
-const DISTINCT: [u64; 4] = [11, 12, 13, 14];
-
 #[test]
 fn one_cpu_per_die_gives_one_point_per_die_with_a_die_attribute() {
     let tree = SysfsCopy::of("intel_2socket_2die");
-    let d = |die: usize, prime: u64, poll: u64| -> Vec<u64> {
-        let id = DISTINCT[die];
-        vec![id, id, id, prime, poll]
-    };
-    let streams = [
-        ("energy-pkg", 0, d(0, 0, 10 * PER_J)),
-        ("energy-pkg", 24, d(1, PER_J, 12 * PER_J)),
-        ("energy-pkg", 48, d(2, 0, 12 * PER_J)),
-        ("energy-pkg", 72, d(3, 0, 13 * PER_J)),
-        ("energy-ram", 0, d(0, 0, 2 * PER_J)),
-        ("energy-ram", 24, d(1, PER_J, 3 * PER_J + PER_J / 4)),
-        ("energy-ram", 48, d(2, 0, 2 * PER_J + PER_J / 2)),
-        ("energy-ram", 72, d(3, 0, 2 * PER_J + 3 * PER_J / 4)),
-    ];
-    let streams: Vec<(&str, u32, &[u64])> = streams
-        .iter()
-        .map(|(e, c, v)| (*e, *c, v.as_slice()))
-        .collect();
-    let replay = Arc::new(ReplayPerf::new(&streams));
+    let replay = Arc::new(ReplayPerf::new(&[
+        ("energy-pkg", 0, &[0, 10 * PER_J]),
+        ("energy-pkg", 24, &[PER_J, 12 * PER_J]),
+        ("energy-pkg", 48, &[0, 12 * PER_J]),
+        ("energy-pkg", 72, &[0, 13 * PER_J]),
+        ("energy-ram", 0, &[0, 2 * PER_J]),
+        ("energy-ram", 24, &[PER_J, 3 * PER_J + PER_J / 4]),
+        ("energy-ram", 48, &[0, 2 * PER_J + PER_J / 2]),
+        ("energy-ram", 72, &[0, 2 * PER_J + 3 * PER_J / 4]),
+    ]));
     let config = RaplConfig {
         interface: InterfaceChoice::Perf,
         ..manual_config(tree.root())
@@ -281,57 +266,6 @@ fn one_cpu_per_die_gives_one_point_per_die_with_a_die_attribute() {
     let run = run_plugin(config, backends(replay, Arc::new(StdFileOpener)), 1, |_| {});
     assert_eq!(run.interface, Interface::Perf);
     assert_rows_match(&run.rows_up_to(1), &expected_rows("intel_2socket_2die"));
-}
-
-#[test]
-fn dies_sharing_one_counter_are_read_once() {
-    // Some kernels give each die of a package a CPU in the cpumask while the
-    // counter is the package's: all dies read the same count.
-    let tree = SysfsCopy::of("intel_2socket_2die");
-    let replay = Arc::new(ReplayPerf::new(&[
-        // package 0: the first reads agree (and are not 0): one counter.
-        // Read: once when opened, then priming, then the poll.
-        ("energy-pkg", 0, &[PER_J, PER_J, 11 * PER_J]),
-        ("energy-pkg", 24, &[PER_J, PER_J, 11 * PER_J]),
-        // package 1: 0 on both proves nothing, then they differ: two counters
-        ("energy-pkg", 48, &[0, 5, 7, 0, 12 * PER_J]),
-        ("energy-pkg", 72, &[0, 3, 9, 0, 13 * PER_J]),
-        ("energy-ram", 0, &[5, 5, 5 + 2 * PER_J]),
-        ("energy-ram", 24, &[5, 5, 5 + 2 * PER_J]),
-        ("energy-ram", 48, &[9, 9, 9 + 2 * PER_J]),
-        ("energy-ram", 72, &[9, 9, 9 + 2 * PER_J]),
-    ]));
-    let config = RaplConfig {
-        interface: InterfaceChoice::Perf,
-        ..manual_config(tree.root())
-    };
-    let run = run_plugin(config, backends(replay, Arc::new(StdFileOpener)), 1, |_| {});
-    let mut rows: Vec<(String, String, String, String, f64)> = run.polls[0]
-        .iter()
-        .map(|r| {
-            (
-                r.resource_kind.clone(),
-                r.resource_id.clone(),
-                r.domain.clone(),
-                r.die.clone(),
-                r.energy_j,
-            )
-        })
-        .collect();
-    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let row = |k: &str, id: &str, d: &str, die: &str, e: f64| {
-        (k.to_owned(), id.to_owned(), d.to_owned(), die.to_owned(), e)
-    };
-    assert_eq!(
-        rows,
-        vec![
-            row("cpu_package", "0", "package", "", 10.0),
-            row("cpu_package", "1", "package", "0", 12.0),
-            row("cpu_package", "1", "package", "1", 13.0),
-            row("dram", "0", "dram", "", 2.0),
-            row("dram", "1", "dram", "", 2.0),
-        ]
-    );
 }
 
 #[test]
