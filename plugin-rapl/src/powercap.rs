@@ -225,12 +225,17 @@ struct Placement {
 
 /// The resource of an AMD `core` zone: the core of the package's lead CPU,
 /// whose `MSR_AMD_CORE_ENERGY_STATUS` the driver reads.
-fn amd_core_resource(sysfs_root: &Path, package_id: u32) -> Result<Resource, String> {
-    topology::lead_cpu(sysfs_root, package_id)
+fn amd_core_resource(
+    sysfs_root: &Path,
+    package_id: u32,
+    die_id: Option<u32>,
+) -> Result<Resource, String> {
+    topology::lead_cpu(sysfs_root, package_id, die_id)
         .map(|id| Resource::CpuCore { id })
         .ok_or_else(|| {
             format!(
-                "AMD core zone: it measures one core of package {package_id} (its lead CPU's), but no online CPU of that package is listed under devices/system/cpu"
+                "AMD core zone: it measures one core of package {package_id} (its lead CPU's), but no online CPU of that package{} is listed under devices/system/cpu",
+                die_id.map_or(String::new(), |d| format!(" and die {d}"))
             )
         })
 }
@@ -323,12 +328,14 @@ pub fn discover(sysfs_root: &Path) -> Result<Discovery, PowercapError> {
                     ..
                 }) => match Domain::from_zone_name(&name) {
                     Some(Domain::Core) if vendor == Some(Vendor::Amd) => {
-                        amd_core_resource(sysfs_root, package.id).map(|resource| Placement {
-                            domain: Domain::Core,
-                            package_id: package.id,
-                            die_id: package.die,
-                            resource,
-                            max_power_uw: max_power_uw(&dir).or(package.max_power_uw),
+                        amd_core_resource(sysfs_root, package.id, package.die).map(|resource| {
+                            Placement {
+                                domain: Domain::Core,
+                                package_id: package.id,
+                                die_id: package.die,
+                                resource,
+                                max_power_uw: max_power_uw(&dir).or(package.max_power_uw),
+                            }
                         })
                     }
                     Some(d) if d != Domain::Psys => {

@@ -88,11 +88,11 @@ pub fn read_topology_id(sysfs_root: &Path, cpu: u32, name: &str) -> io::Result<u
     })
 }
 
-/// The lowest-numbered online CPU of package `package_id`: the CPU the
-/// kernel's RAPL driver reads a package's MSRs on (its "lead CPU" when the
-/// package's CPUs came online in order). `None` when no CPU says it
-/// belongs to that package.
-pub fn lead_cpu(sysfs_root: &Path, package_id: u32) -> Option<u32> {
+/// The lowest-numbered online CPU of package `package_id` (and of die
+/// `die_id` when the RAPL zones are per die): the CPU the kernel's RAPL
+/// driver reads the zone's MSRs on (its "lead CPU" when the CPUs came online
+/// in order). `None` when no CPU says it belongs there.
+pub fn lead_cpu(sysfs_root: &Path, package_id: u32, die_id: Option<u32>) -> Option<u32> {
     let dir = sysfs_root.join(CPU_DIR);
     let online = std::fs::read_to_string(dir.join("online"))
         .ok()
@@ -106,6 +106,8 @@ pub fn lead_cpu(sysfs_root: &Path, package_id: u32) -> Option<u32> {
     cpus.sort_unstable();
     cpus.into_iter().find(|&cpu| {
         read_topology_id(sysfs_root, cpu, "physical_package_id").ok() == Some(package_id)
+            && die_id
+                .is_none_or(|die| read_topology_id(sysfs_root, cpu, "die_id").ok() == Some(die))
     })
 }
 

@@ -175,3 +175,37 @@ fn a_counter_reset_is_not_taken_for_a_wrap() {
     // new value; dram is unaffected.
     check_powercap_case("counter_reset");
 }
+
+#[test]
+fn amd_core_zone_is_the_core_of_the_lowest_online_cpu_of_its_package() {
+    let tree = SysfsCopy::of("amd_1socket");
+    // CPU 0 offline: the driver reads the package on CPU 1.
+    std::fs::write(tree.root().join("devices/system/cpu/online"), "1-7\n").unwrap();
+    let found = powercap::discover(tree.root()).unwrap();
+    let core = found
+        .zones
+        .iter()
+        .find(|z| z.domain == Domain::Core)
+        .unwrap();
+    assert_eq!(
+        core.resource,
+        alumet::measurement::Resource::CpuCore { id: 1 }
+    );
+    // Without the vendor the zone is taken for Intel's, with a warning.
+    std::fs::remove_file(tree.root().join("devices/system/cpu/modalias")).unwrap();
+    let found = powercap::discover(tree.root()).unwrap();
+    let core = found
+        .zones
+        .iter()
+        .find(|z| z.domain == Domain::Core)
+        .unwrap();
+    assert_eq!(
+        core.resource,
+        alumet::measurement::Resource::CpuPackage { id: 0 }
+    );
+    assert!(
+        found.notes[0].contains("cannot tell the CPU vendor"),
+        "{:?}",
+        found.notes
+    );
+}
