@@ -28,7 +28,7 @@ fn source_with_processes(n: u32) -> (GpuSource, FakeGpu) {
     });
     let mut registry = MetricRegistry::new();
     let metrics = GpuMetrics::register(|m| registry.register(m)).unwrap();
-    let monitored = MonitoredGpu::open(Box::new(gpu.clone()), true).unwrap();
+    let monitored = MonitoredGpu::open(Box::new(gpu.clone()), true, 0).unwrap();
     (GpuSource::new(monitored, metrics), gpu)
 }
 

@@ -14,6 +14,7 @@
 pub mod energy;
 pub mod metrics;
 pub mod nvml;
+mod processes;
 pub mod source;
 pub mod testing;
 
@@ -159,6 +160,11 @@ pub fn open_gpus(
     config: &NvidiaConfig,
 ) -> Result<Vec<MonitoredGpu>, PluginError> {
     let selectors = config.selectors()?;
+    // NVML's process samples carry the CPU's wall clock in µs: what the
+    // driver buffered before now is not the agent's to report.
+    let samples_since_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let count = backend.device_count().map_err(|e| {
         PluginError::unavailable(format!("NVML cannot count the GPUs: {e}"), DISABLE_HINT)
     })?;
@@ -209,7 +215,7 @@ pub fn open_gpus(
         if !selectors.is_empty() && !selectors.iter().any(|s| s.matches(index, &bus_id)) {
             continue;
         }
-        match MonitoredGpu::open(device, config.per_process) {
+        match MonitoredGpu::open(device, config.per_process, samples_since_us) {
             Ok(gpu) => gpus.push(gpu),
             Err(e) => failed(index, e)?,
         }

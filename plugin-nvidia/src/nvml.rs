@@ -8,8 +8,10 @@
 //! then fails with [`OpenError`].
 //!
 //! Every call returns [`GpuError`], which keeps apart what the plugin must
-//! treat differently: `NotSupported` (skip that metric for good), `NoPermission`,
-//! `GpuLost` (stop polling the device) and any other failure.
+//! treat differently: `NotSupported` (skip that metric for good),
+//! `MissingFunction` (the same, but worth a warning: the driver is older than
+//! the function), `NoPermission`, `GpuLost` (stop polling the device) and any
+//! other failure (retried at the next poll).
 
 use std::sync::OnceLock;
 
@@ -24,6 +26,9 @@ pub enum GpuError {
     /// The device (or this driver) cannot report this value at all.
     #[error("not supported by this device")]
     NotSupported,
+    /// The installed driver's library lacks the function (an older driver).
+    #[error("the installed NVIDIA driver lacks {0}")]
+    MissingFunction(String),
     /// The user may not ask the driver for this value.
     #[error("permission denied by the NVIDIA driver")]
     NoPermission,
@@ -38,11 +43,13 @@ pub enum GpuError {
 impl From<NvmlError> for GpuError {
     fn from(e: NvmlError) -> Self {
         match e {
+            NvmlError::NotSupported => GpuError::NotSupported,
             // A driver too old to have the function cannot report the value
-            // either: skip that metric rather than the whole GPU.
-            NvmlError::NotSupported
-            | NvmlError::FailedToLoadSymbol(_)
-            | NvmlError::FunctionNotFound => GpuError::NotSupported,
+            // either: skip that metric rather than the whole GPU, and say so.
+            NvmlError::FailedToLoadSymbol(symbol) => GpuError::MissingFunction(symbol),
+            NvmlError::FunctionNotFound => {
+                GpuError::MissingFunction("a function this build uses".to_owned())
+            }
             NvmlError::NoPermission => GpuError::NoPermission,
             NvmlError::GpuLost | NvmlError::ResetRequired => GpuError::GpuLost,
             other => GpuError::Failed(other.to_string()),
@@ -168,6 +175,9 @@ pub struct ProcessSample {
 pub trait GpuDevice: Send {
     /// PCI bus id as NVML writes it, e.g. `00000000:3B:00.0`.
     fn pci_bus_id(&self) -> Result<String, GpuError>;
+    /// The device's UUID: `GPU-…` for a GPU, `MIG-…` for a MIG instance
+    /// (stable while the MIG layout is, unlike the slot index).
+    fn uuid(&self) -> Result<String, GpuError>;
     /// Marketing name, e.g. `NVIDIA H100 80GB HBM3` (for logs only).
     fn name(&self) -> Result<String, GpuError>;
     /// Energy consumed since the driver was loaded, in mJ (Volta and newer).
@@ -188,9 +198,14 @@ pub trait GpuDevice: Send {
     fn processes(&self) -> Result<Vec<GpuProcess>, GpuError>;
     /// Per-process samples taken after `since_us` (0: everything the driver holds).
     fn process_samples(&self, since_us: u64) -> Result<Vec<ProcessSample>, GpuError>;
-    /// The MIG instances of this GPU, when MIG mode is on; empty otherwise.
-    fn mig_instances(&self) -> Result<Vec<Box<dyn GpuDevice>>, GpuError> {
-        Ok(Vec::new())
+    /// The number of MIG device slots of this GPU when MIG mode is on; 0 otherwise.
+    fn mig_slot_count(&self) -> Result<u32, GpuError> {
+        Ok(0)
+    }
+    /// The MIG instance in slot `slot`; `None` for an empty slot.
+    fn mig_instance(&self, slot: u32) -> Result<Option<Box<dyn GpuDevice>>, GpuError> {
+        let _ = slot;
+        Ok(None)
     }
 }
 
@@ -250,6 +265,10 @@ impl GpuDevice for NvmlDevice {
 
     fn name(&self) -> Result<String, GpuError> {
         Ok(self.device.name()?)
+    }
+
+    fn uuid(&self) -> Result<String, GpuError> {
+        Ok(self.device.uuid()?)
     }
 
     fn total_energy_mj(&self) -> Result<u64, GpuError> {
@@ -328,23 +347,23 @@ impl GpuDevice for NvmlDevice {
         }
     }
 
-    fn mig_instances(&self) -> Result<Vec<Box<dyn GpuDevice>>, GpuError> {
+    fn mig_slot_count(&self) -> Result<u32, GpuError> {
         match self.device.mig_mode() {
             Ok(mode) if mode.current == MIG_ENABLED => {}
-            Ok(_) | Err(NvmlError::NotSupported) => return Ok(Vec::new()),
+            Ok(_) | Err(NvmlError::NotSupported) => return Ok(0),
             Err(e) => return Err(e.into()),
         }
-        // The count is the number of slots; empty slots answer NOT_FOUND.
-        let slots = self.device.mig_device_count()?;
-        let mut instances: Vec<Box<dyn GpuDevice>> = Vec::new();
-        for slot in 0..slots {
-            match self.device.mig_device_by_index(slot) {
-                Ok(device) => instances.push(Box::new(NvmlDevice { device })),
-                Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => {}
-                Err(e) => return Err(e.into()),
-            }
+        Ok(self.device.mig_device_count()?)
+    }
+
+    fn mig_instance(&self, slot: u32) -> Result<Option<Box<dyn GpuDevice>>, GpuError> {
+        // The count is the number of slots; empty slots answer NOT_FOUND
+        // (or INVALID_ARGUMENT on some drivers).
+        match self.device.mig_device_by_index(slot) {
+            Ok(device) => Ok(Some(Box::new(NvmlDevice { device }))),
+            Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(instances)
     }
 }
 
@@ -402,7 +421,7 @@ mod tests {
         assert_eq!(GpuError::from(NvmlError::GpuLost), GpuError::GpuLost);
         assert_eq!(
             GpuError::from(NvmlError::FailedToLoadSymbol("nvmlDeviceGetX".into())),
-            GpuError::NotSupported
+            GpuError::MissingFunction("nvmlDeviceGetX".into())
         );
         assert!(matches!(
             GpuError::from(NvmlError::Unknown),

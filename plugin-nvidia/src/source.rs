@@ -6,8 +6,6 @@
 //! left and turns it into points; energy comes from the driver's counter when
 //! there is one, else from power integrated over the poll timestamps.
 
-use std::collections::BTreeMap;
-
 use alumet::measurement::{
     MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource, ResourceConsumer, Timestamp,
 };
@@ -16,7 +14,8 @@ use alumet::pipeline::{PollError, Source};
 
 use crate::energy::{EnergyCounter, PowerIntegrator};
 use crate::metrics::GpuMetrics;
-use crate::nvml::{normalize_bus_id, ClockDomain, GpuDevice, GpuError, GpuProcess};
+use crate::nvml::{normalize_bus_id, ClockDomain, GpuDevice, GpuError};
+use crate::processes::ProcessTracker;
 
 /// What a device answered when probed: `true` means read it at every poll.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,63 +50,89 @@ enum EnergyMethod {
     Unavailable,
 }
 
+/// A whole GPU, or one of its MIG instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetKind {
+    Gpu,
+    /// NVML supports memory and processes on a MIG device handle; energy,
+    /// power, clocks and the rest are the parent GPU's (and would be counted
+    /// once per instance).
+    MigInstance,
+}
+
 /// One device or MIG instance, as probed.
 struct Target {
     device: Box<dyn GpuDevice>,
     resource: Resource,
     features: Features,
     energy: EnergyMethod,
-    /// Driver timestamp (µs) of the newest process sample already reported.
-    last_sample_us: u64,
+    /// What the process sampling remembers between polls.
+    processes: ProcessTracker,
 }
 
-/// What a probe call taught us: use the feature, skip it, or give up on the device.
+/// What a probe call taught us: read the value at each poll (`true`), skip
+/// it for good (`false`), or give up on the device (`GpuLost`). A failure
+/// other than these (`Unknown`, `InsufficientSize` when the sample count
+/// changed between NVML's two calls...) is retried at each poll: one
+/// optional value must not cost the whole GPU.
 fn probe<T>(
     resource: &Resource,
     what: &str,
     result: Result<T, GpuError>,
-) -> Result<Option<T>, GpuError> {
+) -> Result<bool, GpuError> {
     match result {
-        Ok(v) => Ok(Some(v)),
+        Ok(_) => Ok(true),
         Err(GpuError::NotSupported) => {
             log::debug!("{resource}: {what} is not supported; not reported");
-            Ok(None)
+            Ok(false)
+        }
+        Err(e @ GpuError::MissingFunction(_)) => {
+            log::warn!("{resource}: {what} not reported: {e} (a newer driver has it)");
+            Ok(false)
         }
         Err(GpuError::NoPermission) => {
             log::warn!("{resource}: no permission to read {what}; not reported");
-            Ok(None)
+            Ok(false)
         }
-        Err(e) => Err(e),
+        Err(GpuError::GpuLost) => Err(GpuError::GpuLost),
+        Err(e @ GpuError::Failed(_)) => {
+            log::warn!(
+                "{resource}: reading {what} failed at start ({e}); tried again at each poll"
+            );
+            Ok(true)
+        }
     }
 }
 
 impl Target {
+    /// Probes what `device` supports. `samples_since_us` is the agent's
+    /// start in the driver's clock: older process samples are never reported.
     fn probe(
         device: Box<dyn GpuDevice>,
         resource: Resource,
+        kind: TargetKind,
         per_process: bool,
+        samples_since_us: u64,
     ) -> Result<Self, GpuError> {
         let r = &resource;
-        let mut f = Features {
-            energy_counter: probe(r, "the energy counter", device.total_energy_mj())?.is_some(),
-            power: probe(r, "power", device.power_mw())?.is_some(),
-            temperature: probe(r, "temperature", device.temperature_c())?.is_some(),
-            utilization: probe(r, "utilization", device.utilization())?.is_some(),
-            memory: probe(r, "memory usage", device.memory())?.is_some(),
-            sm_clock: probe(r, "the SM clock", device.clock_mhz(ClockDomain::Sm))?.is_some(),
-            memory_clock: probe(r, "the memory clock", device.clock_mhz(ClockDomain::Memory))?
-                .is_some(),
-            throttle_reasons: probe(r, "throttle reasons", device.throttle_reasons())?.is_some(),
-            ..Features::default()
-        };
-        let mut last_sample_us = 0;
+        let mut f = Features::default();
+        if kind == TargetKind::Gpu {
+            f.energy_counter = probe(r, "the energy counter", device.total_energy_mj())?;
+            f.power = probe(r, "power", device.power_mw())?;
+            f.temperature = probe(r, "temperature", device.temperature_c())?;
+            f.utilization = probe(r, "utilization", device.utilization())?;
+        }
+        f.memory = probe(r, "memory usage", device.memory())?;
+        if kind == TargetKind::Gpu {
+            f.sm_clock = probe(r, "the SM clock", device.clock_mhz(ClockDomain::Sm))?;
+            f.memory_clock = probe(r, "the memory clock", device.clock_mhz(ClockDomain::Memory))?;
+            f.throttle_reasons = probe(r, "throttle reasons", device.throttle_reasons())?;
+        }
         if per_process {
-            f.processes = probe(r, "the process list", device.processes())?.is_some();
-            // Starting from the newest buffered sample keeps the first poll
-            // from reporting activity older than the agent.
-            if let Some(samples) = probe(r, "process utilization", device.process_samples(0))? {
-                f.process_samples = true;
-                last_sample_us = samples.iter().map(|s| s.timestamp_us).max().unwrap_or(0);
+            f.processes = probe(r, "the process list", device.processes())?;
+            if kind == TargetKind::Gpu {
+                let samples = device.process_samples(samples_since_us);
+                f.process_samples = probe(r, "process utilization", samples)?;
             }
         }
         let energy = if f.energy_counter {
@@ -116,7 +141,11 @@ impl Target {
             log::debug!("{resource}: energy will be integrated from power (estimated=true)");
             EnergyMethod::PowerIntegration(PowerIntegrator::new())
         } else {
-            log::debug!("{resource}: neither energy nor power is supported; no energy reported");
+            if kind == TargetKind::Gpu {
+                log::debug!(
+                    "{resource}: neither energy nor power is supported; no energy reported"
+                );
+            }
             EnergyMethod::Unavailable
         };
         Ok(Self {
@@ -124,7 +153,7 @@ impl Target {
             resource,
             features: f,
             energy,
-            last_sample_us,
+            processes: ProcessTracker::new(samples_since_us),
         })
     }
 }
@@ -138,37 +167,47 @@ pub struct MonitoredGpu {
 
 impl MonitoredGpu {
     /// Probes `device` and its MIG instances. Fails when the device cannot
-    /// even tell its bus id, or answers a probe with an error other than
-    /// `NotSupported`/`NoPermission` (it is then unusable).
+    /// even tell its bus id, or is lost; a value it fails to give at start
+    /// is asked again at each poll.
+    ///
+    /// `samples_since_us` is the agent's start in the driver's µs clock
+    /// (process samples older than that are the driver's old buffer and
+    /// are never reported).
     ///
     /// With MIG on, processes are reported per instance only (the parent
-    /// would list the same processes again).
-    pub fn open(device: Box<dyn GpuDevice>, per_process: bool) -> Result<Self, GpuError> {
+    /// would list the same processes again), instances report memory and
+    /// processes only, and each is named by its MIG UUID.
+    pub fn open(
+        device: Box<dyn GpuDevice>,
+        per_process: bool,
+        samples_since_us: u64,
+    ) -> Result<Self, GpuError> {
         let bus_id = normalize_bus_id(&device.pci_bus_id()?);
         let name = device.name().unwrap_or_else(|_| "unknown model".to_owned());
-        let instances = match device.mig_instances() {
-            Ok(list) => list,
-            Err(GpuError::NotSupported) => Vec::new(),
-            Err(e) => {
-                log::warn!("GPU {bus_id}: cannot list its MIG instances ({e}); reporting the whole GPU only");
-                Vec::new()
-            }
-        };
+        let instances = mig_instances(device.as_ref(), &bus_id);
         let parent_per_process = per_process && instances.is_empty();
         let parent = Target::probe(
             device,
             Resource::Gpu {
                 bus_id: bus_id.clone().into(),
             },
+            TargetKind::Gpu,
             parent_per_process,
+            samples_since_us,
         )?;
         let mut targets = vec![parent];
-        for (i, instance) in instances.into_iter().enumerate() {
+        for (uuid, instance) in instances {
             let resource = Resource::Gpu {
-                bus_id: format!("{bus_id}/mig{i}").into(),
+                bus_id: format!("{bus_id}/{uuid}").into(),
             };
             let shown = resource.to_string();
-            match Target::probe(instance, resource, per_process) {
+            match Target::probe(
+                instance,
+                resource,
+                TargetKind::MigInstance,
+                per_process,
+                samples_since_us,
+            ) {
                 Ok(t) => targets.push(t),
                 Err(e) => log::warn!("{shown}: MIG instance skipped ({e})"),
             }
@@ -199,6 +238,51 @@ impl MonitoredGpu {
     pub fn mig_instance_count(&self) -> usize {
         self.targets.len().saturating_sub(1)
     }
+
+    /// The resource ids of the MIG instances reported (`<bus id>/MIG-…`).
+    pub fn mig_instance_ids(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .skip(1)
+            .map(|t| t.resource.id().into_owned())
+            .collect()
+    }
+}
+
+/// The MIG instances of `device` with their UUIDs. A slot that fails
+/// (`NoPermission` in a container that sees only some instances, ...) is
+/// skipped with a warning; the others are kept. An instance without a UUID
+/// is skipped too: a slot index is not a stable name (it changes when the
+/// layout does).
+fn mig_instances(device: &dyn GpuDevice, bus_id: &str) -> Vec<(String, Box<dyn GpuDevice>)> {
+    let slots = match device.mig_slot_count() {
+        Ok(n) => n,
+        Err(GpuError::NotSupported) => 0,
+        Err(e) => {
+            log::warn!(
+                "GPU {bus_id}: cannot list its MIG instances ({e}); reporting the whole GPU only"
+            );
+            0
+        }
+    };
+    let mut instances = Vec::new();
+    for slot in 0..slots {
+        let instance = match device.mig_instance(slot) {
+            Ok(Some(instance)) => instance,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("GPU {bus_id}: MIG slot {slot} skipped ({e})");
+                continue;
+            }
+        };
+        match instance.uuid() {
+            Ok(uuid) => instances.push((uuid, instance)),
+            Err(e) => log::warn!(
+                "GPU {bus_id}: the MIG instance in slot {slot} has no UUID ({e}); skipped, its slot number would not name it reliably"
+            ),
+        }
+    }
+    instances
 }
 
 /// The failures of one poll, summarised into one error.
@@ -246,8 +330,8 @@ fn read<T>(
 ) -> Option<T> {
     match result {
         Ok(v) => Some(v),
-        Err(GpuError::NotSupported) => {
-            log::warn!("{resource}: {what} is not supported any more; no longer reported");
+        Err(e @ (GpuError::NotSupported | GpuError::MissingFunction(_))) => {
+            log::warn!("{resource}: {what}: {e} any more; no longer reported");
             *enabled = false;
             None
         }
@@ -378,8 +462,8 @@ fn poll_target(
     } else {
         None
     };
-    let sm_by_pid = if f.process_samples {
-        let r = device.process_samples(t.last_sample_us);
+    let samples = if f.process_samples {
+        let r = device.process_samples(t.processes.newest_sample_us());
         read(
             &mut f.process_samples,
             resource,
@@ -387,52 +471,10 @@ fn poll_target(
             r,
             failures,
         )
-        .map(|samples| mean_sm_by_pid(&samples, &mut t.last_sample_us))
     } else {
         None
     };
-    push_processes(
-        into,
-        m,
-        resource,
-        timestamp,
-        processes.as_deref(),
-        sm_by_pid,
-    );
-}
-
-/// Mean SM utilisation of each pid over the samples newer than
-/// `last_sample_us`, which moves to the newest sample.
-fn mean_sm_by_pid(
-    samples: &[crate::nvml::ProcessSample],
-    last_sample_us: &mut u64,
-) -> BTreeMap<u32, f64> {
-    let mut sums: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-    let mut newest = *last_sample_us;
-    for s in samples.iter().filter(|s| s.timestamp_us > *last_sample_us) {
-        let e = sums.entry(s.pid).or_default();
-        e.0 += u64::from(s.sm_percent);
-        e.1 += 1;
-        newest = newest.max(s.timestamp_us);
-    }
-    *last_sample_us = newest;
-    sums.into_iter()
-        .map(|(pid, (sum, n))| (pid, sum as f64 / n as f64))
-        .collect()
-}
-
-/// Per-process points: memory for each listed process; SM utilisation for
-/// each listed process (0 when the driver has no sample of it: it only
-/// samples processes that were active) and for each sampled process that has
-/// already exited (it used the GPU during the interval).
-fn push_processes(
-    into: &mut MeasurementBuffer,
-    m: &GpuMetrics,
-    resource: &Resource,
-    timestamp: Timestamp,
-    processes: Option<&[GpuProcess]>,
-    mut sm_by_pid: Option<BTreeMap<u32, f64>>,
-) {
+    let list_known = f.processes;
     let point = |metric: MetricId, pid: u32, value: MeasurementValue| {
         MeasurementPoint::new(
             timestamp,
@@ -442,42 +484,25 @@ fn push_processes(
             value,
         )
     };
-    for p in processes.unwrap_or_default() {
+    let mut sm_by_pid = samples
+        .map(|samples| {
+            t.processes
+                .take_samples(&samples, processes.as_deref(), list_known)
+        })
+        .unwrap_or_default();
+    t.processes.remember(processes.as_deref());
+    // Memory for each listed process, SM utilisation for those with new
+    // samples, then for processes listed at the previous poll that exited
+    // after their last samples.
+    for p in processes.as_deref().unwrap_or_default() {
         if let Some(bytes) = p.used_memory_bytes {
             into.push(point(m.process_memory_used, p.pid, bytes.into()));
         }
-        if let Some(sm) = sm_by_pid.as_mut() {
-            let percent = sm.remove(&p.pid).unwrap_or(0.0);
+        if let Some(percent) = sm_by_pid.remove(&p.pid) {
             into.push(point(m.process_sm_utilization, p.pid, percent.into()));
         }
     }
-    for (pid, percent) in sm_by_pid.unwrap_or_default() {
+    for (pid, percent) in sm_by_pid {
         into.push(point(m.process_sm_utilization, pid, percent.into()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::nvml::ProcessSample;
-
-    #[test]
-    fn sm_utilisation_is_averaged_over_new_samples_only() {
-        let s = |pid, timestamp_us, sm_percent| ProcessSample {
-            pid,
-            timestamp_us,
-            sm_percent,
-        };
-        let mut last = 100;
-        let means = mean_sm_by_pid(
-            &[s(1, 90, 99), s(1, 110, 20), s(1, 120, 40), s(2, 130, 5)],
-            &mut last,
-        );
-        assert_eq!(means.get(&1), Some(&30.0));
-        assert_eq!(means.get(&2), Some(&5.0));
-        assert_eq!(last, 130);
-        let means = mean_sm_by_pid(&[], &mut last);
-        assert!(means.is_empty());
-        assert_eq!(last, 130);
     }
 }

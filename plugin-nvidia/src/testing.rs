@@ -34,6 +34,8 @@ pub struct FakeGpuState {
     pub bus_id: Result<String, GpuError>,
     /// Answer of `name`.
     pub name: String,
+    /// Answer of `uuid`.
+    pub uuid: Result<String, GpuError>,
     /// Answer of `total_energy_mj`.
     pub total_energy_mj: Result<u64, GpuError>,
     /// Answer of `power_mw`.
@@ -55,8 +57,9 @@ pub struct FakeGpuState {
     /// Every sample the "driver" holds; `process_samples(since)` answers
     /// those newer than `since`, as NVML does.
     pub process_samples: Result<Vec<ProcessSample>, GpuError>,
-    /// MIG instances (empty: MIG off).
-    pub mig_instances: Vec<FakeGpu>,
+    /// MIG slots (empty: MIG off): an instance, an empty slot (`Ok(None)`),
+    /// or the error the driver answers for that slot.
+    pub mig_slots: Vec<Result<Option<FakeGpu>, GpuError>>,
 }
 
 impl FakeGpuState {
@@ -65,6 +68,7 @@ impl FakeGpuState {
         Self {
             bus_id: Ok(bus_id.to_owned()),
             name: "Fake GPU".to_owned(),
+            uuid: Ok(format!("GPU-fake-{}", bus_id.to_ascii_lowercase())),
             total_energy_mj: Ok(0),
             power_mw: Ok(50_000),
             temperature_c: Ok(40),
@@ -81,7 +85,7 @@ impl FakeGpuState {
             throttle_reasons: Ok(1),
             processes: Ok(Vec::new()),
             process_samples: Ok(Vec::new()),
-            mig_instances: Vec::new(),
+            mig_slots: Vec::new(),
         }
     }
 }
@@ -102,6 +106,16 @@ impl FakeGpu {
     /// An idle GPU with bus id `bus_id` as NVML would write it (see [`FakeGpuState::idle`]).
     pub fn new(bus_id: &str) -> Self {
         Self::from_state(FakeGpuState::idle(bus_id))
+    }
+
+    /// A MIG instance of the GPU at `bus_id` with UUID `uuid` (`MIG-…`).
+    /// Like a real MIG device handle it answers everything the parent does
+    /// (NVML returns the parent's power, for instance): what the plugin
+    /// asks an instance is the plugin's choice.
+    pub fn mig_instance(bus_id: &str, uuid: &str) -> Self {
+        let gpu = Self::new(bus_id);
+        gpu.update(|s| s.uuid = Ok(uuid.to_owned()));
+        gpu
     }
 
     /// A GPU answering `state`.
@@ -147,6 +161,9 @@ impl GpuDevice for FakeGpu {
     fn name(&self) -> Result<String, GpuError> {
         self.answer("name", |s| Ok(s.name.clone()))
     }
+    fn uuid(&self) -> Result<String, GpuError> {
+        self.answer("uuid", |s| s.uuid.clone())
+    }
     fn total_energy_mj(&self) -> Result<u64, GpuError> {
         self.answer("total_energy_mj", |s| s.total_energy_mj.clone())
     }
@@ -183,12 +200,16 @@ impl GpuDevice for FakeGpu {
             })
         })
     }
-    fn mig_instances(&self) -> Result<Vec<Box<dyn GpuDevice>>, GpuError> {
-        self.answer("mig_instances", |s| {
-            Ok(s.mig_instances
-                .iter()
-                .map(|g| Box::new(g.clone()) as Box<dyn GpuDevice>)
-                .collect())
+    fn mig_slot_count(&self) -> Result<u32, GpuError> {
+        self.answer("mig_slot_count", |s| {
+            Ok(u32::try_from(s.mig_slots.len()).unwrap_or(u32::MAX))
+        })
+    }
+    fn mig_instance(&self, slot: u32) -> Result<Option<Box<dyn GpuDevice>>, GpuError> {
+        self.answer("mig_instance", |s| match s.mig_slots.get(slot as usize) {
+            Some(Ok(Some(g))) => Ok(Some(Box::new(g.clone()) as Box<dyn GpuDevice>)),
+            Some(Ok(None)) | None => Ok(None),
+            Some(Err(e)) => Err(e.clone()),
         })
     }
 }

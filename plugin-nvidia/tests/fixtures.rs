@@ -7,6 +7,8 @@
 //!
 //! `script.toml`:
 //! - `bus_id` (as NVML writes it), `per_process` (default true),
+//!   `start_us` (the agent's start in the driver's µs clock, default 0: older
+//!   process samples are never reported),
 //!   `not_supported` (names of [`FakeGpuState`] fields that answer NotSupported);
 //! - `[[poll]]` with `t_ms` and any of: `total_energy_mj`, `power_mw`,
 //!   `temperature_c`, `gpu_percent`, `memory_percent`, `memory_used`,
@@ -35,6 +37,8 @@ struct Script {
     bus_id: String,
     #[serde(default = "yes")]
     per_process: bool,
+    #[serde(default)]
+    start_us: u64,
     #[serde(default)]
     not_supported: Vec<String>,
     poll: Vec<Poll>,
@@ -189,7 +193,9 @@ fn run_case(case: &str) -> (String, Vec<String>) {
         update_values(&mut values, &mut samples, poll);
         gpu.update(|s| apply(s, &values, &script.not_supported, &poll.fail));
         let source = source.get_or_insert_with(|| {
-            let monitored = MonitoredGpu::open(Box::new(gpu.clone()), script.per_process).unwrap();
+            let monitored =
+                MonitoredGpu::open(Box::new(gpu.clone()), script.per_process, script.start_us)
+                    .unwrap();
             GpuSource::new(monitored, metrics)
         });
         let mut buffer = MeasurementBuffer::new();
@@ -253,6 +259,12 @@ fn power_is_integrated_with_the_trapezoid_rule_when_the_counter_is_not_supported
 #[test]
 fn processes_appear_and_vanish() {
     let errors = check_case("process_churn");
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn process_samples_are_reported_when_new_for_running_pids_and_in_range() {
+    let errors = check_case("process_sampling");
     assert!(errors.is_empty(), "{errors:?}");
 }
 

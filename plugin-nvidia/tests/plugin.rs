@@ -153,8 +153,10 @@ fn a_metric_the_device_does_not_support_is_skipped_and_not_asked_again() {
 #[test]
 fn a_device_that_fails_at_start_is_skipped_by_default() {
     let good = FakeGpu::new(BUS_B);
+    // Only a failing handle, bus id or a lost GPU fails a device (an
+    // optional value that fails at start is retried at each poll).
     let bad_probe = FakeGpu::new(BUS_A);
-    bad_probe.update(|s| s.power_mw = Err(GpuError::Failed("Unknown Error".into())));
+    bad_probe.update(|s| s.power_mw = Err(GpuError::GpuLost));
     let backend = FakeBackend::new()
         .with_failing_device(GpuError::Failed("insufficient power".into()))
         .with_gpu(bad_probe)
@@ -263,7 +265,8 @@ fn a_process_that_appears_and_vanishes_is_reported_while_it_runs() {
                 }]);
                 s.process_samples = Ok(vec![ProcessSample {
                     pid: 4242,
-                    timestamp_us: 1_000,
+                    // after the agent started (the driver's clock is the CPU's)
+                    timestamp_us: now_us() + 1_000,
                     sm_percent: 88,
                 }]);
             })
@@ -297,15 +300,14 @@ fn per_process_off_makes_no_process_call() {
 }
 
 #[test]
-fn mig_instances_are_reported_separately_and_own_the_processes() {
+fn mig_instances_report_memory_and_processes_by_uuid_and_a_failing_slot_skips_only_itself() {
     let parent = FakeGpu::new(BUS_A);
-    let instance = |pid: u32| {
-        let g = FakeGpu::new(BUS_A);
+    // Like real MIG device handles, the instances answer energy and power
+    // too (the parent's): counting them would count the GPU three times.
+    let instance = |uuid: &str, pid: u32| {
+        let g = FakeGpu::mig_instance(BUS_A, uuid);
         g.update(|s| {
-            // What an instance cannot report on its own.
-            s.total_energy_mj = Err(GpuError::NotSupported);
-            s.power_mw = Err(GpuError::NotSupported);
-            s.temperature_c = Err(GpuError::NotSupported);
+            s.total_energy_mj = Ok(1_000_000);
             s.processes = Ok(vec![GpuProcess {
                 pid,
                 used_memory_bytes: Some(1 << 20),
@@ -313,19 +315,39 @@ fn mig_instances_are_reported_separately_and_own_the_processes() {
         });
         g
     };
+    let a = instance("MIG-5c2f0c2e-7b1a-5d0e-9b1e-2a8f7c9d0e11", 11);
+    let b = instance("MIG-9a1b2c3d-4e5f-5a6b-8c7d-0e1f2a3b4c5d", 22);
     parent.update(|s| {
-        s.mig_instances = vec![instance(11), instance(22)];
+        s.mig_slots = vec![
+            // a container that sees only some instances
+            Err(GpuError::NoPermission),
+            Ok(Some(a.clone())),
+            Ok(None),
+            Ok(Some(b.clone())),
+        ];
         s.processes = Ok(vec![GpuProcess {
             pid: 11,
             used_memory_bytes: Some(1 << 20),
         }]);
     });
-    let result = run(manual(), FakeBackend::new().with_gpu(parent.clone()), &[]).unwrap();
+    let set_energy = |mj: u64| {
+        let parent = parent.clone();
+        move || parent.update(|s| s.total_energy_mj = Ok(mj))
+    };
+    let steps: [&dyn Fn(); 2] = [&set_energy(1_000), &set_energy(3_000)];
+    let result = run(
+        manual(),
+        FakeBackend::new().with_gpu(parent.clone()),
+        &steps,
+    )
+    .unwrap();
     assert_eq!(
         parent.calls("processes"),
         0,
         "the parent's list would repeat the instances'"
     );
+    let a_id = "0000:3b:00.0/MIG-5c2f0c2e-7b1a-5d0e-9b1e-2a8f7c9d0e11";
+    let b_id = "0000:3b:00.0/MIG-9a1b2c3d-4e5f-5a6b-8c7d-0e1f2a3b4c5d";
     let memory: Vec<(Resource, ResourceConsumer)> = result
         .points_of("gpu_process_memory_used")
         .iter()
@@ -334,21 +356,50 @@ fn mig_instances_are_reported_separately_and_own_the_processes() {
     assert_eq!(
         memory[..2],
         [
-            (
-                gpu_resource("0000:3b:00.0/mig0"),
-                ResourceConsumer::Process { pid: 11 }
-            ),
-            (
-                gpu_resource("0000:3b:00.0/mig1"),
-                ResourceConsumer::Process { pid: 22 }
-            ),
+            (gpu_resource(a_id), ResourceConsumer::Process { pid: 11 }),
+            (gpu_resource(b_id), ResourceConsumer::Process { pid: 22 }),
         ]
     );
-    assert!(result
-        .points_of("gpu_power")
+    let instance_memory: Vec<Resource> = result
+        .points_of("gpu_memory_used")
         .iter()
-        .all(|p| p.resource == gpu_resource("0000:3b:00.0")));
+        .map(|p| p.resource.clone())
+        .collect();
+    assert!(instance_memory.contains(&gpu_resource(a_id)));
+    assert!(instance_memory.contains(&gpu_resource(b_id)));
+    for metric in [
+        "gpu_power",
+        "gpu_consumed_energy",
+        "gpu_temperature",
+        "gpu_sm_clock",
+        "gpu_utilization",
+    ] {
+        let points = result.points_of(metric);
+        assert!(!points.is_empty(), "{metric}");
+        assert!(
+            points
+                .iter()
+                .all(|p| p.resource == gpu_resource("0000:3b:00.0")),
+            "{metric} only for the whole GPU"
+        );
+    }
+    assert_eq!(values(&result.points_of("gpu_consumed_energy")), vec![2.0]);
+    for g in [&a, &b] {
+        assert_eq!(g.calls("total_energy_mj"), 0);
+        assert_eq!(g.calls("power_mw"), 0);
+    }
     assert_eq!(result.stats.sources.len(), 1, "one source per physical GPU");
+}
+
+#[test]
+fn a_mig_instance_without_uuid_is_skipped_not_named_by_its_slot() {
+    let parent = FakeGpu::new(BUS_A);
+    let nameless = FakeGpu::mig_instance(BUS_A, "unused");
+    nameless.update(|s| s.uuid = Err(GpuError::Failed("Unknown Error".into())));
+    let named = FakeGpu::mig_instance(BUS_A, "MIG-0001");
+    parent.update(|s| s.mig_slots = vec![Ok(Some(nameless)), Ok(Some(named))]);
+    let gpus = plugin_nvidia::open_gpus(&FakeBackend::new().with_gpu(parent), &manual()).unwrap();
+    assert_eq!(gpus[0].mig_instance_ids(), vec!["0000:3b:00.0/MIG-0001"]);
 }
 
 #[test]
@@ -429,4 +480,77 @@ fn an_unreadable_gpu_that_devices_may_not_select_does_not_stop_the_plugin() {
     };
     let result = run(config, backend, &[]).unwrap();
     assert!(!result.points.is_empty());
+}
+
+/// The driver's µs clock now (NVML process samples carry CPU timestamps).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[test]
+fn an_optional_read_failing_at_start_is_retried_at_each_poll_and_keeps_the_gpu() {
+    // The sample count changed between NVML's two calls (InsufficientSize),
+    // throttle reasons answered Unknown: the GPU stays, both are asked again.
+    let gpu = FakeGpu::new(BUS_A);
+    let start = now_us();
+    gpu.update(|s| {
+        s.process_samples = Err(GpuError::Failed("Insufficient Size".into()));
+        s.throttle_reasons = Err(GpuError::Failed("Unknown Error".into()));
+        s.processes = Ok(vec![GpuProcess {
+            pid: 7,
+            used_memory_bytes: Some(1 << 20),
+        }]);
+    });
+    let backend = FakeBackend::new().with_gpu(gpu.clone());
+    let recover = {
+        let gpu = gpu.clone();
+        move || {
+            gpu.update(|s| {
+                s.throttle_reasons = Ok(4);
+                s.process_samples = Ok(vec![
+                    // from the driver's buffer, before the agent started
+                    ProcessSample {
+                        pid: 7,
+                        timestamp_us: start - 5_000_000,
+                        sm_percent: 99,
+                    },
+                    ProcessSample {
+                        pid: 7,
+                        timestamp_us: start + 60_000_000,
+                        sm_percent: 42,
+                    },
+                ]);
+            })
+        }
+    };
+    let noop = || {};
+    let result = run(manual(), backend, &[&noop, &recover, &noop]).unwrap();
+    assert_eq!(
+        values(&result.points_of("gpu_throttle_reasons")),
+        vec![4.0, 4.0]
+    );
+    // Only the sample newer than the agent's start.
+    assert_eq!(
+        values(&result.points_of("gpu_process_sm_utilization")),
+        vec![42.0]
+    );
+    assert!(gpu.calls("throttle_reasons") >= 3);
+}
+
+#[test]
+fn a_gpu_lost_at_start_is_a_failed_device() {
+    let lost = FakeGpu::new(BUS_A);
+    lost.update(|s| s.temperature_c = Err(GpuError::GpuLost));
+    let backend = FakeBackend::new()
+        .with_gpu(lost)
+        .with_gpu(FakeGpu::new(BUS_B));
+    let result = run(manual(), backend, &[]).unwrap();
+    assert!(result
+        .points_of("gpu_power")
+        .iter()
+        .all(|p| p.resource == gpu_resource("0000:af:00.0")));
+    assert_eq!(result.stats.sources.len(), 1);
 }

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod perf;
 pub mod powercap;
 pub mod source;
+pub mod topology;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,6 +117,21 @@ impl RaplConfig {
     fn max_power_uw_bound(&self) -> u64 {
         (self.max_power_w_bound * 1e6) as u64
     }
+
+    /// The same configuration with `sysfs_root` made absolute (against the
+    /// current directory): perf-event2 reads a relative PMU path under
+    /// `/sys/bus/event_source/devices`, which would silently read the
+    /// wrong files.
+    pub fn with_absolute_root(mut self) -> Result<Self, ConfigError> {
+        if self.sysfs_root.is_relative() {
+            self.sysfs_root =
+                std::path::absolute(&self.sysfs_root).map_err(|e| ConfigError::Invalid {
+                    key: "sysfs_root".into(),
+                    reason: format!("cannot make {} absolute: {e}", self.sysfs_root.display()),
+                })?;
+        }
+        Ok(self)
+    }
 }
 
 /// The boundaries to the outside world: how counters and files are opened.
@@ -151,8 +167,8 @@ pub struct Probe {
     pub interface: Interface,
     /// One reader per domain and package.
     pub readers: Vec<DomainReader>,
-    /// The shortest time a counter can take to wrap (powercap only: perf
-    /// counters are extended to 64 bits by the kernel).
+    /// The shortest time a counter can take to wrap (perf: its 64-bit
+    /// count, months at server power).
     pub shortest_wrap: Option<Duration>,
     /// Warnings to show (zones skipped, why perf was not used).
     pub warnings: Vec<String>,
@@ -182,7 +198,7 @@ const NO_RAPL_FIX: &str = "this CPU or kernel does not expose RAPL, as in most v
 /// powercap), or explains in one line why none can be read.
 pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginError> {
     let root = &config.sysfs_root;
-    let try_perf = || perf::open(root, backends.perf.as_ref());
+    let try_perf = || perf::open(root, backends.perf.as_ref(), config.max_power_w_bound);
     let try_powercap =
         || powercap::open(root, backends.files.as_ref(), config.max_power_uw_bound());
     let from_powercap = |opened: powercap::OpenedPowercap, mut warnings: Vec<String>| {
@@ -194,6 +210,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
             };
             format!("skipping powercap zone {s}{fix}")
         }));
+        warnings.extend(opened.notes);
         Probe {
             interface: Interface::Powercap,
             readers: opened.readers,
@@ -204,7 +221,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
     let from_perf = |opened: perf::OpenedPerf| Probe {
         interface: Interface::Perf,
         readers: opened.readers,
-        shortest_wrap: None,
+        shortest_wrap: opened.shortest_wrap,
         warnings: Vec::new(),
     };
 
@@ -300,6 +317,7 @@ impl RaplPlugin {
     /// The plugin with other backends than the real ones (tests, embedding).
     pub fn with_backends(config: RaplConfig, backends: Backends) -> Result<Self, PluginError> {
         config.validate()?;
+        let config = config.with_absolute_root()?;
         Ok(Self {
             config,
             backends,
@@ -326,8 +344,9 @@ impl PluginDefinition for RaplPlugin {
 
     fn check_availability(config: &RaplConfig) -> Result<(), PluginError> {
         config.validate()?;
+        let config = config.clone().with_absolute_root()?;
         // Opening a few files and perf fds is cheap; they are closed at once.
-        probe(config, &Backends::real()).map(|_| ())
+        probe(&config, &Backends::real()).map(|_| ())
     }
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {

@@ -1,11 +1,18 @@
 //! The perf_event interface: the `power` PMU.
 //!
 //! `<sysfs_root>/bus/event_source/devices/power` holds the PMU type, its
-//! `cpumask` (one CPU per socket), and `events/energy-*` with a `.scale`
-//! (J per count, 2^-32 on current kernels) and a `.unit`. Each event is
-//! opened system-wide (pid = -1) on one CPU of each socket; the kernel
-//! extends the 32-bit hardware counter to 64 bits, so a perf count does not
-//! wrap in practice.
+//! `cpumask` (one CPU per socket, or per die on multi-die packages), and
+//! `events/energy-*` with a `.scale` (J per count, 2^-32 on current kernels)
+//! and a `.unit`. Each event is opened system-wide (pid = -1) on each CPU of
+//! the cpumask. The kernel extends the 32-bit hardware counter to a 64-bit
+//! count, which wraps after 2^64 counts (2^32 J at the usual scale, about
+//! 166 days at 300 W): the wrap is corrected like powercap's, and a count
+//! that steps back (the kernel's delta of the register is signed 32-bit) is
+//! not taken for one (see [`crate::counters`]).
+//!
+//! `energy-psys` is opened on every CPU of the cpumask: on multi-socket
+//! Sapphire/Emerald Rapids each package has a psys counter and only one of
+//! them advances, not necessarily the first CPU's.
 //!
 //! Opening and reading counters goes through [`PerfCounterOpener`] so that
 //! tests can replay counter values; [`PerfEventOpener`] is the real one.
@@ -16,9 +23,12 @@ use std::path::{Path, PathBuf};
 use perf_event::events::Dynamic;
 use perf_event::{Builder, Counter};
 
+use std::time::Duration;
+
 use crate::counters::Wrap;
 use crate::domain::Domain;
 use crate::source::{DomainReader, RawEnergyReader};
+use crate::topology;
 
 /// The power PMU directory, relative to the sysfs root.
 pub const POWER_PMU_DIR: &str = "bus/event_source/devices/power";
@@ -43,6 +53,8 @@ pub struct SocketCpu {
     pub cpu: u32,
     /// Its `physical_package_id`.
     pub package_id: u32,
+    /// Its `die_id`, where the kernel has the file.
+    pub die_id: Option<u32>,
 }
 
 /// The power PMU as sysfs describes it.
@@ -54,7 +66,7 @@ pub struct PowerPmu {
     pub pmu_type: u32,
     /// Energy events, in domain order.
     pub events: Vec<PerfEnergyEvent>,
-    /// One CPU per socket, from `cpumask`.
+    /// One CPU per socket (or die), from `cpumask`.
     pub cpus: Vec<SocketCpu>,
 }
 
@@ -151,24 +163,6 @@ fn read_trimmed(path: &Path) -> Result<String, PerfError> {
         .map_err(|e| invalid(path, e.to_string()))
 }
 
-/// Parses a CPU list such as `0`, `0,28` or `0-3,8`.
-pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((first, last)) => {
-                let (first, last): (u32, u32) = (first.parse().ok()?, last.parse().ok()?);
-                if last < first {
-                    return None;
-                }
-                cpus.extend(first..=last);
-            }
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    (!cpus.is_empty()).then_some(cpus)
-}
-
 /// Reads the power PMU under `sysfs_root`: type, energy events with their
 /// scale, and one CPU per socket with its package id. Opens nothing.
 pub fn discover(sysfs_root: &Path) -> Result<PowerPmu, PerfError> {
@@ -230,7 +224,7 @@ pub fn discover(sysfs_root: &Path) -> Result<PowerPmu, PerfError> {
 
     let cpumask_path = dir.join("cpumask");
     let cpumask = read_trimmed(&cpumask_path)?;
-    let cpu_list = parse_cpu_list(&cpumask).ok_or_else(|| {
+    let cpu_list = topology::parse_cpu_list(&cpumask).ok_or_else(|| {
         invalid(
             &cpumask_path,
             format!("expected a CPU list, found {cpumask:?}"),
@@ -238,14 +232,18 @@ pub fn discover(sysfs_root: &Path) -> Result<PowerPmu, PerfError> {
     })?;
     let mut cpus = Vec::with_capacity(cpu_list.len());
     for cpu in cpu_list {
-        let path = sysfs_root.join(format!(
-            "devices/system/cpu/cpu{cpu}/topology/physical_package_id"
-        ));
+        let path = topology::topology_path(sysfs_root, cpu, "physical_package_id");
         let text = read_trimmed(&path)?;
         let package_id = text
             .parse()
             .map_err(|_| invalid(&path, format!("expected a package id, found {text:?}")))?;
-        cpus.push(SocketCpu { cpu, package_id });
+        // die_id exists since kernel 5.2; older kernels have one die per package.
+        let die_id = topology::read_topology_id(sysfs_root, cpu, "die_id").ok();
+        cpus.push(SocketCpu {
+            cpu,
+            package_id,
+            die_id,
+        });
     }
     Ok(PowerPmu {
         dir,
@@ -260,23 +258,86 @@ pub fn discover(sysfs_root: &Path) -> Result<PowerPmu, PerfError> {
 pub struct OpenedPerf {
     /// The PMU they belong to.
     pub pmu: PowerPmu,
-    /// One reader per event and socket (psys: one in all).
+    /// One reader per event and socket or die (psys: one in all).
     pub readers: Vec<DomainReader>,
+    /// The shortest time a 64-bit count can take to wrap at `max_power_w`.
+    pub shortest_wrap: Option<Duration>,
 }
 
-/// Discovers the power PMU and opens every energy event on one CPU of each
-/// socket. All or nothing: a partial set of counters would silently miss
-/// energy, so any failure makes perf unusable (and powercap is tried).
-pub fn open(sysfs_root: &Path, opener: &dyn PerfCounterOpener) -> Result<OpenedPerf, PerfError> {
+/// The die of `socket` to report, when its package has several CPUs in the
+/// cpumask (one per die): its `die_id`, else its rank among them.
+fn reported_die(pmu: &PowerPmu, socket: &SocketCpu) -> Option<u32> {
+    let same_package: Vec<&SocketCpu> = pmu
+        .cpus
+        .iter()
+        .filter(|c| c.package_id == socket.package_id)
+        .collect();
+    if same_package.len() < 2 {
+        return None;
+    }
+    socket.die_id.or_else(|| {
+        same_package
+            .iter()
+            .position(|c| c.cpu == socket.cpu)
+            .and_then(|i| u32::try_from(i).ok())
+    })
+}
+
+/// Discovers the power PMU and opens every energy event on each CPU of the
+/// cpumask. All or nothing: a partial set of counters would silently miss
+/// energy, so any failure makes perf unusable (and powercap is tried). The
+/// exception is psys, a candidate on every CPU of which one is enough.
+/// `max_power_w` bounds the energy a wrap may imply.
+pub fn open(
+    sysfs_root: &Path,
+    opener: &dyn PerfCounterOpener,
+    max_power_w: f64,
+) -> Result<OpenedPerf, PerfError> {
     let pmu = discover(sysfs_root)?;
     let mut readers = Vec::new();
+    let mut shortest_wrap: Option<Duration> = None;
     for event in &pmu.events {
-        for (i, socket) in pmu.cpus.iter().enumerate() {
-            // psys measures the platform: reading it on every socket would
-            // report the same energy several times.
-            if event.domain == Domain::Psys && i > 0 {
-                break;
+        // 2^64 counts of `scale_j` J at `max_power_w` W
+        let wrap_s = 2f64.powi(64) * event.scale_j / max_power_w;
+        if let Ok(t) = Duration::try_from_secs_f64(wrap_s) {
+            shortest_wrap = Some(shortest_wrap.map_or(t, |s| s.min(t)));
+        }
+        let origin = |cpu: u32| format!("perf event power/{}/ on CPU {cpu}", event.name);
+        if event.domain == Domain::Psys {
+            // psys measures the platform: it is reported once, from the
+            // package whose counter advances.
+            let mut candidates = Vec::new();
+            let mut first_error = None;
+            for socket in &pmu.cpus {
+                match opener.open(event, socket.cpu) {
+                    Ok(reader) => candidates.push((origin(socket.cpu), reader)),
+                    Err(source) => {
+                        log::debug!("rapl: cannot open {}: {source}", origin(socket.cpu));
+                        first_error.get_or_insert(PerfError::Open {
+                            event: event.name.clone(),
+                            cpu: socket.cpu,
+                            source,
+                        });
+                    }
+                }
             }
+            if candidates.is_empty() {
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
+                continue;
+            }
+            readers.push(DomainReader::with_candidates(
+                event.domain,
+                event.domain.resource(0),
+                event.scale_j,
+                Wrap::At64Bits,
+                max_power_w,
+                candidates,
+            ));
+            continue;
+        }
+        for socket in &pmu.cpus {
             let reader = opener
                 .open(event, socket.cpu)
                 .map_err(|source| PerfError::Open {
@@ -284,30 +345,27 @@ pub fn open(sysfs_root: &Path, opener: &dyn PerfCounterOpener) -> Result<OpenedP
                     cpu: socket.cpu,
                     source,
                 })?;
-            readers.push(DomainReader::new(
-                event.domain,
-                event.domain.resource(socket.package_id),
-                format!("perf event power/{}/ on CPU {}", event.name, socket.cpu),
-                event.scale_j,
-                Wrap::At64Bits,
-                reader,
-            ));
+            readers.push(
+                DomainReader::new(
+                    event.domain,
+                    event.domain.resource(socket.package_id),
+                    origin(socket.cpu),
+                    event.scale_j,
+                    Wrap::At64Bits,
+                    max_power_w,
+                    reader,
+                )
+                .with_die(reported_die(&pmu, socket)),
+            );
         }
     }
-    Ok(OpenedPerf { pmu, readers })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists_parse() {
-        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
-        assert_eq!(parse_cpu_list("0,28"), Some(vec![0, 28]));
-        assert_eq!(parse_cpu_list("0-2,8"), Some(vec![0, 1, 2, 8]));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("3-1"), None);
-        assert_eq!(parse_cpu_list("a"), None);
-    }
+    // Dies are not merged here as powercap's are: a perf count starts at 0
+    // when the event is opened, so equal values say nothing, and the kernel
+    // gives the PMU one CPU per die only where each die has its own counter
+    // (Intel multi-die parts; AMD's power PMU is per package).
+    Ok(OpenedPerf {
+        pmu,
+        readers,
+        shortest_wrap,
+    })
 }

@@ -2,11 +2,14 @@
 //!
 //! Zones are found by name, never by index: `intel-rapl:N` is `package-N`
 //! (or `package-N-die-M`) or `psys` (which some machines number
-//! `intel-rapl:1`), and `intel-rapl:N:M` is `core`, `uncore` or `dram` of
-//! the package above it. AMD processors use the same control type with
-//! package and core only. `intel-rapl-mmio:*` zones repeat the package
-//! counters through another register window and are skipped so that nothing
-//! is counted twice.
+//! `intel-rapl:1`; on multi-socket machines the other packages' platform
+//! zones are `psys-N`), and `intel-rapl:N:M` is `core`, `uncore` or `dram`
+//! of the package above it. The powercap core writes zone numbers in hex
+//! (`intel-rapl:%x`): `intel-rapl:a` is the eleventh. AMD processors use the
+//! same control type with package and core only, and their `core` zone is
+//! the energy of one core (the package's lead CPU's), reported on that
+//! `cpu_core`. `intel-rapl-mmio:*` zones repeat the package counters through
+//! another register window and are skipped so that nothing is counted twice.
 //!
 //! `energy_uj` files are opened once and re-read with `pread`, which costs
 //! about a sixth of open/read/close.
@@ -21,7 +24,8 @@ use alumet::measurement::Resource;
 
 use crate::counters::{shortest_wrap_time, Wrap};
 use crate::domain::Domain;
-use crate::source::{DomainReader, RawEnergyReader};
+use crate::source::{merge_shared_dies, DomainReader, RawEnergyReader};
+use crate::topology::{self, Vendor};
 
 /// The powercap directory, relative to the sysfs root.
 pub const POWERCAP_DIR: &str = "class/powercap";
@@ -55,8 +59,12 @@ pub struct PowercapZone {
     pub name: String,
     /// The domain the name stands for.
     pub domain: Domain,
-    /// The physical package id (from `package-N`); 0 for psys.
+    /// The physical package id (from `package-N`, or `psys-N`; 0 for psys).
     pub package_id: u32,
+    /// The die id, from `package-N-die-M` (and inherited by its subzones).
+    pub die_id: Option<u32>,
+    /// The resource the zone's energy is reported on.
+    pub resource: Resource,
     /// `max_energy_range_uj`: the counter restarts at 0 after this value.
     pub max_energy_range_uj: u64,
     /// The highest `constraint_*_max_power_uw` of the zone, or of its
@@ -72,7 +80,7 @@ impl PowercapZone {
 
     /// The resource the zone's energy is reported on.
     pub fn resource(&self) -> Resource {
-        self.domain.resource(self.package_id)
+        self.resource.clone()
     }
 }
 
@@ -141,19 +149,37 @@ pub struct Discovery {
     pub zones: Vec<PowercapZone>,
     /// Zones skipped, with the reason.
     pub skipped: Vec<SkippedZone>,
+    /// Things to warn about that skip nothing.
+    pub notes: Vec<String>,
 }
 
-/// The zone indices in a directory name: `intel-rapl:0:1` → `[0, 1]`.
+/// The zone indices in a directory name: `intel-rapl:0:1` → `[0, 1]`. The
+/// powercap core writes them in hex (`intel-rapl:a` is zone 10).
 fn zone_indices(dir_name: &str) -> Option<Vec<u32>> {
     let rest = dir_name.strip_prefix(ZONE_PREFIX)?;
-    rest.split(':').map(|i| i.parse().ok()).collect()
+    rest.split(':')
+        .map(|i| u32::from_str_radix(i, 16).ok())
+        .collect()
 }
 
-/// The package id in a package zone's name: `package-1` or `package-1-die-0`.
-fn package_id_from_name(name: &str) -> Option<u32> {
+/// The package id and die id in a package zone's name: `package-1` or
+/// `package-1-die-0`.
+fn package_id_from_name(name: &str) -> Option<(u32, Option<u32>)> {
     let rest = name.strip_prefix("package-")?;
-    let id = rest.split('-').next()?;
-    id.parse().ok()
+    match rest.split_once("-die-") {
+        Some((package, die)) => Some((package.parse().ok()?, Some(die.parse().ok()?))),
+        None => Some((rest.parse().ok()?, None)),
+    }
+}
+
+/// The package of a platform zone: `psys` (0) or `psys-N` (the kernel's
+/// name for the other packages' psys on multi-socket machines).
+fn psys_package_from_name(name: &str) -> Option<u32> {
+    match name.strip_prefix("psys") {
+        Some("") => Some(0),
+        Some(rest) => rest.strip_prefix('-')?.parse().ok(),
+        None => None,
+    }
 }
 
 fn read_trimmed(path: &Path) -> io::Result<String> {
@@ -184,7 +210,34 @@ fn max_power_uw(dir: &Path) -> Option<u64> {
 /// A package zone, as its subzones need it.
 struct PackageInfo {
     id: u32,
+    die: Option<u32>,
     max_power_uw: Option<u64>,
+}
+
+/// Where a zone's energy goes.
+struct Placement {
+    domain: Domain,
+    package_id: u32,
+    die_id: Option<u32>,
+    resource: Resource,
+    max_power_uw: Option<u64>,
+}
+
+/// The resource of an AMD `core` zone: the core of the package's lead CPU,
+/// whose `MSR_AMD_CORE_ENERGY_STATUS` the driver reads.
+fn amd_core_resource(
+    sysfs_root: &Path,
+    package_id: u32,
+    die_id: Option<u32>,
+) -> Result<Resource, String> {
+    topology::lead_cpu(sysfs_root, package_id, die_id)
+        .map(|id| Resource::CpuCore { id })
+        .ok_or_else(|| {
+            format!(
+                "AMD core zone: it measures one core of package {package_id} (its lead CPU's), but no online CPU of that package{} is listed under devices/system/cpu",
+                die_id.map_or(String::new(), |d| format!(" and die {d}"))
+            )
+        })
 }
 
 /// A top-level zone: `intel-rapl:<index>`, a package or not (psys).
@@ -217,6 +270,7 @@ pub fn discover(sysfs_root: &Path) -> Result<Discovery, PowercapError> {
     found.sort();
 
     let mut discovery = Discovery::default();
+    let vendor = topology::vendor(sysfs_root);
     // Top-level zones seen so far, for their subzones.
     let mut parents: Vec<ParentZone> = Vec::new();
     for (indices, dir) in found {
@@ -237,16 +291,31 @@ pub fn discover(sysfs_root: &Path) -> Result<Discovery, PowercapError> {
         };
         let placement = match indices.as_slice() {
             [index] => {
-                let placed = if let Some(id) = package_id_from_name(&name) {
-                    Some((Domain::Package, id, max_power_uw(&dir)))
-                } else if name == "psys" {
-                    Some((Domain::Psys, 0, max_power_uw(&dir)))
+                let placed = if let Some((id, die)) = package_id_from_name(&name) {
+                    Some(Placement {
+                        domain: Domain::Package,
+                        package_id: id,
+                        die_id: die,
+                        resource: Domain::Package.resource(id),
+                        max_power_uw: max_power_uw(&dir),
+                    })
                 } else {
-                    None
+                    psys_package_from_name(&name).map(|id| Placement {
+                        domain: Domain::Psys,
+                        package_id: id,
+                        die_id: None,
+                        resource: Domain::Psys.resource(id),
+                        max_power_uw: max_power_uw(&dir),
+                    })
                 };
                 let package = placed
-                    .filter(|(d, _, _)| *d == Domain::Package)
-                    .map(|(_, id, max_power_uw)| PackageInfo { id, max_power_uw });
+                    .as_ref()
+                    .filter(|p| p.domain == Domain::Package)
+                    .map(|p| PackageInfo {
+                        id: p.package_id,
+                        die: p.die_id,
+                        max_power_uw: p.max_power_uw,
+                    });
                 parents.push(ParentZone {
                     index: *index,
                     package,
@@ -258,18 +327,43 @@ pub fn discover(sysfs_root: &Path) -> Result<Discovery, PowercapError> {
                     package: Some(package),
                     ..
                 }) => match Domain::from_zone_name(&name) {
+                    Some(Domain::Core) if vendor == Some(Vendor::Amd) => {
+                        amd_core_resource(sysfs_root, package.id, package.die).map(|resource| {
+                            Placement {
+                                domain: Domain::Core,
+                                package_id: package.id,
+                                die_id: package.die,
+                                resource,
+                                max_power_uw: max_power_uw(&dir).or(package.max_power_uw),
+                            }
+                        })
+                    }
                     Some(d) if d != Domain::Psys => {
-                        Ok((d, package.id, max_power_uw(&dir).or(package.max_power_uw)))
+                        if d == Domain::Core && vendor.is_none() {
+                            discovery.notes.push(format!(
+                                "cannot tell the CPU vendor ({} is missing): {} is reported as the cores of package {}, which is right on Intel; on AMD it is one core's energy",
+                                sysfs_root.join("devices/system/cpu/modalias").display(),
+                                dir.display(),
+                                package.id
+                            ));
+                        }
+                        Ok(Placement {
+                            domain: d,
+                            package_id: package.id,
+                            die_id: package.die,
+                            resource: d.resource(package.id),
+                            max_power_uw: max_power_uw(&dir).or(package.max_power_uw),
+                        })
                     }
                     _ => Err(format!("unknown subzone name {name:?}")),
                 },
                 _ => Err(format!(
-                    "subzone {name:?} is not under a package zone {ZONE_PREFIX}{parent}"
+                    "subzone {name:?} is not under a package zone {ZONE_PREFIX}{parent:x}"
                 )),
             },
             _ => Err("zones nested more than two levels are not RAPL domains".to_owned()),
         };
-        let (domain, package_id, max_power) = match placement {
+        let placement = match placement {
             Ok(p) => p,
             Err(reason) => {
                 discovery.skipped.push(skip(reason));
@@ -295,10 +389,12 @@ pub fn discover(sysfs_root: &Path) -> Result<Discovery, PowercapError> {
         discovery.zones.push(PowercapZone {
             dir,
             name,
-            domain,
-            package_id,
+            domain: placement.domain,
+            package_id: placement.package_id,
+            die_id: placement.die_id,
+            resource: placement.resource,
             max_energy_range_uj,
-            max_power_uw: max_power,
+            max_power_uw: placement.max_power_uw,
         });
     }
     Ok(discovery)
@@ -354,17 +450,24 @@ impl RawEnergyReader for EnergyFile {
 /// Zones opened for polling.
 #[derive(Debug)]
 pub struct OpenedPowercap {
-    /// One reader per usable zone.
+    /// One reader per usable zone (psys zones of every package: one in all).
     pub readers: Vec<DomainReader>,
     /// Zones found but not usable, with the reason (to warn about).
     pub skipped: Vec<SkippedZone>,
+    /// Other things to warn about.
+    pub notes: Vec<String>,
     /// The shortest time any opened counter can take to wrap.
     pub shortest_wrap: Option<Duration>,
 }
 
 /// Finds the zones and opens their `energy_uj` files, checking that each
 /// can be read. `default_max_power_uw` bounds the power of zones that have
-/// no constraint, to compute the wrap time.
+/// no constraint, to compute the wrap time; the higher of it and a zone's
+/// own maximum bounds the energy a wrap may imply.
+///
+/// The psys zones of all packages become one reader that keeps the one
+/// that advances (on multi-socket Sapphire/Emerald Rapids only one does);
+/// dies whose zones read one shared counter become one reader per package.
 pub fn open(
     sysfs_root: &Path,
     opener: &dyn EnergyFileOpener,
@@ -373,6 +476,9 @@ pub fn open(
     let discovery = discover(sysfs_root)?;
     let mut skipped = discovery.skipped;
     let mut readers = Vec::new();
+    let mut psys: Vec<(String, Box<dyn RawEnergyReader>)> = Vec::new();
+    let mut psys_range_uj = 0;
+    let mut psys_max_power_w: f64 = 0.0;
     let mut shortest_wrap: Option<Duration> = None;
     for zone in discovery.zones {
         let path = zone.energy_path();
@@ -395,21 +501,47 @@ pub fn open(
         if let Some(t) = shortest_wrap_time(zone.max_energy_range_uj, power) {
             shortest_wrap = Some(shortest_wrap.map_or(t, |s| s.min(t)));
         }
-        readers.push(DomainReader::new(
-            zone.domain,
-            zone.resource(),
-            path.display().to_string(),
+        let max_power_w = power.max(default_max_power_uw) as f64 / 1e6;
+        let origin = path.display().to_string();
+        if zone.domain == Domain::Psys {
+            psys_range_uj = psys_range_uj.max(zone.max_energy_range_uj);
+            psys_max_power_w = psys_max_power_w.max(max_power_w);
+            psys.push((origin, Box::new(file)));
+            continue;
+        }
+        readers.push(
+            DomainReader::new(
+                zone.domain,
+                zone.resource(),
+                origin,
+                1e-6,
+                Wrap::AtMax(zone.max_energy_range_uj),
+                max_power_w,
+                Box::new(file),
+            )
+            .with_die(zone.die_id),
+        );
+    }
+    if !psys.is_empty() {
+        // Candidates may have different ranges in theory; each keeps its own
+        // counter, the widest range is used for all (they are equal on
+        // every machine seen).
+        readers.push(DomainReader::with_candidates(
+            Domain::Psys,
+            Domain::Psys.resource(0),
             1e-6,
-            Wrap::AtMax(zone.max_energy_range_uj),
-            Box::new(file),
+            Wrap::AtMax(psys_range_uj),
+            psys_max_power_w,
+            psys,
         ));
     }
     if readers.is_empty() {
         return Err(PowercapError::NoUsableZone(skipped));
     }
     Ok(OpenedPowercap {
-        readers,
+        readers: merge_shared_dies(readers),
         skipped,
+        notes: discovery.notes,
         shortest_wrap,
     })
 }
@@ -425,13 +557,25 @@ mod tests {
         assert_eq!(zone_indices("intel-rapl"), None);
         assert_eq!(zone_indices("intel-rapl-mmio:0"), None);
         assert_eq!(zone_indices("intel-rapl:x"), None);
+        // hex, as the powercap core writes them
+        assert_eq!(zone_indices("intel-rapl:a"), Some(vec![10]));
+        assert_eq!(zone_indices("intel-rapl:1f:2"), Some(vec![31, 2]));
     }
 
     #[test]
     fn package_names_parse_with_and_without_die() {
-        assert_eq!(package_id_from_name("package-1"), Some(1));
-        assert_eq!(package_id_from_name("package-0-die-1"), Some(0));
+        assert_eq!(package_id_from_name("package-1"), Some((1, None)));
+        assert_eq!(package_id_from_name("package-0-die-1"), Some((0, Some(1))));
+        assert_eq!(package_id_from_name("package-0-die-"), None);
         assert_eq!(package_id_from_name("psys"), None);
+    }
+
+    #[test]
+    fn psys_names_parse_with_and_without_package() {
+        assert_eq!(psys_package_from_name("psys"), Some(0));
+        assert_eq!(psys_package_from_name("psys-1"), Some(1));
+        assert_eq!(psys_package_from_name("psys1"), None);
+        assert_eq!(psys_package_from_name("psys-x"), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn software_pmu_tree(root: &Path) {
 fn real_opener_counts_system_wide_on_the_socket_cpu() {
     let root = tempfile::tempdir().unwrap();
     software_pmu_tree(root.path());
-    let opened = match perf::open(root.path(), &PerfEventOpener) {
+    let opened = match perf::open(root.path(), &PerfEventOpener, 500.0) {
         Ok(opened) => opened,
         Err(e) if e.is_permission_denied() => {
             // Not root and no CAP_PERFMON: the error must say so, which is

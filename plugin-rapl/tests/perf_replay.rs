@@ -40,6 +40,8 @@ fn intel_two_sockets_through_perf() {
         ("energy-ram", 0, &[0, 3 * PER_J, 5 * PER_J]),
         ("energy-ram", 28, &[0, PER_J / 8, PER_J / 8]),
         ("energy-psys", 0, &[0, 30 * PER_J, 31 * PER_J]),
+        // the second socket's psys counter does not advance
+        ("energy-psys", 28, &[0, 0, 0]),
     ]));
     let config = RaplConfig {
         interface: InterfaceChoice::Auto,
@@ -53,7 +55,8 @@ fn intel_two_sockets_through_perf() {
     );
     assert_eq!(run.interface, Interface::Perf);
 
-    // Each event on one CPU of each socket (cpumask 0,28), psys only once.
+    // Each event on one CPU of each socket (cpumask 0,28), psys too (as
+    // candidates: it is reported once, from the one that advances).
     let mut opened: Vec<(String, u32)> = replay
         .opened()
         .into_iter()
@@ -76,6 +79,7 @@ fn intel_two_sockets_through_perf() {
             ("energy-pkg", 0),
             ("energy-pkg", 28),
             ("energy-psys", 0),
+            ("energy-psys", 28),
             ("energy-ram", 0),
             ("energy-ram", 28),
         ])
@@ -87,6 +91,7 @@ fn intel_two_sockets_through_perf() {
         resource_id: id.into(),
         domain: domain.into(),
         energy_j,
+        die: String::new(),
     };
     let mut expected = vec![
         row(1, "cpu_package", "0", "package", 12.0),
@@ -173,11 +178,13 @@ fn pmu_discovery_reads_events_scales_and_sockets() {
         vec![
             perf::SocketCpu {
                 cpu: 0,
-                package_id: 0
+                package_id: 0,
+                die_id: None
             },
             perf::SocketCpu {
                 cpu: 28,
-                package_id: 1
+                package_id: 1,
+                die_id: None
             },
         ]
     );
@@ -194,4 +201,152 @@ fn a_unit_other_than_joules_is_refused() {
     );
     let err = perf::discover(tree.root()).unwrap_err();
     assert!(err.to_string().contains("expected \"Joules\""), "{err}");
+}
+
+#[test]
+fn multi_socket_psys_is_opened_on_every_socket_and_the_advancing_one_kept() {
+    let tree = SysfsCopy::of("intel_2socket_psys");
+    let replay = Arc::new(ReplayPerf::new(&[
+        ("energy-pkg", 0, &[0, 2 * PER_J, 3 * PER_J]),
+        ("energy-pkg", 56, &[0, PER_J, 2 * PER_J]),
+        ("energy-ram", 0, &[0, PER_J, PER_J]),
+        ("energy-ram", 56, &[0, PER_J, PER_J]),
+        // Only package 1's psys counter advances; package 0's reads 0.
+        ("energy-psys", 0, &[0, 0, 0]),
+        ("energy-psys", 56, &[7 * PER_J, 12 * PER_J, 20 * PER_J]),
+    ]));
+    let config = RaplConfig {
+        interface: InterfaceChoice::Perf,
+        ..manual_config(tree.root())
+    };
+    let run = run_plugin(
+        config,
+        backends(replay.clone(), Arc::new(StdFileOpener)),
+        2,
+        |_| {},
+    );
+    let psys: Vec<f64> = run
+        .polls
+        .iter()
+        .take(2)
+        .map(|p| {
+            let rows: Vec<&Row> = p.iter().filter(|r| r.domain == "psys").collect();
+            assert_eq!(rows.len(), 1, "psys reported once per poll: {p:?}");
+            assert_eq!(rows[0].resource_kind, "local_machine");
+            rows[0].energy_j
+        })
+        .collect();
+    assert_eq!(psys, vec![5.0, 8.0]);
+    let psys_cpus: Vec<u32> = replay
+        .opened()
+        .into_iter()
+        .filter(|(e, _, _)| e == "energy-psys")
+        .map(|(_, cpu, _)| cpu)
+        .collect();
+    assert_eq!(psys_cpus, vec![0, 56]);
+}
+
+#[test]
+fn one_cpu_per_die_gives_one_point_per_die_with_a_die_attribute() {
+    let tree = SysfsCopy::of("intel_2socket_2die");
+    let replay = Arc::new(ReplayPerf::new(&[
+        ("energy-pkg", 0, &[0, 10 * PER_J]),
+        ("energy-pkg", 24, &[PER_J, 12 * PER_J]),
+        ("energy-pkg", 48, &[0, 12 * PER_J]),
+        ("energy-pkg", 72, &[0, 13 * PER_J]),
+        ("energy-ram", 0, &[0, 2 * PER_J]),
+        ("energy-ram", 24, &[PER_J, 3 * PER_J + PER_J / 4]),
+        ("energy-ram", 48, &[0, 2 * PER_J + PER_J / 2]),
+        ("energy-ram", 72, &[0, 2 * PER_J + 3 * PER_J / 4]),
+    ]));
+    let config = RaplConfig {
+        interface: InterfaceChoice::Perf,
+        ..manual_config(tree.root())
+    };
+    let run = run_plugin(config, backends(replay, Arc::new(StdFileOpener)), 1, |_| {});
+    assert_eq!(run.interface, Interface::Perf);
+    assert_rows_match(&run.rows_up_to(1), &expected_rows("intel_2socket_2die"));
+}
+
+#[test]
+fn a_perf_count_that_steps_back_is_not_a_64_bit_wrap() {
+    // The kernel computes the delta of the 32-bit register as a signed
+    // value: a late overflow update makes the 64-bit count step back a
+    // little. wrapping_sub would turn that into ~4.3 GJ.
+    let tree = SysfsCopy::of("intel_2socket");
+    let start = 100 * PER_J;
+    let replay = Arc::new(ReplayPerf::new(&[
+        (
+            "energy-pkg",
+            0,
+            &[start, start - 1000, start - 1000 + 2 * PER_J],
+        ),
+        ("energy-pkg", 28, &[0, PER_J, 2 * PER_J]),
+        ("energy-cores", 0, &[0, 0, 0]),
+        ("energy-cores", 28, &[0, 0, 0]),
+        ("energy-gpu", 0, &[0, 0, 0]),
+        ("energy-gpu", 28, &[0, 0, 0]),
+        ("energy-ram", 0, &[0, 0, 0]),
+        ("energy-ram", 28, &[0, 0, 0]),
+        ("energy-psys", 0, &[0, PER_J, 2 * PER_J]),
+        ("energy-psys", 28, &[0, 0, 0]),
+    ]));
+    let config = RaplConfig {
+        interface: InterfaceChoice::Perf,
+        ..manual_config(tree.root())
+    };
+    let run = run_plugin(config, backends(replay, Arc::new(StdFileOpener)), 2, |_| {
+        std::thread::sleep(std::time::Duration::from_millis(10))
+    });
+    let package0 = |poll: usize| -> Vec<f64> {
+        run.polls[poll]
+            .iter()
+            .filter(|r| r.domain == "package" && r.resource_id == "0")
+            .map(|r| r.energy_j)
+            .collect()
+    };
+    assert_eq!(package0(0), Vec::<f64>::new(), "the step back re-primes");
+    assert_eq!(package0(1), vec![2.0]);
+}
+
+#[test]
+fn a_relative_sysfs_root_is_made_absolute() {
+    // perf-event2 joins a relative PMU path under /sys/bus/event_source/devices.
+    let relative = std::path::PathBuf::from("tests/fixtures/amd_1socket/sys0");
+    assert!(relative.is_relative());
+    let replay = Arc::new(ReplayPerf::new(&[("energy-pkg", 0, &[0, PER_J])]));
+    let config = RaplConfig {
+        interface: InterfaceChoice::Perf,
+        ..manual_config(&relative)
+    };
+    let run = run_plugin(
+        config,
+        backends(replay.clone(), Arc::new(StdFileOpener)),
+        1,
+        |_| {},
+    );
+    assert_eq!(run.interface, Interface::Perf);
+    let dirs = replay.pmu_dirs();
+    assert!(!dirs.is_empty());
+    for dir in dirs {
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert!(dir.ends_with("tests/fixtures/amd_1socket/sys0/bus/event_source/devices/power"));
+    }
+}
+
+#[test]
+fn perf_counts_have_a_wrap_period_too() {
+    // 2^64 counts of 2^-32 J = 2^32 J: about 99 days at the 500 W bound.
+    let tree = SysfsCopy::of("amd_1socket");
+    let replay = Arc::new(ReplayPerf::new(&[("energy-pkg", 0, &[0])]));
+    let config = RaplConfig {
+        interface: InterfaceChoice::Perf,
+        ..manual_config(tree.root())
+    };
+    let probed = plugin_rapl::probe(&config, &backends(replay, Arc::new(StdFileOpener))).unwrap();
+    let wrap = probed.shortest_wrap.unwrap();
+    assert_eq!(wrap.as_secs(), (1u64 << 32) / 500);
+    let warnings =
+        plugin_rapl::timing_warnings(std::time::Duration::from_secs(100 * 24 * 3600), Some(wrap));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
 }

@@ -34,7 +34,11 @@ fn counter_wrap_in_the_middle_of_a_run_is_corrected_exactly() {
         interface: InterfaceChoice::Powercap,
         ..manual_config(tree.root())
     };
-    let run = run_plugin(config, Backends::real(), 2, |i| tree.advance_to(i));
+    let run = run_plugin(config, Backends::real(), 2, |i| {
+        // 10 ms at 500 W: a wrap may imply up to 5 J
+        std::thread::sleep(Duration::from_millis(10));
+        tree.advance_to(i)
+    });
     let mut totals_uj: BTreeMap<String, f64> = BTreeMap::new();
     for row in run.polls.iter().flatten() {
         *totals_uj.entry(row.domain.clone()).or_default() += row.energy_j * 1e6;
@@ -123,4 +127,85 @@ fn energy_files_stay_open_and_see_in_place_updates() {
     assert_eq!(file.read_energy_uj().unwrap(), 123_456_789);
     write_in_place(&zone, "7\n");
     assert_eq!(file.read_energy_uj().unwrap(), 7);
+}
+
+#[test]
+fn zone_numbers_are_hexadecimal_as_the_powercap_core_writes_them() {
+    // 2 sockets x 6 CCD zones: intel-rapl:0 .. intel-rapl:b.
+    let found = powercap::discover(&fixture("amd_2socket_12ccd").join("sys0")).unwrap();
+    assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+    let dirs: Vec<String> = found
+        .zones
+        .iter()
+        .map(|z| z.dir.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("intel-rapl:{i:x}")).collect();
+    assert_eq!(dirs, expected);
+    let last = found.zones.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.package_id),
+        ("package-1-die-5", 1)
+    );
+    assert_eq!(last.die_id, Some(5));
+}
+
+#[test]
+fn amd_ccd_zones_sharing_the_package_counter_are_reported_once_per_package() {
+    // Every CCD zone of a package reads the same package counter: one point
+    // per package, not six (summing them would give 6x the energy).
+    check_powercap_case("amd_2socket_12ccd");
+}
+
+#[test]
+fn dies_with_their_own_counters_are_told_apart_by_a_die_attribute() {
+    check_powercap_case("intel_2socket_2die");
+}
+
+#[test]
+fn multi_socket_psys_reports_the_one_counter_that_advances() {
+    // psys (package 0) stays at 0, psys-1 advances: psys-N is accepted and
+    // the platform is reported once, from the counter that moves.
+    check_powercap_case("intel_2socket_psys");
+}
+
+#[test]
+fn a_counter_reset_is_not_taken_for_a_wrap() {
+    // package-0 goes from 150 kJ to 2 mJ (driver reload): a wrap would mean
+    // 112 kJ within 10 ms. No point for that poll, then deltas from the
+    // new value; dram is unaffected.
+    check_powercap_case("counter_reset");
+}
+
+#[test]
+fn amd_core_zone_is_the_core_of_the_lowest_online_cpu_of_its_package() {
+    let tree = SysfsCopy::of("amd_1socket");
+    // CPU 0 offline: the driver reads the package on CPU 1.
+    std::fs::write(tree.root().join("devices/system/cpu/online"), "1-7\n").unwrap();
+    let found = powercap::discover(tree.root()).unwrap();
+    let core = found
+        .zones
+        .iter()
+        .find(|z| z.domain == Domain::Core)
+        .unwrap();
+    assert_eq!(
+        core.resource,
+        alumet::measurement::Resource::CpuCore { id: 1 }
+    );
+    // Without the vendor the zone is taken for Intel's, with a warning.
+    std::fs::remove_file(tree.root().join("devices/system/cpu/modalias")).unwrap();
+    let found = powercap::discover(tree.root()).unwrap();
+    let core = found
+        .zones
+        .iter()
+        .find(|z| z.domain == Domain::Core)
+        .unwrap();
+    assert_eq!(
+        core.resource,
+        alumet::measurement::Resource::CpuPackage { id: 0 }
+    );
+    assert!(
+        found.notes[0].contains("cannot tell the CPU vendor"),
+        "{:?}",
+        found.notes
+    );
 }
