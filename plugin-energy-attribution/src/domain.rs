@@ -55,6 +55,9 @@ pub struct Domain {
     pub name: AttributeValue,
     /// Which input metric this domain comes from (index into the energy inputs).
     pub input: usize,
+    /// The `die` attribute of the input points, on packages of several dies
+    /// measured one by one (each die is then a domain of its own).
+    pub die: Option<AttributeValue>,
     /// The activity its dynamic energy is shared by.
     pub activity: ActivityKind,
     /// Its idle power.
@@ -78,6 +81,7 @@ impl Domain {
             resource,
             name,
             input,
+            die: None,
             activity,
             idle,
             resolved_until: None,
@@ -85,11 +89,19 @@ impl Domain {
         }
     }
 
-    /// Whether this domain is the one of a point of input `input` on `resource` with domain `name`.
-    pub fn matches(&self, input: usize, resource: &Resource, name: &str) -> bool {
+    /// Whether this domain is the one of a point of input `input` on
+    /// `resource` with domain `name` (and die `die`).
+    pub fn matches(
+        &self,
+        input: usize,
+        resource: &Resource,
+        name: &str,
+        die: Option<&AttributeValue>,
+    ) -> bool {
         self.input == input
             && self.resource == *resource
             && matches!(&self.name, AttributeValue::Str(s) if s == name)
+            && self.die.as_ref() == die
     }
 
     /// Adds the energy point ending at `end`.

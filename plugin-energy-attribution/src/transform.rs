@@ -324,7 +324,7 @@ impl AttributionTransform {
         let index = match self
             .domains
             .iter()
-            .position(|d| d.matches(input_index, &p.resource, &name))
+            .position(|d| d.matches(input_index, &p.resource, &name, p.attr("die")))
         {
             Some(i) => i,
             None => {
@@ -340,13 +340,15 @@ impl AttributionTransform {
                         self.config.idle_percentile,
                     )),
                 };
-                self.domains.push(Domain::new(
+                let mut domain = Domain::new(
                     p.resource.clone(),
                     AttributeValue::Str(name),
                     input_index,
                     activity,
                     idle,
-                ));
+                );
+                domain.die = p.attr("die").cloned();
+                self.domains.push(domain);
                 self.domains.len() - 1
             }
         };
@@ -395,7 +397,14 @@ impl AttributionTransform {
                 if !(covered || expired || force || !has_activity_input) {
                     break;
                 }
+                let first_new = out.len();
                 self.attribute_interval(di, interval, out);
+                // A die's points say which die, as its energy points do.
+                if let Some(die) = &self.domains[di].die {
+                    for p in &mut out[first_new..] {
+                        p.attributes.push((Cow::Borrowed("die"), die.clone()));
+                    }
+                }
                 self.domains[di].pop_front();
             }
         }

@@ -67,3 +67,9 @@ fn cgroup_energy_goes_to_the_innermost_measured_cgroups_3_to_1() {
 fn gpu_energy_goes_to_the_cgroup_of_each_gpu_process() {
     check_fixture("gpu_by_cgroup");
 }
+
+#[test]
+fn dies_of_one_package_are_domains_of_their_own() {
+    let run = check_fixture("two_dies_one_package");
+    assert_eq!(run.stats.energy_points_too_late, 0);
+}
