@@ -51,17 +51,22 @@ impl ReadBuf {
 
 /// Reads the whole content with positioned reads from offset 0. One large
 /// read is the common case: seq_file fills the caller's buffer in one call,
-/// which also keeps the content consistent.
+/// which also keeps the content consistent. A read that leaves room in the
+/// buffer has reached the end: seq_file stops short only there, and asking
+/// again at the end offset would make the kernel generate the whole content
+/// once more just to skip it (measured: two thirds of the cost of reading
+/// a cgroup's files; BENCHMARKS.md).
 fn read_all_at(file: &File, buf: &mut ReadBuf) -> io::Result<()> {
     buf.clear();
     loop {
         buf.reserve_room();
         let offset = buf.len as u64;
+        let room = buf.room().len();
         let n = file.read_at(buf.room(), offset)?;
-        if n == 0 {
+        buf.len += n;
+        if n == 0 || n < room {
             return Ok(());
         }
-        buf.len += n;
     }
 }
 

@@ -85,6 +85,9 @@ pub struct CgroupsConfig {
     /// Time between two full walks of the hierarchy (the safety net of inotify).
     #[serde(with = "alumet::config::duration")]
     pub rescan_interval: Duration,
+    /// Time between two reads of memory and I/O (default 5s; CPU time is read at every poll).
+    #[serde(with = "alumet::config::duration")]
+    pub memory_io_interval: Duration,
     /// Read memory figures (default true).
     pub memory: bool,
     /// Read block I/O figures (default true).
@@ -106,6 +109,7 @@ impl Default for CgroupsConfig {
             max_cgroups: 4096,
             inotify: true,
             rescan_interval: Duration::from_secs(30),
+            memory_io_interval: Duration::from_secs(5),
             memory: true,
             io: true,
         }
@@ -125,6 +129,7 @@ impl CgroupsConfig {
             ("poll_interval", self.poll_interval),
             ("flush_interval", self.flush_interval),
             ("rescan_interval", self.rescan_interval),
+            ("memory_io_interval", self.memory_io_interval),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than zero, e.g. \"1s\""));
@@ -236,6 +241,8 @@ impl Plugin for CgroupsPlugin {
         let options = SourceOptions {
             selection,
             max_cgroups: self.config.max_cgroups,
+            memory_io_interval_ns: u64::try_from(self.config.memory_io_interval.as_nanos())
+                .unwrap_or(u64::MAX),
             rescan_interval_ns: u64::try_from(self.config.rescan_interval.as_nanos())
                 .unwrap_or(u64::MAX),
             wanted: Wanted {
@@ -293,6 +300,7 @@ impl PluginDefinition for CgroupsPlugin {
             ("max_cgroups", "Most cgroups measured at once; the others are counted and logged."),
             ("inotify", "Watch the tree with inotify so that new cgroups are measured from their first poll."),
             ("rescan_interval", "Time between two full walks of the tree (the safety net of inotify)."),
+            ("memory_io_interval", "Time between two reads of memory and I/O, which cost the kernel more than CPU time (read at every poll); the command of exec is read in full at every poll."),
             ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),
             ("io", "Report cgroup_io_read and cgroup_io_write."),
         ]

@@ -156,9 +156,10 @@ impl CgroupFiles {
         self.kept
     }
 
-    /// Reads every figure. CPU time must be readable (else the cgroup is
-    /// gone or broken); the other figures are skipped when they fail.
-    pub fn read(&mut self, buf: &mut ReadBuf) -> Result<CgroupReading, ReadError> {
+    /// Reads CPU time, and memory and I/O if `details`. CPU time must be
+    /// readable (else the cgroup is gone or broken); the other figures are
+    /// skipped when they fail.
+    pub fn read(&mut self, buf: &mut ReadBuf, details: bool) -> Result<CgroupReading, ReadError> {
         let mut r = CgroupReading::default();
         match &mut self.cpu {
             CpuFiles::V2 { stat } => {
@@ -185,6 +186,9 @@ impl CgroupFiles {
                     r.system_ns = total.saturating_sub(r.user_ns);
                 }
             }
+        }
+        if !details {
+            return Ok(r);
         }
         r.memory_current = self
             .memory_current

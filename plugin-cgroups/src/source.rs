@@ -56,6 +56,8 @@ pub struct SourceOptions {
     pub max_cgroups: usize,
     /// Walk the whole tree at least this often (ns).
     pub rescan_interval_ns: u64,
+    /// Read memory and I/O at most this often (ns); CPU time at every poll.
+    pub memory_io_interval_ns: u64,
     /// Figures besides CPU time.
     pub wanted: Wanted,
     /// Descriptors this source may keep open.
@@ -67,6 +69,8 @@ struct Tracked {
     consumer: ResourceConsumer,
     attributes: Vec<(Cow<'static, str>, AttributeValue)>,
     previous: Option<(CgroupReading, u64)>,
+    /// Bytes read and written at the last reading of I/O.
+    previous_io: Option<(u64, u64)>,
     /// Created after the previous poll: its first reading is all new.
     born_after_previous_poll: bool,
 }
@@ -86,6 +90,7 @@ pub struct CgroupSource {
     open_count: usize,
     last_scan_ns: Option<u64>,
     previous_poll_ns: Option<u64>,
+    last_details_ns: Option<u64>,
     view_complete_at_previous_poll: bool,
     over_cap: u64,
     buf: ReadBuf,
@@ -115,6 +120,7 @@ impl CgroupSource {
             open_count: 0,
             last_scan_ns: None,
             previous_poll_ns: None,
+            last_details_ns: None,
             view_complete_at_previous_poll: false,
             over_cap: 0,
             buf: ReadBuf::with_capacity(1024),
@@ -178,6 +184,7 @@ impl CgroupSource {
                 },
                 attributes,
                 previous: None,
+                previous_io: None,
                 born_after_previous_poll,
             },
         );
@@ -303,17 +310,24 @@ impl Emit<'_> {
                 .min(self.max_usage_percent);
             self.point(t, ids.cpu_usage, usage.into(), None);
         }
-        for (metric, now_v, before_v) in [
-            (ids.io_read, now.io_read, before.io_read),
-            (ids.io_write, now.io_write, before.io_write),
-        ] {
-            if let Some(n) = now_v {
-                let b = before_v.unwrap_or(0);
-                if n >= b && (before_v.is_some() || t.previous.is_none()) {
-                    self.point(t, metric, (n - b).into(), None);
-                }
-            }
+    }
+
+    /// The I/O since the last reading of I/O (everything, for a cgroup born since the previous poll).
+    fn io(&mut self, t: &Tracked, now: &CgroupReading) {
+        let (Some(read), Some(write)) = (now.io_read, now.io_write) else {
+            return;
+        };
+        let before = match t.previous_io {
+            Some(b) => b,
+            None if t.born_after_previous_poll => (0, 0),
+            None => return,
+        };
+        if read < before.0 || write < before.1 {
+            return;
         }
+        let ids = self.ids;
+        self.point(t, ids.io_read, (read - before.0).into(), None);
+        self.point(t, ids.io_write, (write - before.1).into(), None);
     }
 }
 
@@ -334,10 +348,26 @@ impl Source for CgroupSource {
         };
         let mut gone = Vec::new();
         let buf = &mut self.buf;
+        let details_due = self
+            .last_details_ns
+            .is_none_or(|last| now_ns.saturating_sub(last) >= self.options.memory_io_interval_ns);
+        if details_due {
+            self.last_details_ns = Some(now_ns);
+        }
+        let exec_cgroup = self.exec_target.cgroup();
         for (path, t) in &mut self.tracked {
-            match t.files.read(buf) {
+            // A new cgroup's first reading is its baseline for every figure;
+            // the command of `exec` is read in full at every poll.
+            let details = details_due || t.previous.is_none() || exec_cgroup == Some(path.as_str());
+            match t.files.read(buf, details) {
                 Ok(reading) => {
                     emit.cgroup(path, t, &reading, now_ns);
+                    if details {
+                        emit.io(t, &reading);
+                        if let (Some(r), Some(w)) = (reading.io_read, reading.io_write) {
+                            t.previous_io = Some((r, w));
+                        }
+                    }
                     t.previous = Some((reading, now_ns));
                     t.born_after_previous_poll = false;
                 }

@@ -44,6 +44,11 @@ fn run_case(name: &str) {
     .unwrap();
 
     let mut table = alumet::config::serialize_config(&CgroupsConfig::default()).unwrap();
+    // Memory and I/O at every simulated second, unless the case says otherwise.
+    table.insert(
+        "memory_io_interval".to_owned(),
+        toml::Value::String("1s".to_owned()),
+    );
     let overrides = case.join("config.toml");
     if overrides.exists() {
         let extra: toml::Table =
