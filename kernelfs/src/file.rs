@@ -54,8 +54,8 @@ impl ReadBuf {
 /// which also keeps the content consistent. A read that leaves room in the
 /// buffer has reached the end: seq_file stops short only there, and asking
 /// again at the end offset would make the kernel generate the whole content
-/// once more just to skip it (measured: two thirds of the cost of reading
-/// a cgroup's files; BENCHMARKS.md).
+/// once more just to skip it (measured: a poll of 1 000 real cgroups took
+/// 4.1 ms with the extra read, 3.2 ms without; BENCHMARKS.md).
 fn read_all_at(file: &File, buf: &mut ReadBuf) -> io::Result<()> {
     buf.clear();
     loop {
