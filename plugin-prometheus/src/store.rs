@@ -43,6 +43,10 @@ pub(crate) struct Family {
     pub source_kind: MetricKind,
     /// Values are exact unsigned integers (u64 metric, no scaling).
     pub integer: bool,
+    /// Whether its series count against `max_series`: all but the
+    /// pipeline's own `alumet_*` metrics (a handful of series that say
+    /// what was lost, which a full store must not hide).
+    pub capped: bool,
     pub series: HashMap<Box<str>, Series>,
 }
 
@@ -84,10 +88,13 @@ pub struct Store {
     families: Vec<Option<Family>>,
     built: bool,
     series_count: usize,
+    /// The part of `series_count` that counts against `max_series`.
+    capped_count: usize,
     epoch: Instant,
     last_sweep_ms: u64,
-    /// Hashes of the series refused because of `max_series` (at most
-    /// `max_series` of them), so that each is counted once.
+    /// Hashes of the series refused because of `max_series`, so that each
+    /// is counted once; at most [`REFUSED_REMEMBERED`] (or `max_series`) of
+    /// them, beyond which new refused series are counted in points only.
     refused: HashSet<u64>,
     hasher: RandomState,
     stats: Arc<ExporterStats>,
@@ -106,6 +113,13 @@ impl fmt::Debug for Store {
             .finish()
     }
 }
+
+/// Refused series remembered (by a 64-bit hash, about 16 bytes each) to
+/// count each once.
+const REFUSED_REMEMBERED: usize = 65_536;
+
+/// The namespace of the pipeline's own metrics (`alumet_dropped_points`).
+const PIPELINE_METRIC_PREFIX: &str = "alumet_";
 
 /// A rendered body is reused by later scrapes until the state changes, or
 /// for at most this long (so that expired series leave without a write).
@@ -131,6 +145,7 @@ impl Store {
             families: Vec::new(),
             built: false,
             series_count: 0,
+            capped_count: 0,
             epoch: Instant::now(),
             last_sweep_ms: 0,
             refused: HashSet::new(),
@@ -174,6 +189,7 @@ impl Store {
             by_name.insert(meta.name.clone(), metric.name.clone());
             self.families[index] = Some(Family {
                 integer: metric.value_type == ValueType::U64 && meta.scale == 1.0,
+                capped: !metric.name.starts_with(PIPELINE_METRIC_PREFIX),
                 meta,
                 source_kind: metric.kind,
                 series: HashMap::new(),
@@ -238,9 +254,10 @@ impl Store {
             series.seen_ms = now_ms;
             return Update::Done;
         }
-        if self.series_count >= self.settings.max_series {
+        if family.capped && self.capped_count >= self.settings.max_series {
             let hash = self.hasher.hash_one((point.metric.index(), key.as_str()));
-            if self.refused.len() < self.settings.max_series && self.refused.insert(hash) {
+            let room = self.refused.len() < self.settings.max_series.max(REFUSED_REMEMBERED);
+            if room && self.refused.insert(hash) {
                 let before = self.stats.dropped_series.fetch_add(1, Relaxed);
                 if (before + 1).is_power_of_two() {
                     log::warn!(
@@ -266,6 +283,9 @@ impl Store {
             },
         );
         self.series_count += 1;
+        if family.capped {
+            self.capped_count += 1;
+        }
         Update::Done
     }
 
@@ -283,7 +303,11 @@ impl Store {
             family
                 .series
                 .retain(|_, s| now_ms.saturating_sub(s.seen_ms) <= ttl_ms);
-            expired += before - family.series.len();
+            let gone = before - family.series.len();
+            expired += gone;
+            if family.capped {
+                self.capped_count -= gone;
+            }
             if family.series.is_empty() && family.series.capacity() > 64 {
                 family.series.shrink_to_fit();
             }
