@@ -9,10 +9,12 @@
 //! - [`store`]: the bounded state of every series (TTL, `max_series`);
 //! - [`exposition`]: text 0.0.4 and OpenMetrics 1.0.0, content negotiation;
 //! - [`output`]: the pipeline output that updates the store;
-//! - [`server`] and [`tls`]: the HTTP(S) boundary (hyper, rustls);
+//! - [`server`] and [`tls`]: the HTTP(S) boundary (hyper, rustls), with
+//!   [`gzip`] compressing the unchanged part of a body once;
 //! - [`stats`]: the exporter's own counters.
 
 pub mod exposition;
+pub mod gzip;
 pub mod naming;
 pub mod output;
 pub mod server;

@@ -12,7 +12,6 @@
 //! large); no request can stop the server.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -93,24 +92,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The body of one scrape, gzipped if `gzip`.
+    /// The body of one scrape, gzipped if `gzip`. The store is locked
+    /// only to render (or reuse) the families' text.
     pub fn scrape(&self, format: Format, gzip: bool) -> Vec<u8> {
         self.stats.scrapes.fetch_add(1, Relaxed);
         let families = lock(&self.store).render(format);
         let mut own = String::with_capacity(2048);
         exposition::render_self_metrics(&self.stats, &self.prefix, format, &mut own);
         if gzip {
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity((families.len() + own.len()) / 4 + 64),
-                flate2::Compression::fast(),
-            );
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(&families);
-            let _ = encoder.write_all(own.as_bytes());
-            encoder.finish().unwrap_or_default()
+            crate::gzip::gzip(families.deflated(), own.as_bytes())
         } else {
-            let mut body = Vec::with_capacity(families.len() + own.len());
-            body.extend_from_slice(&families);
+            let mut body = Vec::with_capacity(families.text.len() + own.len());
+            body.extend_from_slice(&families.text);
             body.extend_from_slice(own.as_bytes());
             body
         }

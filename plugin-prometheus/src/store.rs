@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use alumet::measurement::{MeasurementPoint, MeasurementValue};
@@ -20,6 +20,7 @@ use alumet::metrics::{MetricKind, MetricRegistry, ValueType};
 use alumet::pipeline::LossReporter;
 
 use crate::exposition::{self, Format};
+use crate::gzip::{self, DeflatedPart};
 use crate::naming::{self, FamilyName};
 use crate::stats::ExporterStats;
 
@@ -76,7 +77,23 @@ pub struct StoreSettings {
 struct Rendered {
     generation: u64,
     at: Instant,
-    body: Arc<Vec<u8>>,
+    body: Arc<RenderedFamilies>,
+}
+
+/// The families' text as one scrape rendered it, shared by the scrapes
+/// that reuse it, with its deflated form made by the first that wants gzip.
+#[derive(Debug)]
+pub struct RenderedFamilies {
+    /// The text.
+    pub text: Vec<u8>,
+    deflated: OnceLock<DeflatedPart>,
+}
+
+impl RenderedFamilies {
+    /// The text deflated for [`gzip::gzip`], compressed once.
+    pub fn deflated(&self) -> &DeflatedPart {
+        self.deflated.get_or_init(|| gzip::deflate_part(&self.text))
+    }
 }
 
 /// The state of every series.
@@ -324,7 +341,7 @@ impl Store {
     /// The families' text in `format` (without the exporter's own metrics
     /// and the OpenMetrics `# EOF`), rendered now or reused from a recent
     /// scrape of the same state.
-    pub fn render(&mut self, format: Format) -> Arc<Vec<u8>> {
+    pub fn render(&mut self, format: Format) -> Arc<RenderedFamilies> {
         let now_ms = self.now_ms();
         self.sweep_if_due(now_ms);
         let slot = format as usize;
@@ -334,7 +351,7 @@ impl Store {
             }
         }
         let mut body = match &self.rendered[slot] {
-            Some(r) => String::with_capacity(r.body.len() + r.body.len() / 8),
+            Some(r) => String::with_capacity(r.body.text.len() + r.body.text.len() / 8),
             None => String::new(),
         };
         let ttl_ms = self.ttl_ms;
@@ -346,7 +363,10 @@ impl Store {
                 &mut body,
             );
         }
-        let body = Arc::new(body.into_bytes());
+        let body = Arc::new(RenderedFamilies {
+            text: body.into_bytes(),
+            deflated: OnceLock::new(),
+        });
         self.rendered[slot] = Some(Rendered {
             generation: self.generation,
             at: Instant::now(),
