@@ -120,6 +120,8 @@ pub struct Store {
     key: String,
     label_names: Vec<(usize, usize)>,
     rendered: [Option<Rendered>; 2],
+    /// Size of the last rendering per format, to allocate the next at once.
+    last_rendering_bytes: [usize; 2],
 }
 
 impl fmt::Debug for Store {
@@ -130,6 +132,10 @@ impl fmt::Debug for Store {
             .finish()
     }
 }
+
+/// A rendering is kept for the next scrapes only up to this size (about
+/// 30 000 series); beyond, every scrape renders.
+const MAX_KEPT_RENDERING_BYTES: usize = 4 << 20;
 
 /// Refused series remembered (by a 64-bit hash, about 16 bytes each) to
 /// count each once.
@@ -173,6 +179,7 @@ impl Store {
             key: String::with_capacity(256),
             label_names: Vec::with_capacity(16),
             rendered: [None, None],
+            last_rendering_bytes: [0, 0],
         }
     }
 
@@ -350,10 +357,9 @@ impl Store {
                 return r.body.clone();
             }
         }
-        let mut body = match &self.rendered[slot] {
-            Some(r) => String::with_capacity(r.body.text.len() + r.body.text.len() / 8),
-            None => String::new(),
-        };
+        let mut body = String::with_capacity(
+            self.last_rendering_bytes[slot] + self.last_rendering_bytes[slot] / 8,
+        );
         let ttl_ms = self.ttl_ms;
         for family in self.families.iter().flatten() {
             exposition::render_family(
@@ -363,11 +369,14 @@ impl Store {
                 &mut body,
             );
         }
+        self.last_rendering_bytes[slot] = body.len();
         let body = Arc::new(RenderedFamilies {
             text: body.into_bytes(),
             deflated: OnceLock::new(),
         });
-        self.rendered[slot] = Some(Rendered {
+        // Large bodies (scraped every few seconds at most) are not kept:
+        // a copy of them would cost more memory than the series themselves.
+        self.rendered[slot] = (body.text.len() <= MAX_KEPT_RENDERING_BYTES).then(|| Rendered {
             generation: self.generation,
             at: Instant::now(),
             body: body.clone(),
