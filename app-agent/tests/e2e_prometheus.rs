@@ -5,7 +5,7 @@
 //! added; `promtool check metrics` accepts both exposition formats; SIGTERM
 //! with scrapes in flight stops the agent cleanly. Also: with a bearer
 //! token, no credentials get 401, the right ones 200, and the token never
-//! reaches the agent's log.
+//! reaches the agent's log. And the README shows the block `config regen` writes.
 //!
 //! Needs `prometheus` and `promtool`: run `scripts/install-test-servers.sh`.
 //! Without them the tests are skipped with a message, except under CI
@@ -500,5 +500,18 @@ fn with_a_bearer_token_scrapes_need_it_and_it_never_reaches_the_log() {
     assert!(
         !stderr.contains(TOKEN),
         "the token reached the log:\n{stderr}"
+    );
+}
+
+#[test]
+fn readme_block_is_what_config_regen_writes() {
+    let section = common::regen_section("prometheus");
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-prometheus/README.md"),
+    )
+    .unwrap();
+    assert!(
+        readme.contains(&section),
+        "plugin-prometheus/README.md must show the block exactly as regen writes it:\n{section}"
     );
 }

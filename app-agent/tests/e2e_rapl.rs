@@ -246,16 +246,7 @@ fn without_rapl_the_agent_says_why_in_one_line_and_goes_on() {
 
 #[test]
 fn readme_block_is_what_config_regen_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = agent(dir.path(), &["config", "regen"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let written = fs::read_to_string(dir.path().join("alumet-config.toml")).unwrap();
-    let start = written.find("[plugins.rapl]").unwrap();
-    let section: String = written[start..]
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let section = common::regen_section("rapl");
     let readme = fs::read_to_string(rapl_crate().join("README.md")).unwrap();
     assert!(
         readme.contains(&section),

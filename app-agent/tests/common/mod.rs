@@ -165,3 +165,21 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub fn read_u64(path: &Path) -> u64 {
     fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
+
+/// The `[plugins.NAME]` block of the configuration `config regen` writes.
+pub fn regen_section(name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alumet-config.toml");
+    let out = agent_command()
+        .args(["--config", path.to_str().unwrap(), "config", "regen"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let written = fs::read_to_string(&path).unwrap();
+    let start = written.find(&format!("[plugins.{name}]")).unwrap();
+    written[start..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
