@@ -21,7 +21,7 @@ use alumet::pipeline::LossReporter;
 
 use crate::exposition::{self, Format};
 use crate::gzip::{self, DeflatedPart};
-use crate::naming::{self, FamilyName};
+use crate::naming::{self, FamilyName, FamilyType};
 use crate::stats::ExporterStats;
 
 /// One series: its value and times (24 bytes; the key is its label set).
@@ -195,22 +195,42 @@ impl Store {
     /// Builds the families from the (frozen) registry, once.
     fn build(&mut self, metrics: &MetricRegistry) {
         self.built = true;
-        let mut by_name: HashMap<String, String> = HashMap::new();
+        // Every sample name a family writes (a counter `c` writes `c`, in
+        // OpenMetrics metadata, `c_total` and `c_created`), by metric name.
+        let mut taken: HashMap<String, String> = HashMap::new();
+        let reserved = format!("{}prometheus_", self.settings.prefix);
         for (id, metric) in metrics.iter() {
             let meta = naming::family_name(&self.settings.prefix, metric);
             let index = id.index();
             if self.families.len() <= index {
                 self.families.resize_with(index + 1, || None);
             }
-            if let Some(first) = by_name.get(&meta.name) {
+            let names: Vec<String> = match meta.family_type {
+                FamilyType::Gauge => vec![meta.name.clone()],
+                FamilyType::Counter => ["", "_total", "_created"]
+                    .iter()
+                    .map(|suffix| format!("{}{suffix}", meta.name))
+                    .collect(),
+            };
+            let clash = if meta.name.starts_with(&reserved) {
+                Some("this exporter's own families".to_owned())
+            } else {
+                names
+                    .iter()
+                    .find_map(|n| taken.get(n))
+                    .map(|m| format!("metric {m}"))
+            };
+            if let Some(other) = clash {
                 log::warn!(
-                    "prometheus: metric {} would be exposed as {}, like metric {first}; its points are not exported",
+                    "prometheus: metric {} would be exposed as {}, which clashes with {other}; its points are not exported",
                     metric.name,
                     meta.name
                 );
                 continue;
             }
-            by_name.insert(meta.name.clone(), metric.name.clone());
+            for n in names {
+                taken.insert(n, metric.name.clone());
+            }
             self.families[index] = Some(Family {
                 integer: metric.value_type == ValueType::U64 && meta.scale == 1.0,
                 capped: !metric.name.starts_with(PIPELINE_METRIC_PREFIX),
@@ -476,5 +496,64 @@ fn add(total: u64, delta: u64, integer: bool) -> u64 {
         total.saturating_add(delta)
     } else {
         (f64::from_bits(total) + f64::from_bits(delta)).to_bits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alumet::measurement::{Resource, ResourceConsumer, Timestamp};
+    use alumet::metrics::{Metric, Unit};
+
+    fn store() -> Store {
+        Store::new(
+            StoreSettings {
+                prefix: "alumet_".into(),
+                series_ttl: Duration::from_secs(60),
+                max_series: 100,
+            },
+            Arc::new(ExporterStats::default()),
+            LossReporter::default(),
+        )
+    }
+
+    #[test]
+    fn a_metric_whose_names_clash_is_not_exported() {
+        let mut registry = MetricRegistry::new();
+        let kinds = [
+            ("foo", MetricKind::Delta),
+            ("foo_total", MetricKind::Gauge),
+            ("foo_created", MetricKind::Gauge),
+            ("prometheus_series", MetricKind::Gauge),
+            ("bar", MetricKind::Gauge),
+        ];
+        let ids: Vec<_> = kinds
+            .iter()
+            .map(|(name, kind)| {
+                registry
+                    .register(Metric::new(*name, Unit::Unity, ValueType::F64, *kind, "x"))
+                    .unwrap()
+            })
+            .collect();
+        let points: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                MeasurementPoint::new(
+                    Timestamp::from_unix_nanos(1),
+                    *id,
+                    Resource::LocalMachine,
+                    ResourceConsumer::LocalMachine,
+                    1.0,
+                )
+            })
+            .collect();
+        let mut s = store();
+        s.update(&points, &registry);
+        assert_eq!(s.series_count(), 2);
+        assert_eq!(s.stats.invalid_points.load(Relaxed), 3);
+        let text = String::from_utf8(s.render(Format::Text).text.clone()).unwrap();
+        assert!(text.contains("# TYPE alumet_foo_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE alumet_bar gauge\n"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 2, "{text}");
     }
 }

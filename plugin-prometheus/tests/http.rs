@@ -61,6 +61,19 @@ fn only_get_metrics_is_served_and_bad_requests_get_a_4xx() {
     big.extend_from_slice(b"\r\n\r\n");
     let (status, _) = raw(endpoint.addr, &big);
     assert!((400..500).contains(&status), "oversized head got {status}");
+    // A body nobody asked for, announced as huge: answered, never read.
+    let started = Instant::now();
+    let (status, _) = raw(
+        endpoint.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\nabc",
+    );
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let (status, _) = raw(
+        endpoint.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    );
+    assert!(status == 200 || status == 400, "{status}");
     // A connection closed in the middle of a request.
     drop(
         TcpStream::connect(endpoint.addr)
