@@ -1,100 +1,103 @@
-//! The exposition of a fixture stream, both formats, against
-//! `tests/fixtures/<case>/expected.txt` and `expected.om.txt`: names with
-//! units, deltas summed into counters (`_created` from the first point),
-//! gauges replaced, counters passed through, labels sanitised and escaped,
-//! invalid deltas refused and counted.
+//! Fixture cases: each directory under `tests/fixtures/` holds
+//! `points.json` (metrics and points, read by `alumet::fixture`), an
+//! optional `config.toml` (the plugin's config) and `expected.txt` /
+//! `expected.om.txt`, the text and OpenMetrics bodies the endpoint must
+//! serve (sample lines sorted per family, the exporter's own families
+//! left out): names with units, deltas summed into counters (`_created`
+//! from the first point), gauges replaced, counters passed through, labels
+//! sanitised and escaped, invalid deltas refused and counted.
+//! `PROMETHEUS_FIXTURES_BLESS=1` rewrites the expected files.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
-use alumet::measurement::{AttributeValue, Resource, ResourceConsumer};
+use std::path::Path;
+
+use alumet::fixture::PointsFixture;
+use alumet::measurement::Resource;
 use common::*;
 use plugin_prometheus::PrometheusConfig;
-
-fn basic_batches() -> (Vec<Spec>, Vec<Spec>) {
-    let first = vec![
-        spec("energy", 1.5)
-            .on(Resource::CpuPackage { id: 0 })
-            .attr("domain", "package"),
-        spec("energy", 0.25)
-            .on(Resource::Dram { pkg_id: 0 })
-            .attr("domain", "dram"),
-        spec("energy", 2.0)
-            .on(Resource::CpuPackage { id: 0 })
-            .by(ResourceConsumer::ControlGroup {
-                path: "/slurm/job_77".into(),
-            })
-            .attr("domain", "package")
-            .attr("job_id", AttributeValue::U64(77))
-            .attr("note", ""),
-        spec("power", 42.5),
-        spec("cpu_usage", 150.0)
-            .by(ResourceConsumer::Process { pid: 1234 })
-            .attr("exe", "my \"app\"\n\\x")
-            .attr("pod.uid", "abc")
-            .attr("9lives", true)
-            .attr("resource_kind", "clash"),
-        spec("bytes_read", 4096u64).on(Resource::Custom {
-            kind: "disk".into(),
-            id: "sda".into(),
-        }),
-        spec("raw_energy", 123_456_789u64).on(Resource::CpuPackage { id: 1 }),
-        spec("tasks", 3u64)
-            .attr("state", "running")
-            .attr("state", "ignored"),
-        // Not summable: refused, counted.
-        spec("energy", -1.0)
-            .on(Resource::CpuPackage { id: 1 })
-            .attr("domain", "package"),
-        spec("energy", f64::NAN)
-            .on(Resource::CpuPackage { id: 1 })
-            .attr("domain", "package"),
-    ];
-    let second = vec![
-        spec("energy", 0.5)
-            .on(Resource::CpuPackage { id: 0 })
-            .attr("domain", "package")
-            .at_ms(1_700_000_001_000),
-        spec("power", 40.0).at_ms(1_700_000_001_000),
-        spec("bytes_read", 1024u64)
-            .on(Resource::Custom {
-                kind: "disk".into(),
-                id: "sda".into(),
-            })
-            .at_ms(1_700_000_001_000),
-        spec("raw_energy", 123_556_789u64)
-            .on(Resource::CpuPackage { id: 1 })
-            .at_ms(1_700_000_001_000),
-    ];
-    (first, second)
-}
 
 const PACKAGE0: &str =
     "alumet_energy_joules_total{resource_kind=\"cpu_package\",resource_id=\"0\",consumer_kind=\"local_machine\",domain=\"package\"}";
 
-#[test]
-fn a_fixture_stream_renders_as_expected_in_both_formats() {
-    let endpoint = Endpoint::start(PrometheusConfig::default());
-    let (first, second) = basic_batches();
-    let body = endpoint.push_and_wait(first, |b| value_of(b, PACKAGE0).is_some());
-    assert_eq!(value_of(&body, PACKAGE0), Some(1.5));
-    assert_eq!(
-        value_of(&body, "alumet_prometheus_dropped_points_total"),
-        Some(2.0),
-        "{body}"
-    );
-    let body = endpoint.push_and_wait(second, |b| value_of(b, PACKAGE0) == Some(2.0));
-
-    let text = normalised(&body, "alumet_");
-    let om = normalised(&endpoint.scrape_openmetrics(), "alumet_");
-    if std::env::var_os("PROMETHEUS_FIXTURES_BLESS").is_some() {
+/// Runs `tests/fixtures/<case>/`: `points.json` in one batch, with the
+/// plugin config of `config.toml` if present; compares both formats.
+fn run_case(dir: &Path) {
+    let fixture = PointsFixture::load(&dir.join("points.json")).unwrap();
+    let config: PrometheusConfig = match std::fs::read_to_string(dir.join("config.toml")) {
+        Ok(text) => toml::from_str(&text).unwrap(),
+        Err(_) => PrometheusConfig::default(),
+    };
+    let prefix = config.prefix.clone();
+    let endpoint = Endpoint::with_metrics(config, fixture.metrics.clone());
+    let points = fixture.clone();
+    endpoint.push_with(Box::new(move |ids| points.points_with(ids).unwrap()));
+    let bless = std::env::var_os("PROMETHEUS_FIXTURES_BLESS").is_some();
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let (expected, expected_om) = (read("expected.txt"), read("expected.om.txt"));
+    // Scraped until it holds, to know that the batch arrived; the
+    // assertions below show the difference if it never does.
+    let body = endpoint.scrape_until(|b| bless || normalised(b, &prefix) == expected);
+    let text = normalised(&body, &prefix);
+    let om = normalised(&endpoint.scrape_openmetrics(), &prefix);
+    if bless {
         // Rewrites the expected files: review the diff before committing.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic");
         std::fs::write(dir.join("expected.txt"), &text).unwrap();
         std::fs::write(dir.join("expected.om.txt"), &om).unwrap();
+        return endpoint.stop();
     }
-    assert_eq!(text, fixture("basic", "expected.txt"));
-    assert_eq!(om, fixture("basic", "expected.om.txt"));
+    assert_eq!(text, expected, "case {}", dir.display());
+    assert_eq!(om, expected_om, "case {}", dir.display());
+    endpoint.stop();
+}
+
+#[test]
+fn every_fixture_case_renders_as_expected_in_both_formats() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 2,
+        "fixture cases missing in {}",
+        root.display()
+    );
+    for case in cases {
+        run_case(&case);
+    }
+}
+
+#[test]
+fn invalid_deltas_are_refused_and_counted() {
+    let endpoint = Endpoint::start(PrometheusConfig::default());
+    let pkg = || {
+        spec("energy", 1.0)
+            .on(Resource::CpuPackage { id: 0 })
+            .attr("domain", "package")
+    };
+    let batch = vec![
+        pkg(),
+        spec("energy", -1.0)
+            .on(Resource::CpuPackage { id: 0 })
+            .attr("domain", "package"),
+        spec("energy", f64::NAN)
+            .on(Resource::CpuPackage { id: 0 })
+            .attr("domain", "package"),
+        spec("energy", f64::INFINITY)
+            .on(Resource::CpuPackage { id: 0 })
+            .attr("domain", "package"),
+    ];
+    let body = endpoint.push_and_wait(batch, |b| value_of(b, PACKAGE0).is_some());
+    assert_eq!(value_of(&body, PACKAGE0), Some(1.0));
+    assert_eq!(
+        value_of(&body, "alumet_prometheus_dropped_points_total"),
+        Some(3.0),
+        "{body}"
+    );
     endpoint.stop();
 }
 

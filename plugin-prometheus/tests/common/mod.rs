@@ -18,15 +18,6 @@ use alumet::plugin::{Plugin, PluginDefinition};
 use alumet::testing::{FnSource, RunningTest, TestPipeline};
 use plugin_prometheus::{PrometheusConfig, PrometheusPlugin};
 
-/// `tests/fixtures/<case>/<file>`.
-pub fn fixture(case: &str, file: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(case)
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// The metrics the test source registers: (name, unit, value type, kind).
 pub fn fixture_metrics() -> Vec<Metric> {
     use MetricKind::*;
@@ -102,7 +93,25 @@ impl Spec {
     }
 }
 
-type Feed = Arc<Mutex<VecDeque<Vec<Spec>>>>;
+/// What the next poll emits, given the ids of the registered metrics.
+type Batch = Box<dyn FnOnce(&HashMap<String, MetricId>) -> Vec<MeasurementPoint> + Send>;
+type Feed = Arc<Mutex<VecDeque<Batch>>>;
+
+impl Spec {
+    fn point(self, ids: &HashMap<String, MetricId>) -> MeasurementPoint {
+        let mut p = MeasurementPoint::new(
+            Timestamp::from_unix_nanos(self.timestamp_ms * 1_000_000),
+            ids[self.metric],
+            self.resource,
+            self.consumer,
+            self.value,
+        );
+        for (k, v) in self.attributes {
+            p = p.with_attr(k, v);
+        }
+        p
+    }
+}
 
 /// The plugin running in a test pipeline, with a source that emits the
 /// batches given to [`Endpoint::push`], one per poll.
@@ -114,8 +123,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Starts with `config` (its listen_address is replaced by a free loopback port).
-    pub fn start(mut config: PrometheusConfig) -> Self {
+    /// Starts with `config` (its listen_address is replaced by a free
+    /// loopback port) and the metrics of [`fixture_metrics`].
+    pub fn start(config: PrometheusConfig) -> Self {
+        Self::with_metrics(config, fixture_metrics())
+    }
+
+    /// Starts with `config` and a source of `metrics`.
+    pub fn with_metrics(mut config: PrometheusConfig, metrics: Vec<Metric>) -> Self {
         config.listen_address = "127.0.0.1:0".into();
         let mut plugin = PrometheusPlugin::init(config).unwrap();
         let feed: Feed = Arc::default();
@@ -123,24 +138,13 @@ impl Endpoint {
         let source_feed = feed.clone();
         t.plugin("fixture", move |ctx| {
             let mut ids: HashMap<String, MetricId> = HashMap::new();
-            for m in fixture_metrics() {
+            for m in metrics {
                 let name = m.name.clone();
                 ids.insert(name, ctx.create_metric(m)?);
             }
             let source = FnSource::new(move |buf: &mut MeasurementBuffer, _ts| {
-                let batch = source_feed.lock().unwrap().pop_front().unwrap_or_default();
-                for s in batch {
-                    let mut p = MeasurementPoint::new(
-                        Timestamp::from_unix_nanos(s.timestamp_ms * 1_000_000),
-                        ids[s.metric],
-                        s.resource,
-                        s.consumer,
-                        s.value,
-                    );
-                    for (k, v) in s.attributes {
-                        p = p.with_attr(k, v);
-                    }
-                    buf.push(p);
+                if let Some(batch) = source_feed.lock().unwrap().pop_front() {
+                    buf.extend(batch(&ids));
                 }
                 Ok(())
             });
@@ -162,6 +166,13 @@ impl Endpoint {
     /// Emits `batch` at the next poll, polls now, and waits until the
     /// endpoint has it (`scrapes` grows: the test scrapes until `ready`).
     pub fn push(&self, batch: Vec<Spec>) {
+        self.push_with(Box::new(move |ids| {
+            batch.into_iter().map(|s| s.point(ids)).collect()
+        }));
+    }
+
+    /// Emits what `batch` makes at the next poll, and polls now.
+    pub fn push_with(&self, batch: Batch) {
         self.feed.lock().unwrap().push_back(batch);
         self.running.as_ref().unwrap().trigger_all();
     }
