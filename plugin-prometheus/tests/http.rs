@@ -250,3 +250,35 @@ fn basic_authentication_with_the_password_from_a_file() {
     );
     endpoint.stop();
 }
+
+#[test]
+fn beyond_max_connections_new_connections_are_closed_and_counted() {
+    let endpoint = with_data(PrometheusConfig {
+        max_connections: 2,
+        ..Default::default()
+    });
+    wait_for_data(&endpoint);
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(endpoint.addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Both slots taken: the next connection is closed without an answer.
+    let refused = common::wait_until_true(|| {
+        let (_, response) = raw(
+            endpoint.addr,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        response.is_empty()
+    });
+    assert!(refused, "a third connection was served");
+    drop(stalled);
+    // Slots come back once the stalled clients leave.
+    let body = endpoint.scrape_until(|b| {
+        value_of(b, "alumet_prometheus_rejected_requests_total").is_some_and(|v| v >= 1.0)
+    });
+    assert!(body.contains("alumet_energy_joules_total{"), "{body}");
+    endpoint.stop();
+}

@@ -317,3 +317,15 @@ pub fn normalised(body: &str, prefix: &str) -> String {
     out.append(&mut run);
     out.join("\n") + "\n"
 }
+
+/// Tries `f` every 10 ms for 5 s; whether it held once.
+pub fn wait_until_true(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
