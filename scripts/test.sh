@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need first: the
-# real InfluxDB-protocol servers (Debian packages) that the influxdb tests start.
+# real servers (Debian packages) the tests start on loopback: InfluxDB and
+# VictoriaMetrics for the influxdb tests, Prometheus and promtool for the
+# prometheus ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh

@@ -6,12 +6,17 @@
 //! - [`plugin`]: the lifecycle every plugin follows.
 //! - [`pipeline`]: sources → transforms → outputs, its control handle and counters.
 //! - [`config`]: TOML tables and human durations for plugin configs.
-//! - [`testing`]: run one element in a real pipeline and look at what comes out.
+//! - [`secret`]: tokens and passwords from config, env or file, never logged.
+//! - [`testing`]: run one element in a real pipeline and look at what comes out;
+//!   `fixture` (feature `fixtures`): metrics and points from a `points.json`.
 
 pub mod config;
 pub mod exec;
+#[cfg(feature = "fixtures")]
+pub mod fixture;
 pub mod measurement;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod secret;
 pub mod testing;

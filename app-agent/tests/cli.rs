@@ -92,6 +92,7 @@ fn plugins_list_shows_every_plugin_and_why_it_cannot_run() {
         "nvidia",
         "csv",
         "influxdb",
+        "prometheus",
         "energy-attribution",
     ] {
         assert!(out.contains(name), "{out}");
@@ -335,7 +336,11 @@ fn config_errors_name_the_line_and_the_closest_valid_name() {
 fn overrides_take_effect_and_secrets_are_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n[plugins.prometheus]\nbearer_token = \"b3arer-s3cr3t\"\nbasic_password = \"pa55-s3cr3t\"\n",
+    )
+    .unwrap();
     let o = run(agent().current_dir(dir.path()).args([
         "--config",
         path.to_str().unwrap(),
@@ -353,7 +358,13 @@ fn overrides_take_effect_and_secrets_are_redacted() {
     assert_eq!(plugins["procfs"]["enabled"].as_bool(), Some(true));
     assert_eq!(plugins["csv"]["enabled"].as_bool(), Some(false));
     let out = stdout(&o) + &stderr(&o);
-    assert!(!out.contains("s3cr3t-token"), "the token leaked: {out}");
+    for secret in ["s3cr3t-token", "b3arer-s3cr3t", "pa55-s3cr3t"] {
+        assert!(!out.contains(secret), "a secret leaked: {out}");
+    }
+    assert_eq!(
+        plugins["prometheus"]["bearer_token"].as_str(),
+        Some("<redacted>")
+    );
     assert!(out.contains("<redacted>"));
     // The file is readable by others and holds a secret: warned.
     assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));

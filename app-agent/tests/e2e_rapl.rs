@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{sigterm_and_wait as stop, write_in_place};
+use common::{copy_tree, read_u64, sigterm_and_wait as stop, write_in_place};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,23 +18,6 @@ use std::time::{Duration, Instant};
 
 fn rapl_crate() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-rapl")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn read_u64(path: &Path) -> u64 {
-    fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
 
 fn agent(dir: &Path, args: &[&str]) -> Command {
@@ -263,16 +246,7 @@ fn without_rapl_the_agent_says_why_in_one_line_and_goes_on() {
 
 #[test]
 fn readme_block_is_what_config_regen_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = agent(dir.path(), &["config", "regen"]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let written = fs::read_to_string(dir.path().join("alumet-config.toml")).unwrap();
-    let start = written.find("[plugins.rapl]").unwrap();
-    let section: String = written[start..]
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let section = common::regen_section("rapl");
     let readme = fs::read_to_string(rapl_crate().join("README.md")).unwrap();
     assert!(
         readme.contains(&section),

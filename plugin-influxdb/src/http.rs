@@ -24,36 +24,7 @@ pub enum ApiVersion {
     V1,
 }
 
-/// A secret string whose `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True if no secret is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("\"<redacted>\"")
-        }
-    }
-}
+pub use alumet::secret::Secret;
 
 /// How requests authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,10 +99,11 @@ impl WriteTarget {
         match &self.auth {
             Auth::None => None,
             Auth::Token(token) => Some(format!("Token {}", token.expose())),
-            Auth::Basic { username, password } => {
-                let credentials = format!("{username}:{}", password.expose());
-                Some(format!("Basic {}", base64(credentials.as_bytes())))
-            }
+            Auth::Basic { username, password } => Some(
+                alumet::secret::http_basic_authorization(username, password)
+                    .expose()
+                    .to_owned(),
+            ),
         }
     }
 
@@ -156,28 +128,6 @@ fn percent_encode(value: &str, out: &mut String) {
             out.push(HEX[(b & 15) as usize] as char);
         }
     }
-}
-
-/// Standard base64 with padding, for basic auth.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Removes secrets from text that may be logged.
@@ -408,19 +358,6 @@ mod tests {
         assert_eq!(
             v1.endpoint(),
             "http://127.0.0.1:8086/write?db=db&rp=autogen&precision=ns"
-        );
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_examples() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(
-            base64(b"Aladdin:open sesame"),
-            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
     }
 

@@ -4,6 +4,7 @@
 
 use alumet::config::ConfigError;
 use alumet::plugin::PluginError;
+use alumet::secret::SecretSource;
 
 use crate::http::{ApiVersion, Auth, Secret, WriteTarget};
 use crate::line_protocol::{EncoderOptions, BUILTIN_TAGS};
@@ -29,16 +30,7 @@ impl InfluxDbConfig {
             }
             _ => {}
         }
-        let sources = [&self.token, &self.token_env, &self.token_file]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .count();
-        if sources > 1 {
-            return Err(invalid(
-                "token",
-                "set at most one of token, token_env and token_file",
-            ));
-        }
+        self.secret_source().validate()?;
         if self.batch_size == 0 {
             return Err(invalid("batch_size", "must be at least 1"));
         }
@@ -96,41 +88,19 @@ impl InfluxDbConfig {
         Ok(())
     }
 
+    /// Where the secret comes from: `token`, `token_env` or `token_file`.
+    fn secret_source(&self) -> SecretSource<'_> {
+        SecretSource {
+            key: "token",
+            inline: &self.token,
+            env: &self.token_env,
+            file: &self.token_file,
+        }
+    }
+
     /// Reads the secret from wherever the config says. Errors never contain it.
     pub fn resolve_secret(&self) -> Result<Secret, PluginError> {
-        if !self.token.is_empty() {
-            return Ok(Secret::new(self.token.clone()));
-        }
-        if !self.token_env.is_empty() {
-            return match std::env::var(&self.token_env) {
-                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
-                _ => Err(PluginError::unavailable(
-                    format!(
-                        "the environment variable {} (token_env) is not set or empty",
-                        self.token_env
-                    ),
-                    "export it before starting the agent, or set token_file",
-                )),
-            };
-        }
-        if !self.token_file.is_empty() {
-            return match std::fs::read_to_string(&self.token_file) {
-                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
-                Ok(_) => Err(PluginError::unavailable(
-                    format!("the token file {} (token_file) is empty", self.token_file),
-                    "write the token into it",
-                )),
-                Err(e) => Err(PluginError::unavailable(
-                    format!(
-                        "cannot read the token file {} (token_file): {}",
-                        self.token_file,
-                        e.kind()
-                    ),
-                    "check the path and that the agent's user can read it",
-                )),
-            };
-        }
-        Ok(Secret::default())
+        self.secret_source().resolve()
     }
 
     pub(crate) fn write_target(&self, secret: Secret) -> WriteTarget {
