@@ -5,6 +5,8 @@
 use alumet::config::ConfigError;
 use alumet::plugin::PluginError;
 
+use alumet_delivery::{DeliverySettings, SecretSource, TlsFiles};
+
 use crate::http::{ApiVersion, Auth, Secret, WriteTarget};
 use crate::line_protocol::{EncoderOptions, BUILTIN_TAGS};
 use crate::InfluxDbConfig;
@@ -29,43 +31,9 @@ impl InfluxDbConfig {
             }
             _ => {}
         }
-        let sources = [&self.token, &self.token_env, &self.token_file]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .count();
-        if sources > 1 {
-            return Err(invalid(
-                "token",
-                "set at most one of token, token_env and token_file",
-            ));
-        }
-        if self.batch_size == 0 {
-            return Err(invalid("batch_size", "must be at least 1"));
-        }
-        if self.max_buffer_points < self.batch_size {
-            return Err(invalid(
-                "max_buffer_points",
-                format!(
-                    "must be at least batch_size ({}), or no full batch fits",
-                    self.batch_size
-                ),
-            ));
-        }
-        for (key, value) in [
-            ("flush_interval", self.flush_interval),
-            ("request_timeout", self.request_timeout),
-            ("retry_initial_delay", self.retry_initial_delay),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than zero"));
-            }
-        }
-        if self.retry_max_delay < self.retry_initial_delay {
-            return Err(invalid(
-                "retry_max_delay",
-                "must be at least retry_initial_delay",
-            ));
-        }
+        self.secret_source().validate()?;
+        self.delivery_settings(&self.url).validate()?;
+        self.tls_files().validate()?;
         if let Some(both) = self
             .tag_attributes
             .iter()
@@ -96,41 +64,42 @@ impl InfluxDbConfig {
         Ok(())
     }
 
+    fn secret_source(&self) -> SecretSource<'_> {
+        SecretSource {
+            inline: ("token", &self.token),
+            env: ("token_env", &self.token_env),
+            file: ("token_file", &self.token_file),
+        }
+    }
+
     /// Reads the secret from wherever the config says. Errors never contain it.
     pub fn resolve_secret(&self) -> Result<Secret, PluginError> {
-        if !self.token.is_empty() {
-            return Ok(Secret::new(self.token.clone()));
+        self.secret_source().resolve()
+    }
+
+    /// The TLS keys, for the shared transport.
+    pub(crate) fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
         }
-        if !self.token_env.is_empty() {
-            return match std::env::var(&self.token_env) {
-                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
-                _ => Err(PluginError::unavailable(
-                    format!(
-                        "the environment variable {} (token_env) is not set or empty",
-                        self.token_env
-                    ),
-                    "export it before starting the agent, or set token_file",
-                )),
-            };
+    }
+
+    /// The delivery keys, for the shared output.
+    pub(crate) fn delivery_settings(&self, endpoint: &str) -> DeliverySettings {
+        DeliverySettings {
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval,
+            max_buffer_points: self.max_buffer_points,
+            gzip: self.gzip,
+            request_timeout: self.request_timeout,
+            retry_initial_delay: self.retry_initial_delay,
+            retry_max_delay: self.retry_max_delay,
+            max_retry_after: self.retry_max_delay.max(std::time::Duration::from_secs(60)),
+            shutdown_timeout: self.shutdown_timeout,
+            ..DeliverySettings::new("influxdb", endpoint)
         }
-        if !self.token_file.is_empty() {
-            return match std::fs::read_to_string(&self.token_file) {
-                Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
-                Ok(_) => Err(PluginError::unavailable(
-                    format!("the token file {} (token_file) is empty", self.token_file),
-                    "write the token into it",
-                )),
-                Err(e) => Err(PluginError::unavailable(
-                    format!(
-                        "cannot read the token file {} (token_file): {}",
-                        self.token_file,
-                        e.kind()
-                    ),
-                    "check the path and that the agent's user can read it",
-                )),
-            };
-        }
-        Ok(Secret::default())
     }
 
     pub(crate) fn write_target(&self, secret: Secret) -> WriteTarget {
