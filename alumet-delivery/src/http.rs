@@ -188,6 +188,38 @@ impl HttpTransport {
     }
 }
 
+/// Checks an output's URL: http or https, a host, no credentials (URLs are
+/// logged). `example` is shown in the error. Returns the parsed URL.
+pub fn validate_url(
+    key: &str,
+    url: &str,
+    example: &str,
+) -> Result<ureq::http::Uri, alumet::plugin::PluginError> {
+    let invalid = |reason: String| {
+        alumet::plugin::PluginError::Config(alumet::config::ConfigError::Invalid {
+            key: key.into(),
+            reason,
+        })
+    };
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| invalid(format!("`{url}` is not a URL ({e}); e.g. \"{example}\"")))?;
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
+        return Err(invalid(format!(
+            "`{url}` must start with http:// or https://"
+        )));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid(format!("`{url}` has no host")));
+    };
+    if authority.as_str().contains('@') {
+        return Err(invalid(
+            "credentials do not belong in the URL (it is logged); use the secret keys of the plugin (token, headers: inline, _env or _file)".into(),
+        ));
+    }
+    Ok(uri)
+}
+
 /// Parses a Retry-After header given in seconds (the HTTP-date form is
 /// rare for write APIs and falls back to the backoff).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -327,6 +359,20 @@ mod tests {
         ));
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn urls_need_a_scheme_a_host_and_no_credentials() {
+        assert!(validate_url("url", "https://db:8086", "x").is_ok());
+        for bad in [
+            "localhost:8086",
+            "ftp://x",
+            "http://u:p@host:8086",
+            "http://",
+        ] {
+            let err = validate_url("url", bad, "x").unwrap_err().to_string();
+            assert!(err.contains("url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub mod settings;
 pub mod stats;
 pub mod tls;
 
+/// The kernel's host name (for `host` tags and `host.name`), if it has one.
+pub fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+}
+
 pub use http::{HttpTarget, HttpTransport, PartialRejection, SendOutcome, Transport};
 pub use output::{BatchEncoder, DeliveryOutput};
 pub use secret::{Redactor, Secret, SecretSource};

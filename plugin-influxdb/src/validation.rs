@@ -131,7 +131,7 @@ impl InfluxDbConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !self.host_tag.is_empty() {
-            match host_name() {
+            match alumet_delivery::host_name() {
                 Some(host) => constant_tags.push((self.host_tag.clone(), host)),
                 None => log::warn!(
                     "influxdb: cannot read the host name; points have no `{}` tag",
@@ -149,30 +149,7 @@ impl InfluxDbConfig {
 }
 
 fn validate_url(url: &str) -> Result<(), PluginError> {
-    let uri: ureq::http::Uri = url.parse().map_err(|e| {
-        invalid(
-            "url",
-            format!("`{url}` is not a URL ({e}); e.g. \"http://localhost:8086\""),
-        )
-    })?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err(invalid(
-                "url",
-                format!("`{url}` must start with http:// or https://"),
-            ))
-        }
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(invalid("url", format!("`{url}` has no host")));
-    };
-    if authority.as_str().contains('@') {
-        return Err(invalid(
-            "url",
-            "credentials do not belong in the URL (it is logged); use username and token_env or token_file",
-        ));
-    }
+    let uri = alumet_delivery::http::validate_url("url", url, "http://localhost:8086")?;
     if uri.query().is_some() {
         return Err(invalid(
             "url",
@@ -180,15 +157,6 @@ fn validate_url(url: &str) -> Result<(), PluginError> {
         ));
     }
     Ok(())
-}
-
-/// The kernel's host name, for the `host` tag.
-fn host_name() -> Option<String> {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_owned())
-        .find(|s| !s.is_empty())
 }
 
 #[cfg(test)]
