@@ -12,11 +12,13 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),
         PluginMetadata::of::<plugin_csv::CsvPlugin>(),
         PluginMetadata::of::<plugin_influxdb::InfluxDbPlugin>(),
+        PluginMetadata::of::<plugin_opentelemetry::OpenTelemetryPlugin>(),
     ]
 }
 
 /// Whether a plugin is enabled when the config does not say: everything that
-/// works on any Linux machine without setup. InfluxDB needs a server, so it is off.
+/// works on any Linux machine without setup. The InfluxDB and OpenTelemetry
+/// outputs need a server or receiver, so they are off.
 pub fn enabled_by_default(name: &str) -> bool {
-    name != "influxdb"
+    !matches!(name, "influxdb" | "opentelemetry")
 }

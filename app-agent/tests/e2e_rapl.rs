@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{sigterm_and_wait as stop, write_in_place};
+use common::{copy_tree, sigterm_and_wait as stop, write_in_place};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,19 +18,6 @@ use std::time::{Duration, Instant};
 
 fn rapl_crate() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-rapl")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn read_u64(path: &Path) -> u64 {

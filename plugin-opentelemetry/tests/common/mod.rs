@@ -112,7 +112,8 @@ impl Receiver {
     }
 
     fn script_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp_receiver.py")
+        // Also used by app-agent's tests (through #[path]): from either crate.
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-opentelemetry/tests/otlp_receiver.py")
     }
 
     /// The metrics URL.
