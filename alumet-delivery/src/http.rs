@@ -168,15 +168,29 @@ impl HttpTransport {
             .collect()
     }
 
+    fn tls_failure(&self, e: &rustls::Error) -> SendOutcome {
+        SendOutcome::Misconfigured {
+            reason: format!(
+                "TLS with {} failed: {} (check ca_file, client_cert_file and client_key_file)",
+                self.host,
+                self.shorten(&e.to_string())
+            ),
+        }
+    }
+
     fn failure(&self, e: ureq::Error) -> SendOutcome {
+        // The handshake runs inside ureq's I/O: its rustls error comes wrapped.
+        let wrapped = match &e {
+            ureq::Error::Io(io) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        if let Some(tls) = wrapped {
+            return self.tls_failure(tls);
+        }
         match e {
-            ureq::Error::Rustls(e) => SendOutcome::Misconfigured {
-                reason: format!(
-                    "TLS with {} failed: {} (check ca_file, client_cert_file and client_key_file)",
-                    self.host,
-                    self.shorten(&e.to_string())
-                ),
-            },
+            ureq::Error::Rustls(e) => self.tls_failure(&e),
             ureq::Error::Tls(e) => SendOutcome::Misconfigured {
                 reason: format!("TLS with {} failed: {e}", self.host),
             },
