@@ -13,6 +13,7 @@
 //!   four becomes `attr_<name>`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use alumet::measurement::{AttributeValue, MeasurementPoint, MeasurementValue};
 use alumet::metrics::{MetricKind, MetricRegistry};
@@ -118,6 +119,33 @@ struct Series {
     double_total: f64,
 }
 
+/// A fast hasher for the series map (keys are built by this encoder, not
+/// chosen by an attacker, so SipHash's protection buys nothing here):
+/// multiply-rotate over 8-byte words, the FxHash scheme.
+#[derive(Default, Clone, Copy)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SeriesMap = HashMap<Box<[u8]>, Series, BuildHasherDefault<WordHasher>>;
+
 /// Encodes points into OTLP request bodies. Create one per output.
 #[derive(Debug)]
 pub struct OtlpEncoder {
@@ -127,9 +155,14 @@ pub struct OtlpEncoder {
     /// Metric indices with pending points, in the order first seen.
     touched: Vec<usize>,
     points: usize,
-    series: HashMap<Box<[u8]>, Series>,
+    series: SeriesMap,
     key: Vec<u8>,
+    /// Sent data points, whose strings the next points reuse.
+    pool: Vec<NumberDataPoint>,
 }
+
+/// The most recycled data points kept (about one default batch).
+const POOL_MAX_POINTS: usize = 8192;
 
 fn int_or_double(v: u64) -> NumberValue {
     match i64::try_from(v) {
@@ -153,6 +186,27 @@ fn attribute_value(value: &AttributeValue) -> Value {
         AttributeValue::F64(v) => Value::DoubleValue(*v),
         AttributeValue::Bool(v) => Value::BoolValue(*v),
     }
+}
+
+/// Writes an attribute's string value into a reused buffer.
+type WriteValue<'a> = &'a dyn Fn(&mut String);
+
+/// The string buffer of `kv`'s value, emptied (a new one if it held none).
+fn take_string(kv: &mut KeyValue) -> String {
+    match kv.value.take() {
+        Some(AnyValue {
+            value: Some(Value::StringValue(mut s)),
+        }) => {
+            s.clear();
+            s
+        }
+        _ => String::new(),
+    }
+}
+
+/// Sets `kv`'s value to the string `s`.
+fn put_string(kv: &mut KeyValue, s: String) {
+    kv.value = any(Value::StringValue(s));
 }
 
 /// Appends an unambiguous spelling of an attribute to a series key.
@@ -187,8 +241,9 @@ impl OtlpEncoder {
             pending: Vec::new(),
             touched: Vec::new(),
             points: 0,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             key: Vec::new(),
+            pool: Vec::new(),
         }
     }
 
@@ -220,62 +275,89 @@ impl OtlpEncoder {
         Ok(shape)
     }
 
-    fn attributes(point: &MeasurementPoint) -> Vec<KeyValue> {
-        let mut out = Vec::with_capacity(4 + point.attributes.len());
-        out.push(KeyValue::string(
-            BUILTIN_ATTRIBUTES[0],
-            point.resource.kind(),
-        ));
-        out.push(KeyValue::string(BUILTIN_ATTRIBUTES[1], point.resource.id()));
-        out.push(KeyValue::string(
-            BUILTIN_ATTRIBUTES[2],
-            point.consumer.kind(),
-        ));
-        out.push(KeyValue::string(BUILTIN_ATTRIBUTES[3], point.consumer.id()));
-        for (key, value) in &point.attributes {
-            let key = if BUILTIN_ATTRIBUTES.contains(&key.as_ref()) {
-                format!("{RENAMED_ATTRIBUTE_PREFIX}{key}")
-            } else {
-                key.to_string()
-            };
-            out.push(KeyValue {
-                key,
-                value: any(attribute_value(value)),
-            });
+    /// Fills `out` with the point attributes, reusing the strings already
+    /// there (recycled data points): in steady state this allocates nothing.
+    fn fill_attributes(point: &MeasurementPoint, out: &mut Vec<KeyValue>) {
+        let mut n = 0;
+        let mut slot = |out: &mut Vec<KeyValue>| -> usize {
+            if n == out.len() {
+                out.push(KeyValue::default());
+            }
+            n += 1;
+            n - 1
+        };
+        let builtin: [(&str, WriteValue<'_>); 4] = [
+            (BUILTIN_ATTRIBUTES[0], &|s| {
+                s.push_str(point.resource.kind())
+            }),
+            (BUILTIN_ATTRIBUTES[1], &|s| {
+                // Writing into a String cannot fail.
+                let _ = point.resource.write_id(s);
+            }),
+            (BUILTIN_ATTRIBUTES[2], &|s| {
+                s.push_str(point.consumer.kind())
+            }),
+            (BUILTIN_ATTRIBUTES[3], &|s| {
+                let _ = point.consumer.write_id(s);
+            }),
+        ];
+        for (key, write) in builtin {
+            let i = slot(out);
+            let kv = &mut out[i];
+            kv.key.clear();
+            kv.key.push_str(key);
+            let mut value = take_string(kv);
+            write(&mut value);
+            put_string(kv, value);
         }
-        out
+        for (key, value) in &point.attributes {
+            let i = slot(out);
+            let kv = &mut out[i];
+            kv.key.clear();
+            if BUILTIN_ATTRIBUTES.contains(&key.as_ref()) {
+                kv.key.push_str(RENAMED_ATTRIBUTE_PREFIX);
+            }
+            kv.key.push_str(key);
+            match value {
+                AttributeValue::Str(v) => {
+                    let mut value = take_string(kv);
+                    value.push_str(v);
+                    put_string(kv, value);
+                }
+                other => kv.value = any(attribute_value(other)),
+            }
+        }
+        out.truncate(n);
     }
 
-    /// The state of the series of a sum point (fresh on first sight);
-    /// leaves its key in `self.key` for [`Self::store_series`].
-    fn load_series(&mut self, index: usize, attributes: &[KeyValue], time: u64) -> Series {
+    /// Updates the state of the series of a sum point (fresh on first
+    /// sight) with `update`, which returns the point's (start, value).
+    fn with_series(
+        &mut self,
+        index: usize,
+        attributes: &[KeyValue],
+        time: u64,
+        update: impl FnOnce(&mut Series) -> (u64, NumberValue),
+    ) -> (u64, NumberValue) {
         self.key.clear();
         self.key.extend_from_slice(&(index as u32).to_le_bytes());
         for kv in attributes {
             push_key(&mut self.key, kv);
         }
-        self.series
-            .get(self.key.as_slice())
-            .copied()
-            .unwrap_or_else(|| {
-                let start = self.options.start_time_unix_nano.min(time);
-                Series {
-                    start,
-                    last_time: start,
-                    int_total: 0,
-                    double_total: 0.0,
-                }
-            })
-    }
-
-    fn store_series(&mut self, series: Series) {
-        match self.series.get_mut(self.key.as_slice()) {
-            Some(s) => *s = series,
-            None => {
-                self.series
-                    .insert(self.key.clone().into_boxed_slice(), series);
-            }
+        if let Some(series) = self.series.get_mut(self.key.as_slice()) {
+            return update(series);
         }
+        let start = self.options.start_time_unix_nano.min(time);
+        let mut series = Series {
+            start,
+            last_time: start,
+            int_total: 0,
+            double_total: 0.0,
+        };
+        let encoded = update(&mut series);
+        self.series
+            .insert(self.key.clone().into_boxed_slice(), series);
+        encoded
     }
 
     /// Builds the request of the points added since the last call.
@@ -342,8 +424,64 @@ impl BatchEncoder for OtlpEncoder {
         let index = point.metric.index();
         let shape = self.plan(index, metrics, point)?;
         let time = point.timestamp.unix_nanos();
-        let attributes = Self::attributes(point);
-        let (start, value) = match shape {
+        let mut dp = self.pool.pop().unwrap_or_default();
+        Self::fill_attributes(point, &mut dp.attributes);
+        let attributes = std::mem::take(&mut dp.attributes);
+        let result = self.encode_value(index, shape, point, time, &attributes);
+        dp.attributes = attributes;
+        let (start, value) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.pool.push(dp);
+                return Err(e);
+            }
+        };
+        if self.pending[index].is_empty() {
+            self.touched.push(index);
+        }
+        dp.start_time_unix_nano = start;
+        dp.time_unix_nano = time;
+        dp.value = Some(value);
+        self.pending[index].push(dp);
+        self.points += 1;
+        Ok(())
+    }
+
+    fn points(&self) -> usize {
+        self.points
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        let order = self.touched.clone();
+        let mut request = self.take_request();
+        match self.options.format {
+            BodyFormat::Protobuf => {
+                // A Vec grows as needed: encoding into it cannot run out of room.
+                let _ = request.encode(out);
+            }
+            BodyFormat::Json => json::write_request(&request, out),
+        }
+        self.recycle(&mut request, &order);
+    }
+
+    fn concatenable(&self) -> bool {
+        // Two protobuf messages one after the other parse as one whose
+        // repeated fields are concatenated; two JSON documents do not.
+        self.options.format == BodyFormat::Protobuf
+    }
+}
+
+impl OtlpEncoder {
+    /// The (start, value) of a point, updating its series for sums.
+    fn encode_value(
+        &mut self,
+        index: usize,
+        shape: Shape,
+        point: &MeasurementPoint,
+        time: u64,
+        attributes: &[KeyValue],
+    ) -> Result<(u64, NumberValue), SkipReason> {
+        Ok(match shape {
             Shape::Gauge => (
                 0,
                 match point.value {
@@ -365,10 +503,10 @@ impl BatchEncoder for OtlpEncoder {
                         return Err(SkipReason::NonFiniteSum);
                     }
                 }
-                let mut series = self.load_series(index, &attributes, time);
-                let encoded = match temporality {
+                let value = point.value;
+                self.with_series(index, attributes, time, |series| match temporality {
                     Temporality::Cumulative => {
-                        let value = match point.value {
+                        let value = match value {
                             MeasurementValue::U64(v) => {
                                 series.int_total = series.int_total.saturating_add(v);
                                 int_or_double(series.int_total)
@@ -383,49 +521,184 @@ impl BatchEncoder for OtlpEncoder {
                     Temporality::Delta => {
                         let start = series.last_time.min(time);
                         series.last_time = time;
-                        let value = match point.value {
+                        let value = match value {
                             MeasurementValue::U64(v) => int_or_double(v),
                             MeasurementValue::F64(v) => NumberValue::AsDouble(v),
                         };
                         (start, value)
                     }
-                };
-                self.store_series(series);
-                encoded
+                })
             }
+        })
+    }
+
+    /// Gives the sent data points back to the pool and their vectors back
+    /// to `pending`, so that the next batch reuses their memory.
+    fn recycle(&mut self, request: &mut ExportMetricsServiceRequest, order: &[usize]) {
+        let metrics = request
+            .resource_metrics
+            .iter_mut()
+            .flat_map(|rm| rm.scope_metrics.iter_mut())
+            .flat_map(|sm| sm.metrics.iter_mut());
+        for (metric, &index) in metrics.zip(order) {
+            let points = match &mut metric.data {
+                Some(MetricData::Gauge(g)) => &mut g.data_points,
+                Some(MetricData::Sum(s)) => &mut s.data_points,
+                None => continue,
+            };
+            if self.pool.len() < POOL_MAX_POINTS {
+                self.pool.append(points);
+            }
+            points.clear();
+            if let Some(pending) = self.pending.get_mut(index) {
+                if pending.capacity() < points.capacity() {
+                    std::mem::swap(pending, points);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alumet::measurement::{Resource, ResourceConsumer, Timestamp};
+    use alumet::metrics::{Metric as AlumetMetric, Unit, ValueType};
+
+    fn encoder(temporality: Temporality) -> OtlpEncoder {
+        OtlpEncoder::new(EncoderOptions {
+            temporality,
+            format: BodyFormat::Protobuf,
+            resource_attributes: vec![("service.name".into(), "alumet".into())],
+            start_time_unix_nano: 1_000,
+        })
+    }
+
+    fn decode(encoder: &mut OtlpEncoder) -> Vec<Metric> {
+        let mut body = Vec::new();
+        encoder.finish(&mut body);
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        request.resource_metrics[0].scope_metrics[0].metrics.clone()
+    }
+
+    fn attrs(dp: &NumberDataPoint) -> Vec<(String, Option<Value>)> {
+        dp.attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().and_then(|v| v.value)))
+            .collect()
+    }
+
+    #[test]
+    fn recycled_points_carry_only_their_own_attributes() {
+        let mut registry = MetricRegistry::new();
+        let gauge = registry
+            .register(AlumetMetric::new(
+                "g",
+                Unit::Byte,
+                ValueType::U64,
+                MetricKind::Gauge,
+                "",
+            ))
+            .unwrap();
+        let mut e = encoder(Temporality::Cumulative);
+        let first = MeasurementPoint::new(
+            Timestamp::from_unix_nanos(5_000),
+            gauge,
+            Resource::CpuPackage { id: 12 },
+            ResourceConsumer::Process { pid: 42 },
+            7u64,
+        )
+        .with_attr("n", 3u64)
+        .with_attr("exe", "long-process-name")
+        .with_attr("resource_id", "clash");
+        e.add(&first, &registry).unwrap();
+        let m = decode(&mut e);
+        let Some(MetricData::Gauge(g)) = &m[0].data else {
+            panic!("{m:?}")
         };
-        if self.pending[index].is_empty() {
-            self.touched.push(index);
+        assert_eq!(attrs(&g.data_points[0]).len(), 7);
+        assert_eq!(g.data_points[0].attributes[6].key, "attr_resource_id");
+
+        let second = MeasurementPoint::new(
+            Timestamp::from_unix_nanos(6_000),
+            gauge,
+            Resource::LocalMachine,
+            ResourceConsumer::LocalMachine,
+            u64::MAX,
+        )
+        .with_attr("n", "now a string");
+        e.add(&second, &registry).unwrap();
+        let m = decode(&mut e);
+        let Some(MetricData::Gauge(g)) = &m[0].data else {
+            panic!("{m:?}")
+        };
+        let s = |v: &str| Some(Value::StringValue(v.into()));
+        assert_eq!(
+            attrs(&g.data_points[0]),
+            vec![
+                ("resource_kind".into(), s("local_machine")),
+                ("resource_id".into(), s("")),
+                ("consumer_kind".into(), s("local_machine")),
+                ("consumer_id".into(), s("")),
+                ("n".into(), s("now a string")),
+            ]
+        );
+        // Beyond i64, an integer goes as a double rather than wrapping.
+        assert_eq!(
+            g.data_points[0].value,
+            Some(NumberValue::AsDouble(u64::MAX as f64))
+        );
+    }
+
+    #[test]
+    fn delta_metrics_become_running_totals_per_series_or_delta_sums() {
+        let mut registry = MetricRegistry::new();
+        let energy = registry
+            .register(AlumetMetric::new(
+                "e",
+                Unit::Joule,
+                ValueType::F64,
+                MetricKind::Delta,
+                "",
+            ))
+            .unwrap();
+        let point = |t: u64, pkg: u32, v: f64| {
+            MeasurementPoint::new(
+                Timestamp::from_unix_nanos(t),
+                energy,
+                Resource::CpuPackage { id: pkg },
+                ResourceConsumer::LocalMachine,
+                v,
+            )
+        };
+        // (start, value) of package 0's second point.
+        for (temporality, expected) in [
+            (Temporality::Cumulative, (1_000, 4.0)),
+            (Temporality::Delta, (2_000, 2.5)),
+        ] {
+            let mut e = encoder(temporality);
+            e.add(&point(2_000, 0, 1.5), &registry).unwrap();
+            e.add(&point(2_000, 1, 10.0), &registry).unwrap();
+            let _ = decode(&mut e);
+            e.add(&point(3_000, 0, 2.5), &registry).unwrap();
+            assert_eq!(
+                e.add(&point(3_000, 1, f64::NAN), &registry),
+                Err(SkipReason::NonFiniteSum)
+            );
+            let m = decode(&mut e);
+            let Some(MetricData::Sum(sum)) = &m[0].data else {
+                panic!("{m:?}")
+            };
+            assert!(sum.is_monotonic);
+            let dp = &sum.data_points[0];
+            let (start, value) = expected;
+            assert_eq!(dp.start_time_unix_nano, start, "{temporality:?}");
+            assert_eq!(
+                dp.value,
+                Some(NumberValue::AsDouble(value)),
+                "{temporality:?}"
+            );
+            assert_eq!(sum.data_points.len(), 1);
         }
-        self.pending[index].push(NumberDataPoint {
-            attributes,
-            start_time_unix_nano: start,
-            time_unix_nano: time,
-            value: Some(value),
-        });
-        self.points += 1;
-        Ok(())
-    }
-
-    fn points(&self) -> usize {
-        self.points
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        let request = self.take_request();
-        match self.options.format {
-            BodyFormat::Protobuf => {
-                out.reserve(request.encoded_len());
-                // A Vec grows as needed: encoding into it cannot run out of room.
-                let _ = request.encode(out);
-            }
-            BodyFormat::Json => json::write_request(&request, out),
-        }
-    }
-
-    fn concatenable(&self) -> bool {
-        // Two protobuf messages one after the other parse as one whose
-        // repeated fields are concatenated; two JSON documents do not.
-        self.options.format == BodyFormat::Protobuf
     }
 }

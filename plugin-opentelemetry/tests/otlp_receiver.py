@@ -14,13 +14,16 @@ request (then 200):
 `drop` closes the connection without an answer; `partial:N` answers 200
 with partial_success.rejected_data_points = N. With --cert/--key it serves
 HTTPS; with --client-ca it also requires a client certificate signed by it.
-The port it listens on is written to --port-file once it accepts.
+The port it listens on is written to --port-file once it accepts. With
+--count-only (for the delivery benchmark) it still decodes every request
+but records only the number of data points.
 """
 
 import argparse
 import gzip
 import http.server
 import json
+import os
 import socket
 import ssl
 import sys
@@ -130,6 +133,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 json_format.Parse(body.decode("utf-8"), request)
             else:
                 request.ParseFromString(body)
+            if self.server.count_only:
+                count = sum(
+                    len(getattr(m, m.WhichOneof("data")).data_points)
+                    for rm in request.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                )
+                state.record({"n": n, "status": 200, "count": count})
+                self.reply(200, b"", "application/x-protobuf")
+                return
             points = points_of(request)
         except Exception as e:  # a listener survives any request
             state.record({"n": n, "status": 400, "error": str(e), "points": []})
@@ -181,8 +194,10 @@ def main():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--client-ca")
+    parser.add_argument("--count-only", action="store_true")
     args = parser.parse_args()
     server = Server(("127.0.0.1", args.port), Handler)
+    server.count_only = args.count_only
     server.state = State(args)
     if args.cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -194,8 +209,6 @@ def main():
     port = server.server_address[1]
     with open(args.port_file + ".tmp", "w") as f:
         f.write(str(port))
-    import os
-
     os.replace(args.port_file + ".tmp", args.port_file)
     server.serve_forever()
 

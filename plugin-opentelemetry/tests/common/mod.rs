@@ -72,9 +72,28 @@ pub struct Receiver {
     child: Option<Child>,
     script: String,
     tls: Option<ServerTls>,
+    count_only: bool,
 }
 
 impl Receiver {
+    /// Starts a receiver that decodes but records only point counts (for
+    /// the delivery benchmark); read them with `counted_points`.
+    pub fn start_counting() -> Self {
+        require_opentelemetry_proto();
+        let mut r = Self::not_started("");
+        r.count_only = true;
+        r.restart();
+        r
+    }
+
+    /// Points of the requests a counting receiver answered.
+    pub fn counted_points(&self) -> u64 {
+        self.requests()
+            .iter()
+            .filter_map(|r| r["count"].as_u64())
+            .sum()
+    }
+
     /// Starts a receiver answering 200 to everything.
     pub fn start() -> Self {
         Self::start_with("", None)
@@ -89,6 +108,7 @@ impl Receiver {
             child: None,
             script: script.into(),
             tls,
+            count_only: false,
         };
         r.restart();
         r
@@ -108,6 +128,7 @@ impl Receiver {
             child: None,
             script: script.into(),
             tls: None,
+            count_only: false,
         }
     }
 
@@ -145,6 +166,9 @@ impl Receiver {
             .arg("--out")
             .arg(self.dir.path().join("received.jsonl"))
             .args(["--script", &self.script]);
+        if self.count_only {
+            cmd.arg("--count-only");
+        }
         if let Some(tls) = &self.tls {
             cmd.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
             if let Some(ca) = &tls.client_ca {
