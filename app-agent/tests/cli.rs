@@ -335,7 +335,11 @@ fn config_errors_name_the_line_and_the_closest_valid_name() {
 fn overrides_take_effect_and_secrets_are_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n[plugins.opentelemetry]\nheaders = \"api-key=s3cr3t-key\"\n",
+    )
+    .unwrap();
     let o = run(agent().current_dir(dir.path()).args([
         "--config",
         path.to_str().unwrap(),
@@ -354,6 +358,10 @@ fn overrides_take_effect_and_secrets_are_redacted() {
     assert_eq!(plugins["csv"]["enabled"].as_bool(), Some(false));
     let out = stdout(&o) + &stderr(&o);
     assert!(!out.contains("s3cr3t-token"), "the token leaked: {out}");
+    assert!(
+        !out.contains("s3cr3t-key"),
+        "the OTLP headers leaked: {out}"
+    );
     assert!(out.contains("<redacted>"));
     // The file is readable by others and holds a secret: warned.
     assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
