@@ -74,3 +74,30 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Fails unless `readme` shows the `[plugins.NAME]` block exactly as
+/// `config regen` writes it (up to its first blank line).
+pub fn assert_readme_shows_regen_block(plugin: &str, readme: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alumet-config.toml");
+    let out = agent_command()
+        .current_dir(dir.path())
+        .args(["--config", config.to_str().unwrap(), "config", "regen"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(&config).unwrap();
+    let header = format!("[plugins.{plugin}]");
+    let start = written.find(&header).unwrap();
+    let section: String = written[start..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = std::fs::read_to_string(readme).unwrap();
+    assert!(
+        text.contains(&section),
+        "{} must show the block exactly as regen writes it:\n{section}",
+        readme.display()
+    );
+}
