@@ -159,7 +159,16 @@ pub struct OtlpEncoder {
     key: Vec<u8>,
     /// Sent data points, whose strings the next points reuse.
     pool: Vec<NumberDataPoint>,
+    /// The latest point time of a sum seen.
+    latest_time: u64,
+    /// Series idle before this were forgotten: new ones start after it.
+    pruned_before: u64,
+    /// When (in point time) to look for idle series next.
+    next_prune_at: u64,
 }
+
+/// A series (of a sum) without a point for this long is forgotten: 10 min.
+pub const SERIES_IDLE_NS: u64 = 600_000_000_000;
 
 /// The most recycled data points kept (about one default batch).
 const POOL_MAX_POINTS: usize = 8192;
@@ -244,6 +253,9 @@ impl OtlpEncoder {
             series: SeriesMap::default(),
             key: Vec::new(),
             pool: Vec::new(),
+            latest_time: 0,
+            pruned_before: 0,
+            next_prune_at: 0,
         }
     }
 
@@ -344,10 +356,17 @@ impl OtlpEncoder {
         for kv in attributes {
             push_key(&mut self.key, kv);
         }
+        self.latest_time = self.latest_time.max(time);
         if let Some(series) = self.series.get_mut(self.key.as_slice()) {
             return update(series);
         }
-        let start = self.options.start_time_unix_nano.min(time);
+        // After a prune, a series starts again after every point it had
+        // before: a later start time is how OTLP says "reset".
+        let start = self
+            .options
+            .start_time_unix_nano
+            .max(self.pruned_before)
+            .min(time);
         let mut series = Series {
             start,
             last_time: start,
@@ -358,6 +377,22 @@ impl OtlpEncoder {
         self.series
             .insert(self.key.clone().into_boxed_slice(), series);
         encoded
+    }
+
+    /// Forgets the series without a point for [`SERIES_IDLE_NS`] (ended
+    /// processes), so that memory follows the live series, not every series
+    /// ever seen. Checked at most every half of that, at the end of a batch.
+    fn prune_idle_series(&mut self) {
+        if self.latest_time < self.next_prune_at {
+            return;
+        }
+        let horizon = self.latest_time.saturating_sub(SERIES_IDLE_NS);
+        let before = self.series.len();
+        self.series.retain(|_, s| s.last_time >= horizon);
+        if self.series.len() < before {
+            self.pruned_before = self.pruned_before.max(horizon);
+        }
+        self.next_prune_at = self.latest_time.saturating_add(SERIES_IDLE_NS / 2);
     }
 
     /// Builds the request of the points added since the last call.
@@ -462,6 +497,7 @@ impl BatchEncoder for OtlpEncoder {
             BodyFormat::Json => json::write_request(&request, out),
         }
         self.recycle(&mut request, &order);
+        self.prune_idle_series();
     }
 
     fn concatenable(&self) -> bool {
@@ -516,6 +552,7 @@ impl OtlpEncoder {
                                 NumberValue::AsDouble(series.double_total)
                             }
                         };
+                        series.last_time = series.last_time.max(time);
                         (series.start, value)
                     }
                     Temporality::Delta => {
@@ -648,6 +685,51 @@ mod tests {
             g.data_points[0].value,
             Some(NumberValue::AsDouble(u64::MAX as f64))
         );
+    }
+
+    #[test]
+    fn idle_series_are_forgotten_and_start_again_later() {
+        let mut registry = MetricRegistry::new();
+        let cpu = registry
+            .register(AlumetMetric::new(
+                "c",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "",
+            ))
+            .unwrap();
+        let point = |t: u64, pid: u32| {
+            MeasurementPoint::new(
+                Timestamp::from_unix_nanos(t),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::Process { pid },
+                1.0,
+            )
+        };
+        let mut e = encoder(Temporality::Cumulative);
+        e.add(&point(2_000, 1), &registry).unwrap();
+        e.add(&point(2_000, 2), &registry).unwrap();
+        let _ = decode(&mut e);
+        assert_eq!(e.series.len(), 2);
+        // Process 2 ended; process 1 goes on past the idle horizon.
+        let later = 2_000 + SERIES_IDLE_NS + 1;
+        e.add(&point(later, 1), &registry).unwrap();
+        let _ = decode(&mut e);
+        assert_eq!(e.series.len(), 1, "the ended process is forgotten");
+        // Its pid comes back: a new total, with a start after its old points.
+        e.add(&point(later + 10, 2), &registry).unwrap();
+        e.add(&point(later + 10, 1), &registry).unwrap();
+        let m = decode(&mut e);
+        let Some(MetricData::Sum(sum)) = &m[0].data else {
+            panic!("{m:?}")
+        };
+        let (back, kept) = (&sum.data_points[0], &sum.data_points[1]);
+        assert_eq!(back.value, Some(NumberValue::AsDouble(1.0)));
+        assert!(back.start_time_unix_nano > 2_000);
+        assert_eq!(kept.value, Some(NumberValue::AsDouble(3.0)));
+        assert_eq!(kept.start_time_unix_nano, 1_000);
     }
 
     #[test]
