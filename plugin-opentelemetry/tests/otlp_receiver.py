@@ -9,9 +9,10 @@ point (metric, unit, type, temporality, value type and value, times,
 attributes, resource attributes). It answers from --script, one entry per
 request (then 200):
 
-    200 | 400 | 500 | 429:SECONDS | 503:SECONDS | partial:N | drop
+    200 | 400 | 500 | 429:SECONDS | 503:SECONDS | partial:N | drop | echo:STATUS
 
-`drop` closes the connection without an answer; `partial:N` answers 200
+`drop` closes the connection without an answer; `echo:STATUS` answers
+STATUS with the request's headers in the body (a careless server); `partial:N` answers 200
 with partial_success.rejected_data_points = N. With --cert/--key it serves
 HTTPS; with --client-ca it also requires a client certificate signed by it.
 The port it listens on is written to --port-file once it accepts. With
@@ -147,6 +148,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except Exception as e:  # a listener survives any request
             state.record({"n": n, "status": 400, "error": str(e), "points": []})
             self.reply(400, f"cannot decode: {e}".encode())
+            return
+        if answer.startswith("echo:"):
+            status = int(answer.split(":", 1)[1])
+            state.record({"n": n, "status": status, "points": []})
+            echoed = " ".join(f"{k}: {v}" for k, v in self.headers.items())
+            self.reply(status, f"refused, you sent {echoed}".encode())
             return
         status, extra = answer, None
         if ":" in answer:

@@ -9,45 +9,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
 use plugin_opentelemetry::OpenTelemetryConfig;
-
-static LOGS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Info
-    }
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            LOGS.lock()
-                .unwrap()
-                .push((record.level(), record.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    if log::set_logger(&Capture).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-}
-
-/// Error lines that mention `needle`.
-fn errors_about(needle: &str) -> Vec<String> {
-    LOGS.lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, m)| *l == log::Level::Error && m.contains(needle))
-        .map(|(_, m)| m.clone())
-        .collect()
-}
 
 fn certs() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

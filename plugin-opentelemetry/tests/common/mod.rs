@@ -403,3 +403,40 @@ pub fn point_key(p: &Value) -> (String, u64, String, String, String, String) {
         a["consumer_id"].as_str().unwrap().to_owned(),
     )
 }
+
+/// Every log record at `Info` or above, captured once `capture_logs` ran
+/// (one logger per test binary; filter by something the test owns).
+pub static LOGS: std::sync::Mutex<Vec<(log::Level, String)>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Debug
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            LOGS.lock()
+                .unwrap()
+                .push((record.level(), record.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Sends the log to [`LOGS`] (instead of env_logger) for this test binary.
+pub fn capture_logs() {
+    if log::set_logger(&Capture).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+/// Error lines that mention `needle`.
+pub fn errors_about(needle: &str) -> Vec<String> {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, m)| *l == log::Level::Error && m.contains(needle))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
