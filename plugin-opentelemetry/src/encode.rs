@@ -12,20 +12,21 @@
 //!   `consumer_id`, then every measurement attribute (one named like those
 //!   four becomes `attr_<name>`).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-use alumet::measurement::{AttributeValue, MeasurementPoint, MeasurementValue};
+use alumet::measurement::{MeasurementPoint, MeasurementValue};
 use alumet::metrics::{MetricKind, MetricRegistry};
 use alumet_delivery::BatchEncoder;
 use prost::Message;
 
+use crate::attributes::fill_attributes;
 use crate::json;
 use crate::proto::{
-    AggregationTemporality, AnyValue, ExportMetricsServiceRequest, Gauge, InstrumentationScope,
-    KeyValue, Metric, MetricData, NumberDataPoint, NumberValue, Resource, ResourceMetrics,
-    ScopeMetrics, Sum, Value,
+    AggregationTemporality, ExportMetricsServiceRequest, Gauge, InstrumentationScope, KeyValue,
+    Metric, MetricData, NumberDataPoint, NumberValue, Resource, ResourceMetrics, ScopeMetrics, Sum,
 };
+use crate::series::SeriesTable;
+
+pub use crate::attributes::{BUILTIN_ATTRIBUTES, RENAMED_ATTRIBUTE_PREFIX};
+pub use crate::series::SERIES_IDLE_NS;
 
 /// The temporality of the sums made from delta metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,17 +83,6 @@ pub enum SkipReason {
     NonFiniteSum,
 }
 
-/// The four point attributes every point carries, in this order.
-pub const BUILTIN_ATTRIBUTES: [&str; 4] = [
-    "resource_kind",
-    "resource_id",
-    "consumer_kind",
-    "consumer_id",
-];
-
-/// Prefix of a measurement attribute named like a built-in one.
-pub const RENAMED_ATTRIBUTE_PREFIX: &str = "attr_";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Gauge,
@@ -110,42 +100,6 @@ struct Plan {
     shape: Shape,
 }
 
-/// What is remembered per series (metric + attributes) of a sum.
-#[derive(Debug, Clone, Copy)]
-struct Series {
-    start: u64,
-    last_time: u64,
-    int_total: u64,
-    double_total: f64,
-}
-
-/// A fast hasher for the series map (keys are built by this encoder, not
-/// chosen by an attacker, so SipHash's protection buys nothing here):
-/// multiply-rotate over 8-byte words, the FxHash scheme.
-#[derive(Default, Clone, Copy)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type SeriesMap = HashMap<Box<[u8]>, Series, BuildHasherDefault<WordHasher>>;
-
 /// Encodes points into OTLP request bodies. Create one per output.
 #[derive(Debug)]
 pub struct OtlpEncoder {
@@ -155,89 +109,19 @@ pub struct OtlpEncoder {
     /// Metric indices with pending points, in the order first seen.
     touched: Vec<usize>,
     points: usize,
-    series: SeriesMap,
-    key: Vec<u8>,
+    series: SeriesTable,
     /// Sent data points, whose strings the next points reuse.
     pool: Vec<NumberDataPoint>,
-    /// The latest point time of a sum seen.
-    latest_time: u64,
-    /// Series idle before this were forgotten: new ones start after it.
-    pruned_before: u64,
-    /// When (in point time) to look for idle series next.
-    next_prune_at: u64,
 }
-
-/// A series (of a sum) without a point for this long is forgotten: 10 min.
-pub const SERIES_IDLE_NS: u64 = 600_000_000_000;
 
 /// The most recycled data points kept (about one default batch).
 const POOL_MAX_POINTS: usize = 8192;
 
-fn int_or_double(v: u64) -> NumberValue {
+/// `as_int` when it fits in i64, else `as_double`.
+pub(crate) fn int_or_double(v: u64) -> NumberValue {
     match i64::try_from(v) {
         Ok(i) => NumberValue::AsInt(i),
         Err(_) => NumberValue::AsDouble(v as f64),
-    }
-}
-
-fn any(value: Value) -> Option<AnyValue> {
-    Some(AnyValue { value: Some(value) })
-}
-
-fn attribute_value(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::Str(s) => Value::StringValue(s.to_string()),
-        AttributeValue::U64(v) => match i64::try_from(*v) {
-            Ok(i) => Value::IntValue(i),
-            Err(_) => Value::StringValue(v.to_string()),
-        },
-        AttributeValue::I64(v) => Value::IntValue(*v),
-        AttributeValue::F64(v) => Value::DoubleValue(*v),
-        AttributeValue::Bool(v) => Value::BoolValue(*v),
-    }
-}
-
-/// Writes an attribute's string value into a reused buffer.
-type WriteValue<'a> = &'a dyn Fn(&mut String);
-
-/// The string buffer of `kv`'s value, emptied (a new one if it held none).
-fn take_string(kv: &mut KeyValue) -> String {
-    match kv.value.take() {
-        Some(AnyValue {
-            value: Some(Value::StringValue(mut s)),
-        }) => {
-            s.clear();
-            s
-        }
-        _ => String::new(),
-    }
-}
-
-/// Sets `kv`'s value to the string `s`.
-fn put_string(kv: &mut KeyValue, s: String) {
-    kv.value = any(Value::StringValue(s));
-}
-
-/// Appends an unambiguous spelling of an attribute to a series key.
-fn push_key(key: &mut Vec<u8>, kv: &KeyValue) {
-    key.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
-    key.extend_from_slice(kv.key.as_bytes());
-    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => {
-            key.push(1);
-            key.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            key.extend_from_slice(s.as_bytes());
-        }
-        Some(Value::BoolValue(b)) => key.extend_from_slice(&[2, u8::from(*b)]),
-        Some(Value::IntValue(i)) => {
-            key.push(3);
-            key.extend_from_slice(&i.to_le_bytes());
-        }
-        Some(Value::DoubleValue(d)) => {
-            key.push(4);
-            key.extend_from_slice(&d.to_bits().to_le_bytes());
-        }
-        None => key.push(0),
     }
 }
 
@@ -250,12 +134,8 @@ impl OtlpEncoder {
             pending: Vec::new(),
             touched: Vec::new(),
             points: 0,
-            series: SeriesMap::default(),
-            key: Vec::new(),
+            series: SeriesTable::default(),
             pool: Vec::new(),
-            latest_time: 0,
-            pruned_before: 0,
-            next_prune_at: 0,
         }
     }
 
@@ -285,114 +165,6 @@ impl OtlpEncoder {
             shape,
         });
         Ok(shape)
-    }
-
-    /// Fills `out` with the point attributes, reusing the strings already
-    /// there (recycled data points): in steady state this allocates nothing.
-    fn fill_attributes(point: &MeasurementPoint, out: &mut Vec<KeyValue>) {
-        let mut n = 0;
-        let mut slot = |out: &mut Vec<KeyValue>| -> usize {
-            if n == out.len() {
-                out.push(KeyValue::default());
-            }
-            n += 1;
-            n - 1
-        };
-        let builtin: [(&str, WriteValue<'_>); 4] = [
-            (BUILTIN_ATTRIBUTES[0], &|s| {
-                s.push_str(point.resource.kind())
-            }),
-            (BUILTIN_ATTRIBUTES[1], &|s| {
-                // Writing into a String cannot fail.
-                let _ = point.resource.write_id(s);
-            }),
-            (BUILTIN_ATTRIBUTES[2], &|s| {
-                s.push_str(point.consumer.kind())
-            }),
-            (BUILTIN_ATTRIBUTES[3], &|s| {
-                let _ = point.consumer.write_id(s);
-            }),
-        ];
-        for (key, write) in builtin {
-            let i = slot(out);
-            let kv = &mut out[i];
-            kv.key.clear();
-            kv.key.push_str(key);
-            let mut value = take_string(kv);
-            write(&mut value);
-            put_string(kv, value);
-        }
-        for (key, value) in &point.attributes {
-            let i = slot(out);
-            let kv = &mut out[i];
-            kv.key.clear();
-            if BUILTIN_ATTRIBUTES.contains(&key.as_ref()) {
-                kv.key.push_str(RENAMED_ATTRIBUTE_PREFIX);
-            }
-            kv.key.push_str(key);
-            match value {
-                AttributeValue::Str(v) => {
-                    let mut value = take_string(kv);
-                    value.push_str(v);
-                    put_string(kv, value);
-                }
-                other => kv.value = any(attribute_value(other)),
-            }
-        }
-        out.truncate(n);
-    }
-
-    /// Updates the state of the series of a sum point (fresh on first
-    /// sight) with `update`, which returns the point's (start, value).
-    fn with_series(
-        &mut self,
-        index: usize,
-        attributes: &[KeyValue],
-        time: u64,
-        update: impl FnOnce(&mut Series) -> (u64, NumberValue),
-    ) -> (u64, NumberValue) {
-        self.key.clear();
-        self.key.extend_from_slice(&(index as u32).to_le_bytes());
-        for kv in attributes {
-            push_key(&mut self.key, kv);
-        }
-        self.latest_time = self.latest_time.max(time);
-        if let Some(series) = self.series.get_mut(self.key.as_slice()) {
-            return update(series);
-        }
-        // After a prune, a series starts again after every point it had
-        // before: a later start time is how OTLP says "reset".
-        let start = self
-            .options
-            .start_time_unix_nano
-            .max(self.pruned_before)
-            .min(time);
-        let mut series = Series {
-            start,
-            last_time: start,
-            int_total: 0,
-            double_total: 0.0,
-        };
-        let encoded = update(&mut series);
-        self.series
-            .insert(self.key.clone().into_boxed_slice(), series);
-        encoded
-    }
-
-    /// Forgets the series without a point for [`SERIES_IDLE_NS`] (ended
-    /// processes), so that memory follows the live series, not every series
-    /// ever seen. Checked at most every half of that, at the end of a batch.
-    fn prune_idle_series(&mut self) {
-        if self.latest_time < self.next_prune_at {
-            return;
-        }
-        let horizon = self.latest_time.saturating_sub(SERIES_IDLE_NS);
-        let before = self.series.len();
-        self.series.retain(|_, s| s.last_time >= horizon);
-        if self.series.len() < before {
-            self.pruned_before = self.pruned_before.max(horizon);
-        }
-        self.next_prune_at = self.latest_time.saturating_add(SERIES_IDLE_NS / 2);
     }
 
     /// Builds the request of the points added since the last call.
@@ -460,7 +232,7 @@ impl BatchEncoder for OtlpEncoder {
         let shape = self.plan(index, metrics, point)?;
         let time = point.timestamp.unix_nanos();
         let mut dp = self.pool.pop().unwrap_or_default();
-        Self::fill_attributes(point, &mut dp.attributes);
+        fill_attributes(point, &mut dp.attributes);
         let attributes = std::mem::take(&mut dp.attributes);
         let result = self.encode_value(index, shape, point, time, &attributes);
         dp.attributes = attributes;
@@ -497,7 +269,7 @@ impl BatchEncoder for OtlpEncoder {
             BodyFormat::Json => json::write_request(&request, out),
         }
         self.recycle(&mut request, &order);
-        self.prune_idle_series();
+        self.series.prune_idle();
     }
 
     fn concatenable(&self) -> bool {
@@ -540,31 +312,38 @@ impl OtlpEncoder {
                     }
                 }
                 let value = point.value;
-                self.with_series(index, attributes, time, |series| match temporality {
-                    Temporality::Cumulative => {
-                        let value = match value {
-                            MeasurementValue::U64(v) => {
-                                series.int_total = series.int_total.saturating_add(v);
-                                int_or_double(series.int_total)
-                            }
-                            MeasurementValue::F64(v) => {
-                                series.double_total += v;
-                                NumberValue::AsDouble(series.double_total)
-                            }
-                        };
-                        series.last_time = series.last_time.max(time);
-                        (series.start, value)
-                    }
-                    Temporality::Delta => {
-                        let start = series.last_time.min(time);
-                        series.last_time = time;
-                        let value = match value {
-                            MeasurementValue::U64(v) => int_or_double(v),
-                            MeasurementValue::F64(v) => NumberValue::AsDouble(v),
-                        };
-                        (start, value)
-                    }
-                })
+                let agent_start = self.options.start_time_unix_nano;
+                self.series.update(
+                    index,
+                    attributes,
+                    time,
+                    agent_start,
+                    |series| match temporality {
+                        Temporality::Cumulative => {
+                            let value = match value {
+                                MeasurementValue::U64(v) => {
+                                    series.int_total = series.int_total.saturating_add(v);
+                                    int_or_double(series.int_total)
+                                }
+                                MeasurementValue::F64(v) => {
+                                    series.double_total += v;
+                                    NumberValue::AsDouble(series.double_total)
+                                }
+                            };
+                            series.last_time = series.last_time.max(time);
+                            (series.start, value)
+                        }
+                        Temporality::Delta => {
+                            let start = series.last_time.min(time);
+                            series.last_time = time;
+                            let value = match value {
+                                MeasurementValue::U64(v) => int_or_double(v),
+                                MeasurementValue::F64(v) => NumberValue::AsDouble(v),
+                            };
+                            (start, value)
+                        }
+                    },
+                )
             }
         })
     }
@@ -599,6 +378,7 @@ impl OtlpEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Value;
     use alumet::measurement::{Resource, ResourceConsumer, Timestamp};
     use alumet::metrics::{Metric as AlumetMetric, Unit, ValueType};
 

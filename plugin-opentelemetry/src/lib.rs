@@ -2,7 +2,9 @@
 //! Collector (or any OTLP receiver) over OTLP/HTTP, protobuf or JSON,
 //! without losing points to a slow, down or restarting receiver.
 //!
-//! - [`encode`]: Alumet points → OTLP metrics (the data model mapping);
+//! - [`encode`]: Alumet points → OTLP metrics (the data model mapping),
+//!   with the point attributes and the per-series running totals in
+//!   private modules;
 //! - [`proto`]: the OTLP messages (prost), [`json`]: their JSON mapping;
 //! - [`transport`]: the request and the `partial_success` reader;
 //! - [`config`] checks: endpoint and headers from config or `OTEL_*` variables.
@@ -10,10 +12,12 @@
 //! Buffering, batching, retries, TLS and the counters are the shared
 //! `alumet-delivery` crate's, as for the InfluxDB output.
 
+mod attributes;
 mod config;
 pub mod encode;
 pub mod json;
 pub mod proto;
+mod series;
 pub mod transport;
 
 use std::collections::BTreeMap;
