@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs the servers that the tests start on loopback: Debian's `influxdb`
-# (1.6.7, v1 API) and `victoria-metrics` (v1 and v2 write APIs) for
-# plugin-influxdb, and `prometheus` (the server and `promtool`) for
-# plugin-prometheus. Only what is missing is installed. Idempotent; needs
-# root (or sudo) on Debian/Ubuntu.
+# Installs what the output tests start on loopback, only what is missing:
+# - Debian's `influxdb` (1.6.7, v1 API) and `victoria-metrics` (v1 and v2
+#   write APIs) for plugin-influxdb, and `prometheus` (the server and
+#   `promtool`) for plugin-prometheus;
+# - for plugin-opentelemetry's OTLP receiver: the reference protobuf
+#   definitions, PyPI packages `opentelemetry-proto` and `protobuf`, into the
+#   `python3` the tests run (pip; `--break-system-packages` where Debian's
+#   pip refuses to touch the system Python), and `openssl` for the TLS
+#   tests' certificates.
+# Idempotent; needs root (or sudo) on Debian/Ubuntu.
 #
 # The packages ship services that would start daemons (8086, 8428, 9090); the
 # tests start their own instances, so this script forbids service starts
@@ -28,6 +33,47 @@ have_all() {
     done
 }
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+        echo "install-test-servers: run as root (or install sudo) to install: $*" >&2
+        exit 1
+    fi
+    if ! apt-cache show "$@" >/dev/null 2>&1; then
+        $SUDO apt-get update -q
+    fi
+    $SUDO apt-get install -y -q --no-install-recommends "$@"
+}
+
+# --- OTLP receiver: opentelemetry-proto for python3, openssl -------------
+python=${ALUMET_TEST_PYTHON:-python3}
+have_otlp() {
+    "$python" -c 'import opentelemetry.proto.collector.metrics.v1.metrics_service_pb2' >/dev/null 2>&1
+}
+command -v "$python" >/dev/null 2>&1 || apt_install python3
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+if have_otlp; then
+    echo "install-test-servers: opentelemetry-proto is already installed for $python"
+else
+    "$python" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    pip_install() { $SUDO "$python" -m pip install -q --disable-pip-version-check "$@" opentelemetry-proto protobuf; }
+    # Debian marks its Python externally managed (PEP 668); these two
+    # pure-Python packages do not conflict with any Debian package.
+    pip_install 2>/dev/null || pip_install --break-system-packages
+    if have_otlp; then
+        echo "install-test-servers: installed opentelemetry-proto for $python"
+    else
+        echo "install-test-servers: opentelemetry-proto still cannot be imported by $python" >&2
+        exit 1
+    fi
+fi
+
+# --- Servers ---------------------------------------------------------------
 packages=()
 for pair in "${wanted[@]}"; do
     p="${pair%%:*}"
@@ -41,17 +87,10 @@ if [ "${#packages[@]}" -eq 0 ]; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "install-test-servers: run as root (or install sudo) to install: ${packages[*]}" >&2
-        exit 1
-    fi
+if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+    echo "install-test-servers: run as root (or install sudo) to install: ${packages[*]}" >&2
+    exit 1
 fi
-
-export DEBIAN_FRONTEND=noninteractive
 
 # Only refresh the package lists when apt does not know the packages yet.
 need_update=0

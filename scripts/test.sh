@@ -2,7 +2,7 @@
 # Runs every test of the workspace. Installs what the tests need first: the
 # real servers (Debian packages) the tests start on loopback: InfluxDB and
 # VictoriaMetrics for the influxdb tests, Prometheus and promtool for the
-# prometheus ones.
+# prometheus ones; openssl, and opentelemetry-proto for the OTLP test receiver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh

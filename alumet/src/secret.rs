@@ -58,6 +58,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Removes secrets from text that may be logged.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    /// Redacts these secrets (empty ones are ignored).
+    pub fn new(secrets: Vec<String>) -> Self {
+        Self {
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
+    }
+
+    /// `text` with every secret replaced by `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "<redacted>");
+            }
+        }
+        text
+    }
+}
+
 /// The value of an HTTP `Authorization` header for basic authentication
 /// (`Basic base64(user:password)`); it contains the password.
 pub fn http_basic_authorization(username: &str, password: &Secret) -> Secret {

@@ -96,7 +96,7 @@ pub fn start(
         .with_plugin_context("agent", extra)
         .map_err(|e| StartError::Fatal(format!("cannot start the agent's own elements: {e}")))?;
     if builder.output_count() == 0 {
-        log::warn!("no output is enabled: measurements are taken but written nowhere (enable csv, influxdb or prometheus)");
+        log::warn!("no output is enabled: measurements are taken but written nowhere (enable csv, influxdb, prometheus or opentelemetry)");
     }
     let exec_target = builder.exec_target();
     let pipeline = builder

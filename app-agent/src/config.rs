@@ -505,11 +505,14 @@ pub fn load(
     })
 }
 
-/// Whether a key holds a secret (its value is never shown).
+/// Whether a key holds a secret (its value is never shown). `headers` is
+/// the OTLP output's inline request headers, which carry API keys.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    matches!(k.as_str(), "token" | "password" | "secret" | "api_key")
-        || k.ends_with("_token")
+    matches!(
+        k.as_str(),
+        "token" | "password" | "secret" | "api_key" | "headers"
+    ) || k.ends_with("_token")
         || k.ends_with("_password")
         || k.ends_with("_secret")
 }

@@ -50,7 +50,7 @@ fn init_logging(cli: &Cli) {
     }
     // The HTTP library dumps raw requests, Authorization header included, at
     // trace level: never let a token reach the log, whatever -v or RUST_LOG say.
-    for target in ["ureq", "ureq_proto", "rustls"] {
+    for target in ["ureq", "ureq_proto", "rustls", "rustls_platform_verifier"] {
         builder.filter_module(target, log::LevelFilter::Info.min(level));
     }
     builder.format(|buf, record| {

@@ -14,15 +14,17 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_csv::CsvPlugin>(),
         PluginMetadata::of::<plugin_influxdb::InfluxDbPlugin>(),
         PluginMetadata::of::<plugin_prometheus::PrometheusPlugin>(),
+        PluginMetadata::of::<plugin_opentelemetry::OpenTelemetryPlugin>(),
     ]
 }
 
 /// Whether a plugin is enabled when the config does not say: everything that
-/// works on any Linux machine without setup. InfluxDB needs a server, so it
-/// is off. The Prometheus endpoint is off too: opening a port is a change to
-/// the machine the admin should choose; in `exec` runs it would live only as
-/// long as the command (nothing to scrape) and two runs would fight over the
-/// port; and an unscraped endpoint only costs memory.
+/// works on any Linux machine without setup. The InfluxDB and OpenTelemetry
+/// outputs need a server or receiver, so they are off. The Prometheus
+/// endpoint is off too: opening a port is a change to the machine the admin
+/// should choose; in `exec` runs it would live only as long as the command
+/// (nothing to scrape) and two runs would fight over the port; and an
+/// unscraped endpoint only costs memory.
 pub fn enabled_by_default(name: &str) -> bool {
-    !matches!(name, "influxdb" | "prometheus")
+    !matches!(name, "influxdb" | "opentelemetry" | "prometheus")
 }

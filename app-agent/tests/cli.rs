@@ -338,7 +338,7 @@ fn overrides_take_effect_and_secrets_are_redacted() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n[plugins.prometheus]\nbearer_token = \"b3arer-s3cr3t\"\nbasic_password = \"pa55-s3cr3t\"\n",
+        "[plugins.influxdb]\ntoken = \"s3cr3t-token\"\n[plugins.prometheus]\nbearer_token = \"b3arer-s3cr3t\"\nbasic_password = \"pa55-s3cr3t\"\n[plugins.opentelemetry]\nheaders = \"api-key=s3cr3t-key\"\n",
     )
     .unwrap();
     let o = run(agent().current_dir(dir.path()).args([
@@ -358,7 +358,7 @@ fn overrides_take_effect_and_secrets_are_redacted() {
     assert_eq!(plugins["procfs"]["enabled"].as_bool(), Some(true));
     assert_eq!(plugins["csv"]["enabled"].as_bool(), Some(false));
     let out = stdout(&o) + &stderr(&o);
-    for secret in ["s3cr3t-token", "b3arer-s3cr3t", "pa55-s3cr3t"] {
+    for secret in ["s3cr3t-token", "b3arer-s3cr3t", "pa55-s3cr3t", "s3cr3t-key"] {
         assert!(!out.contains(secret), "a secret leaked: {out}");
     }
     assert_eq!(

@@ -5,18 +5,15 @@
 //!
 //! - [`line_protocol`]: the encoder (the hot path), with [`text`] for
 //!   escaping and number formatting;
-//! - [`output`]: the pipeline output, which batches and never blocks;
-//! - [`sender`] and [`queue`]: the thread that delivers and retries, and the
-//!   bounded buffer in front of it;
-//! - [`http`]: the HTTP boundary (ureq with rustls);
-//! - [`stats`]: what was delivered, dropped and why.
+//! - [`output`]: line protocol batches for the shared delivery output;
+//! - [`http`]: the write URL and authentication of each API version.
+//!
+//! Buffering, batching, retries, TLS and the counters are the shared
+//! `alumet-delivery` crate's.
 
 pub mod http;
 pub mod line_protocol;
 pub mod output;
-pub mod queue;
-pub mod sender;
-pub mod stats;
 pub mod text;
 mod validation;
 
@@ -28,11 +25,19 @@ use alumet::pipeline::{OutputOptions, PluginStartContext};
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{ApiVersion, HttpTransport, Secret};
+use alumet_delivery::{DeliveryOutput, HttpTransport};
+
+use crate::http::{ApiVersion, Secret};
 use crate::line_protocol::{AttributeRole, LineProtocolEncoder};
-use crate::output::InfluxDbOutput;
-use crate::sender::SenderSettings;
-use crate::stats::StatsHandle;
+use crate::output::LineProtocolBatch;
+
+pub use stats::{InfluxDbStats, StatsHandle};
+
+/// The output's counters: the shared delivery counters, under the names
+/// this crate has always used.
+pub mod stats {
+    pub use alumet_delivery::stats::{DeliveryStats as InfluxDbStats, StatsHandle};
+}
 
 /// Configuration of `[plugins.influxdb]`.
 #[derive(Serialize, Deserialize, Clone, PartialEq)]
@@ -91,6 +96,13 @@ pub struct InfluxDbConfig {
     pub shutdown_timeout: Duration,
     /// Tags added to every point, e.g. `{ cluster = "a" }`. Default empty.
     pub tags: BTreeMap<String, String>,
+    /// PEM file of the CA that signs the server's certificate (replaces the
+    /// system's trust store). Default empty: the system's trust store.
+    pub ca_file: String,
+    /// PEM client certificate for mutual TLS. Default empty.
+    pub client_cert_file: String,
+    /// PEM private key of `client_cert_file`. Default empty.
+    pub client_key_file: String,
 }
 
 impl Default for InfluxDbConfig {
@@ -119,6 +131,9 @@ impl Default for InfluxDbConfig {
             retry_max_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             tags: BTreeMap::new(),
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
         }
     }
 }
@@ -150,6 +165,9 @@ impl fmt::Debug for InfluxDbConfig {
             .field("retry_max_delay", &self.retry_max_delay)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("tags", &self.tags)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
             .finish()
     }
 }
@@ -195,6 +213,7 @@ impl PluginDefinition for InfluxDbPlugin {
 
     fn check_availability(config: &InfluxDbConfig) -> Result<(), PluginError> {
         config.validate()?;
+        config.tls_files().load()?;
         config.resolve_secret().map(|_| ())
     }
 
@@ -223,6 +242,9 @@ impl PluginDefinition for InfluxDbPlugin {
             ("retry_max_delay", "largest retry delay"),
             ("shutdown_timeout", "at shutdown, how long to keep trying to deliver what is queued"),
             ("tags", "constant tags added to every point"),
+            ("ca_file", "PEM file of the CA that signs the server's certificate (empty: the system's trust store)"),
+            ("client_cert_file", "PEM client certificate, for mutual TLS"),
+            ("client_key_file", "PEM private key of client_cert_file"),
         ]
     }
 }
@@ -230,33 +252,21 @@ impl PluginDefinition for InfluxDbPlugin {
 impl Plugin for InfluxDbPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let secret = self.config.resolve_secret()?;
-        // A second start of the same plugin keeps the first reporter: same pipeline counter.
-        let _ = self.stats.counters.loss.set(ctx.loss_reporter());
+        let tls = self.config.tls_files().load()?;
+        self.stats.attach_loss_reporter(ctx.loss_reporter());
         let target = self.config.write_target(secret);
-        let transport = HttpTransport::new(&target);
-        let settings = SenderSettings {
-            batch_size: self.config.batch_size,
-            gzip: self.config.gzip,
-            request_timeout: self.config.request_timeout,
-            retry_initial_delay: self.config.retry_initial_delay,
-            retry_max_delay: self.config.retry_max_delay,
-            max_retry_after: self.config.retry_max_delay.max(Duration::from_secs(60)),
-            endpoint: transport.endpoint().to_owned(),
-        };
+        let transport = HttpTransport::new(target.http_target(), tls);
+        let settings = self.config.delivery_settings(transport.endpoint());
         log::debug!("influxdb: writing to {}", settings.endpoint);
-        let output = InfluxDbOutput::new(
-            LineProtocolEncoder::new(self.config.encoder_options()),
-            transport,
-            settings,
-            self.config.max_buffer_points,
-            self.config.shutdown_timeout,
-            self.stats.counters.clone(),
-        );
+        let flush_interval = settings.flush_interval;
+        let encoder =
+            LineProtocolBatch::new(LineProtocolEncoder::new(self.config.encoder_options()));
+        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
         ctx.add_output(
             "write",
             Box::new(output),
             OutputOptions {
-                flush_interval: Some(self.config.flush_interval),
+                flush_interval: Some(flush_interval),
             },
         );
         Ok(())

@@ -6,6 +6,8 @@ use alumet::config::ConfigError;
 use alumet::plugin::PluginError;
 use alumet::secret::SecretSource;
 
+use alumet_delivery::{DeliverySettings, TlsFiles};
+
 use crate::http::{ApiVersion, Auth, Secret, WriteTarget};
 use crate::line_protocol::{EncoderOptions, BUILTIN_TAGS};
 use crate::InfluxDbConfig;
@@ -31,33 +33,8 @@ impl InfluxDbConfig {
             _ => {}
         }
         self.secret_source().validate()?;
-        if self.batch_size == 0 {
-            return Err(invalid("batch_size", "must be at least 1"));
-        }
-        if self.max_buffer_points < self.batch_size {
-            return Err(invalid(
-                "max_buffer_points",
-                format!(
-                    "must be at least batch_size ({}), or no full batch fits",
-                    self.batch_size
-                ),
-            ));
-        }
-        for (key, value) in [
-            ("flush_interval", self.flush_interval),
-            ("request_timeout", self.request_timeout),
-            ("retry_initial_delay", self.retry_initial_delay),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be longer than zero"));
-            }
-        }
-        if self.retry_max_delay < self.retry_initial_delay {
-            return Err(invalid(
-                "retry_max_delay",
-                "must be at least retry_initial_delay",
-            ));
-        }
+        self.delivery_settings(&self.url).validate()?;
+        self.tls_files().validate()?;
         if let Some(both) = self
             .tag_attributes
             .iter()
@@ -103,6 +80,31 @@ impl InfluxDbConfig {
         self.secret_source().resolve()
     }
 
+    /// The TLS keys, for the shared transport.
+    pub(crate) fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        }
+    }
+
+    /// The delivery keys, for the shared output.
+    pub(crate) fn delivery_settings(&self, endpoint: &str) -> DeliverySettings {
+        DeliverySettings {
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval,
+            max_buffer_points: self.max_buffer_points,
+            gzip: self.gzip,
+            request_timeout: self.request_timeout,
+            retry_initial_delay: self.retry_initial_delay,
+            retry_max_delay: self.retry_max_delay,
+            max_retry_after: self.retry_max_delay.max(std::time::Duration::from_secs(60)),
+            shutdown_timeout: self.shutdown_timeout,
+            ..DeliverySettings::new("influxdb", endpoint)
+        }
+    }
+
     pub(crate) fn write_target(&self, secret: Secret) -> WriteTarget {
         let auth = if secret.is_empty() {
             Auth::None
@@ -132,7 +134,7 @@ impl InfluxDbConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !self.host_tag.is_empty() {
-            match host_name() {
+            match alumet_delivery::host_name() {
                 Some(host) => constant_tags.push((self.host_tag.clone(), host)),
                 None => log::warn!(
                     "influxdb: cannot read the host name; points have no `{}` tag",
@@ -150,30 +152,7 @@ impl InfluxDbConfig {
 }
 
 fn validate_url(url: &str) -> Result<(), PluginError> {
-    let uri: ureq::http::Uri = url.parse().map_err(|e| {
-        invalid(
-            "url",
-            format!("`{url}` is not a URL ({e}); e.g. \"http://localhost:8086\""),
-        )
-    })?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err(invalid(
-                "url",
-                format!("`{url}` must start with http:// or https://"),
-            ))
-        }
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(invalid("url", format!("`{url}` has no host")));
-    };
-    if authority.as_str().contains('@') {
-        return Err(invalid(
-            "url",
-            "credentials do not belong in the URL (it is logged); use username and token_env or token_file",
-        ));
-    }
+    let uri = alumet_delivery::http::validate_url("url", url, "http://localhost:8086")?;
     if uri.query().is_some() {
         return Err(invalid(
             "url",
@@ -181,15 +160,6 @@ fn validate_url(url: &str) -> Result<(), PluginError> {
         ));
     }
     Ok(())
-}
-
-/// The kernel's host name, for the `host` tag.
-fn host_name() -> Option<String> {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_owned())
-        .find(|s| !s.is_empty())
 }
 
 #[cfg(test)]

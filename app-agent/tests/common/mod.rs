@@ -294,3 +294,15 @@ pub fn regen_section(name: &str) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+/// Fails unless `readme` shows the `[plugins.NAME]` block exactly as
+/// `config regen` writes it (up to its first blank line).
+pub fn assert_readme_shows_regen_block(plugin: &str, readme: &Path) {
+    let section = regen_section(plugin);
+    let text = std::fs::read_to_string(readme).unwrap();
+    assert!(
+        text.contains(&section),
+        "{} must show the block exactly as regen writes it:\n{section}",
+        readme.display()
+    );
+}

@@ -276,6 +276,24 @@ pub struct VictoriaMetrics {
 impl VictoriaMetrics {
     /// Starts a server and waits until /health answers.
     pub fn start() -> Self {
+        Self::start_with(&[], true)
+    }
+
+    /// Starts a server serving HTTPS with this certificate and key; waits
+    /// until its port accepts connections (the test's HTTP client does not
+    /// trust the test CA).
+    pub fn start_https(cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            &[
+                "-tls".to_owned(),
+                format!("-tlsCertFile={}", cert.display()),
+                format!("-tlsKeyFile={}", key.display()),
+            ],
+            false,
+        )
+    }
+
+    fn start_with(extra_args: &[String], plain_http: bool) -> Self {
         let bin = require_binary("victoria-metrics");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -288,6 +306,7 @@ impl VictoriaMetrics {
             ))
             .arg("-retentionPeriod=100y")
             .arg("-search.disableCache")
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -301,7 +320,12 @@ impl VictoriaMetrics {
         let url = format!("{}/health", s.url());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if matches!(http_get(&url), Some((200, _))) {
+            let ready = if plain_http {
+                matches!(http_get(&url), Some((200, _)))
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            };
+            if ready {
                 return s;
             }
             if s.process.exited() || Instant::now() > deadline {

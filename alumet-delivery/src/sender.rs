@@ -10,6 +10,12 @@
 //! - 429 and 503: as above, but waiting what Retry-After says when present.
 //! - other 4xx: the server refuses this batch; it is dropped and counted,
 //!   and the server's message is logged once per distinct status.
+//! - 2xx with a partial success: the points the server names are counted
+//!   as rejected, the rest as delivered.
+//! - a TLS certificate problem: an error line naming the host, once per
+//!   distinct problem; the points stay buffered and the batch is retried
+//!   every `retry_max_delay` (a renewed certificate or a fixed CA file
+//!   gets them through).
 //! - after `close`, delivery goes on until the deadline; what is left then is
 //!   counted as undelivered.
 
@@ -17,32 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{gzip, SendOutcome, Transport};
+use crate::http::{gzip, PartialRejection, SendOutcome, Transport};
 use crate::queue::{Batch, BatchQueue, Next};
+use crate::settings::DeliverySettings;
 use crate::stats::Counters;
 
 /// Bodies smaller than this are sent as they are: gzip would save little
 /// and cost a header and CPU.
 pub const GZIP_MIN_BYTES: usize = 4096;
-
-/// How the sender behaves.
-#[derive(Debug, Clone)]
-pub struct SenderSettings {
-    /// Most points in one request.
-    pub batch_size: usize,
-    /// Whether to gzip bodies of at least [`GZIP_MIN_BYTES`].
-    pub gzip: bool,
-    /// Time limit of one request.
-    pub request_timeout: Duration,
-    /// First retry delay.
-    pub retry_initial_delay: Duration,
-    /// Largest retry delay (the backoff doubles up to it).
-    pub retry_max_delay: Duration,
-    /// Largest wait accepted from a Retry-After header.
-    pub max_retry_after: Duration,
-    /// Where the points go, for log messages (no secret in it).
-    pub endpoint: String,
-}
 
 /// State shared between the output and its sender thread.
 #[derive(Debug)]
@@ -55,9 +43,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(max_buffer_points: usize, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        max_buffer_points: usize,
+        concatenable: bool,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
-            queue: BatchQueue::new(max_buffer_points),
+            queue: BatchQueue::new(max_buffer_points, concatenable),
             in_flight_points: AtomicUsize::new(0),
             counters,
         }
@@ -88,9 +80,11 @@ impl Shared {
 pub struct Sender<T: Transport> {
     transport: T,
     shared: Arc<Shared>,
-    settings: SenderSettings,
+    settings: DeliverySettings,
     compressed: Vec<u8>,
     logged_statuses: Vec<u16>,
+    logged_misconfigurations: Vec<String>,
+    logged_partial: bool,
     outage: Option<Outage>,
     jitter_state: u64,
 }
@@ -102,7 +96,7 @@ struct Outage {
 
 impl<T: Transport> Sender<T> {
     /// A sender over `transport`.
-    pub fn new(transport: T, shared: Arc<Shared>, settings: SenderSettings) -> Self {
+    pub fn new(transport: T, shared: Arc<Shared>, settings: DeliverySettings) -> Self {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -113,6 +107,8 @@ impl<T: Transport> Sender<T> {
             settings,
             compressed: Vec::new(),
             logged_statuses: Vec::new(),
+            logged_misconfigurations: Vec::new(),
+            logged_partial: false,
             outage: None,
             jitter_state: seed ^ u64::from(std::process::id()),
         }
@@ -151,12 +147,18 @@ impl<T: Transport> Sender<T> {
             };
             Counters::add(&counters.requests, 1);
             match self.transport.send(body, gzipped, timeout) {
-                SendOutcome::Delivered => {
+                SendOutcome::Delivered { partial } => {
                     let n = self.take_in_flight();
-                    Counters::add(&counters.delivered_points, n);
+                    let refused = partial.as_ref().map_or(0, |p| p.points.min(n));
+                    Counters::add(&counters.delivered_points, n - refused);
+                    if let Some(p) = partial {
+                        counters.lose(&counters.rejected_points, refused);
+                        self.log_partial(n, refused, &p);
+                    }
                     if let Some(outage) = self.outage.take() {
                         log::info!(
-                            "influxdb: {} reachable again after {:.1?} and {} failed attempts; delivering the buffered points",
+                            "{}: {} reachable again after {:.1?} and {} failed attempts; delivering the buffered points",
+                            self.settings.name,
                             self.settings.endpoint,
                             outage.since.elapsed(),
                             outage.failures
@@ -168,11 +170,15 @@ impl<T: Transport> Sender<T> {
                     let n = self.take_in_flight();
                     counters.lose(&counters.rejected_points, n);
                     if self.logged_statuses.contains(&status) {
-                        log::debug!("influxdb: server refused a batch of {n} points (HTTP {status}): {message}");
+                        log::debug!(
+                            "{}: server refused a batch of {n} points (HTTP {status}): {message}",
+                            self.settings.name
+                        );
                     } else {
                         self.logged_statuses.push(status);
                         log::error!(
-                            "influxdb: {} refused a batch of {n} points with HTTP {status}: {message} (the batch is dropped and counted; later refusals with this status are logged at debug level)",
+                            "{}: {} refused a batch of {n} points with HTTP {status}: {message} (the batch is dropped and counted; later refusals with this status are logged at debug level)",
+                            self.settings.name,
                             self.settings.endpoint
                         );
                     }
@@ -183,7 +189,8 @@ impl<T: Transport> Sender<T> {
                     match &mut self.outage {
                         None => {
                             log::warn!(
-                                "influxdb: cannot write to {}: {reason}; points stay buffered and the batch is retried with backoff",
+                                "{}: cannot write to {}: {reason}; points stay buffered and the batch is retried with backoff",
+                                self.settings.name,
                                 self.settings.endpoint
                             );
                             self.outage = Some(Outage {
@@ -193,7 +200,7 @@ impl<T: Transport> Sender<T> {
                         }
                         Some(outage) => {
                             outage.failures += 1;
-                            log::debug!("influxdb: write failed again ({reason})");
+                            log::debug!("{}: write failed again ({reason})", self.settings.name);
                         }
                     }
                     let wait = match after {
@@ -203,9 +210,51 @@ impl<T: Transport> Sender<T> {
                     delay = (delay * 2).min(self.settings.retry_max_delay);
                     self.shared.queue.sleep(wait);
                 }
+                SendOutcome::Misconfigured { reason } => {
+                    Counters::add(&counters.retries, 1);
+                    if self.logged_misconfigurations.contains(&reason) {
+                        log::debug!("{}: {reason}", self.settings.name);
+                    } else {
+                        log::error!(
+                            "{}: {reason}; points stay buffered and are retried every {:?}",
+                            self.settings.name,
+                            self.settings.retry_max_delay
+                        );
+                        self.logged_misconfigurations.push(reason);
+                    }
+                    if self.outage.is_none() {
+                        self.outage = Some(Outage {
+                            since: Instant::now(),
+                            failures: 0,
+                        });
+                    }
+                    if let Some(outage) = &mut self.outage {
+                        outage.failures += 1;
+                    }
+                    let wait = self.jittered(self.settings.retry_max_delay);
+                    self.shared.queue.sleep(wait);
+                }
             }
         }
         self.compressed = compressed;
+    }
+
+    fn log_partial(&mut self, n: usize, refused: usize, partial: &PartialRejection) {
+        if self.logged_partial {
+            log::debug!(
+                "{}: the server refused {refused} of {n} points: {}",
+                self.settings.name,
+                partial.message
+            );
+        } else {
+            self.logged_partial = true;
+            log::error!(
+                "{}: {} accepted a batch but refused {refused} of its {n} points: {} (they are counted as rejected; later partial refusals are logged at debug level)",
+                self.settings.name,
+                self.settings.endpoint,
+                partial.message
+            );
+        }
     }
 
     /// Takes ownership of the in-flight points (zero if `close` gave up on them).
@@ -218,7 +267,10 @@ impl<T: Transport> Sender<T> {
     fn give_up_at_deadline(&self) {
         let n = self.shared.abandon_all();
         if n > 0 {
-            log::debug!("influxdb: shutdown deadline reached with {n} points not delivered");
+            log::debug!(
+                "{}: shutdown deadline reached with {n} points not delivered",
+                self.settings.name
+            );
         }
     }
 
@@ -254,19 +306,17 @@ mod tests {
     impl Transport for Scripted {
         fn send(&mut self, body: &[u8], gzipped: bool, _timeout: Duration) -> SendOutcome {
             self.sent.lock().unwrap().push((body.to_vec(), gzipped));
-            self.answers.pop_front().unwrap_or(SendOutcome::Delivered)
+            self.answers.pop_front().unwrap_or(SendOutcome::DELIVERED)
         }
     }
 
-    fn settings() -> SenderSettings {
-        SenderSettings {
+    fn settings() -> DeliverySettings {
+        DeliverySettings {
             batch_size: 10,
-            gzip: true,
-            request_timeout: Duration::from_secs(1),
             retry_initial_delay: Duration::from_millis(1),
             retry_max_delay: Duration::from_millis(4),
             max_retry_after: Duration::from_millis(5),
-            endpoint: "test".into(),
+            ..DeliverySettings::new("test", "test")
         }
     }
 
@@ -279,7 +329,7 @@ mod tests {
 
     fn run(answers: Vec<SendOutcome>, batches: Vec<Batch>) -> (Arc<Shared>, Vec<(Vec<u8>, bool)>) {
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared::new(1000, counters));
+        let shared = Arc::new(Shared::new(1000, true, counters));
         for b in batches {
             shared.queue.push(b);
         }
@@ -320,13 +370,40 @@ mod tests {
         };
         // batch_size 10: the 6-point batches are not merged.
         let (shared, sent) = run(
-            vec![SendOutcome::Delivered, rejected],
+            vec![SendOutcome::DELIVERED, rejected],
             vec![batch(6), batch(6), batch(6)],
         );
         assert_eq!(sent.len(), 3);
         let c = &shared.counters;
         assert_eq!(c.delivered_points.load(Ordering::Relaxed), 12);
         assert_eq!(c.rejected_points.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn a_partial_success_counts_the_refused_points() {
+        let partial = SendOutcome::Delivered {
+            partial: Some(PartialRejection {
+                points: 2,
+                message: "bad points".into(),
+            }),
+        };
+        let (shared, sent) = run(vec![partial], vec![batch(6), batch(6)]);
+        assert_eq!(sent.len(), 2);
+        let c = &shared.counters;
+        assert_eq!(c.delivered_points.load(Ordering::Relaxed), 10);
+        assert_eq!(c.rejected_points.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_misconfiguration_keeps_the_batch_and_retries_it() {
+        let tls = SendOutcome::Misconfigured {
+            reason: "TLS with host failed".into(),
+        };
+        let (shared, sent) = run(vec![tls.clone(), tls], vec![batch(3)]);
+        assert_eq!(sent.len(), 3);
+        let c = &shared.counters;
+        assert_eq!(c.delivered_points.load(Ordering::Relaxed), 3);
+        assert_eq!(c.retries.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -343,7 +420,7 @@ mod tests {
     #[test]
     fn what_is_left_at_the_deadline_is_counted_undelivered() {
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared::new(1000, counters));
+        let shared = Arc::new(Shared::new(1000, true, counters));
         shared.queue.push(batch(6));
         shared.queue.push(batch(6));
         shared
@@ -362,7 +439,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_between_half_and_all_of_the_delay() {
-        let shared = Arc::new(Shared::new(10, Arc::new(Counters::default())));
+        let shared = Arc::new(Shared::new(10, true, Arc::new(Counters::default())));
         let transport = Scripted {
             answers: VecDeque::new(),
             sent: Arc::new(Mutex::new(Vec::new())),

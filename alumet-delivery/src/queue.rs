@@ -13,12 +13,12 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Points encoded as line protocol, one line per point.
+/// Encoded points, ready to be sent as one request body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
-    /// The lines, each ending with `\n`.
+    /// The encoded points (line protocol, protobuf...).
     pub body: Vec<u8>,
-    /// Number of lines.
+    /// Number of points in it.
     pub points: usize,
 }
 
@@ -52,15 +52,19 @@ pub struct BatchQueue {
     state: Mutex<State>,
     changed: Condvar,
     max_points: usize,
+    concatenable: bool,
 }
 
 impl BatchQueue {
-    /// A queue that holds at most `max_points` points.
-    pub fn new(max_points: usize) -> Self {
+    /// A queue that holds at most `max_points` points. When
+    /// `concatenable`, two bodies one after the other are one valid body
+    /// (line protocol, protobuf messages), so small batches are merged.
+    pub fn new(max_points: usize, concatenable: bool) -> Self {
         Self {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             max_points: max_points.max(1),
+            concatenable,
         }
     }
 
@@ -98,14 +102,15 @@ impl BatchQueue {
     }
 
     /// Waits for points and returns up to `max_points` of them, merging
-    /// small consecutive batches into one request (a queue that filled up
-    /// during an outage drains in few requests). Returns
+    /// small consecutive batches into one request when bodies can be
+    /// concatenated (a queue that filled up during an outage drains in few
+    /// requests). Returns
     /// [`Next::Closed`] once closed and empty.
     pub fn next(&self, max_points: usize) -> Next {
         let mut state = self.lock();
         loop {
             if let Some(mut batch) = state.batches.pop_front() {
-                while let Some(following) = state.batches.front() {
+                while let Some(following) = state.batches.front().filter(|_| self.concatenable) {
                     if batch.points + following.points > max_points {
                         break;
                     }
@@ -194,7 +199,7 @@ mod tests {
 
     #[test]
     fn oldest_batches_are_evicted_and_counted_exactly() {
-        let q = BatchQueue::new(10);
+        let q = BatchQueue::new(10, true);
         assert_eq!(q.push(batch(4, b'a')), 0);
         assert_eq!(q.push(batch(4, b'b')), 0);
         assert_eq!(q.queued_points(), 8);
@@ -211,7 +216,7 @@ mod tests {
 
     #[test]
     fn next_merges_small_batches_up_to_the_limit() {
-        let q = BatchQueue::new(100);
+        let q = BatchQueue::new(100, true);
         q.push(batch(2, b'a'));
         q.push(batch(3, b'b'));
         q.push(batch(4, b'c'));
@@ -230,8 +235,20 @@ mod tests {
     }
 
     #[test]
+    fn bodies_that_cannot_be_concatenated_go_one_by_one() {
+        let q = BatchQueue::new(100, false);
+        q.push(batch(2, b'a'));
+        q.push(batch(3, b'b'));
+        let Next::Batch(first) = q.next(50) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(first.body, b"aa");
+        assert_eq!(q.queued_points(), 3);
+    }
+
+    #[test]
     fn closed_queue_still_hands_out_what_it_holds() {
-        let q = BatchQueue::new(100);
+        let q = BatchQueue::new(100, true);
         q.push(batch(1, b'a'));
         q.close(Instant::now());
         assert!(matches!(q.next(10), Next::Batch(_)));
@@ -240,7 +257,7 @@ mod tests {
 
     #[test]
     fn sleep_ends_when_the_queue_closes() {
-        let q = std::sync::Arc::new(BatchQueue::new(10));
+        let q = std::sync::Arc::new(BatchQueue::new(10, true));
         let q2 = q.clone();
         let closer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -254,7 +271,7 @@ mod tests {
 
     #[test]
     fn sleep_after_close_ends_at_the_deadline() {
-        let q = BatchQueue::new(10);
+        let q = BatchQueue::new(10, true);
         q.close(Instant::now() + Duration::from_millis(10));
         q.sleep(Duration::from_secs(3600));
         assert!(Instant::now() >= q.deadline().unwrap());

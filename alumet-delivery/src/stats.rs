@@ -1,14 +1,16 @@
-//! Counters of the InfluxDB output, shared by the output, its sender thread,
-//! the plugin (public getter) and the self-metric source.
+//! Counters of one network output, shared by the output, its sender thread
+//! and the plugin (public getter).
 //!
 //! Every point handed to the output ends in exactly one of: delivered,
-//! dropped because the buffer was full, dropped because the server rejected
-//! its batch, skipped because line protocol cannot carry it, or not delivered
-//! before the shutdown timeout. The counters make that sum checkable.
+//! dropped because the buffer was full, rejected by the server (its whole
+//! batch, or the points a partial success names), skipped because the
+//! format cannot carry it, or not delivered before the shutdown timeout.
+//! The counters make that sum checkable.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+/// The live counters (atomics); read them through [`StatsHandle`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub received_points: AtomicU64,
@@ -43,17 +45,24 @@ impl Counters {
     }
 }
 
-/// A cloneable view on the counters of one InfluxDB output.
+/// A cloneable view on the counters of one network output.
 #[derive(Debug, Clone, Default)]
 pub struct StatsHandle {
     pub(crate) counters: Arc<Counters>,
 }
 
 impl StatsHandle {
+    /// Reports every later loss to the pipeline too (its
+    /// `alumet_dropped_points`). Only the first reporter set is kept, so a
+    /// second start of the same plugin keeps counting in the same place.
+    pub fn attach_loss_reporter(&self, reporter: alumet::pipeline::LossReporter) {
+        let _ = self.counters.loss.set(reporter);
+    }
+
     /// The counters now.
-    pub fn snapshot(&self) -> InfluxDbStats {
+    pub fn snapshot(&self) -> DeliveryStats {
         let c = &self.counters;
-        InfluxDbStats {
+        DeliveryStats {
             received_points: c.received_points.load(Relaxed),
             delivered_points: c.delivered_points.load(Relaxed),
             buffer_dropped_points: c.buffer_dropped_points.load(Relaxed),
@@ -73,9 +82,9 @@ impl StatsHandle {
     }
 }
 
-/// The counters of one InfluxDB output at one moment.
+/// The counters of one network output at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct InfluxDbStats {
+pub struct DeliveryStats {
     /// Points handed to the output by the pipeline.
     pub received_points: u64,
     /// Points the server acknowledged (2xx).
@@ -83,9 +92,10 @@ pub struct InfluxDbStats {
     /// Points evicted from the buffer because it held `max_buffer_points`
     /// (the server was down or slow for too long); the oldest go first.
     pub buffer_dropped_points: u64,
-    /// Points of batches the server rejected with a 4xx status (not 429).
+    /// Points of batches the server rejected with a 4xx status (not 429),
+    /// plus the points a partial success says were rejected.
     pub rejected_points: u64,
-    /// Points line protocol cannot carry (NaN or infinite value).
+    /// Points the output's format cannot carry (e.g. a NaN in line protocol).
     pub skipped_points: u64,
     /// Points still queued when `shutdown_timeout` ran out.
     pub undelivered_at_shutdown_points: u64,
@@ -100,7 +110,7 @@ pub struct InfluxDbStats {
     pub peak_buffered_points: u64,
 }
 
-impl InfluxDbStats {
+impl DeliveryStats {
     /// Points lost, whatever the reason.
     pub fn dropped_points(&self) -> u64 {
         self.buffer_dropped_points

@@ -1,0 +1,262 @@
+//! The pipeline output every network output is: encodes buffers with its
+//! [`BatchEncoder`] and hands the batches to the sender thread, without
+//! ever waiting on the network.
+//!
+//! A batch is sealed when it holds `batch_size` points, or at each flush
+//! (the pipeline calls `flush` every `flush_interval` while data comes), so
+//! points wait at most about `flush_interval` before they are sent. At
+//! `close`, the sender gets `shutdown_timeout` to deliver what is queued.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use alumet::measurement::{MeasurementBuffer, MeasurementPoint};
+use alumet::metrics::MetricRegistry;
+use alumet::pipeline::{ElementContext, Output, WriteError};
+
+use crate::http::Transport;
+use crate::queue::Batch;
+use crate::sender::{Sender, Shared};
+use crate::settings::DeliverySettings;
+use crate::stats::{Counters, StatsHandle};
+
+/// What an output plugin provides: the encoding of points into request
+/// bodies. Points are added one by one; `finish` writes the body of those
+/// added since the previous `finish`.
+pub trait BatchEncoder: Send {
+    /// Why a point cannot be encoded (logged once per distinct reason).
+    type Skip: std::fmt::Display + PartialEq + Send;
+
+    /// Adds a point to the batch being built; on error nothing is added.
+    fn add(&mut self, point: &MeasurementPoint, metrics: &MetricRegistry)
+        -> Result<(), Self::Skip>;
+
+    /// Points added since the last `finish`.
+    fn points(&self) -> usize;
+
+    /// Writes the body of the points added since the last `finish` into
+    /// `out` (empty on entry) and starts a new batch.
+    fn finish(&mut self, out: &mut Vec<u8>);
+
+    /// Whether two bodies one after the other are one valid body (line
+    /// protocol, protobuf messages: yes; a JSON document: no), so that the
+    /// sender may merge small queued batches into one request.
+    fn concatenable(&self) -> bool;
+}
+
+/// Extra time `close` waits beyond `shutdown_timeout` for a request that
+/// was already under way when the deadline came.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Minimum time between two log lines about a full buffer.
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Writes measurements to a server, through a bounded buffer and a sender thread.
+pub struct DeliveryOutput<E: BatchEncoder, T: Transport + 'static> {
+    encoder: E,
+    /// Size of the last sealed body, to size the next one.
+    last_body_len: usize,
+    batch_size: usize,
+    name: &'static str,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
+    /// The transport and settings until the sender thread is started.
+    pending_sender: Option<(T, DeliverySettings)>,
+    sender: Option<SenderThread>,
+    evicted_since_log: usize,
+    last_eviction_log: Option<Instant>,
+    skip_logged: Vec<E::Skip>,
+}
+
+struct SenderThread {
+    handle: JoinHandle<()>,
+    done: mpsc::Receiver<()>,
+}
+
+impl<E: BatchEncoder, T: Transport + 'static> DeliveryOutput<E, T> {
+    /// An output that encodes with `encoder` and delivers through
+    /// `transport` on a thread of its own (started at the first write),
+    /// counting into `stats`.
+    pub fn new(encoder: E, transport: T, settings: DeliverySettings, stats: &StatsHandle) -> Self {
+        let batch_size = settings.batch_size.max(1);
+        let shared = Shared::new(
+            settings.max_buffer_points,
+            encoder.concatenable(),
+            stats.counters.clone(),
+        );
+        Self {
+            encoder,
+            last_body_len: 0,
+            batch_size,
+            name: settings.name,
+            shared: Arc::new(shared),
+            shutdown_timeout: settings.shutdown_timeout,
+            pending_sender: Some((transport, settings)),
+            sender: None,
+            evicted_since_log: 0,
+            last_eviction_log: None,
+            skip_logged: Vec::new(),
+        }
+    }
+
+    fn ensure_sender(&mut self) -> Result<(), WriteError> {
+        let Some((transport, settings)) = self.pending_sender.take() else {
+            return Ok(());
+        };
+        let (done_tx, done) = mpsc::channel();
+        let sender = Sender::new(transport, self.shared.clone(), settings);
+        let handle = std::thread::Builder::new()
+            .name(format!("{}-sender", self.name))
+            .spawn(move || {
+                sender.run();
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| WriteError::fatal(format!("cannot start the sender thread: {e}")))?;
+        self.sender = Some(SenderThread { handle, done });
+        Ok(())
+    }
+
+    /// Hands the batch being filled to the sender.
+    fn seal(&mut self) {
+        let points = self.encoder.points();
+        if points == 0 {
+            return;
+        }
+        let mut body = Vec::with_capacity(self.last_body_len);
+        self.encoder.finish(&mut body);
+        self.last_body_len = body.len();
+        let batch = Batch { body, points };
+        let evicted = self.shared.queue.push(batch);
+        self.shared.refresh_buffered();
+        if evicted > 0 {
+            self.count_eviction(evicted);
+        }
+    }
+
+    fn count_eviction(&mut self, evicted: usize) {
+        self.shared
+            .counters
+            .lose(&self.shared.counters.buffer_dropped_points, evicted);
+        self.evicted_since_log += evicted;
+        let due = self
+            .last_eviction_log
+            .is_none_or(|t| t.elapsed() >= EVICTION_LOG_INTERVAL);
+        if due {
+            let total = self
+                .shared
+                .counters
+                .buffer_dropped_points
+                .load(Ordering::Relaxed);
+            log::warn!(
+                "{}: the buffer is full (max_buffer_points); dropped the {} oldest points (total dropped this way: {total})",
+                self.name,
+                self.evicted_since_log
+            );
+            self.evicted_since_log = 0;
+            self.last_eviction_log = Some(Instant::now());
+        }
+    }
+
+    fn log_skip(&mut self, reason: E::Skip) {
+        if !self.skip_logged.contains(&reason) {
+            log::warn!(
+                "{}: a point was not written because {reason} (further such points are skipped silently and counted)",
+                self.name
+            );
+            self.skip_logged.push(reason);
+        }
+    }
+
+    /// Stops the sender: deliver until `shutdown_timeout`, then count what is left.
+    fn shut_down(&mut self) {
+        self.seal();
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.shared.queue.close(deadline);
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        let finished = sender
+            .done
+            .recv_timeout(self.shutdown_timeout + CLOSE_GRACE)
+            .is_ok();
+        if finished {
+            if sender.handle.join().is_err() {
+                log::error!("{}: the sender thread panicked", self.name);
+            }
+        } else {
+            // A request is stuck past its deadline: give its points up
+            // (the sender counts nothing it no longer owns) and let it go.
+            self.shared.abandon_all();
+        }
+        let undelivered = self
+            .shared
+            .counters
+            .undelivered_at_shutdown_points
+            .load(Ordering::Relaxed);
+        if undelivered > 0 {
+            log::warn!(
+                "{}: {undelivered} points were not delivered within shutdown_timeout ({:?})",
+                self.name,
+                self.shutdown_timeout
+            );
+        } else {
+            log::debug!(
+                "{}: every queued point was delivered before shutdown",
+                self.name
+            );
+        }
+    }
+}
+
+impl<E: BatchEncoder, T: Transport + 'static> Output for DeliveryOutput<E, T> {
+    fn write(
+        &mut self,
+        buffer: &MeasurementBuffer,
+        ctx: &ElementContext,
+    ) -> Result<(), WriteError> {
+        self.ensure_sender()?;
+        Counters::add(&self.shared.counters.received_points, buffer.len());
+        for point in buffer {
+            match self.encoder.add(point, ctx.metrics) {
+                Ok(()) => {
+                    if self.encoder.points() >= self.batch_size {
+                        self.seal();
+                    }
+                }
+                Err(reason) => {
+                    self.shared
+                        .counters
+                        .lose(&self.shared.counters.skipped_points, 1);
+                    self.log_skip(reason);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        self.ensure_sender()?;
+        self.seal();
+        Ok(())
+    }
+
+    fn close(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        // Points may still be in the encoder if no write came after the last flush.
+        if self.encoder.points() > 0 {
+            self.ensure_sender()?;
+        }
+        self.shut_down();
+        Ok(())
+    }
+}
+
+impl<E: BatchEncoder, T: Transport + 'static> Drop for DeliveryOutput<E, T> {
+    fn drop(&mut self) {
+        // Never closed (the pipeline failed): let the sender thread end.
+        if self.sender.is_some() {
+            self.shared.queue.close(Instant::now());
+        }
+    }
+}

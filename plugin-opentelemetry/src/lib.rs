@@ -1,0 +1,245 @@
+//! Plugin `opentelemetry`: pushes every measurement to an OpenTelemetry
+//! Collector (or any OTLP receiver) over OTLP/HTTP, protobuf or JSON,
+//! without losing points to a slow, down or restarting receiver.
+//!
+//! - [`encode`]: Alumet points → OTLP metrics (the data model mapping),
+//!   with the point attributes and the per-series running totals in
+//!   private modules;
+//! - [`proto`]: the OTLP messages (prost), [`json`]: their JSON mapping;
+//! - [`transport`]: the request and the `partial_success` reader;
+//! - [`config`] checks: endpoint and headers from config or `OTEL_*` variables.
+//!
+//! Buffering, batching, retries, TLS and the counters are the shared
+//! `alumet-delivery` crate's, as for the InfluxDB output.
+
+mod attributes;
+mod config;
+pub mod encode;
+pub mod json;
+pub mod proto;
+mod series;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use alumet::measurement::Timestamp;
+use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use alumet_delivery::{DeliveryOutput, HttpTransport, Secret};
+use serde::{Deserialize, Serialize};
+
+pub use alumet_delivery::{DeliveryStats, StatsHandle};
+pub use encode::{BodyFormat, Temporality};
+
+/// The OTLP/HTTP default endpoint for metrics.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4318/v1/metrics";
+
+/// Configuration of `[plugins.opentelemetry]`.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenTelemetryConfig {
+    /// Full URL of the metrics endpoint. Empty: `$OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`,
+    /// else `$OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/metrics`, else [`DEFAULT_ENDPOINT`].
+    pub endpoint: String,
+    /// `http/protobuf` (default) or `http/json`.
+    pub protocol: BodyFormat,
+    /// Temporality of the sums made from delta metrics: `cumulative` (default) or `delta`.
+    pub temporality: Temporality,
+    /// Request headers as `key=value,key2=value2` (values percent-decoded),
+    /// e.g. an API key. They are secrets. Prefer `headers_env` or `headers_file`.
+    /// Empty, with the other two: `$OTEL_EXPORTER_OTLP_METRICS_HEADERS`, else
+    /// `$OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: String,
+    /// Environment variable holding the headers. Default empty.
+    pub headers_env: String,
+    /// File holding the headers. Default empty.
+    pub headers_file: String,
+    /// Resource attributes added to `service.name`, `service.version` and `host.name`.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Points sent per request, at most. Default 5000.
+    pub batch_size: usize,
+    /// A partial batch is sent after this long. Default `1s`.
+    #[serde(with = "alumet::config::duration")]
+    pub flush_interval: Duration,
+    /// Points kept while the receiver is unreachable; beyond, the oldest
+    /// are dropped and counted. Default 1 000 000.
+    pub max_buffer_points: usize,
+    /// Compress request bodies (from 4 KiB on) with gzip. Default true.
+    pub gzip: bool,
+    /// Time limit of one request. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub request_timeout: Duration,
+    /// First retry delay after a failure; doubles up to `retry_max_delay`. Default `200ms`.
+    #[serde(with = "alumet::config::duration")]
+    pub retry_initial_delay: Duration,
+    /// Largest retry delay. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub retry_max_delay: Duration,
+    /// At shutdown, how long to keep trying to deliver what is queued. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub shutdown_timeout: Duration,
+    /// PEM file of the CA that signs the receiver's certificate (replaces
+    /// the system's trust store). Default empty.
+    pub ca_file: String,
+    /// PEM client certificate for mutual TLS. Default empty.
+    pub client_cert_file: String,
+    /// PEM private key of `client_cert_file`. Default empty.
+    pub client_key_file: String,
+}
+
+impl Default for OpenTelemetryConfig {
+    fn default() -> Self {
+        let d = alumet_delivery::DeliverySettings::new("opentelemetry", "");
+        Self {
+            endpoint: String::new(),
+            protocol: BodyFormat::Protobuf,
+            temporality: Temporality::Cumulative,
+            headers: String::new(),
+            headers_env: String::new(),
+            headers_file: String::new(),
+            resource_attributes: BTreeMap::new(),
+            batch_size: d.batch_size,
+            flush_interval: d.flush_interval,
+            max_buffer_points: d.max_buffer_points,
+            gzip: d.gzip,
+            request_timeout: d.request_timeout,
+            retry_initial_delay: d.retry_initial_delay,
+            retry_max_delay: d.retry_max_delay,
+            shutdown_timeout: d.shutdown_timeout,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for OpenTelemetryConfig {
+    /// Like a derived `Debug`, with the inline headers redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenTelemetryConfig")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("temporality", &self.temporality)
+            .field("headers", &Secret::new(self.headers.clone()))
+            .field("headers_env", &self.headers_env)
+            .field("headers_file", &self.headers_file)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_buffer_points", &self.max_buffer_points)
+            .field("gzip", &self.gzip)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry_initial_delay", &self.retry_initial_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .finish()
+    }
+}
+
+/// The `opentelemetry` plugin.
+pub struct OpenTelemetryPlugin {
+    config: OpenTelemetryConfig,
+    stats: StatsHandle,
+}
+
+impl OpenTelemetryPlugin {
+    /// Counters of the output (delivered, dropped and why), live.
+    pub fn stats(&self) -> StatsHandle {
+        self.stats.clone()
+    }
+
+    /// Points lost so far, whatever the reason.
+    pub fn dropped_points(&self) -> u64 {
+        self.stats.dropped_points()
+    }
+}
+
+impl PluginDefinition for OpenTelemetryPlugin {
+    const NAME: &'static str = "opentelemetry";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Pushes measurements to an OpenTelemetry Collector or any OTLP receiver (OTLP/HTTP, protobuf or JSON).";
+    type Config = OpenTelemetryConfig;
+
+    fn init(config: OpenTelemetryConfig) -> Result<Self, PluginError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            stats: StatsHandle::default(),
+        })
+    }
+
+    fn check_availability(config: &OpenTelemetryConfig) -> Result<(), PluginError> {
+        config.validate()?;
+        config.resolve_endpoint()?;
+        config.resolve_headers()?;
+        config.tls_files().load().map(|_| ())
+    }
+
+    fn config_docs() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("endpoint", "metrics URL; empty: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, else $OTEL_EXPORTER_OTLP_ENDPOINT/v1/metrics, else http://127.0.0.1:4318/v1/metrics"),
+            ("protocol", "\"http/protobuf\" or \"http/json\""),
+            ("temporality", "sums of delta metrics: \"cumulative\" (running totals since agent start) or \"delta\""),
+            ("headers", "request headers \"key=value,key2=value2\" (secrets, e.g. an API key); prefer headers_env or headers_file; all three empty: $OTEL_EXPORTER_OTLP_METRICS_HEADERS, else $OTEL_EXPORTER_OTLP_HEADERS"),
+            ("headers_env", "environment variable holding the headers"),
+            ("headers_file", "file holding the headers"),
+            ("resource_attributes", "resource attributes added to service.name, service.version and host.name"),
+            ("batch_size", "points per request, at most"),
+            ("flush_interval", "a partial batch is sent after this long"),
+            ("max_buffer_points", "points kept while the receiver is unreachable; beyond, the oldest are dropped and counted"),
+            ("gzip", "compress request bodies of 4 KiB or more"),
+            ("request_timeout", "time limit of one request"),
+            ("retry_initial_delay", "first retry delay; doubles up to retry_max_delay"),
+            ("retry_max_delay", "largest retry delay"),
+            ("shutdown_timeout", "at shutdown, how long to keep trying to deliver what is queued"),
+            ("ca_file", "PEM file of the CA that signs the receiver's certificate (empty: the system's trust store)"),
+            ("client_cert_file", "PEM client certificate, for mutual TLS"),
+            ("client_key_file", "PEM private key of client_cert_file"),
+        ]
+    }
+}
+
+impl Plugin for OpenTelemetryPlugin {
+    fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
+        let endpoint = self.config.resolve_endpoint()?;
+        let headers = self.config.resolve_headers()?;
+        let tls = self.config.tls_files().load()?;
+        self.stats.attach_loss_reporter(ctx.loss_reporter());
+        let target = transport::http_target(&endpoint, self.config.protocol, headers);
+        let transport = HttpTransport::new(target, tls);
+        let settings = self.config.delivery_settings(&endpoint);
+        log::debug!("opentelemetry: exporting to {endpoint}");
+        let flush_interval = settings.flush_interval;
+        let encoder =
+            encode::OtlpEncoder::new(self.config.encoder_options(Timestamp::now().unix_nanos()));
+        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
+        ctx.add_output(
+            "export",
+            Box::new(output),
+            OutputOptions {
+                flush_interval: Some(flush_interval),
+            },
+        );
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), PluginError> {
+        let s = self.stats.snapshot();
+        log::info!(
+            "opentelemetry: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
+            s.delivered_points,
+            s.dropped_points(),
+            s.buffer_dropped_points,
+            s.rejected_points,
+            s.skipped_points,
+            s.undelivered_at_shutdown_points
+        );
+        Ok(())
+    }
+}
