@@ -127,6 +127,7 @@ fn main() {
         },
         max_cgroups: 4096,
         rescan_interval_ns: 30_000_000_000,
+        watch_after_ns: 0,
         memory_io_interval_ns: std::env::var("ALUMET_BENCH_MEMORY_IO_EVERY_NS")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -6,6 +6,12 @@
 //! inotify (v1 and v2 alike). The walk is still repeated every
 //! `rescan_interval` as a safety net: inotify can overflow, and the watch
 //! limit (`fs.inotify.max_user_watches`) can be reached on a busy node.
+//!
+//! Watching starts only when the caller says so ([`Discovery::start_watching`]):
+//! closing an inotify instance makes the kernel wait for an RCU grace
+//! period (about 15 ms on the reference VM), which would double the cost of
+//! `exec` of a short command; the source starts watching after its first
+//! second.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,6 +35,8 @@ pub struct Discovery {
     mount: PathBuf,
     /// Deepest level discovered (1 = children of the root); 0 for no limit.
     max_depth: usize,
+    /// Whether inotify may be used, once watching starts.
+    use_inotify: bool,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, String>,
     events_buf: Vec<u8>,
@@ -50,23 +58,14 @@ fn depth_of(rel: &str) -> usize {
 }
 
 impl Discovery {
-    /// Discovery under `mount`, with inotify if `use_inotify` and the kernel allows it.
+    /// Discovery under `mount`; with inotify, once watching starts, if
+    /// `use_inotify` and the kernel allows it.
     pub fn new(mount: &Path, max_depth: usize, use_inotify: bool) -> Self {
-        let inotify = if use_inotify {
-            match Inotify::init() {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    log::info!("cgroups: inotify unavailable ({e}); new cgroups are found by the periodic rescan");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         Self {
             mount: mount.to_path_buf(),
             max_depth,
-            inotify,
+            use_inotify,
+            inotify: None,
             watches: HashMap::new(),
             events_buf: vec![0; 16 * 1024],
             missed_watch: false,
@@ -77,6 +76,30 @@ impl Discovery {
     /// Whether inotify is in use.
     pub fn watching(&self) -> bool {
         self.inotify.is_some()
+    }
+
+    /// Whether watching can still start (inotify wanted, not started yet).
+    pub fn can_start_watching(&self) -> bool {
+        self.use_inotify && self.inotify.is_none()
+    }
+
+    /// Starts inotify; the next [`Discovery::scan`] adds the watches.
+    /// Returns whether it runs.
+    pub fn start_watching(&mut self) -> bool {
+        if !self.can_start_watching() {
+            return self.watching();
+        }
+        self.use_inotify = false;
+        match Inotify::init() {
+            Ok(i) => {
+                self.inotify = Some(i);
+                true
+            }
+            Err(e) => {
+                log::info!("cgroups: inotify unavailable ({e}); new cgroups are found by the periodic rescan");
+                false
+            }
+        }
     }
 
     fn dir(&self, rel: &str) -> PathBuf {
@@ -231,6 +254,11 @@ mod tests {
         std::fs::create_dir_all(d.path().join("a/b")).unwrap();
         std::fs::create_dir_all(d.path().join("c/d/e")).unwrap();
         let mut disc = Discovery::new(d.path(), 2, true);
+        assert!(
+            disc.events().is_none(),
+            "not watching before start_watching"
+        );
+        assert!(disc.start_watching());
         assert_eq!(disc.scan(), vec!["/", "/a", "/a/b", "/c", "/c/d"]);
         std::fs::create_dir_all(d.path().join("x/y")).unwrap();
         std::fs::remove_dir(d.path().join("a/b")).unwrap();

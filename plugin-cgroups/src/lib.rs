@@ -82,6 +82,10 @@ pub struct CgroupsConfig {
     pub max_cgroups: usize,
     /// Watch the hierarchy with inotify (default true).
     pub inotify: bool,
+    /// Start watching this long after the first poll (default 1s), so that a
+    /// short `exec` does not pay for closing inotify (an RCU grace period).
+    #[serde(with = "alumet::config::duration")]
+    pub inotify_delay: Duration,
     /// Time between two full walks of the hierarchy (the safety net of inotify).
     #[serde(with = "alumet::config::duration")]
     pub rescan_interval: Duration,
@@ -108,6 +112,7 @@ impl Default for CgroupsConfig {
             max_depth: 12,
             max_cgroups: 4096,
             inotify: true,
+            inotify_delay: Duration::from_secs(1),
             rescan_interval: Duration::from_secs(30),
             memory_io_interval: Duration::from_secs(5),
             memory: true,
@@ -241,6 +246,7 @@ impl Plugin for CgroupsPlugin {
         let options = SourceOptions {
             selection,
             max_cgroups: self.config.max_cgroups,
+            watch_after_ns: u64::try_from(self.config.inotify_delay.as_nanos()).unwrap_or(u64::MAX),
             memory_io_interval_ns: u64::try_from(self.config.memory_io_interval.as_nanos())
                 .unwrap_or(u64::MAX),
             rescan_interval_ns: u64::try_from(self.config.rescan_interval.as_nanos())
@@ -299,6 +305,7 @@ impl PluginDefinition for CgroupsPlugin {
             ("max_depth", "Deepest level of the tree discovered (1 = children of the root); 0 for no limit."),
             ("max_cgroups", "Most cgroups measured at once; the others are counted and logged."),
             ("inotify", "Watch the tree with inotify so that new cgroups are measured from their first poll."),
+            ("inotify_delay", "Time after the start before inotify starts: closing an inotify instance costs the kernel an RCU grace period (~15 ms), which a short exec would pay; until then, the tree is walked at start and every rescan_interval."),
             ("rescan_interval", "Time between two full walks of the tree (the safety net of inotify)."),
             ("memory_io_interval", "Time between two reads of memory and I/O, which cost the kernel more than CPU time (read at every poll); the command of exec is read in full at every poll."),
             ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),

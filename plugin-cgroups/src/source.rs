@@ -56,6 +56,8 @@ pub struct SourceOptions {
     pub max_cgroups: usize,
     /// Walk the whole tree at least this often (ns).
     pub rescan_interval_ns: u64,
+    /// Start inotify this long after the first poll (ns); see [`Discovery`].
+    pub watch_after_ns: u64,
     /// Read memory and I/O at most this often (ns); CPU time at every poll.
     pub memory_io_interval_ns: u64,
     /// Figures besides CPU time.
@@ -88,6 +90,7 @@ pub struct CgroupSource {
     /// The measured ones, by path.
     tracked: BTreeMap<String, Tracked>,
     open_count: usize,
+    first_poll_ns: Option<u64>,
     last_scan_ns: Option<u64>,
     previous_poll_ns: Option<u64>,
     last_details_ns: Option<u64>,
@@ -118,6 +121,7 @@ impl CgroupSource {
             known: BTreeSet::new(),
             tracked: BTreeMap::new(),
             open_count: 0,
+            first_poll_ns: None,
             last_scan_ns: None,
             previous_poll_ns: None,
             last_details_ns: None,
@@ -203,6 +207,14 @@ impl CgroupSource {
     fn discover(&mut self, now_ns: u64) -> bool {
         let born = self.previous_poll_ns.is_some() && self.view_complete_at_previous_poll;
         let mut complete = false;
+        let first = *self.first_poll_ns.get_or_insert(now_ns);
+        let mut watch_started = false;
+        if self.discovery.can_start_watching()
+            && now_ns.saturating_sub(first) >= self.options.watch_after_ns
+        {
+            // The walk below adds the watches.
+            watch_started = self.discovery.start_watching();
+        }
         if let Some(changes) = self.discovery.events() {
             for path in &changes.removed {
                 let gone: Vec<String> = self
@@ -221,10 +233,11 @@ impl CgroupSource {
             }
             complete = changes.complete && self.last_scan_ns.is_some();
         }
-        let scan_due = !complete
-            && self
-                .last_scan_ns
-                .is_none_or(|last| now_ns.saturating_sub(last) >= self.options.rescan_interval_ns)
+        let scan_due = watch_started
+            || !complete
+                && self.last_scan_ns.is_none_or(|last| {
+                    now_ns.saturating_sub(last) >= self.options.rescan_interval_ns
+                })
             || self.last_scan_ns.is_none();
         if scan_due {
             self.last_scan_ns = Some(now_ns);

@@ -49,6 +49,11 @@ fn run_case(name: &str) {
         "memory_io_interval".to_owned(),
         toml::Value::String("1s".to_owned()),
     );
+    // inotify from the first poll, as in a long run.
+    table.insert(
+        "inotify_delay".to_owned(),
+        toml::Value::String("0s".to_owned()),
+    );
     let overrides = case.join("config.toml");
     if overrides.exists() {
         let extra: toml::Table =
