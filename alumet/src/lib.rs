@@ -8,12 +8,10 @@
 //! - [`config`]: TOML tables and human durations for plugin configs.
 //! - [`secret`]: tokens and passwords from config, env or file, never logged.
 //! - [`testing`]: run one element in a real pipeline and look at what comes out;
-//!   `fixture` (feature `fixtures`): metrics and points from a `points.json`.
+//!   `testing::points` (feature `fixtures`): metrics and points from a `points.json`.
 
 pub mod config;
 pub mod exec;
-#[cfg(feature = "fixtures")]
-pub mod fixture;
 pub mod measurement;
 pub mod metrics;
 pub mod pipeline;

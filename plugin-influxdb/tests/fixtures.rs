@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use alumet::fixture::PointsFixture;
+use alumet::testing::points::PointsFixture;
 use plugin_influxdb::line_protocol::{AttributeRole, EncoderOptions, LineProtocolEncoder};
 
 #[derive(serde::Deserialize, Default)]

@@ -1,5 +1,5 @@
 //! Fixture cases: each directory under `tests/fixtures/` holds
-//! `points.json` (metrics and points, read by `alumet::fixture`), an
+//! `points.json` (metrics and points, read by `alumet::testing::points`), an
 //! optional `config.toml` (the plugin's config) and `expected.txt` /
 //! `expected.om.txt`, the text and OpenMetrics bodies the endpoint must
 //! serve (sample lines sorted per family, the exporter's own families
@@ -13,8 +13,8 @@ mod common;
 
 use std::path::Path;
 
-use alumet::fixture::PointsFixture;
 use alumet::measurement::Resource;
+use alumet::testing::points::PointsFixture;
 use common::*;
 use plugin_prometheus::PrometheusConfig;
 

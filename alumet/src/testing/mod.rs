@@ -25,6 +25,8 @@
 //! ```
 
 pub mod fixture;
+#[cfg(feature = "fixtures")]
+pub mod points;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
