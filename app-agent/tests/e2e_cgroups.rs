@@ -22,33 +22,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use alumet_kernelfs::cgroup::{
-    dir_of, join_raw, CgroupLayout, CgroupVersion, CommandCgroup, HierarchyChoice, ParentChoice,
+    join_raw, kernel_cpu_seconds, CgroupLayout, CommandCgroup, HierarchyChoice, ParentChoice,
 };
 use common::{read_csv, wait_until};
-
-fn kernel_cpu_seconds(version: CgroupVersion, dir: &Path) -> f64 {
-    match version {
-        CgroupVersion::V2 => {
-            let text = fs::read_to_string(dir.join("cpu.stat")).unwrap();
-            let usec: f64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            usec / 1e6
-        }
-        CgroupVersion::V1 => {
-            let ns: f64 = fs::read_to_string(dir.join("cpuacct.usage"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            ns / 1e9
-        }
-    }
-}
 
 fn spin_in(cgroup: &CommandCgroup, flag: &Path) -> std::process::Child {
     let fds = cgroup.procs_fds();
@@ -158,8 +134,8 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
     for c in &mut children {
         c.wait().unwrap();
     }
-    let kernel_a = kernel_cpu_seconds(accounting.version, &dir_of(&accounting.cpu, a.path()));
-    let kernel_b = kernel_cpu_seconds(accounting.version, &dir_of(&accounting.cpu, b.path()));
+    let kernel_a = kernel_cpu_seconds(&accounting, a.path()).unwrap();
+    let kernel_b = kernel_cpu_seconds(&accounting, b.path()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = common::sigterm_and_wait(agent);
     drop(rapl);

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
-use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of};
+use alumet::testing::fixture::{
+    apply_snapshot, assert_cases_are, check_windows, with_case_overrides,
+};
 use alumet::testing::TestPipeline;
 use alumet_kernelfs::host::{HostParams, ManualClock};
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
@@ -54,12 +56,7 @@ fn run_case(name: &str) {
         "inotify_delay".to_owned(),
         toml::Value::String("0s".to_owned()),
     );
-    let overrides = case.join("config.toml");
-    if overrides.exists() {
-        let extra: toml::Table =
-            toml::from_str(&std::fs::read_to_string(&overrides).unwrap()).unwrap();
-        table.extend(extra);
-    }
+    let mut table = with_case_overrides(table, &case);
     let set = |t: &mut toml::Table, k: &str, v: &str| {
         t.insert(k.to_owned(), toml::Value::String(v.to_owned()));
     };
@@ -97,26 +94,8 @@ fn run_case(name: &str) {
         let after = Timestamp::now();
         windows.push((n, before, after));
     }
-    assert!(!windows.is_empty(), "case {name} has no cgroup1");
     let result = running.finish();
-    for (n, before, after) in windows {
-        let actual = result
-            .points
-            .iter()
-            .filter(|p| before <= p.timestamp && p.timestamp <= after)
-            .map(|p| row_of(p, &result.metrics))
-            .collect();
-        let file = if n == 1 {
-            "expected.csv".to_owned()
-        } else {
-            format!("expected{n}.csv")
-        };
-        compare(
-            &format!("case {name}, poll after cgroup{n}"),
-            read_expected(&case.join(file)),
-            actual,
-        );
-    }
+    check_windows(&case, "cgroup", &result.points, &result.metrics, &windows);
 }
 
 #[test]
@@ -146,12 +125,5 @@ fn select_all_with_a_depth_limit_and_an_exclusion() {
 
 #[test]
 fn all_fixture_directories_have_a_test() {
-    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    let mut known: Vec<String> = CASES.iter().map(|s| (*s).to_owned()).collect();
-    known.sort();
-    assert_eq!(found, known);
+    assert_cases_are(&fixtures_dir(), &CASES);
 }

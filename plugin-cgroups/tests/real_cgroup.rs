@@ -19,34 +19,11 @@ use alumet::measurement::ResourceConsumer;
 use alumet::plugin::PluginDefinition;
 use alumet::testing::TestPipeline;
 use alumet_kernelfs::cgroup::{
-    dir_of, join_raw, CgroupLayout, CgroupVersion, CommandCgroup, HierarchyChoice, ParentChoice,
+    dir_of, join_raw, kernel_cpu_seconds, CgroupLayout, CommandCgroup, HierarchyChoice,
+    ParentChoice,
 };
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
-
-fn kernel_cpu_seconds(version: CgroupVersion, dir: &Path) -> f64 {
-    match version {
-        CgroupVersion::V2 => {
-            let text = std::fs::read_to_string(dir.join("cpu.stat")).unwrap();
-            let usec: f64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            usec / 1e6
-        }
-        CgroupVersion::V1 => {
-            let ns: f64 = std::fs::read_to_string(dir.join("cpuacct.usage"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            ns / 1e9
-        }
-    }
-}
 
 fn spawn_in(cgroup: &CommandCgroup, script: &str) -> std::process::Child {
     let fds = cgroup.procs_fds();
@@ -127,7 +104,7 @@ fn a_real_cgroup_is_measured_in_full_short_lived_children_included() {
             running.trigger_all();
         }
     }
-    let kernel_s = kernel_cpu_seconds(accounting.version, &cpu_dir);
+    let kernel_s = kernel_cpu_seconds(&accounting, &path).unwrap();
     running.trigger_all();
     let result = running.finish();
     let removed = cgroup.remove(Duration::from_secs(2));

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
-use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of, Row};
+use alumet::testing::fixture::{
+    apply_snapshot, assert_cases_are, check_windows, with_case_overrides,
+};
 use alumet::testing::TestPipeline;
 use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
@@ -55,13 +57,8 @@ fn run_case(name: &str) {
     let root = tempfile::tempdir().unwrap();
     apply_snapshot(root.path(), &case.join("proc0"));
 
-    let mut table = alumet::config::serialize_config(&ProcfsConfig::default()).unwrap();
-    let overrides = case.join("config.toml");
-    if overrides.exists() {
-        let extra: toml::Table =
-            toml::from_str(&std::fs::read_to_string(&overrides).unwrap()).unwrap();
-        table.extend(extra);
-    }
+    let table = alumet::config::serialize_config(&ProcfsConfig::default()).unwrap();
+    let mut table = with_case_overrides(table, &case);
     // Polls happen only when the test says so; the refresh follows the hand-driven clock.
     let set = |t: &mut toml::Table, k: &str, v: &str| {
         t.insert(k.to_owned(), toml::Value::String(v.to_owned()));
@@ -116,26 +113,8 @@ fn run_case(name: &str) {
         let after = Timestamp::now();
         windows.push((n, before, after));
     }
-    assert!(!windows.is_empty(), "case {name} has no proc1");
     let result = running.finish();
-    for (n, before, after) in windows {
-        let actual: Vec<Row> = result
-            .points
-            .iter()
-            .filter(|p| before <= p.timestamp && p.timestamp <= after)
-            .map(|p| row_of(p, &result.metrics))
-            .collect();
-        let file = if n == 1 {
-            "expected.csv".to_owned()
-        } else {
-            format!("expected{n}.csv")
-        };
-        compare(
-            &format!("case {name}, poll after proc{n}"),
-            read_expected(&case.join(file)),
-            actual,
-        );
-    }
+    check_windows(&case, "proc", &result.points, &result.metrics, &windows);
 }
 
 #[test]
@@ -190,14 +169,7 @@ fn exec_child_born_in_the_same_tick_as_the_previous_poll_keeps_its_first_interva
 
 #[test]
 fn all_fixture_directories_have_a_test() {
-    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    let mut known: Vec<String> = CASES.iter().map(|s| (*s).to_owned()).collect();
-    known.sort();
-    assert_eq!(found, known);
+    assert_cases_are(&fixtures_dir(), &CASES);
 }
 
 #[test]

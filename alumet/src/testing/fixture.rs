@@ -192,3 +192,67 @@ pub fn compare(label: &str, mut expected: Vec<Row>, mut actual: Vec<Row>) {
     }
     assert!(problems.is_empty(), "{label}:\n{}", problems.join("\n"));
 }
+
+/// Adds the keys of `<case_dir>/config.toml`, if there is one, to a plugin's
+/// configuration table (they win).
+pub fn with_case_overrides(mut table: toml::Table, case_dir: &Path) -> toml::Table {
+    let path = case_dir.join("config.toml");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let extra: toml::Table =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        table.extend(extra);
+    }
+    table
+}
+
+/// Checks the points of each poll window `(n, from, to)` of a fixture run
+/// against `expected.csv` (n = 1), `expected2.csv`... of `case_dir`;
+/// `what` names the snapshots in messages (`proc`, `cgroup`).
+pub fn check_windows(
+    case_dir: &Path,
+    what: &str,
+    points: &[MeasurementPoint],
+    metrics: &MetricRegistry,
+    windows: &[(
+        usize,
+        crate::measurement::Timestamp,
+        crate::measurement::Timestamp,
+    )],
+) {
+    assert!(
+        !windows.is_empty(),
+        "{}: no {what}1 snapshot",
+        case_dir.display()
+    );
+    for &(n, from, to) in windows {
+        let actual = points
+            .iter()
+            .filter(|p| from <= p.timestamp && p.timestamp <= to)
+            .map(|p| row_of(p, metrics))
+            .collect();
+        let file = if n == 1 {
+            "expected.csv".to_owned()
+        } else {
+            format!("expected{n}.csv")
+        };
+        compare(
+            &format!("case {}, poll after {what}{n}", case_dir.display()),
+            read_expected(&case_dir.join(file)),
+            actual,
+        );
+    }
+}
+
+/// Fails unless the directories of `fixtures_dir` are exactly `cases`
+/// (so that no fixture case is left without a test).
+pub fn assert_cases_are(fixtures_dir: &Path, cases: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(fixtures_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut known: Vec<String> = cases.iter().map(|s| (*s).to_owned()).collect();
+    known.sort();
+    assert_eq!(found, known);
+}

@@ -30,6 +30,32 @@ pub fn dir_of(mount: &Path, rel: &str) -> PathBuf {
     }
 }
 
+/// The kernel's own total CPU time of cgroup `rel` in seconds (v2
+/// `usage_usec` of `cpu.stat`, v1 `cpuacct.usage`): the figure to check
+/// measurements against.
+pub fn kernel_cpu_seconds(accounting: &Accounting, rel: &str) -> std::io::Result<f64> {
+    let dir = dir_of(&accounting.cpu, rel);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected content");
+    match accounting.version {
+        CgroupVersion::V2 => {
+            let text = std::fs::read_to_string(dir.join("cpu.stat"))?;
+            let usec: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(bad)?;
+            Ok(usec / 1e6)
+        }
+        CgroupVersion::V1 => {
+            let ns: f64 = std::fs::read_to_string(dir.join("cpuacct.usage"))?
+                .trim()
+                .parse()
+                .map_err(|_| bad())?;
+            Ok(ns / 1e9)
+        }
+    }
+}
+
 /// The parent of cgroup path `rel`; `None` for the root.
 pub fn parent_of(rel: &str) -> Option<&str> {
     if rel == "/" || rel.is_empty() {
