@@ -1,6 +1,7 @@
-//! The agent with `procfs`, `csv` and `influxdb` (v1 API) writing to a real
-//! InfluxDB 1.x started on a loopback port, stopped by SIGTERM: every point
-//! the CSV output received is in the database too, with its tags.
+//! The agent with `procfs`, `cgroups`, `csv` and `influxdb` (v1 API) writing
+//! to a real InfluxDB 1.x started on a loopback port, stopped by SIGTERM:
+//! every point the CSV output received is in the database too, with its
+//! tags (a cgroup's classification among them, so a query groups by it).
 //!
 //! Needs `influxd`: run `scripts/install-test-servers.sh` (Debian package
 //! `influxdb`). All traffic stays on 127.0.0.1.
@@ -105,12 +106,14 @@ fn spawn_agent(dir: &Path, csv: &Path, port: u16) -> Child {
         "plugins.procfs.system_poll_interval=\"100ms\"",
         "plugins.procfs.process_poll_interval=\"200ms\"",
         "plugins.procfs.flush_interval=\"200ms\"",
+        "plugins.cgroups.poll_interval=\"200ms\"",
+        "plugins.cgroups.flush_interval=\"200ms\"",
     ];
     common::agent_command()
         .env("RUST_LOG", "warn,plugin_influxdb=info")
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
-        .args(["--plugins", "procfs,csv,influxdb"])
+        .args(["--plugins", "procfs,cgroups,csv,influxdb"])
         .args(["--output-file", csv.to_str().unwrap()])
         .args(sets.iter().flat_map(|kv| ["--set", kv]))
         .arg("run")
@@ -193,6 +196,12 @@ fn agent_writes_every_point_to_influxdb_v1_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(columns.contains(&format!("\"{column}\"")), "{columns}");
     }
+    // The cgroup of the whole machine, grouped by its classification tag.
+    assert!(in_csv.contains_key("cgroup_cpu_time"), "{in_csv:?}");
+    let by_workload = server
+        .query("SELECT sum(value) FROM cgroup_cpu_time WHERE consumer_id = '/' GROUP BY workload");
+    let text = by_workload.to_string();
+    assert!(text.contains("\"workload\":\"other\""), "{text}");
     let hosts = server.query("SHOW TAG VALUES FROM cpu_time WITH KEY = \"host\"");
     assert!(
         hosts.to_string().contains(&format!("\"{host}\"")),
