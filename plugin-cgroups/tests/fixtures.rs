@@ -21,7 +21,8 @@ use alumet::testing::TestPipeline;
 use alumet_kernelfs::host::{HostParams, ManualClock};
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
+    "cap",
     "v2_systemd",
     "v1_cgroupfs",
     "hybrid",
@@ -121,6 +122,11 @@ fn without_inotify_a_new_cgroup_waits_for_the_rescan() {
 #[test]
 fn select_all_with_a_depth_limit_and_an_exclusion() {
     run_case("select_all_depth");
+}
+
+#[test]
+fn max_cgroups_holds_and_the_rest_are_not_measured() {
+    run_case("cap");
 }
 
 #[test]
