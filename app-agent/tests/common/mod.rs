@@ -101,12 +101,13 @@ pub fn sigterm_and_wait(child: Child) -> (Option<i32>, String) {
 /// the agent keeps such files open and re-reads them, so a rename would go
 /// unnoticed.
 pub fn write_in_place(path: &Path, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{value}\n").as_bytes()).unwrap();
+    use std::os::unix::fs::FileExt;
+    // Written over the old content, then cut to length: a reader never
+    // sees the file empty (as it could between a truncation and the write).
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    let text = format!("{value}\n");
+    f.write_all_at(text.as_bytes(), 0).unwrap();
+    f.set_len(text.len() as u64).unwrap();
 }
 
 /// Polls `f` every 20 ms until it holds or `timeout` passes; returns its last value.
@@ -131,9 +132,50 @@ pub struct RaplFixture {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The machine's busy CPU time so far, in seconds (/proc/stat: every
+/// state but idle and iowait; guest time is inside user).
+fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
 impl RaplFixture {
     /// Creates the tree and starts the thread.
     pub fn start(dir: &Path, power_w: f64) -> Self {
+        Self::start_with(dir, move |_| power_w * 0.01)
+    }
+
+    /// A package whose power follows the machine's load, as a real CPU's
+    /// does: `idle_w` plus `w_per_busy_cpu` for each CPU kept busy (from
+    /// /proc/stat). Its dynamic energy is then proportional to the busy CPU
+    /// time of each interval, whatever else runs on the machine.
+    pub fn start_load_following(dir: &Path, idle_w: f64, w_per_busy_cpu: f64) -> Self {
+        let mut last = busy_cpu_seconds();
+        Self::start_with(dir, move |_| {
+            let now = busy_cpu_seconds();
+            let busy_s = (now - last).max(0.0);
+            last = now;
+            idle_w * 0.01 + w_per_busy_cpu * busy_s
+        })
+    }
+
+    /// The tree, and a thread adding `joules(step)` every 10 ms.
+    fn start_with(dir: &Path, mut joules: impl FnMut(u64) -> f64 + Send + 'static) -> Self {
         let zone = dir.join("sys/class/powercap/intel-rapl:0");
         std::fs::create_dir_all(&zone).unwrap();
         std::fs::write(zone.join("name"), "package-0\n").unwrap();
@@ -141,14 +183,15 @@ impl RaplFixture {
         let energy_file = zone.join("energy_uj");
         std::fs::write(&energy_file, "1000000\n").unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let step_uj = (power_w * 10_000.0) as u64;
         let thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut energy_uj = 1_000_000u64;
+                let mut step = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(10));
-                    energy_uj += step_uj;
+                    step += 1;
+                    energy_uj += (joules(step) * 1e6) as u64;
                     write_in_place(&energy_file, energy_uj);
                 }
             })
