@@ -6,7 +6,9 @@ mod cli;
 mod command_cgroup;
 mod config;
 mod diagnostics;
+mod doctor;
 mod exec;
+mod generate;
 mod plugins;
 mod report;
 mod session;
@@ -149,6 +151,39 @@ fn run_cli(cli: Cli) -> i32 {
             Ok(config) => list_plugins(&config),
             Err(code) => code,
         },
+        Some(Command::Doctor) => doctor(&cli),
+        Some(Command::GenerateMan { dir }) => generate::man_pages(dir),
+        Some(Command::GenerateCompletions { dir }) => generate::completions(dir),
+    }
+}
+
+/// `doctor` reads the configuration like `plugins list` does, but writes
+/// no default file where there is none: it changes nothing.
+fn doctor(cli: &Cli) -> i32 {
+    let path = config::resolve_path(cli.config.clone());
+    let all = plugins::all();
+    let (text, found) = match std::fs::read_to_string(&path) {
+        Ok(text) => (text, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match config::default_document(&all, None) {
+                Ok(text) => (text, false),
+                Err(e) => {
+                    eprintln!("alumet-agent: cannot generate the default configuration: {e}");
+                    return 1;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("alumet-agent: cannot read {}: {e}", path.display());
+            return EXIT_INVALID_CONFIG;
+        }
+    };
+    match config::load_text(&path, &text, &overrides(cli), &all) {
+        Ok(config) => doctor::run(&config, found),
+        Err(e) => {
+            eprintln!("alumet-agent: {e}");
+            EXIT_INVALID_CONFIG
+        }
     }
 }
 
