@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need first: the
-# real InfluxDB-protocol servers (Debian packages) that the influxdb tests start.
+# real InfluxDB-protocol servers (Debian packages) that the influxdb tests
+# start, and the Debian packaging tools (lintian, cargo-deb, ...) that the
+# package test (app-agent/tests/package_deb.rs) uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
+bash scripts/install-packaging-deps.sh
 cargo test --workspace --locked
