@@ -102,18 +102,6 @@ pub enum Command {
         after_help = "Example:\n  alumet-agent doctor\n  alumet-agent --set 'plugins.rapl.sysfs_root=\"/host/sys\"' doctor"
     )]
     Doctor,
-    /// Write the man pages (alumet-agent.1, one per subcommand) into DIR (packaging).
-    #[command(hide = true)]
-    GenerateMan {
-        /// Where to write it.
-        dir: PathBuf,
-    },
-    /// Write the bash, zsh and fish completions into DIR (packaging).
-    #[command(hide = true)]
-    GenerateCompletions {
-        /// Where to write them.
-        dir: PathBuf,
-    },
 }
 
 /// `config` subcommands.

@@ -8,7 +8,6 @@ mod config;
 mod diagnostics;
 mod doctor;
 mod exec;
-mod generate;
 mod plugins;
 mod report;
 mod session;
@@ -152,8 +151,6 @@ fn run_cli(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Some(Command::Doctor) => doctor(&cli),
-        Some(Command::GenerateMan { dir }) => generate::man_pages(dir),
-        Some(Command::GenerateCompletions { dir }) => generate::completions(dir),
     }
 }
 

@@ -72,6 +72,7 @@ fn deb() -> &'static Path {
             .args(["--fast", "-o"])
             .arg(&deb)
             .env("ALUMET_DEB_BINARY", env!("CARGO_BIN_EXE_alumet-agent"))
+            .env("ALUMET_DEB_GEN", env!("CARGO_BIN_EXE_alumet-agent-gen"))
             .env("ALUMET_DEB_PROFILE", "deb-test"));
         assert!(
             o.status.success(),
