@@ -281,6 +281,20 @@ fn lintian_reports_no_error_and_no_warning() {
 
 // ---------------------------------------------------------------- install
 
+/// `man` as a user would run it (and as root it would also save formatted
+/// pages under /var/cache/man, which the purge would leave behind).
+fn man_as_nobody() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "man",
+    ]);
+    c
+}
+
 fn install_allowed() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
         || std::env::var("ALUMET_TEST_INSTALL").is_ok_and(|v| v == "1")
@@ -370,19 +384,19 @@ fn installs_runs_and_purges_cleanly() {
     );
 
     // The man pages, through man-db.
-    let o = run(Command::new("man").args(["-w", "alumet-agent"]));
+    let o = run(man_as_nobody().args(["-w", "alumet-agent"]));
     assert_eq!(
         text(&o.stdout).trim(),
         "/usr/share/man/man1/alumet-agent.1.gz"
     );
-    let o = run(Command::new("man")
+    let o = run(man_as_nobody()
         .args(["-P", "cat", "alumet-agent"])
         .env("MANWIDTH", "100"));
     let page = text(&o.stdout);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(page.contains("alumet-agent-doctor(1)"), "{page}");
     assert!(page.contains("--config"), "{page}");
-    let o = run(Command::new("man")
+    let o = run(man_as_nobody()
         .args(["-P", "cat", "alumet-agent-doctor"])
         .env("MANWIDTH", "100"));
     assert!(
@@ -408,7 +422,12 @@ fn installs_runs_and_purges_cleanly() {
         "the unit is not enabled"
     );
     if have("systemd-analyze") {
-        let o = run(Command::new("systemd-analyze").arg("verify").arg(unit));
+        // As a user: it runs `man` for Documentation=man:..., which as root
+        // would leave a formatted page in /var/cache/man after the purge.
+        let o = run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["systemd-analyze", "verify"])
+            .arg(unit));
         let said = format!("{}{}", text(&o.stdout), text(&o.stderr));
         let about_unit: Vec<&str> = said.lines().filter(|l| l.contains("alumet")).collect();
         assert!(
