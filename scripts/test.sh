@@ -2,8 +2,11 @@
 # Runs every test of the workspace. Installs what the tests need first: the
 # real servers (Debian packages) the tests start on loopback: InfluxDB and
 # VictoriaMetrics for the influxdb tests, Prometheus and promtool for the
-# prometheus ones; openssl, and opentelemetry-proto for the OTLP test receiver.
+# prometheus ones; openssl, and opentelemetry-proto for the OTLP test receiver;
+# and the Debian packaging tools (lintian, cargo-deb, ...) that the package
+# test (app-agent/tests/package_deb.rs) uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
+bash scripts/install-packaging-deps.sh
 cargo test --workspace --locked

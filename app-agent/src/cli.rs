@@ -14,7 +14,8 @@ Examples:
   alumet-agent --plugins procfs,csv --output-file out.csv run
   alumet-agent --set 'plugins.rapl.poll_interval=\"10ms\"' run
   alumet-agent config regen                      write the default configuration
-  alumet-agent plugins list                      what is built in, enabled, and able to run here";
+  alumet-agent plugins list                      what is built in, enabled, and able to run here
+  alumet-agent doctor                            what keeps a plugin from running as you, and the command that fixes it";
 
 /// Alumet: measures the energy of CPUs (RAPL) and GPUs (NVML) and the
 /// activity of the system and its processes, and writes it to CSV or InfluxDB.
@@ -95,6 +96,12 @@ pub enum Command {
     /// List the built-in plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// For the current user: which plugins can run, and for each that
+    /// cannot, the exact command that would fix it. Changes nothing.
+    #[command(
+        after_help = "Example:\n  alumet-agent doctor\n  alumet-agent --set 'plugins.rapl.sysfs_root=\"/host/sys\"' doctor"
+    )]
+    Doctor,
 }
 
 /// `config` subcommands.

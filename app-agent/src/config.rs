@@ -459,9 +459,20 @@ pub fn load(
         }
         Err(e) => return Err(ConfigFailure::Io(path.to_owned(), e)),
     };
+    load_text(path, &file_text, overrides, plugins)
+}
+
+/// Like [`load`], for a document already read (or the defaults, for
+/// `doctor`, which writes nothing): `path` is where it came from.
+pub fn load_text(
+    path: &Path,
+    file_text: &str,
+    overrides: &Overrides,
+    plugins: &[PluginMetadata],
+) -> Result<LoadedConfig, ConfigFailure> {
     let file_origin = diagnostics::file(path);
-    validate(&file_text, &file_origin, plugins)?;
-    let effective_text = apply_overrides(&file_text, overrides, plugins)?;
+    validate(file_text, &file_origin, plugins)?;
+    let effective_text = apply_overrides(file_text, overrides, plugins)?;
     let validated = validate(
         &effective_text,
         &Origin::Override(overrides.describe()),

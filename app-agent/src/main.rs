@@ -6,6 +6,7 @@ mod cli;
 mod command_cgroup;
 mod config;
 mod diagnostics;
+mod doctor;
 mod exec;
 mod plugins;
 mod report;
@@ -149,6 +150,37 @@ fn run_cli(cli: Cli) -> i32 {
             Ok(config) => list_plugins(&config),
             Err(code) => code,
         },
+        Some(Command::Doctor) => doctor(&cli),
+    }
+}
+
+/// `doctor` reads the configuration like `plugins list` does, but writes
+/// no default file where there is none: it changes nothing.
+fn doctor(cli: &Cli) -> i32 {
+    let path = config::resolve_path(cli.config.clone());
+    let all = plugins::all();
+    let (text, found) = match std::fs::read_to_string(&path) {
+        Ok(text) => (text, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match config::default_document(&all, None) {
+                Ok(text) => (text, false),
+                Err(e) => {
+                    eprintln!("alumet-agent: cannot generate the default configuration: {e}");
+                    return 1;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("alumet-agent: cannot read {}: {e}", path.display());
+            return EXIT_INVALID_CONFIG;
+        }
+    };
+    match config::load_text(&path, &text, &overrides(cli), &all) {
+        Ok(config) => doctor::run(&config, found),
+        Err(e) => {
+            eprintln!("alumet-agent: {e}");
+            EXIT_INVALID_CONFIG
+        }
     }
 }
 

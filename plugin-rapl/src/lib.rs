@@ -174,12 +174,13 @@ pub struct Probe {
     pub warnings: Vec<String>,
 }
 
-/// How to fix permission problems, for both interfaces.
+/// How to fix permission problems, for both interfaces. `alumet-agent
+/// doctor` works out the exact commands for the user who runs it.
 fn permission_fix(config: &RaplConfig, perf: bool, powercap: bool) -> String {
     let mut fixes = vec!["run as root".to_owned()];
     if powercap {
         fixes.push(format!(
-            "grant read access: sudo chmod a+r {}/intel-rapl:*/energy_uj (or a udev rule)",
+            "grant read access: sudo chmod a+r {}/intel-rapl:*/energy_uj (or the group alumet and its udev rule, as the Debian package installs them)",
             config.sysfs_root.join(powercap::POWERCAP_DIR).display()
         ));
     }
@@ -189,7 +190,10 @@ fn permission_fix(config: &RaplConfig, perf: bool, powercap: bool) -> String {
                 .to_owned(),
         );
     }
-    fixes.join(", or ")
+    format!(
+        "`alumet-agent doctor` prints the exact commands; in short: {}",
+        fixes.join(", or ")
+    )
 }
 
 const NO_RAPL_FIX: &str = "this CPU or kernel does not expose RAPL, as in most virtual machines; disable the plugin with `enabled = false` in [plugins.rapl]";

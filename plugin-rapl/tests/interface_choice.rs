@@ -135,6 +135,7 @@ fn nothing_readable_is_one_line_with_the_file_and_every_fix() {
     );
     assert!(reason.contains("power/energy-pkg/"), "{reason}");
     for needed in [
+        "alumet-agent doctor",
         "run as root",
         "chmod a+r",
         "udev",
