@@ -41,6 +41,6 @@ pub fn host_name() -> Option<String> {
 pub use http::{HttpTarget, HttpTransport, PartialRejection, SendOutcome, Transport};
 pub use output::{BatchEncoder, DeliveryOutput};
 pub use secret::{Redactor, Secret, SecretSource};
-pub use settings::DeliverySettings;
+pub use settings::{DeliveryKeys, DeliverySettings, DELIVERY_KEY_DOCS};
 pub use stats::{DeliveryStats, StatsHandle};
 pub use tls::TlsFiles;
