@@ -42,7 +42,7 @@ pub fn host_name() -> Option<String> {
 }
 
 pub use http::{HttpTarget, HttpTransport, PartialRejection, SendOutcome, Transport};
-pub use output::{BatchEncoder, DeliveryOutput};
+pub use output::{add_delivery_output, BatchEncoder, DeliveryOutput};
 pub use secret::{Redactor, Secret, SecretSource};
 pub use settings::{DeliveryKeys, DeliverySettings, DELIVERY_KEY_DOCS};
 pub use stats::{DeliveryStats, StatsHandle};

@@ -80,6 +80,21 @@ impl StatsHandle {
     pub fn dropped_points(&self) -> u64 {
         self.snapshot().dropped_points()
     }
+
+    /// Logs (info) what output `name` delivered and dropped, and why: the
+    /// line every network output writes when it stops.
+    pub fn log_summary(&self, name: &str) {
+        let s = self.snapshot();
+        log::info!(
+            "{name}: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
+            s.delivered_points,
+            s.dropped_points(),
+            s.buffer_dropped_points,
+            s.rejected_points,
+            s.skipped_points,
+            s.undelivered_at_shutdown_points
+        );
+    }
 }
 
 /// The counters of one network output at one moment.

@@ -22,12 +22,12 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::pipeline::PluginStartContext;
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
 
 use alumet_delivery::settings::with_delivery_key_docs;
-use alumet_delivery::{DeliveryKeys, DeliveryOutput, HttpTransport};
+use alumet_delivery::{add_delivery_output, DeliveryKeys, HttpTransport};
 
 use crate::http::{ApiVersion, Secret};
 use crate::line_protocol::{AttributeRole, LineProtocolEncoder};
@@ -142,7 +142,8 @@ impl Default for InfluxDbConfig {
 }
 
 impl fmt::Debug for InfluxDbConfig {
-    /// Like a derived `Debug`, with the inline token redacted.
+    /// Like a derived `Debug` (the delivery and TLS keys as one
+    /// [`DeliveryKeys`]), with the inline token redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InfluxDbConfig")
             .field("url", &self.url)
@@ -159,18 +160,8 @@ impl fmt::Debug for InfluxDbConfig {
             .field("tag_attributes", &self.tag_attributes)
             .field("field_attributes", &self.field_attributes)
             .field("host_tag", &self.host_tag)
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("gzip", &self.gzip)
-            .field("request_timeout", &self.request_timeout)
-            .field("retry_initial_delay", &self.retry_initial_delay)
-            .field("retry_max_delay", &self.retry_max_delay)
-            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("delivery", &self.delivery_keys())
             .field("tags", &self.tags)
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
             .finish()
     }
 }
@@ -249,36 +240,18 @@ impl Plugin for InfluxDbPlugin {
         let secret = self.config.resolve_secret()?;
         let keys = self.config.delivery_keys();
         let tls = keys.tls.load()?;
-        self.stats.attach_loss_reporter(ctx.loss_reporter());
         let target = self.config.write_target(secret);
         let transport = HttpTransport::new(target.http_target(), tls);
         let settings = keys.settings("influxdb", transport.endpoint());
         log::debug!("influxdb: writing to {}", settings.endpoint);
-        let flush_interval = settings.flush_interval;
         let encoder =
             LineProtocolBatch::new(LineProtocolEncoder::new(self.config.encoder_options()));
-        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
-        ctx.add_output(
-            "write",
-            Box::new(output),
-            OutputOptions {
-                flush_interval: Some(flush_interval),
-            },
-        );
+        add_delivery_output(ctx, "write", encoder, transport, settings, &self.stats);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        let s = self.stats.snapshot();
-        log::info!(
-            "influxdb: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
-            s.delivered_points,
-            s.dropped_points(),
-            s.buffer_dropped_points,
-            s.rejected_points,
-            s.skipped_points,
-            s.undelivered_at_shutdown_points
-        );
+        self.stats.log_summary("influxdb");
         Ok(())
     }
 }

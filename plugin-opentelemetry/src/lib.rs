@@ -26,10 +26,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use alumet::measurement::Timestamp;
-use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::pipeline::PluginStartContext;
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use alumet_delivery::settings::with_delivery_key_docs;
-use alumet_delivery::{DeliveryKeys, DeliveryOutput, HttpTransport, Secret};
+use alumet_delivery::{add_delivery_output, DeliveryKeys, HttpTransport, Secret};
 use serde::{Deserialize, Serialize};
 
 pub use alumet_delivery::{DeliveryStats, StatsHandle};
@@ -118,7 +118,8 @@ impl Default for OpenTelemetryConfig {
 }
 
 impl fmt::Debug for OpenTelemetryConfig {
-    /// Like a derived `Debug`, with the inline headers redacted.
+    /// Like a derived `Debug` (the delivery and TLS keys as one
+    /// [`DeliveryKeys`]), with the inline headers redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenTelemetryConfig")
             .field("endpoint", &self.endpoint)
@@ -128,17 +129,7 @@ impl fmt::Debug for OpenTelemetryConfig {
             .field("headers_env", &self.headers_env)
             .field("headers_file", &self.headers_file)
             .field("resource_attributes", &self.resource_attributes)
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("gzip", &self.gzip)
-            .field("request_timeout", &self.request_timeout)
-            .field("retry_initial_delay", &self.retry_initial_delay)
-            .field("retry_max_delay", &self.retry_max_delay)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
+            .field("delivery", &self.delivery_keys())
             .finish()
     }
 }
@@ -205,36 +196,18 @@ impl Plugin for OpenTelemetryPlugin {
         let headers = self.config.resolve_headers()?;
         let keys = self.config.delivery_keys();
         let tls = keys.tls.load()?;
-        self.stats.attach_loss_reporter(ctx.loss_reporter());
         let target = transport::http_target(&endpoint, self.config.protocol, headers);
         let transport = HttpTransport::new(target, tls);
         let settings = keys.settings("opentelemetry", &endpoint);
         log::debug!("opentelemetry: exporting to {endpoint}");
-        let flush_interval = settings.flush_interval;
         let encoder =
             encode::OtlpEncoder::new(self.config.encoder_options(Timestamp::now().unix_nanos()));
-        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
-        ctx.add_output(
-            "export",
-            Box::new(output),
-            OutputOptions {
-                flush_interval: Some(flush_interval),
-            },
-        );
+        add_delivery_output(ctx, "export", encoder, transport, settings, &self.stats);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        let s = self.stats.snapshot();
-        log::info!(
-            "opentelemetry: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
-            s.delivered_points,
-            s.dropped_points(),
-            s.buffer_dropped_points,
-            s.rejected_points,
-            s.skipped_points,
-            s.undelivered_at_shutdown_points
-        );
+        self.stats.log_summary("opentelemetry");
         Ok(())
     }
 }
