@@ -81,11 +81,12 @@ impl StatsHandle {
         self.snapshot().dropped_points()
     }
 
-    /// Logs (info) what output `name` delivered and dropped, and why: the
-    /// line every network output writes when it stops.
-    pub fn log_summary(&self, name: &str) {
+    /// What output `name` delivered and dropped, and why: the line every
+    /// network output logs when it stops (logged by the plugin, under its
+    /// own log target, which the agent's log filter knows).
+    pub fn summary(&self, name: &str) -> String {
         let s = self.snapshot();
-        log::info!(
+        format!(
             "{name}: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
             s.delivered_points,
             s.dropped_points(),
@@ -93,7 +94,7 @@ impl StatsHandle {
             s.rejected_points,
             s.skipped_points,
             s.undelivered_at_shutdown_points
-        );
+        )
     }
 }
 

@@ -251,7 +251,7 @@ impl Plugin for InfluxDbPlugin {
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        self.stats.log_summary("influxdb");
+        log::info!("{}", self.stats.summary("influxdb"));
         Ok(())
     }
 }

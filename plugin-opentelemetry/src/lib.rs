@@ -207,7 +207,7 @@ impl Plugin for OpenTelemetryPlugin {
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        self.stats.log_summary("opentelemetry");
+        log::info!("{}", self.stats.summary("opentelemetry"));
         Ok(())
     }
 }
