@@ -45,21 +45,9 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// The defaults every network output documents.
+    /// The defaults every network output documents ([`DeliveryKeys::default`]).
     pub fn new(name: &'static str, endpoint: impl Into<String>) -> Self {
-        Self {
-            name,
-            endpoint: endpoint.into(),
-            batch_size: 5000,
-            flush_interval: Duration::from_secs(1),
-            max_buffer_points: 1_000_000,
-            gzip: true,
-            request_timeout: Duration::from_secs(10),
-            retry_initial_delay: Duration::from_millis(200),
-            retry_max_delay: Duration::from_secs(10),
-            max_retry_after: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(10),
-        }
+        DeliveryKeys::default().settings(name, endpoint)
     }
 
     /// Checks every value; the error names the key and what would be valid.
@@ -129,16 +117,15 @@ pub struct DeliveryKeys {
 impl Default for DeliveryKeys {
     /// The defaults every network output documents.
     fn default() -> Self {
-        let d = DeliverySettings::new("", "");
         Self {
-            batch_size: d.batch_size,
-            flush_interval: d.flush_interval,
-            max_buffer_points: d.max_buffer_points,
-            gzip: d.gzip,
-            request_timeout: d.request_timeout,
-            retry_initial_delay: d.retry_initial_delay,
-            retry_max_delay: d.retry_max_delay,
-            shutdown_timeout: d.shutdown_timeout,
+            batch_size: 5000,
+            flush_interval: Duration::from_secs(1),
+            max_buffer_points: 1_000_000,
+            gzip: true,
+            request_timeout: Duration::from_secs(10),
+            retry_initial_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
             tls: TlsFiles::default(),
         }
     }
@@ -147,8 +134,10 @@ impl Default for DeliveryKeys {
 impl DeliveryKeys {
     /// The settings of the output `name` delivering to `endpoint`. A
     /// Retry-After is honoured up to a minute, or `retry_max_delay` if longer.
-    pub fn settings(&self, name: &'static str, endpoint: &str) -> DeliverySettings {
+    pub fn settings(&self, name: &'static str, endpoint: impl Into<String>) -> DeliverySettings {
         DeliverySettings {
+            name,
+            endpoint: endpoint.into(),
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             max_buffer_points: self.max_buffer_points,
@@ -158,7 +147,6 @@ impl DeliveryKeys {
             retry_max_delay: self.retry_max_delay,
             max_retry_after: self.retry_max_delay.max(Duration::from_secs(60)),
             shutdown_timeout: self.shutdown_timeout,
-            ..DeliverySettings::new(name, endpoint)
         }
     }
 
