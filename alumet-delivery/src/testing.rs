@@ -1,8 +1,9 @@
 //! Test and bench kit of the network outputs (feature `testing`), shared by
 //! the tests and benches of every output built on this crate:
 //!
-//! - [`wait_until`], [`free_port`], [`ChildProcess`]: waiting for a peer,
-//!   picking its port, killing it on drop;
+//! - [`wait_until`]: waiting for a peer (its port and process:
+//!   `alumet::testing::peer`);
+//! - [`register_test_metrics`]: the metrics of the test workloads;
 //! - [`OutputHarness`]: a real pipeline with a source polled by hand and
 //!   the output plugin under test;
 //! - [`agent_like_points`]: the points of the encoding benchmarks;
@@ -18,8 +19,6 @@
     reason = "a test kit fails the test that uses it"
 )]
 
-use std::net::TcpListener;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use std::time::{Duration, Instant};
 use alumet::measurement::{
     MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
 };
-use alumet::metrics::{Metric, MetricKind, MetricRegistry, Unit, ValueType};
+use alumet::metrics::{Metric, MetricId, MetricKind, MetricRegistry, Unit, ValueType};
 use alumet::pipeline::PluginStartContext;
 use alumet::plugin::{Plugin, PluginError};
 use alumet::testing::{FnSource, RunningTest, TestPipeline};
@@ -47,53 +46,31 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
     panic!("{what} did not happen within {timeout:?}");
 }
 
-/// A loopback port nothing listens on right now (the caller binds it soon after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Name of the outputs' test energy metric (F64 joules, delta).
+pub const TEST_ENERGY: &str = "test_energy";
+/// Name of the outputs' test memory metric (U64 bytes, gauge).
+pub const TEST_MEMORY: &str = "test_memory";
 
-/// A child process (a test peer) killed (SIGKILL) and reaped on drop.
-#[derive(Debug, Default)]
-pub struct ChildProcess {
-    child: Option<Child>,
-}
-
-impl ChildProcess {
-    /// Owns `child`.
-    pub fn new(child: Child) -> Self {
-        Self { child: Some(child) }
-    }
-
-    /// Kills and reaps the process, if it still runs.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Whether the process has exited (or was never started, or was killed).
-    pub fn exited(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().ok().flatten().is_some(),
-            None => true,
-        }
-    }
-
-    /// The running process, if any.
-    pub fn child_mut(&mut self) -> Option<&mut Child> {
-        self.child.as_mut()
-    }
-}
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Registers [`TEST_ENERGY`] and [`TEST_MEMORY`], the metrics of the
+/// outputs' test workloads; their ids in that order.
+pub fn register_test_metrics(
+    ctx: &mut PluginStartContext,
+) -> Result<(MetricId, MetricId), PluginError> {
+    let energy = ctx.create_metric(Metric::new(
+        TEST_ENERGY,
+        Unit::Joule,
+        ValueType::F64,
+        MetricKind::Delta,
+        "test energy",
+    ))?;
+    let memory = ctx.create_metric(Metric::new(
+        TEST_MEMORY,
+        Unit::Byte,
+        ValueType::U64,
+        MetricKind::Gauge,
+        "test memory",
+    ))?;
+    Ok((energy, memory))
 }
 
 /// A test pipeline: plugin `workload` with one source, polled by hand, and

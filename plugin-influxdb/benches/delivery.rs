@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use alumet::plugin::PluginDefinition;
-use alumet_delivery::testing::{bench_sustained_delivery, free_port, wait_until, ChildProcess};
+use alumet::testing::peer::{free_port, ChildProcess};
+use alumet_delivery::testing::{bench_sustained_delivery, wait_until};
 use criterion::{criterion_group, criterion_main, Criterion};
 use plugin_influxdb::{InfluxDbConfig, InfluxDbPlugin};
 

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use alumet::measurement::{
     MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
 };
-use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
 use alumet::plugin::PluginDefinition;
-pub use alumet_delivery::testing::{free_port, wait_until, ChildProcess, OutputHarness};
+pub use alumet::testing::peer::{free_port, ChildProcess};
+pub use alumet_delivery::testing::{register_test_metrics, wait_until, OutputHarness};
 use plugin_influxdb::{InfluxDbConfig, InfluxDbPlugin};
 
 /// The path of an installed binary, or a failure that says how to install it.
@@ -338,10 +338,9 @@ pub struct Workload {
     pub start_ms: u64,
 }
 
-/// Name of the test metric (F64 joules).
-pub const ENERGY: &str = "test_energy";
-/// Name of the test metric (U64 bytes).
-pub const MEMORY: &str = "test_memory";
+/// Names of the test metrics (F64 joules; U64 bytes).
+pub const ENERGY: &str = alumet_delivery::testing::TEST_ENERGY;
+pub const MEMORY: &str = alumet_delivery::testing::TEST_MEMORY;
 
 /// Process names with every character the line protocol must escape.
 pub const NASTY_NAMES: [&str; 6] = [
@@ -418,23 +417,7 @@ pub fn start_harness(workload: Workload, config: InfluxDbConfig) -> Harness {
         "influxdb",
         plugin,
         stats,
-        |ctx| {
-            let energy = ctx.create_metric(Metric::new(
-                ENERGY,
-                Unit::Joule,
-                ValueType::F64,
-                MetricKind::Delta,
-                "test energy",
-            ))?;
-            let memory = ctx.create_metric(Metric::new(
-                MEMORY,
-                Unit::Byte,
-                ValueType::U64,
-                MetricKind::Gauge,
-                "test memory",
-            ))?;
-            Ok((energy, memory))
-        },
+        register_test_metrics,
         move |poll, &(energy, memory)| workload.points(poll, energy, memory),
     )
 }

@@ -17,7 +17,7 @@ use alumet::measurement::{
 };
 use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
 use alumet::plugin::PluginDefinition;
-use alumet_delivery::testing::OutputHarness;
+use alumet_delivery::testing::{register_test_metrics, OutputHarness};
 use plugin_opentelemetry::{OpenTelemetryConfig, OpenTelemetryPlugin};
 use serde_json::Value;
 
@@ -212,10 +212,9 @@ impl Drop for Receiver {
     }
 }
 
-/// Name of the test metric (F64 joules, delta).
-pub const ENERGY: &str = "test_energy";
-/// Name of the test metric (U64 bytes, gauge).
-pub const MEMORY: &str = "test_memory";
+/// Names of the test metrics (F64 joules, delta; U64 bytes, gauge).
+pub const ENERGY: &str = alumet_delivery::testing::TEST_ENERGY;
+pub const MEMORY: &str = alumet_delivery::testing::TEST_MEMORY;
 /// Name of the test metric (U64 count, delta).
 pub const SWITCHES: &str = "test_switches";
 
@@ -294,20 +293,7 @@ pub fn start_harness(workload: Workload, config: OpenTelemetryConfig) -> Harness
         plugin,
         stats,
         |ctx| {
-            let energy = ctx.create_metric(Metric::new(
-                ENERGY,
-                Unit::Joule,
-                ValueType::F64,
-                MetricKind::Delta,
-                "test energy",
-            ))?;
-            let memory = ctx.create_metric(Metric::new(
-                MEMORY,
-                Unit::Byte,
-                ValueType::U64,
-                MetricKind::Gauge,
-                "test memory",
-            ))?;
+            let (energy, memory) = register_test_metrics(ctx)?;
             let switches = ctx.create_metric(Metric::new(
                 SWITCHES,
                 Unit::Custom {
