@@ -18,7 +18,8 @@
 //! - [`tls`]: trust store, `ca_file`, client certificate;
 //! - [`secret`]: secrets from config, env or file, never logged;
 //! - [`settings`]: the delivery keys and their validation;
-//! - [`stats`]: what was delivered, dropped and why.
+//! - [`stats`]: what was delivered, dropped and why;
+//! - `testing` (feature `testing`): the kit of the outputs' tests and benches.
 
 pub mod http;
 pub mod output;
@@ -27,6 +28,8 @@ pub mod secret;
 pub mod sender;
 pub mod settings;
 pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 /// The kernel's host name (for `host` tags and `host.name`), if it has one.
@@ -39,8 +42,8 @@ pub fn host_name() -> Option<String> {
 }
 
 pub use http::{HttpTarget, HttpTransport, PartialRejection, SendOutcome, Transport};
-pub use output::{BatchEncoder, DeliveryOutput};
+pub use output::{add_delivery_output, BatchEncoder, DeliveryOutput};
 pub use secret::{Redactor, Secret, SecretSource};
-pub use settings::DeliverySettings;
+pub use settings::{DeliveryKeys, DeliverySettings, DELIVERY_KEY_DOCS};
 pub use stats::{DeliveryStats, StatsHandle};
 pub use tls::TlsFiles;

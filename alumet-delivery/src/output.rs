@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use alumet::measurement::{MeasurementBuffer, MeasurementPoint};
 use alumet::metrics::MetricRegistry;
-use alumet::pipeline::{ElementContext, Output, WriteError};
+use alumet::pipeline::{ElementContext, Output, OutputOptions, PluginStartContext, WriteError};
 
 use crate::http::Transport;
 use crate::queue::Batch;
@@ -44,6 +44,33 @@ pub trait BatchEncoder: Send {
     /// protocol, protobuf messages: yes; a JSON document: no), so that the
     /// sender may merge small queued batches into one request.
     fn concatenable(&self) -> bool;
+}
+
+/// Adds output `output_name` to the plugin being started: a
+/// [`DeliveryOutput`] of `encoder` over `transport`, flushed every
+/// `settings.flush_interval`, counting into `stats`, whose losses are also
+/// reported to the pipeline. What every network output's `start` ends with.
+pub fn add_delivery_output<E, T>(
+    ctx: &mut PluginStartContext,
+    output_name: &str,
+    encoder: E,
+    transport: T,
+    settings: DeliverySettings,
+    stats: &StatsHandle,
+) where
+    E: BatchEncoder + 'static,
+    T: Transport + 'static,
+{
+    stats.attach_loss_reporter(ctx.loss_reporter());
+    let flush_interval = settings.flush_interval;
+    let output = DeliveryOutput::new(encoder, transport, settings, stats);
+    ctx.add_output(
+        output_name,
+        Box::new(output),
+        OutputOptions {
+            flush_interval: Some(flush_interval),
+        },
+    );
 }
 
 /// Extra time `close` waits beyond `shutdown_timeout` for a request that

@@ -80,6 +80,22 @@ impl StatsHandle {
     pub fn dropped_points(&self) -> u64 {
         self.snapshot().dropped_points()
     }
+
+    /// What output `name` delivered and dropped, and why: the line every
+    /// network output logs when it stops (logged by the plugin, under its
+    /// own log target, which the agent's log filter knows).
+    pub fn summary(&self, name: &str) -> String {
+        let s = self.snapshot();
+        format!(
+            "{name}: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
+            s.delivered_points,
+            s.dropped_points(),
+            s.buffer_dropped_points,
+            s.rejected_points,
+            s.skipped_points,
+            s.undelivered_at_shutdown_points
+        )
+    }
 }
 
 /// The counters of one network output at one moment.

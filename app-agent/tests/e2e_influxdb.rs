@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alumet::testing::peer::ChildProcess;
+
 const DB: &str = "alumet_e2e";
 
 fn influxd_binary() -> PathBuf {
@@ -25,16 +27,9 @@ fn influxd_binary() -> PathBuf {
 }
 
 struct Influxd {
-    child: Child,
+    _process: ChildProcess,
     port: u16,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Influxd {
@@ -60,7 +55,11 @@ impl Influxd {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Self { child, port, dir };
+        let server = Self {
+            _process: ChildProcess::new(child),
+            port,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while !matches!(http(port, "GET", "/ping"), Some((204, _))) {
             if Instant::now() > deadline {

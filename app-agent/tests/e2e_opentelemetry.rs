@@ -78,7 +78,7 @@ fn every_csv_row_arrives_once_over_otlp_and_sums_are_the_csv_running_totals() {
     let receiver = otel::Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let sys = dir.path().join("sys");
-    common::copy_tree(
+    alumet::testing::fixture::copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../plugin-rapl/tests/fixtures/intel_2socket/sys0"),
         &sys,

@@ -14,7 +14,8 @@
 
 mod common;
 
-use common::{copy_tree, encode, free_port, http, http_with_headers, read_u64, write_in_place};
+use alumet::testing::fixture::copy_tree;
+use common::{encode, free_port, http, http_with_headers, read_u64, write_in_place};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -22,6 +23,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use alumet::testing::peer::ChildProcess;
 
 const ENERGY: &str = "alumet_rapl_consumed_energy_joules_total";
 const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0";
@@ -44,16 +47,9 @@ fn prometheus_binaries() -> Option<(PathBuf, PathBuf)> {
 }
 
 struct Prometheus {
-    child: Child,
+    _process: ChildProcess,
     port: u16,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Prometheus {
@@ -84,7 +80,11 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Self { child, port, dir };
+        let server = Self {
+            _process: ChildProcess::new(child),
+            port,
+            dir,
+        };
         let ready = common::wait_until(Duration::from_secs(20), || {
             matches!(http(port, "GET", "/-/ready"), Some((200, _)))
         });

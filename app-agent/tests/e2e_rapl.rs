@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{copy_tree, read_u64, sigterm_and_wait as stop, write_in_place};
+use alumet::testing::fixture::copy_tree;
+use common::{read_u64, sigterm_and_wait as stop, write_in_place};
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -19,13 +19,15 @@ mod validation;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::pipeline::PluginStartContext;
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
 
-use alumet_delivery::{DeliveryOutput, HttpTransport};
+use alumet_delivery::settings::with_delivery_key_docs;
+use alumet_delivery::{add_delivery_output, DeliveryKeys, HttpTransport};
 
 use crate::http::{ApiVersion, Secret};
 use crate::line_protocol::{AttributeRole, LineProtocolEncoder};
@@ -107,6 +109,7 @@ pub struct InfluxDbConfig {
 
 impl Default for InfluxDbConfig {
     fn default() -> Self {
+        let d = DeliveryKeys::default();
         Self {
             url: "http://localhost:8086".into(),
             api: ApiVersion::V2,
@@ -122,24 +125,25 @@ impl Default for InfluxDbConfig {
             tag_attributes: Vec::new(),
             field_attributes: Vec::new(),
             host_tag: "host".into(),
-            batch_size: 5000,
-            flush_interval: Duration::from_secs(1),
-            max_buffer_points: 1_000_000,
-            gzip: true,
-            request_timeout: Duration::from_secs(10),
-            retry_initial_delay: Duration::from_millis(200),
-            retry_max_delay: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(10),
+            batch_size: d.batch_size,
+            flush_interval: d.flush_interval,
+            max_buffer_points: d.max_buffer_points,
+            gzip: d.gzip,
+            request_timeout: d.request_timeout,
+            retry_initial_delay: d.retry_initial_delay,
+            retry_max_delay: d.retry_max_delay,
+            shutdown_timeout: d.shutdown_timeout,
             tags: BTreeMap::new(),
-            ca_file: String::new(),
-            client_cert_file: String::new(),
-            client_key_file: String::new(),
+            ca_file: d.tls.ca_file,
+            client_cert_file: d.tls.client_cert_file,
+            client_key_file: d.tls.client_key_file,
         }
     }
 }
 
 impl fmt::Debug for InfluxDbConfig {
-    /// Like a derived `Debug`, with the inline token redacted.
+    /// Like a derived `Debug` (the delivery and TLS keys as one
+    /// [`DeliveryKeys`]), with the inline token redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InfluxDbConfig")
             .field("url", &self.url)
@@ -156,18 +160,8 @@ impl fmt::Debug for InfluxDbConfig {
             .field("tag_attributes", &self.tag_attributes)
             .field("field_attributes", &self.field_attributes)
             .field("host_tag", &self.host_tag)
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("gzip", &self.gzip)
-            .field("request_timeout", &self.request_timeout)
-            .field("retry_initial_delay", &self.retry_initial_delay)
-            .field("retry_max_delay", &self.retry_max_delay)
-            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("delivery", &self.delivery_keys())
             .field("tags", &self.tags)
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
             .finish()
     }
 }
@@ -213,12 +207,13 @@ impl PluginDefinition for InfluxDbPlugin {
 
     fn check_availability(config: &InfluxDbConfig) -> Result<(), PluginError> {
         config.validate()?;
-        config.tls_files().load()?;
+        config.delivery_keys().tls.load()?;
         config.resolve_secret().map(|_| ())
     }
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {
-        &[
+        static DOCS: OnceLock<Vec<(&str, &str)>> = OnceLock::new();
+        with_delivery_key_docs(&DOCS, &[
             ("url", "base URL of the server (no credentials in it)"),
             ("api", "\"v2\" (InfluxDB 2.x/3.x, VictoriaMetrics) or \"v1\" (InfluxDB 1.x)"),
             ("org", "v2 organisation (empty: not sent)"),
@@ -233,56 +228,30 @@ impl PluginDefinition for InfluxDbPlugin {
             ("tag_attributes", "attributes always written as tags"),
             ("field_attributes", "attributes always written as fields"),
             ("host_tag", "tag key for the host name (empty: none)"),
-            ("batch_size", "points per request, at most"),
-            ("flush_interval", "a partial batch is sent after this long"),
             ("max_buffer_points", "points kept while the server is unreachable; beyond, the oldest are dropped and counted"),
-            ("gzip", "compress request bodies of 4 KiB or more"),
-            ("request_timeout", "time limit of one request"),
-            ("retry_initial_delay", "first retry delay; doubles up to retry_max_delay"),
-            ("retry_max_delay", "largest retry delay"),
-            ("shutdown_timeout", "at shutdown, how long to keep trying to deliver what is queued"),
             ("tags", "constant tags added to every point"),
             ("ca_file", "PEM file of the CA that signs the server's certificate (empty: the system's trust store)"),
-            ("client_cert_file", "PEM client certificate, for mutual TLS"),
-            ("client_key_file", "PEM private key of client_cert_file"),
-        ]
+        ])
     }
 }
 
 impl Plugin for InfluxDbPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let secret = self.config.resolve_secret()?;
-        let tls = self.config.tls_files().load()?;
-        self.stats.attach_loss_reporter(ctx.loss_reporter());
+        let keys = self.config.delivery_keys();
+        let tls = keys.tls.load()?;
         let target = self.config.write_target(secret);
         let transport = HttpTransport::new(target.http_target(), tls);
-        let settings = self.config.delivery_settings(transport.endpoint());
+        let settings = keys.settings("influxdb", transport.endpoint());
         log::debug!("influxdb: writing to {}", settings.endpoint);
-        let flush_interval = settings.flush_interval;
         let encoder =
             LineProtocolBatch::new(LineProtocolEncoder::new(self.config.encoder_options()));
-        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
-        ctx.add_output(
-            "write",
-            Box::new(output),
-            OutputOptions {
-                flush_interval: Some(flush_interval),
-            },
-        );
+        add_delivery_output(ctx, "write", encoder, transport, settings, &self.stats);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        let s = self.stats.snapshot();
-        log::info!(
-            "influxdb: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
-            s.delivered_points,
-            s.dropped_points(),
-            s.buffer_dropped_points,
-            s.rejected_points,
-            s.skipped_points,
-            s.undelivered_at_shutdown_points
-        );
+        log::info!("{}", self.stats.summary("influxdb"));
         Ok(())
     }
 }

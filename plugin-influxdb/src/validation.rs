@@ -6,7 +6,7 @@ use alumet::config::ConfigError;
 use alumet::plugin::PluginError;
 use alumet::secret::SecretSource;
 
-use alumet_delivery::{DeliverySettings, TlsFiles};
+use alumet_delivery::{DeliveryKeys, TlsFiles};
 
 use crate::http::{ApiVersion, Auth, Secret, WriteTarget};
 use crate::line_protocol::{EncoderOptions, BUILTIN_TAGS};
@@ -33,8 +33,7 @@ impl InfluxDbConfig {
             _ => {}
         }
         self.secret_source().validate()?;
-        self.delivery_settings(&self.url).validate()?;
-        self.tls_files().validate()?;
+        self.delivery_keys().validate()?;
         if let Some(both) = self
             .tag_attributes
             .iter()
@@ -80,18 +79,9 @@ impl InfluxDbConfig {
         self.secret_source().resolve()
     }
 
-    /// The TLS keys, for the shared transport.
-    pub(crate) fn tls_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca_file: self.ca_file.clone(),
-            client_cert_file: self.client_cert_file.clone(),
-            client_key_file: self.client_key_file.clone(),
-        }
-    }
-
-    /// The delivery keys, for the shared output.
-    pub(crate) fn delivery_settings(&self, endpoint: &str) -> DeliverySettings {
-        DeliverySettings {
+    /// The delivery and TLS keys, for the shared output and transport.
+    pub(crate) fn delivery_keys(&self) -> DeliveryKeys {
+        DeliveryKeys {
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             max_buffer_points: self.max_buffer_points,
@@ -99,9 +89,12 @@ impl InfluxDbConfig {
             request_timeout: self.request_timeout,
             retry_initial_delay: self.retry_initial_delay,
             retry_max_delay: self.retry_max_delay,
-            max_retry_after: self.retry_max_delay.max(std::time::Duration::from_secs(60)),
             shutdown_timeout: self.shutdown_timeout,
-            ..DeliverySettings::new("influxdb", endpoint)
+            tls: TlsFiles {
+                ca_file: self.ca_file.clone(),
+                client_cert_file: self.client_cert_file.clone(),
+                client_key_file: self.client_key_file.clone(),
+            },
         }
     }
 

@@ -32,9 +32,9 @@ fn a_rejected_batch_is_dropped_and_counted_and_the_rest_arrives() {
             ok()
         }
     });
-    let h = Harness::start(Workload::new(10), small_batches(&server.url()));
+    let h = start_harness(Workload::new(10), small_batches(&server.url()));
     h.poll(20);
-    let (polls, plugin, pipeline_drops) = h.finish_with_pipeline_drops();
+    let (polls, plugin, pipeline_drops) = h.finish();
     let stats = plugin.stats().snapshot();
     let received = server.received();
     // The refusal is reported to the pipeline, which may send one
@@ -72,10 +72,10 @@ fn retry_after_is_honoured_on_503_and_429() {
         ),
         _ => ok(),
     });
-    let h = Harness::start(Workload::new(4), small_batches(&server.url()));
+    let h = start_harness(Workload::new(4), small_batches(&server.url()));
     h.poll(1);
     h.wait_for("the first batch delivered", |s| s.delivered_points >= 4);
-    let (_, plugin) = h.finish();
+    let (_, plugin, _) = h.finish();
     let received = server.received();
     assert!(received.len() >= 3);
     // The same batch, sent again no sooner than the server asked.
@@ -96,9 +96,9 @@ fn server_errors_and_dropped_connections_are_retried_until_delivered() {
         2 => (502, Vec::new(), "bad gateway".into()),
         _ => ok(),
     });
-    let h = Harness::start(Workload::new(6), small_batches(&server.url()));
+    let h = start_harness(Workload::new(6), small_batches(&server.url()));
     h.poll(5);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     let stats = plugin.stats().snapshot();
     let received = server.received();
     assert_eq!(received[0].body, received[1].body);
@@ -119,9 +119,9 @@ fn at_shutdown_what_cannot_be_delivered_in_time_is_counted() {
         shutdown_timeout: Duration::from_millis(300),
         ..small_batches(&server.url())
     };
-    let h = Harness::start(Workload::new(10), config);
+    let h = start_harness(Workload::new(10), config);
     h.poll(5);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     let stats = plugin.stats().snapshot();
     assert_eq!(stats.received_points, polls * 10);
     assert_eq!(stats.delivered_points, 0);
@@ -143,8 +143,8 @@ fn v2_requests_carry_the_path_the_token_and_gzip() {
         ..test_config(&server.url())
     };
     // 200 points of ~100 bytes: above the gzip threshold.
-    let h = Harness::start(Workload::new(200), config);
-    let (polls, plugin) = h.finish();
+    let h = start_harness(Workload::new(200), config);
+    let (polls, plugin, _) = h.finish();
     let received = server.received();
     let first = &received[0];
     assert_eq!(first.path, "/api/v2/write?org=o%201&bucket=b&precision=ns");
@@ -168,7 +168,7 @@ fn v1_requests_carry_the_database_and_basic_auth() {
         gzip: false,
         ..test_config(&server.url())
     };
-    let h = Harness::start(Workload::new(200), config);
+    let h = start_harness(Workload::new(200), config);
     let _ = h.finish();
     let first = &server.received()[0];
     assert_eq!(first.path, "/write?db=telemetry&rp=one_week&precision=ns");

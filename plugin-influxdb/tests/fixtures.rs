@@ -57,18 +57,7 @@ fn run_case(dir: &Path) {
 #[test]
 fn every_fixture_case_encodes_to_its_expected_lines() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 4,
-        "fixture cases missing in {}",
-        root.display()
-    );
-    for case in cases {
+    for case in alumet::testing::fixture::cases(&root, 4) {
         run_case(&case);
     }
 }

@@ -86,9 +86,9 @@ fn assert_all_points(server: &InfluxServer, workload: Workload, polls: u64) {
 fn every_point_arrives_with_its_tags_values_and_escaped_names() {
     let server = InfluxServer::start(DB);
     let workload = Workload::new(40);
-    let h = Harness::start(workload, v1_config(&server.url()));
+    let h = start_harness(workload, v1_config(&server.url()));
     h.poll(25);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     assert_all_points(&server, workload, polls);
     let stats = plugin.stats().snapshot();
     assert_eq!(stats.received_points, polls * 40);
@@ -105,9 +105,9 @@ fn attributes_written_as_string_fields_read_back_the_same() {
         tag_attributes: vec!["domain".into()],
         ..v1_config(&server.url())
     };
-    let h = Harness::start(workload, config);
+    let h = start_harness(workload, config);
     h.poll(5);
-    let (polls, _) = h.finish();
+    let (polls, _, _) = h.finish();
     assert_all_points(&server, workload, polls);
     // `exe` is a field now, not a tag.
     let tags = server.query(DB, &format!("SHOW TAG KEYS FROM {MEMORY}"));
@@ -124,13 +124,13 @@ fn server_down_at_start_then_started_loses_nothing() {
     let mut server = InfluxServer::start(DB);
     server.kill();
     let workload = Workload::new(20);
-    let h = Harness::start(workload, v1_config(&server.url()));
+    let h = start_harness(workload, v1_config(&server.url()));
     h.poll(10);
     h.wait_for("a failed attempt", |s| s.retries > 0);
     assert_eq!(h.plugin.stats().snapshot().delivered_points, 0);
     server.restart();
     h.poll(10);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     assert_all_points(&server, workload, polls);
     let stats = plugin.stats().snapshot();
     assert!(stats.retries > 0, "the outage was seen: {stats:?}");
@@ -142,7 +142,7 @@ fn server_down_at_start_then_started_loses_nothing() {
 fn server_killed_and_restarted_mid_run_loses_nothing() {
     let mut server = InfluxServer::start(DB);
     let workload = Workload::new(20);
-    let h = Harness::start(workload, v1_config(&server.url()));
+    let h = start_harness(workload, v1_config(&server.url()));
     h.poll(10);
     h.wait_delivered(200);
     server.kill();
@@ -150,7 +150,7 @@ fn server_killed_and_restarted_mid_run_loses_nothing() {
     h.wait_for("a failed attempt", |s| s.retries > 0);
     server.restart();
     h.poll(10);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     assert_all_points(&server, workload, polls);
     let stats = plugin.stats().snapshot();
     assert_eq!(stats.delivered_points, polls * 20);
@@ -167,7 +167,7 @@ fn full_buffer_drops_the_oldest_points_and_counts_them_exactly() {
         max_buffer_points: 100,
         ..v1_config(&server.url())
     };
-    let h = Harness::start(workload, config);
+    let h = start_harness(workload, config);
     h.poll(60);
     h.wait_received_all(10);
     let during = h.plugin.stats().snapshot();
@@ -177,7 +177,7 @@ fn full_buffer_drops_the_oldest_points_and_counts_them_exactly() {
     // 61 polls of 10 points went in; at most 110 can be kept.
     assert!(during.buffer_dropped_points >= 610 - 110, "{during:?}");
     server.restart();
-    let (polls, plugin, pipeline_drops) = h.finish_with_pipeline_drops();
+    let (polls, plugin, pipeline_drops) = h.finish();
     let end = plugin.stats().snapshot();
     // The output's own losses are counted by the pipeline too, which reports
     // them downstream as `alumet_dropped_points` points: this output gets

@@ -56,9 +56,9 @@ fn the_token_is_redacted_and_refusals_are_logged_once_per_status() {
         batch_size: 10,
         ..test_config(&server.url())
     };
-    let h = Harness::start(Workload::new(10), config);
+    let h = start_harness(Workload::new(10), config);
     h.poll(6);
-    let (_, plugin) = h.finish();
+    let (_, plugin, _) = h.finish();
     assert_eq!(
         server.received()[0].headers["authorization"],
         format!("Token {TOKEN}")

@@ -59,10 +59,10 @@ fn https_with_a_private_ca_needs_ca_file() {
         ..test_config(&url)
     };
 
-    let h = Harness::start(Workload::new(10), config.clone());
+    let h = start_harness(Workload::new(10), config.clone());
     h.poll(2);
     h.wait_for("an attempt", |s| s.requests >= 1);
-    let (_, plugin) = h.finish();
+    let (_, plugin, _) = h.finish();
     let s = plugin.stats().snapshot();
     assert_eq!(s.delivered_points, 0, "{s:?}");
     assert_eq!(s.undelivered_at_shutdown_points, s.received_points);
@@ -76,9 +76,9 @@ fn https_with_a_private_ca_needs_ca_file() {
         ca_file: dir.path().join("ca.pem").display().to_string(),
         ..config
     };
-    let h = Harness::start(Workload::new(10), trusted);
+    let h = start_harness(Workload::new(10), trusted);
     h.poll(2);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     let s = plugin.stats().snapshot();
     assert_eq!(s.received_points, polls * 10);
     assert_eq!(s.delivered_points, s.received_points, "{s:?}");

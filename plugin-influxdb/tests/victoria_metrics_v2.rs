@@ -55,9 +55,9 @@ fn v2_every_point_arrives_with_its_tags_and_values() {
         batch_size: 1000,
         ..test_config(&vm.url())
     };
-    let h = Harness::start(workload, config);
+    let h = start_harness(workload, config);
     h.poll(30);
-    let (polls, plugin) = h.finish();
+    let (polls, plugin, _) = h.finish();
     let stats = plugin.stats().snapshot();
     assert_eq!(stats.delivered_points, polls * 60);
     assert_eq!(stats.dropped_points(), 0);

@@ -5,7 +5,7 @@
 
 use alumet::config::ConfigError;
 use alumet::plugin::PluginError;
-use alumet_delivery::{DeliverySettings, Secret, SecretSource, TlsFiles};
+use alumet_delivery::{DeliveryKeys, Secret, SecretSource, TlsFiles};
 
 use crate::encode::EncoderOptions;
 use crate::{OpenTelemetryConfig, DEFAULT_ENDPOINT};
@@ -42,8 +42,7 @@ impl OpenTelemetryConfig {
         if !self.headers.is_empty() {
             parse_headers("headers", &self.headers)?;
         }
-        self.delivery_settings("").validate()?;
-        self.tls_files().validate()?;
+        self.delivery_keys().validate()?;
         for (key, value) in &self.resource_attributes {
             if key.is_empty() || value.is_empty() {
                 return Err(invalid(
@@ -128,18 +127,9 @@ impl OpenTelemetryConfig {
         Ok(Vec::new())
     }
 
-    /// The TLS keys, for the shared transport.
-    pub(crate) fn tls_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca_file: self.ca_file.clone(),
-            client_cert_file: self.client_cert_file.clone(),
-            client_key_file: self.client_key_file.clone(),
-        }
-    }
-
-    /// The delivery keys, for the shared output.
-    pub(crate) fn delivery_settings(&self, endpoint: &str) -> DeliverySettings {
-        DeliverySettings {
+    /// The delivery and TLS keys, for the shared output and transport.
+    pub(crate) fn delivery_keys(&self) -> DeliveryKeys {
+        DeliveryKeys {
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             max_buffer_points: self.max_buffer_points,
@@ -147,9 +137,12 @@ impl OpenTelemetryConfig {
             request_timeout: self.request_timeout,
             retry_initial_delay: self.retry_initial_delay,
             retry_max_delay: self.retry_max_delay,
-            max_retry_after: self.retry_max_delay.max(std::time::Duration::from_secs(60)),
             shutdown_timeout: self.shutdown_timeout,
-            ..DeliverySettings::new("opentelemetry", endpoint)
+            tls: TlsFiles {
+                ca_file: self.ca_file.clone(),
+                client_cert_file: self.client_cert_file.clone(),
+                client_key_file: self.client_key_file.clone(),
+            },
         }
     }
 

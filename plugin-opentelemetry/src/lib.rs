@@ -22,12 +22,14 @@ pub mod transport;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use alumet::measurement::Timestamp;
-use alumet::pipeline::{OutputOptions, PluginStartContext};
+use alumet::pipeline::PluginStartContext;
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
-use alumet_delivery::{DeliveryOutput, HttpTransport, Secret};
+use alumet_delivery::settings::with_delivery_key_docs;
+use alumet_delivery::{add_delivery_output, DeliveryKeys, HttpTransport, Secret};
 use serde::{Deserialize, Serialize};
 
 pub use alumet_delivery::{DeliveryStats, StatsHandle};
@@ -91,7 +93,7 @@ pub struct OpenTelemetryConfig {
 
 impl Default for OpenTelemetryConfig {
     fn default() -> Self {
-        let d = alumet_delivery::DeliverySettings::new("opentelemetry", "");
+        let d = DeliveryKeys::default();
         Self {
             endpoint: String::new(),
             protocol: BodyFormat::Protobuf,
@@ -108,15 +110,16 @@ impl Default for OpenTelemetryConfig {
             retry_initial_delay: d.retry_initial_delay,
             retry_max_delay: d.retry_max_delay,
             shutdown_timeout: d.shutdown_timeout,
-            ca_file: String::new(),
-            client_cert_file: String::new(),
-            client_key_file: String::new(),
+            ca_file: d.tls.ca_file,
+            client_cert_file: d.tls.client_cert_file,
+            client_key_file: d.tls.client_key_file,
         }
     }
 }
 
 impl fmt::Debug for OpenTelemetryConfig {
-    /// Like a derived `Debug`, with the inline headers redacted.
+    /// Like a derived `Debug` (the delivery and TLS keys as one
+    /// [`DeliveryKeys`]), with the inline headers redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenTelemetryConfig")
             .field("endpoint", &self.endpoint)
@@ -126,17 +129,7 @@ impl fmt::Debug for OpenTelemetryConfig {
             .field("headers_env", &self.headers_env)
             .field("headers_file", &self.headers_file)
             .field("resource_attributes", &self.resource_attributes)
-            .field("batch_size", &self.batch_size)
-            .field("flush_interval", &self.flush_interval)
-            .field("max_buffer_points", &self.max_buffer_points)
-            .field("gzip", &self.gzip)
-            .field("request_timeout", &self.request_timeout)
-            .field("retry_initial_delay", &self.retry_initial_delay)
-            .field("retry_max_delay", &self.retry_max_delay)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
+            .field("delivery", &self.delivery_keys())
             .finish()
     }
 }
@@ -178,11 +171,12 @@ impl PluginDefinition for OpenTelemetryPlugin {
         config.validate()?;
         config.resolve_endpoint()?;
         config.resolve_headers()?;
-        config.tls_files().load().map(|_| ())
+        config.delivery_keys().tls.load().map(|_| ())
     }
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {
-        &[
+        static DOCS: OnceLock<Vec<(&str, &str)>> = OnceLock::new();
+        with_delivery_key_docs(&DOCS, &[
             ("endpoint", "metrics URL; empty: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, else $OTEL_EXPORTER_OTLP_ENDPOINT/v1/metrics, else http://127.0.0.1:4318/v1/metrics"),
             ("protocol", "\"http/protobuf\" or \"http/json\""),
             ("temporality", "sums of delta metrics: \"cumulative\" (running totals since agent start) or \"delta\""),
@@ -190,18 +184,9 @@ impl PluginDefinition for OpenTelemetryPlugin {
             ("headers_env", "environment variable holding the headers"),
             ("headers_file", "file holding the headers"),
             ("resource_attributes", "resource attributes added to service.name, service.version and host.name"),
-            ("batch_size", "points per request, at most"),
-            ("flush_interval", "a partial batch is sent after this long"),
             ("max_buffer_points", "points kept while the receiver is unreachable; beyond, the oldest are dropped and counted"),
-            ("gzip", "compress request bodies of 4 KiB or more"),
-            ("request_timeout", "time limit of one request"),
-            ("retry_initial_delay", "first retry delay; doubles up to retry_max_delay"),
-            ("retry_max_delay", "largest retry delay"),
-            ("shutdown_timeout", "at shutdown, how long to keep trying to deliver what is queued"),
             ("ca_file", "PEM file of the CA that signs the receiver's certificate (empty: the system's trust store)"),
-            ("client_cert_file", "PEM client certificate, for mutual TLS"),
-            ("client_key_file", "PEM private key of client_cert_file"),
-        ]
+        ])
     }
 }
 
@@ -209,37 +194,20 @@ impl Plugin for OpenTelemetryPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let endpoint = self.config.resolve_endpoint()?;
         let headers = self.config.resolve_headers()?;
-        let tls = self.config.tls_files().load()?;
-        self.stats.attach_loss_reporter(ctx.loss_reporter());
+        let keys = self.config.delivery_keys();
+        let tls = keys.tls.load()?;
         let target = transport::http_target(&endpoint, self.config.protocol, headers);
         let transport = HttpTransport::new(target, tls);
-        let settings = self.config.delivery_settings(&endpoint);
+        let settings = keys.settings("opentelemetry", &endpoint);
         log::debug!("opentelemetry: exporting to {endpoint}");
-        let flush_interval = settings.flush_interval;
         let encoder =
             encode::OtlpEncoder::new(self.config.encoder_options(Timestamp::now().unix_nanos()));
-        let output = DeliveryOutput::new(encoder, transport, settings, &self.stats);
-        ctx.add_output(
-            "export",
-            Box::new(output),
-            OutputOptions {
-                flush_interval: Some(flush_interval),
-            },
-        );
+        add_delivery_output(ctx, "export", encoder, transport, settings, &self.stats);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
-        let s = self.stats.snapshot();
-        log::info!(
-            "opentelemetry: {} points delivered, {} dropped (buffer full: {}, rejected: {}, unrepresentable: {}, undelivered at shutdown: {})",
-            s.delivered_points,
-            s.dropped_points(),
-            s.buffer_dropped_points,
-            s.rejected_points,
-            s.skipped_points,
-            s.undelivered_at_shutdown_points
-        );
+        log::info!("{}", self.stats.summary("opentelemetry"));
         Ok(())
     }
 }

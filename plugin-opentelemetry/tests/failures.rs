@@ -28,7 +28,7 @@ fn distinct(receiver: &Receiver) -> BTreeSet<(String, u64, String, String, Strin
 #[test]
 fn receiver_down_at_start_then_killed_and_restarted_loses_nothing() {
     let mut receiver = Receiver::not_started("");
-    let h = Harness::start(Workload::new(10), small_batches(&receiver.endpoint()));
+    let h = start_harness(Workload::new(10), small_batches(&receiver.endpoint()));
     h.poll(5);
     h.wait_for("a failed attempt", |s| s.retries >= 1);
     receiver.restart();
@@ -52,7 +52,7 @@ fn receiver_down_at_start_then_killed_and_restarted_loses_nothing() {
 #[test]
 fn a_400_drops_exactly_that_batch() {
     let receiver = Receiver::start_with("200,200,200,400", None);
-    let h = Harness::start(Workload::new(10), small_batches(&receiver.endpoint()));
+    let h = start_harness(Workload::new(10), small_batches(&receiver.endpoint()));
     h.poll(8);
     let (polls, plugin, pipeline_drops) = h.finish();
     let s = plugin.stats().snapshot();
@@ -76,7 +76,7 @@ fn a_400_drops_exactly_that_batch() {
 #[test]
 fn a_429_with_retry_after_waits_that_long() {
     let receiver = Receiver::start_with("429:2", None);
-    let h = Harness::start(Workload::new(4), small_batches(&receiver.endpoint()));
+    let h = start_harness(Workload::new(4), small_batches(&receiver.endpoint()));
     h.poll(1);
     h.wait_for("the first batch delivered", |s| s.delivered_points >= 4);
     let (_, plugin, _) = h.finish();
@@ -102,7 +102,7 @@ fn a_tiny_buffer_drops_the_oldest_and_counts_exactly() {
         retry_max_delay: Duration::from_millis(500),
         ..small_batches(&receiver.endpoint())
     };
-    let h = Harness::start(Workload::new(10), config);
+    let h = start_harness(Workload::new(10), config);
     h.poll(12);
     h.wait_for("evictions", |s| {
         s.buffer_dropped_points > 0 && s.received_points >= 130

@@ -21,7 +21,7 @@ const POLLS: usize = 12;
 /// shutdown); returns the workload, the polls done and the points received.
 fn run(config: OpenTelemetryConfig, receiver: &Receiver) -> (Workload, usize, Vec<Value>) {
     let workload = Workload::new(PER_POLL);
-    let h = Harness::start(workload, config);
+    let h = start_harness(workload, config);
     h.poll(POLLS);
     let (polls, plugin, pipeline_drops) = h.finish();
     let s = plugin.stats().snapshot();
@@ -183,7 +183,7 @@ fn a_partial_success_counts_the_refused_points() {
         ..test_config(&receiver.endpoint())
     };
     let workload = Workload::new(30);
-    let h = Harness::start(workload, config);
+    let h = start_harness(workload, config);
     h.poll(4);
     let (polls, plugin, pipeline_drops) = h.finish();
     let s = plugin.stats().snapshot();

@@ -20,7 +20,7 @@ fn the_api_key_is_redacted_and_refusals_are_logged_once_per_status() {
         batch_size: 10,
         ..test_config(&receiver.endpoint())
     };
-    let h = Harness::start(Workload::new(10), config);
+    let h = start_harness(Workload::new(10), config);
     h.poll(4);
     let (_, plugin, _) = h.finish();
     assert_eq!(receiver.requests()[0]["status"], 503);

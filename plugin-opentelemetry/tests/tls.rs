@@ -51,7 +51,7 @@ fn config(receiver: &Receiver) -> OpenTelemetryConfig {
 
 /// Runs 3 polls of 10 points; (points received by the output, its stats).
 fn deliver(config: OpenTelemetryConfig) -> (u64, plugin_opentelemetry::DeliveryStats) {
-    let h = Harness::start(Workload::new(10), config);
+    let h = start_harness(Workload::new(10), config);
     h.poll(3);
     h.wait_for("an attempt", |s| s.requests >= 1);
     let (polls, plugin, _) = h.finish();

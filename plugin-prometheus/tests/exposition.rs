@@ -55,18 +55,7 @@ fn run_case(dir: &Path) {
 #[test]
 fn every_fixture_case_renders_as_expected_in_both_formats() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    assert!(
-        cases.len() >= 2,
-        "fixture cases missing in {}",
-        root.display()
-    );
-    for case in cases {
+    for case in alumet::testing::fixture::cases(&root, 2) {
         run_case(&case);
     }
 }

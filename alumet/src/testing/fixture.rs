@@ -15,6 +15,8 @@
 //! `attributes` is `k=v` pairs sorted by key and joined by `;`; lines
 //! starting with `#` are comments; fields are split on `,` (fixtures avoid
 //! commas in names). Values match within 1e-9 (relative); order does not matter.
+//! [`cases`] lists the cases of a crate; [`copy_tree`] copies a whole
+//! fixture tree into a temporary root.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,6 +54,40 @@ fn dirs_under(dir: &Path, out: &mut Vec<PathBuf>) {
                 dirs_under(&path, out);
                 out.push(path);
             }
+        }
+    }
+}
+
+/// The fixture cases under `root` (e.g. a crate's `tests/fixtures`): its
+/// directories, sorted. Fails if there are fewer than `at_least` (a case
+/// that went missing must not pass unnoticed).
+pub fn cases(root: &Path, at_least: usize) -> Vec<PathBuf> {
+    let mut cases: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= at_least,
+        "fixture cases missing in {}: {} found, at least {at_least} expected",
+        root.display(),
+        cases.len()
+    );
+    cases
+}
+
+/// Copies the tree `from` into `to` (created if needed), e.g. a fixture's
+/// sysfs into a temporary root. Panics on I/O errors.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }

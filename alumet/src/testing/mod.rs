@@ -25,6 +25,7 @@
 //! ```
 
 pub mod fixture;
+pub mod peer;
 #[cfg(feature = "fixtures")]
 pub mod points;
 

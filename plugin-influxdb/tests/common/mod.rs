@@ -16,29 +16,17 @@ mod fake_server;
 pub use fake_server::*;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alumet::measurement::{
     MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
 };
-use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
 use alumet::plugin::PluginDefinition;
-use alumet::testing::{FnSource, TestPipeline};
+pub use alumet::testing::peer::{free_port, ChildProcess};
+pub use alumet_delivery::testing::{register_test_metrics, wait_until, OutputHarness};
 use plugin_influxdb::{InfluxDbConfig, InfluxDbPlugin};
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The path of an installed binary, or a failure that says how to install it.
 pub fn require_binary(name: &str) -> PathBuf {
@@ -69,50 +57,12 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     Some((status, r.body_mut().read_to_string().unwrap_or_default()))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not happen within {timeout:?}");
-}
-
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Process {
-    child: Option<Child>,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().ok().flatten().is_some(),
-            None => true,
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// An `influxd` (InfluxDB 1.x) on loopback with its own data directory.
 pub struct InfluxServer {
     pub port: u16,
     rpc_port: u16,
     dir: tempfile::TempDir,
-    process: Process,
+    process: ChildProcess,
 }
 
 impl InfluxServer {
@@ -123,7 +73,7 @@ impl InfluxServer {
             port: free_port(),
             rpc_port: free_port(),
             dir,
-            process: Process { child: None },
+            process: ChildProcess::default(),
         };
         s.restart();
         s.create_database(db);
@@ -166,7 +116,7 @@ impl InfluxServer {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.process.child = Some(child);
+        self.process = ChildProcess::new(child);
         let url = format!("{}/ping", self.url());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -270,7 +220,7 @@ impl InfluxServer {
 pub struct VictoriaMetrics {
     pub port: u16,
     dir: tempfile::TempDir,
-    process: Process,
+    process: ChildProcess,
 }
 
 impl VictoriaMetrics {
@@ -315,7 +265,7 @@ impl VictoriaMetrics {
         let mut s = Self {
             port,
             dir,
-            process: Process { child: Some(child) },
+            process: ChildProcess::new(child),
         };
         let url = format!("{}/health", s.url());
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -388,10 +338,9 @@ pub struct Workload {
     pub start_ms: u64,
 }
 
-/// Name of the test metric (F64 joules).
-pub const ENERGY: &str = "test_energy";
-/// Name of the test metric (U64 bytes).
-pub const MEMORY: &str = "test_memory";
+/// Names of the test metrics (F64 joules; U64 bytes).
+pub const ENERGY: &str = alumet_delivery::testing::TEST_ENERGY;
+pub const MEMORY: &str = alumet_delivery::testing::TEST_MEMORY;
 
 /// Process names with every character the line protocol must escape.
 pub const NASTY_NAMES: [&str; 6] = [
@@ -456,106 +405,21 @@ impl Workload {
 }
 
 /// A test pipeline with the workload source (polled by hand) and the
-/// influxdb plugin with `config`.
-pub struct Harness {
-    pub running: alumet::testing::RunningTest,
-    pub plugin: InfluxDbPlugin,
-    pub polls: Arc<AtomicU64>,
-}
+/// influxdb plugin.
+pub type Harness = OutputHarness<InfluxDbPlugin>;
 
-impl Harness {
-    pub fn start(workload: Workload, config: InfluxDbConfig) -> Self {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let mut t = TestPipeline::builder();
-        let polls = Arc::new(AtomicU64::new(0));
-        let p = polls.clone();
-        t.plugin("workload", move |ctx| {
-            let energy = ctx.create_metric(Metric::new(
-                ENERGY,
-                Unit::Joule,
-                ValueType::F64,
-                MetricKind::Delta,
-                "test energy",
-            ))?;
-            let memory = ctx.create_metric(Metric::new(
-                MEMORY,
-                Unit::Byte,
-                ValueType::U64,
-                MetricKind::Gauge,
-                "test memory",
-            ))?;
-            let source = FnSource::new(move |buf: &mut MeasurementBuffer, _ts| {
-                let poll = p.fetch_add(1, Ordering::SeqCst);
-                buf.extend(workload.points(poll, energy, memory));
-                Ok(())
-            });
-            ctx.add_source("points", Box::new(source), TestPipeline::manual_trigger());
-            Ok(())
-        })
-        .unwrap();
-        let mut plugin = InfluxDbPlugin::init(config).unwrap();
-        t.start_plugin("influxdb", &mut plugin).unwrap();
-        Self {
-            running: t.start(),
-            plugin,
-            polls,
-        }
-    }
-
-    /// Polls the source `n` more times.
-    pub fn poll(&self, n: usize) {
-        for _ in 0..n {
-            self.running.trigger_all();
-        }
-    }
-
-    /// Waits until the output has delivered `n` points in all.
-    pub fn wait_delivered(&self, n: u64) {
-        let stats = self.plugin.stats();
-        wait_until(
-            &format!("delivery of {n} points"),
-            Duration::from_secs(15),
-            || stats.snapshot().delivered_points >= n,
-        );
-    }
-
-    /// Waits until `done(stats)` holds (for up to 15 s).
-    pub fn wait_for(
-        &self,
-        what: &str,
-        done: impl Fn(&plugin_influxdb::stats::InfluxDbStats) -> bool,
-    ) {
-        let stats = self.plugin.stats();
-        wait_until(what, Duration::from_secs(15), || done(&stats.snapshot()));
-    }
-
-    /// Waits until the output has received every point polled so far.
-    pub fn wait_received_all(&self, per_poll: u64) {
-        let expected = self.polls.load(Ordering::SeqCst) * per_poll;
-        self.wait_for(&format!("the output receiving {expected} points"), |s| {
-            s.received_points >= expected
-        });
-    }
-
-    /// Shuts the pipeline down (the output delivers what is queued) and
-    /// returns the number of polls done.
-    pub fn finish(self) -> (u64, InfluxDbPlugin) {
-        let (polls, plugin, _) = self.finish_with_pipeline_drops();
-        (polls, plugin)
-    }
-
-    /// Like `finish`, plus the points the pipeline counted as dropped
-    /// (which includes what the output reported through its LossReporter).
-    pub fn finish_with_pipeline_drops(self) -> (u64, InfluxDbPlugin, u64) {
-        let result = self.running.finish();
-        let mut plugin = self.plugin;
-        alumet::plugin::Plugin::stop(&mut plugin).unwrap();
-        (
-            self.polls.load(Ordering::SeqCst),
-            plugin,
-            result.stats.total_dropped_points,
-        )
-    }
+/// Starts a [`Harness`]: the workload's metrics and source, the plugin with `config`.
+pub fn start_harness(workload: Workload, config: InfluxDbConfig) -> Harness {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let plugin = InfluxDbPlugin::init(config).unwrap();
+    let stats = plugin.stats();
+    OutputHarness::start(
+        "influxdb",
+        plugin,
+        stats,
+        register_test_metrics,
+        move |poll, &(energy, memory)| workload.points(poll, energy, memory),
+    )
 }
 
 /// A config for tests: small delays so that retries are quick.

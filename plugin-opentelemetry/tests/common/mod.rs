@@ -10,8 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alumet::measurement::{
@@ -19,21 +17,9 @@ use alumet::measurement::{
 };
 use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
 use alumet::plugin::PluginDefinition;
-use alumet::testing::{FnSource, TestPipeline};
-use plugin_opentelemetry::{DeliveryStats, OpenTelemetryConfig, OpenTelemetryPlugin};
+use alumet_delivery::testing::{register_test_metrics, OutputHarness};
+use plugin_opentelemetry::{OpenTelemetryConfig, OpenTelemetryPlugin};
 use serde_json::Value;
-
-/// Polls `ready` every 20 ms until it holds; fails after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not happen within {timeout:?}");
-}
 
 fn python() -> String {
     std::env::var("ALUMET_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -226,10 +212,9 @@ impl Drop for Receiver {
     }
 }
 
-/// Name of the test metric (F64 joules, delta).
-pub const ENERGY: &str = "test_energy";
-/// Name of the test metric (U64 bytes, gauge).
-pub const MEMORY: &str = "test_memory";
+/// Names of the test metrics (F64 joules, delta; U64 bytes, gauge).
+pub const ENERGY: &str = alumet_delivery::testing::TEST_ENERGY;
+pub const MEMORY: &str = alumet_delivery::testing::TEST_MEMORY;
 /// Name of the test metric (U64 count, delta).
 pub const SWITCHES: &str = "test_switches";
 
@@ -296,33 +281,19 @@ impl Workload {
 }
 
 /// A test pipeline with the workload source (polled by hand) and the plugin.
-pub struct Harness {
-    pub running: alumet::testing::RunningTest,
-    pub plugin: OpenTelemetryPlugin,
-    pub polls: Arc<AtomicU64>,
-}
+pub type Harness = OutputHarness<OpenTelemetryPlugin>;
 
-impl Harness {
-    pub fn start(workload: Workload, config: OpenTelemetryConfig) -> Self {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let mut t = TestPipeline::builder();
-        let polls = Arc::new(AtomicU64::new(0));
-        let p = polls.clone();
-        t.plugin("workload", move |ctx| {
-            let energy = ctx.create_metric(Metric::new(
-                ENERGY,
-                Unit::Joule,
-                ValueType::F64,
-                MetricKind::Delta,
-                "test energy",
-            ))?;
-            let memory = ctx.create_metric(Metric::new(
-                MEMORY,
-                Unit::Byte,
-                ValueType::U64,
-                MetricKind::Gauge,
-                "test memory",
-            ))?;
+/// Starts a [`Harness`]: the workload's metrics and source, the plugin with `config`.
+pub fn start_harness(workload: Workload, config: OpenTelemetryConfig) -> Harness {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let plugin = OpenTelemetryPlugin::init(config).unwrap();
+    let stats = plugin.stats();
+    OutputHarness::start(
+        "opentelemetry",
+        plugin,
+        stats,
+        |ctx| {
+            let (energy, memory) = register_test_metrics(ctx)?;
             let switches = ctx.create_metric(Metric::new(
                 SWITCHES,
                 Unit::Custom {
@@ -333,49 +304,10 @@ impl Harness {
                 MetricKind::Delta,
                 "test switches",
             ))?;
-            let source = FnSource::new(move |buf: &mut MeasurementBuffer, _ts| {
-                let poll = p.fetch_add(1, Ordering::SeqCst);
-                buf.extend(workload.points(poll, [energy, memory, switches]));
-                Ok(())
-            });
-            ctx.add_source("points", Box::new(source), TestPipeline::manual_trigger());
-            Ok(())
-        })
-        .unwrap();
-        let mut plugin = OpenTelemetryPlugin::init(config).unwrap();
-        t.start_plugin("opentelemetry", &mut plugin).unwrap();
-        Self {
-            running: t.start(),
-            plugin,
-            polls,
-        }
-    }
-
-    /// Polls the source `n` more times.
-    pub fn poll(&self, n: usize) {
-        for _ in 0..n {
-            self.running.trigger_all();
-        }
-    }
-
-    /// Waits until `done(stats)` holds (for up to 15 s).
-    pub fn wait_for(&self, what: &str, done: impl Fn(&DeliveryStats) -> bool) {
-        let stats = self.plugin.stats();
-        wait_until(what, Duration::from_secs(15), || done(&stats.snapshot()));
-    }
-
-    /// Shuts the pipeline down (the output delivers what is queued):
-    /// (polls done, the plugin, points the pipeline counted as dropped).
-    pub fn finish(self) -> (u64, OpenTelemetryPlugin, u64) {
-        let result = self.running.finish();
-        let mut plugin = self.plugin;
-        alumet::plugin::Plugin::stop(&mut plugin).unwrap();
-        (
-            self.polls.load(Ordering::SeqCst),
-            plugin,
-            result.stats.total_dropped_points,
-        )
-    }
+            Ok([energy, memory, switches])
+        },
+        move |poll, ids| workload.points(poll, *ids),
+    )
 }
 
 /// A config for tests: small delays so that retries are quick.

@@ -25,18 +25,7 @@ pub fn fixture(case: &str) -> PathBuf {
 }
 
 /// Copies the tree `from` into `to` (created if needed).
-pub fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+pub use alumet::testing::fixture::copy_tree;
 
 /// Writes `contents` into the existing file `path` in place (truncate and
 /// write, same inode), as the kernel updates sysfs: the plugin keeps its
