@@ -43,6 +43,7 @@ fn spawn_run(dir: &Path) -> Child {
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .args(["--plugins", "procfs,csv"])
         .arg("run")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

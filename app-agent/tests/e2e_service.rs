@@ -1,0 +1,261 @@
+//! `run` as systemd sees it (a fake `NOTIFY_SOCKET` bound by the test) and
+//! as an admin drives it (`alumet-agent ctl` over the control socket).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{read_csv, sigterm_and_wait};
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn write_config(dir: &Path) {
+    std::fs::write(
+        dir.join("alumet-config.toml"),
+        r#"[plugins.procfs]
+enabled = true
+system_poll_interval = "100ms"
+process_poll_interval = "200ms"
+flush_interval = "50ms"
+
+[plugins.csv]
+enabled = true
+output_path = "out.csv"
+timestamp_format = "unix_ns"
+flush_interval = "50ms"
+"#,
+    )
+    .unwrap();
+}
+
+fn spawn_run(dir: &Path, env: &[(&str, String)]) -> Child {
+    let mut c = common::agent_command();
+    c.current_dir(dir)
+        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .args(["--plugins", "procfs,csv"])
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> Output {
+    common::agent_command()
+        .args([
+            "--control-socket",
+            dir.join("ctl.sock").to_str().unwrap(),
+            "ctl",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ctl_ok(dir: &Path, args: &[&str]) -> String {
+    let out = ctl(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every datagram received, with the time it came.
+fn collect(socket: UnixDatagram) -> Arc<Mutex<Vec<(Instant, String)>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => sink.lock().unwrap().push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
+    received
+}
+
+#[test]
+fn systemd_gets_ready_status_reloading_stopping_and_a_watchdog_that_stops_with_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let notify_path = dir.path().join("notify");
+    let received = collect(UnixDatagram::bind(&notify_path).unwrap());
+    let child = spawn_run(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", notify_path.display().to_string()),
+            // 400 ms: a WATCHDOG=1 every 200 ms.
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
+    );
+    assert!(common::wait_until(Duration::from_secs(5), || received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.contains("READY=1"))));
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(800));
+
+    // No source polled any more: the heartbeat stops, so does the watchdog.
+    ctl_ok(dir.path(), &["pause", "*"]);
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let messages = received.lock().unwrap().clone();
+    let first = |what: &str, after: usize| {
+        messages
+            .iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, (_, m))| m.lines().any(|l| l == what))
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no {what} after message {after}: {messages:?}"))
+    };
+    let ready = first("READY=1", 0);
+    let reloading = first("RELOADING=1", ready + 1);
+    let ready_again = first("READY=1", reloading + 1);
+    let stopping = first("STOPPING=1", ready_again + 1);
+    assert!(messages[ready].1.contains("STATUS="));
+    assert!(messages[reloading].1.contains("MONOTONIC_USEC="));
+    assert!(
+        messages.iter().any(
+            |(_, m)| m.contains("STATUS=2 plugins running (procfs, csv)") && m.contains("points/s")
+        ),
+        "{messages:?}"
+    );
+    let pings: Vec<Instant> = messages[..stopping]
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    let running_pings = pings.iter().filter(|t| **t < paused_at).count();
+    // About 1.8 s of running at one ping per 200 ms.
+    assert!(
+        running_pings >= 6,
+        "{running_pings} pings while running: {messages:?}"
+    );
+    let stalled_pings = pings
+        .iter()
+        .filter(|t| **t > paused_at + Duration::from_millis(450))
+        .count();
+    assert_eq!(stalled_pings, 0, "pings with no poll: {messages:?}");
+}
+
+#[test]
+fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let child = spawn_run(dir.path(), &[]);
+    let socket = dir.path().join("ctl.sock");
+    assert!(common::wait_until(Duration::from_secs(5), || socket.exists()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    std::thread::sleep(Duration::from_millis(700));
+
+    let human = ctl_ok(dir.path(), &["status"]);
+    assert!(
+        human.contains("procfs/system") && human.contains("csv/file"),
+        "{human}"
+    );
+
+    ctl_ok(dir.path(), &["pause", "procfs/*"]);
+    // Let the last buffers reach the file.
+    std::thread::sleep(Duration::from_millis(500));
+    let status: serde_json::Value =
+        serde_json::from_str(&ctl_ok(dir.path(), &["status", "--json"])).unwrap();
+    let points_out: u64 = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["points_out"].as_u64().unwrap())
+        .sum();
+    let written = status["outputs"][0]["written_points"].as_u64().unwrap();
+    let rows = read_csv(&dir.path().join("out.csv")).len() as u64;
+    assert!(rows > 0);
+    assert_eq!(points_out, rows, "{status}");
+    assert_eq!(written, rows, "{status}");
+    assert_eq!(status["total_dropped_points"], 0);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        read_csv(&dir.path().join("out.csv")).len() as u64,
+        rows,
+        "paused: no new point"
+    );
+
+    let resumed = ctl_ok(dir.path(), &["resume", "procfs/sys*"]);
+    assert!(
+        resumed.contains("procfs/system") && !resumed.contains("procfs/processes"),
+        "{resumed}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = read_csv(&dir.path().join("out.csv"));
+    assert!(after.len() as u64 > rows, "resumed: points again");
+
+    // Errors name what exists.
+    let unknown = ctl(dir.path(), &["pause", "rapl/*"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("procfs/system"));
+
+    refused_outside_the_mode(dir.path());
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
+
+/// `nobody` (not the owner, not in the group) cannot connect.
+fn refused_outside_the_mode(dir: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || common::find_binary("setpriv").is_none() {
+        eprintln!("skipped: the refusal check needs root and setpriv");
+        return;
+    }
+    // The directory may be entered by anyone: the socket's own mode is what refuses.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_alumet-agent"))
+        .args([
+            "--control-socket",
+            dir.join("ctl.sock").to_str().unwrap(),
+            "ctl",
+            "status",
+        ])
+        .env_remove("ALUMET_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("setpriv:") {
+        eprintln!("skipped: setpriv cannot run the agent as nobody here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    // The same command as root gets through, so the refusal is the mode's.
+    ctl_ok(dir, &["status"]);
+}
