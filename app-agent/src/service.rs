@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use alumet::pipeline::PipelineHandle;
+
 use crate::agent::{self, Agent, StartError};
 use crate::config::{ConfigFailure, LoadedConfig};
 use crate::control_socket::{self, Running, SharedRunning};
@@ -181,20 +183,18 @@ fn status_line(running: &SharedRunning, rate: Option<f64>) -> String {
     )
 }
 
-/// Total polls and points of the running pipeline.
-fn progress(running: &SharedRunning) -> Option<(u64, u64)> {
+/// Total points of the running pipeline, and its control handle.
+fn progress(running: &SharedRunning) -> Option<(u64, PipelineHandle)> {
     let r = running.lock().ok()?;
-    let stats = r.handle.as_ref()?.stats();
-    Some((
-        stats.sources.iter().map(|s| s.polls).sum(),
-        stats.sources.iter().map(|s| s.points).sum(),
-    ))
+    let handle = r.handle.clone()?;
+    let points = handle.stats().sources.iter().map(|s| s.points).sum();
+    Some((points, handle))
 }
 
 /// The thread that refreshes `STATUS=` and, under `WatchdogSec=`, sends
-/// `WATCHDOG=1` while the pipeline's sources keep being polled (its
-/// heartbeat): a pipeline where no poll completes for a whole watchdog
-/// period gets no ping, and systemd restarts it.
+/// `WATCHDOG=1` while the pipeline's heartbeat beats (every poller thread
+/// answers between its polls, paused or not): a poller stuck in a poll
+/// gets no ping, and systemd restarts the agent.
 struct Health {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -208,37 +208,40 @@ impl Health {
         }
         let watchdog = notifier.watchdog_interval();
         let every = watchdog.unwrap_or(STATUS_EVERY).min(STATUS_EVERY);
+        let beat_timeout = (every / 2).min(Duration::from_secs(1));
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("health".into())
                 .spawn(move || {
-                    let mut last = (Instant::now(), progress(&running));
+                    let mut last = (Instant::now(), progress(&running).map(|p| p.0));
                     while !stop.load(Ordering::Acquire) {
-                        sleep_unless(&stop, every);
+                        sleep_unless(&stop, every.saturating_sub(beat_timeout));
+                        let now = progress(&running);
+                        // None: a reload is in progress, its RELOADING/READY say so.
+                        let alive = now
+                            .as_ref()
+                            .is_none_or(|(_, handle)| handle.heartbeat(beat_timeout));
                         if stop.load(Ordering::Acquire) {
                             break;
                         }
-                        let now = (Instant::now(), progress(&running));
                         let mut message = String::new();
-                        match (last.1, now.1) {
-                            (Some((polls0, points0)), Some((polls1, points1))) => {
-                                if watchdog.is_some() && polls1 != polls0 {
-                                    message.push_str("WATCHDOG=1\n");
-                                }
-                                let secs = now.0.duration_since(last.0).as_secs_f64();
-                                let rate = points1.saturating_sub(points0) as f64 / secs.max(1e-3);
-                                message.push_str(&format!(
-                                    "STATUS={}",
-                                    status_line(&running, Some(rate))
-                                ));
-                            }
-                            // A reload in progress: its own RELOADING/READY say so.
-                            _ => {
-                                if watchdog.is_some() {
-                                    message.push_str("WATCHDOG=1");
-                                }
-                            }
+                        if watchdog.is_some() && alive {
+                            message.push_str("WATCHDOG=1\n");
+                        }
+                        let now = (Instant::now(), now.map(|p| p.0));
+                        if let (Some(points0), Some(points1)) = (last.1, now.1) {
+                            let secs = now.0.duration_since(last.0).as_secs_f64();
+                            let rate = points1.saturating_sub(points0) as f64 / secs.max(1e-3);
+                            let state = if alive {
+                                ""
+                            } else {
+                                "STALLED: a source's poll does not return; "
+                            };
+                            message.push_str(&format!(
+                                "STATUS={state}{}",
+                                status_line(&running, Some(rate))
+                            ));
                         }
                         if !message.is_empty() {
                             notifier.send(message.trim_end());

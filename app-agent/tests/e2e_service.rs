@@ -96,7 +96,7 @@ fn collect(socket: UnixDatagram) -> Arc<Mutex<Vec<(Instant, String)>>> {
 }
 
 #[test]
-fn systemd_gets_ready_status_reloading_stopping_and_a_watchdog_that_stops_with_the_pipeline() {
+fn systemd_gets_ready_status_reloading_stopping_and_watchdog_pings_paused_or_not() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
     let notify_path = dir.path().join("notify");
@@ -119,10 +119,10 @@ fn systemd_gets_ready_status_reloading_stopping_and_a_watchdog_that_stops_with_t
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(800));
 
-    // No source polled any more: the heartbeat stops, so does the watchdog.
+    // Paused is not stuck: the pings go on.
     ctl_ok(dir.path(), &["pause", "*"]);
     let paused_at = Instant::now();
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(800));
     let (code, stderr) = sigterm_and_wait(child);
     assert_eq!(code, Some(0), "{stderr}");
 
@@ -153,17 +153,88 @@ fn systemd_gets_ready_status_reloading_stopping_and_a_watchdog_that_stops_with_t
         .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
         .map(|(t, _)| *t)
         .collect();
+    // About 1.8 s running, 0.8 s paused, at one ping per 200 ms.
     let running_pings = pings.iter().filter(|t| **t < paused_at).count();
-    // About 1.8 s of running at one ping per 200 ms.
     assert!(
         running_pings >= 6,
         "{running_pings} pings while running: {messages:?}"
     );
-    let stalled_pings = pings
+    let paused_pings = pings.iter().filter(|t| **t > paused_at).count();
+    assert!(
+        paused_pings >= 2,
+        "{paused_pings} pings while paused: {messages:?}"
+    );
+}
+
+/// A proc tree where a process appears whose files are FIFOs with no
+/// writer: opening them blocks the poller, as a hung kernel read would.
+#[test]
+fn the_watchdog_stops_when_a_poll_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let proc_root = dir.path().join("proc");
+    common::copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-procfs/tests/fixtures/basic/proc0"),
+        &proc_root,
+    );
+    let notify_path = dir.path().join("notify");
+    let received = collect(UnixDatagram::bind(&notify_path).unwrap());
+    let mut c = common::agent_command();
+    c.current_dir(dir.path())
+        .args([
+            "--config",
+            dir.path().join("alumet-config.toml").to_str().unwrap(),
+        ])
+        .args([
+            "--control-socket",
+            dir.path().join("ctl.sock").to_str().unwrap(),
+        ])
+        .args(["--plugins", "procfs,csv"])
+        .args([
+            "--set",
+            &format!("plugins.procfs.proc_root={:?}", proc_root.to_str().unwrap()),
+        ])
+        .args(["--set", "plugins.procfs.process_refresh_interval=\"100ms\""])
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let stuck = proc_root.join("4242");
+    std::fs::create_dir(&stuck).unwrap();
+    for name in ["stat", "cmdline"] {
+        let path = std::ffi::CString::new(stuck.join(name).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    }
+    let stalled_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Stuck for good (as systemd would, after WatchdogSec).
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let messages = received.lock().unwrap().clone();
+    let pings: Vec<Instant> = messages
         .iter()
-        .filter(|t| **t > paused_at + Duration::from_millis(450))
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    let before = pings.iter().filter(|t| **t < stalled_at).count();
+    assert!(before >= 3, "{before} pings before the stall: {messages:?}");
+    // The scan that opens the FIFO comes within 100 ms; a ping under way may still land.
+    let after = pings
+        .iter()
+        .filter(|t| **t > stalled_at + Duration::from_millis(500))
         .count();
-    assert_eq!(stalled_pings, 0, "pings with no poll: {messages:?}");
+    assert_eq!(after, 0, "pings while stuck: {messages:?}");
+    assert!(
+        messages.iter().any(|(_, m)| m.contains("STATUS=STALLED")),
+        "{messages:?}"
+    );
 }
 
 #[test]

@@ -173,6 +173,9 @@ impl Poller {
                 }
                 let _ = ack.send(());
             }
+            PollerCommand::Ping(ack) => {
+                let _ = ack.send(());
+            }
             PollerCommand::Shutdown => {}
         }
     }
