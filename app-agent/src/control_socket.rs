@@ -131,6 +131,9 @@ fn serve_one(stream: UnixStream, running: &SharedRunning) {
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
     let answer = match BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_line(&mut line) {
+        Ok(n) if n as u64 >= MAX_REQUEST_BYTES && !line.ends_with('\n') => {
+            fail(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        }
         Ok(_) => answer(line.trim(), running),
         Err(e) => json!({"ok": false, "error": format!("cannot read the request: {e}")}),
     };

@@ -287,6 +287,44 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
     let after = read_csv(&dir.path().join("out.csv"));
     assert!(after.len() as u64 > rows, "resumed: points again");
 
+    // A paused source polled on demand; a new interval applied.
+    let process_rows =
+        |rows: &[common::Row]| rows.iter().filter(|r| r.consumer.0 == "process").count();
+    let before_trigger = process_rows(&read_csv(&dir.path().join("out.csv")));
+    let triggered = ctl_ok(dir.path(), &["trigger", "procfs/proc*"]);
+    assert!(triggered.contains("procfs/processes"), "{triggered}");
+    assert!(common::wait_until(Duration::from_secs(2), || process_rows(
+        &read_csv(&dir.path().join("out.csv"))
+    )
+        > before_trigger));
+    ctl_ok(dir.path(), &["set-interval", "procfs/system", "250ms"]);
+    let slow_from = read_csv(&dir.path().join("out.csv")).len();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut times: Vec<u64> = read_csv(&dir.path().join("out.csv"))[slow_from..]
+        .iter()
+        .filter(|r| r.metric == "tasks_running")
+        .map(|r| r.timestamp_ns)
+        .collect();
+    times.dedup();
+    assert!(
+        (3..=6).contains(&times.len()),
+        "about 4 polls in 1.1 s at 250 ms: {times:?}"
+    );
+
+    // Garbage, an endless line: an error answer, and the socket still serves.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let _ = raw.write_all(&[b'x'; 10_000]);
+        let mut answer = String::new();
+        let _ = raw.read_to_string(&mut answer);
+        assert!(
+            answer.contains("\"ok\":false") && answer.contains("longer than"),
+            "{answer}"
+        );
+    }
+    assert!(ctl_ok(dir.path(), &["status"]).contains("procfs/system"));
+
     // Errors name what exists.
     let unknown = ctl(dir.path(), &["pause", "rapl/*"]);
     assert_eq!(unknown.status.code(), Some(1));
