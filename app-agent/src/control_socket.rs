@@ -209,7 +209,7 @@ fn for_each(
     json!({"ok": true, "sources": names})
 }
 
-/// Every counter, per source and per output.
+/// Every counter and the last error, per source and per output.
 pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
     let stats = handle.stats();
     let sources: Vec<Value> = stats
@@ -223,6 +223,7 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
                 "missed_ticks": s.missed_ticks,
                 "errors": s.errors,
                 "dropped_points": s.dropped_points,
+                "last_error": s.last_error,
             })
         })
         .collect();
@@ -236,6 +237,7 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
                 "written_batches": o.written_batches,
                 "retries": o.retries,
                 "dropped_points": o.dropped_points,
+                "last_error": o.last_error,
             })
         })
         .collect();

@@ -110,6 +110,19 @@ fn print_status(answer: &Value) {
         );
     }
     println!("dropped in total: {}", answer["total_dropped_points"]);
+    let elements = answer["sources"]
+        .as_array()
+        .into_iter()
+        .chain(answer["outputs"].as_array())
+        .flatten();
+    for e in elements {
+        if let Some(error) = e["last_error"].as_str() {
+            println!(
+                "last error of {}: {error}",
+                e["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
 }
 
 fn count(v: &Value) -> u64 {

@@ -271,6 +271,18 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
     assert_eq!(points_out, rows, "{status}");
     assert_eq!(written, rows, "{status}");
     assert_eq!(status["total_dropped_points"], 0);
+    for element in status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(status["outputs"].as_array().unwrap())
+    {
+        assert!(
+            element["last_error"].is_null(),
+            "no error on this run: {element}"
+        );
+        assert!(element.as_object().unwrap().contains_key("last_error"));
+    }
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(
         read_csv(&dir.path().join("out.csv")).len() as u64,
