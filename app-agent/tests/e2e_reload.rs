@@ -94,13 +94,34 @@ fn median_gap_ms(times: &[u64], from_ns: u64, to_ns: u64) -> f64 {
     gaps[gaps.len() / 2] as f64 / 1e6
 }
 
-/// No poll missing: no gap reaches twice the longer of the intervals around it.
-fn assert_continuous(times: &[u64], longest_interval_ms: u64) {
-    for w in times.windows(2) {
+/// How long a reload may hold the cadence up: the old pipeline's last poll
+/// is taken at the signal, the new one's first when it has started (a few
+/// ms, see BENCHMARKS.md; more on a loaded 2-core CI machine).
+const RESTART_ALLOWANCE_MS: f64 = 500.0;
+
+/// No poll missing: no gap reaches twice the longer of the intervals around
+/// it, except the restart gap after each reload (`reloads`: when SIGHUP was
+/// sent), which may be as long as an interval plus the restart allowance.
+fn assert_continuous(times: &[u64], longest_interval_ms: u64, reloads: &[u64]) {
+    // After SIGHUP come at most one regular poll of the old pipeline, its
+    // last poll, then the new pipeline's first: the restart is one of the
+    // two gaps that start at the first poll after the signal or the next.
+    let restart_gaps: Vec<usize> = reloads
+        .iter()
+        .filter_map(|&r| times.iter().position(|&t| t > r))
+        .flat_map(|i| [i, i + 1])
+        .collect();
+    for (j, w) in times.windows(2).enumerate() {
         let gap_ms = (w[1] - w[0]) as f64 / 1e6;
+        let after_reload = restart_gaps.contains(&j);
+        let limit = if after_reload {
+            longest_interval_ms as f64 + RESTART_ALLOWANCE_MS
+        } else {
+            1.9 * longest_interval_ms as f64
+        };
         assert!(
-            gap_ms < 1.9 * longest_interval_ms as f64,
-            "a poll is missing: {gap_ms:.0} ms between {} and {}",
+            gap_ms < limit,
+            "a poll is missing: {gap_ms:.0} ms between {} and {} (after a reload: {after_reload})",
             w[0],
             w[1]
         );
@@ -135,7 +156,7 @@ fn two_reloads_with_new_intervals_keep_every_poll_once() {
         "one header only"
     );
     let times = poll_times(&read_csv(&dir.path().join("out.csv")));
-    assert_continuous(&times, 300);
+    assert_continuous(&times, 300, &[first_hup, second_hup]);
     let settle = 300_000_000;
     let before = median_gap_ms(&times, 0, first_hup);
     let middle = median_gap_ms(&times, first_hup + settle, second_hup);
@@ -179,7 +200,8 @@ fn an_invalid_file_at_reload_keeps_the_old_configuration() {
     );
     assert!(!stderr.contains("reloaded"), "{stderr}");
     let times = poll_times(&read_csv(&dir.path().join("out.csv")));
-    assert_continuous(&times, 100);
+    // Nothing restarts: no allowance.
+    assert_continuous(&times, 100, &[]);
     let after = median_gap_ms(&times, hup_at, u64::MAX);
     assert!(
         (80.0..140.0).contains(&after),
@@ -233,7 +255,7 @@ fn a_file_renamed_before_sighup_is_left_complete_and_a_new_one_starts() {
     );
     assert!(old.last().unwrap() < new.first().unwrap());
     let all: Vec<u64> = old.iter().chain(new.iter()).copied().collect();
-    assert_continuous(&all, 100);
+    assert_continuous(&all, 100, &[*old.last().unwrap() - 1]);
 }
 
 #[test]

@@ -310,17 +310,24 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
     )
         > before_trigger));
     ctl_ok(dir.path(), &["set-interval", "procfs/system", "250ms"]);
-    let slow_from = read_csv(&dir.path().join("out.csv")).len();
-    std::thread::sleep(Duration::from_millis(1100));
-    let mut times: Vec<u64> = read_csv(&dir.path().join("out.csv"))[slow_from..]
+    let set_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut times: Vec<u64> = read_csv(&dir.path().join("out.csv"))
         .iter()
-        .filter(|r| r.metric == "tasks_running")
+        .filter(|r| r.metric == "tasks_running" && r.timestamp_ns > set_at)
         .map(|r| r.timestamp_ns)
         .collect();
     times.dedup();
+    let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    assert!(gaps.len() >= 2, "{times:?}");
+    let median_ms = gaps[gaps.len() / 2] as f64 / 1e6;
     assert!(
-        (3..=6).contains(&times.len()),
-        "about 4 polls in 1.1 s at 250 ms: {times:?}"
+        (200.0..320.0).contains(&median_ms),
+        "250 ms applies: {median_ms} ms, {times:?}"
     );
 
     // Garbage, an endless line: an error answer, and the socket still serves.
@@ -344,8 +351,28 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
 
     refused_outside_the_mode(dir.path());
 
+    // `ctl reload` takes the SIGHUP path; the new pipeline answers again.
+    assert!(ctl_ok(dir.path(), &["reload"]).contains("reload requested"));
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        ctl(dir.path(), &["status"]).status.success()
+    }));
+
     let (code, stderr) = sigterm_and_wait(child);
     assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("reloaded").count(), 1, "{stderr}");
+
+    // No agent there: a clear error naming the socket.
+    let nobody_there = common::agent_command()
+        .args([
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "ctl",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(nobody_there.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody_there.stderr).contains(socket.to_str().unwrap()));
     assert!(!socket.exists(), "the socket is removed at exit");
 }
 
