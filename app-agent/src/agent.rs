@@ -35,6 +35,25 @@ pub struct Agent {
     pub exec_target: ExecTarget,
 }
 
+/// Initialises every enabled plugin from its section without starting it,
+/// so that what only a plugin can check (beyond the section's shape) is
+/// checked too. Returns the first plugin's rejection, as `start` reports it.
+pub fn check_plugin_configs(config: &LoadedConfig) -> Result<(), String> {
+    for (meta, table, enabled) in &config.plugins {
+        if !enabled {
+            continue;
+        }
+        if let Err(PluginError::Config(e)) = (meta.init)(table.clone()) {
+            return Err(format!(
+                "invalid configuration: {}: [plugins.{}]: {e}",
+                config.path.display(),
+                meta.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Starts every enabled plugin, then the pipeline. `extra` adds agent-owned
 /// elements (the exec summary).
 pub fn start(
@@ -128,6 +147,11 @@ impl Agent {
     /// The pipeline's control handle.
     pub fn handle(&self) -> PipelineHandle {
         self.pipeline.handle()
+    }
+
+    /// Names of the plugins that started.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.plugins.iter().map(|(n, _)| n.clone()).collect()
     }
 
     /// Shuts the pipeline down (last poll, drain, flush, close), then stops

@@ -47,6 +47,16 @@ pub struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub quiet: u8,
 
+    /// The control socket of `run` (and the one `ctl` talks to)
+    /// [default: $RUNTIME_DIRECTORY/control.sock, else /run/alumet/control.sock as root, else $XDG_RUNTIME_DIR/alumet/control.sock].
+    #[arg(
+        long,
+        global = true,
+        env = "ALUMET_CONTROL_SOCKET",
+        value_name = "PATH"
+    )]
+    pub control_socket: Option<PathBuf>,
+
     /// What to do [default: run].
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -55,7 +65,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Measure until SIGINT or SIGTERM, then flush everything and exit 0.
+    /// Measure until SIGINT or SIGTERM, then flush everything and exit 0;
+    /// SIGHUP reloads the configuration.
     #[command(after_help = "Example:\n  alumet-agent --config /etc/alumet/alumet-config.toml run")]
     Run,
     /// Measure while a command runs, print a summary on stderr, exit with its exit code.
@@ -102,6 +113,51 @@ pub enum Command {
         after_help = "Example:\n  alumet-agent doctor\n  alumet-agent --set 'plugins.rapl.sysfs_root=\"/host/sys\"' doctor"
     )]
     Doctor,
+    /// Ask a running agent (`run`) what it does, or tell it what to do, through its control socket.
+    #[command(subcommand)]
+    Ctl(CtlCommand),
+}
+
+/// `ctl` subcommands. SOURCE: a name as `ctl status` prints it
+/// (`plugin/source`); `*` and `?` match any run of characters / any one.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Counters per source and output: polls, points, missed ticks, errors, retries, drops.
+    #[command(after_help = "Example:\n  alumet-agent ctl status --json")]
+    Status {
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop polling sources until `resume`.
+    #[command(after_help = "Example:\n  alumet-agent ctl pause 'procfs/*'")]
+    Pause {
+        /// Source name or glob.
+        source: String,
+    },
+    /// Poll paused sources again.
+    #[command(after_help = "Example:\n  alumet-agent ctl resume 'procfs/*'")]
+    Resume {
+        /// Source name or glob.
+        source: String,
+    },
+    /// Change the poll interval of sources (until the next reload or restart).
+    #[command(after_help = "Example:\n  alumet-agent ctl set-interval procfs/system 100ms")]
+    SetInterval {
+        /// Source name or glob.
+        source: String,
+        /// The new interval, e.g. 100ms, 2s.
+        interval: String,
+    },
+    /// Poll sources now (default: all).
+    #[command(after_help = "Example:\n  alumet-agent ctl trigger")]
+    Trigger {
+        /// Source name or glob.
+        source: Option<String>,
+    },
+    /// Reload the configuration (as SIGHUP does).
+    #[command(after_help = "Example:\n  alumet-agent ctl reload")]
+    Reload,
 }
 
 /// `config` subcommands.
@@ -115,6 +171,11 @@ pub enum ConfigCommand {
     /// Print the effective configuration (file + overrides), secrets redacted.
     #[command(after_help = "Example:\n  alumet-agent --set plugins.csv.append=true config show")]
     Show,
+    /// Validate the configuration without running: exit 0, or 2 with the diagnostics.
+    #[command(
+        after_help = "Example:\n  alumet-agent --config /etc/alumet/alumet-config.toml config check"
+    )]
+    Check,
 }
 
 /// `plugins` subcommands.

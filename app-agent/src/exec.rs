@@ -96,10 +96,17 @@ pub fn exec(
                 // The terminal already sent SIGINT to the whole foreground group;
                 // a SIGTERM was meant for us only: pass it on and keep measuring
                 // until the command ends.
-                if signal == crate::signals::StopSignal::Terminate {
+                // A SIGHUP too, as the terminal would have sent it to the
+                // command had it run there alone.
+                let forward = match signal {
+                    crate::signals::StopSignal::Terminate => Some(libc::SIGTERM),
+                    crate::signals::StopSignal::Hangup => Some(libc::SIGHUP),
+                    crate::signals::StopSignal::Interrupt => None,
+                };
+                if let Some(sig) = forward {
                     // SAFETY: kill() with a pid we spawned and have not reaped yet.
                     unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                        libc::kill(pid as libc::pid_t, sig);
                     }
                 }
                 log::info!("{}: waiting for the command to exit", signal.name());

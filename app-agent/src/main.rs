@@ -5,11 +5,15 @@ mod agent;
 mod cli;
 mod command_cgroup;
 mod config;
+mod control_socket;
+mod ctl;
 mod diagnostics;
 mod doctor;
 mod exec;
+mod notify;
 mod plugins;
 mod report;
+mod service;
 mod session;
 mod signals;
 mod suggest;
@@ -106,7 +110,16 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match load(&cli) {
-                Ok(config) => run(&config, signals),
+                Ok(config) => {
+                    let path = config::resolve_path(cli.config.clone());
+                    let all = plugins::all();
+                    let overrides = overrides(&cli);
+                    service::run(config, signals, cli.control_socket.as_deref(), || {
+                        // A file gone is an error here, not a new default one.
+                        std::fs::metadata(&path).map_err(|e| ConfigFailure::Io(path.clone(), e))?;
+                        config::load(&path, &overrides, &all)
+                    })
+                }
                 Err(code) => code,
             }
         }
@@ -146,9 +159,33 @@ fn run_cli(cli: Cli) -> i32 {
             Ok(config) => show(&config),
             Err(code) => code,
         },
+        Some(Command::Config(ConfigCommand::Check))
+            if !config::resolve_path(cli.config.clone()).exists() =>
+        {
+            eprintln!(
+                "alumet-agent: {}: no such configuration file",
+                config::resolve_path(cli.config.clone()).display()
+            );
+            EXIT_INVALID_CONFIG
+        }
+        Some(Command::Config(ConfigCommand::Check)) => match load(&cli) {
+            Ok(config) => check(&config),
+            Err(code) => code,
+        },
         Some(Command::Plugins(PluginsCommand::List)) => match load(&cli) {
             Ok(config) => list_plugins(&config),
             Err(code) => code,
+        },
+        Some(Command::Ctl(command)) => match cli
+            .control_socket
+            .clone()
+            .or_else(control_socket::default_path)
+        {
+            Some(path) => ctl::run(&path, command),
+            None => {
+                eprintln!("alumet-agent: ctl: no control socket path: give --control-socket PATH");
+                1
+            }
         },
         Some(Command::Doctor) => doctor(&cli),
     }
@@ -182,29 +219,6 @@ fn doctor(cli: &Cli) -> i32 {
             EXIT_INVALID_CONFIG
         }
     }
-}
-
-fn run(config: &LoadedConfig, mut signals: signals::StopSignals) -> i32 {
-    let agent = match agent::start(config, |_| Ok(())) {
-        Ok(a) => a,
-        Err(agent::StartError::InvalidConfig(m)) => {
-            log::error!("{m}");
-            return EXIT_INVALID_CONFIG;
-        }
-        Err(agent::StartError::Fatal(m)) => {
-            log::error!("{m}");
-            return 1;
-        }
-    };
-    let signal = signals.wait();
-    log::info!(
-        "{}: stopping (last poll, flushing outputs); send it again to exit at once",
-        signal.name()
-    );
-    signals.force_exit_on_next();
-    agent.stop();
-    log::info!("stopped");
-    0
 }
 
 fn regen(cli: &Cli) -> i32 {
@@ -270,6 +284,21 @@ fn show(config: &LoadedConfig) -> i32 {
         Err(e) => {
             eprintln!("alumet-agent: {e}");
             1
+        }
+    }
+}
+
+/// `config check`: the file parsed and validated (`load`), then every
+/// enabled plugin's own checks; nothing starts.
+fn check(config: &LoadedConfig) -> i32 {
+    match agent::check_plugin_configs(config) {
+        Ok(()) => {
+            println!("{}: valid", config.path.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("alumet-agent: {e}");
+            EXIT_INVALID_CONFIG
         }
     }
 }

@@ -1,7 +1,9 @@
-//! SIGINT and SIGTERM, as a stream the agent can wait on.
+//! SIGINT, SIGTERM and SIGHUP, as a stream the agent can wait on.
 //!
 //! systemd stops services with SIGTERM and terminals send SIGINT: both mean
-//! "stop gracefully". A second one means "stop now".
+//! "stop gracefully". A second one means "stop now". SIGHUP (a closing
+//! terminal, logrotate's `postrotate`, `systemctl reload`) never kills the
+//! agent: `run` reloads, `exec` passes it on to the command.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -11,6 +13,7 @@ pub struct StopSignals {
     runtime: tokio::runtime::Runtime,
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 /// Which signal arrived.
@@ -20,6 +23,8 @@ pub enum StopSignal {
     Interrupt,
     /// SIGTERM (systemd, kill).
     Terminate,
+    /// SIGHUP (reload, closing terminal): never a stop.
+    Hangup,
 }
 
 impl StopSignal {
@@ -28,6 +33,7 @@ impl StopSignal {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
         }
     }
 }
@@ -38,42 +44,60 @@ impl StopSignals {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (interrupt, terminate) = {
+        let (interrupt, terminate, hangup) = {
             let _guard = runtime.enter();
             (
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
             )
         };
         Ok(Self {
             runtime,
             interrupt,
             terminate,
+            hangup,
         })
     }
 
-    /// Waits for the next stop signal.
+    /// Waits for the next signal, SIGHUP included.
     pub fn wait(&mut self) -> StopSignal {
-        let (interrupt, terminate) = (&mut self.interrupt, &mut self.terminate);
+        let (interrupt, terminate, hangup) =
+            (&mut self.interrupt, &mut self.terminate, &mut self.hangup);
         self.runtime.block_on(async {
             tokio::select! {
                 _ = interrupt.recv() => StopSignal::Interrupt,
                 _ = terminate.recv() => StopSignal::Terminate,
+                _ = hangup.recv() => StopSignal::Hangup,
             }
         })
     }
 
-    /// Waits for a stop signal or for `future`, whichever comes first.
+    /// Waits for the next stop signal (SIGINT or SIGTERM); a SIGHUP is
+    /// logged and ignored.
+    pub fn wait_stop(&mut self) -> StopSignal {
+        loop {
+            match self.wait() {
+                StopSignal::Hangup => log::info!("SIGHUP: ignored, still measuring"),
+                s => return s,
+            }
+        }
+    }
+
+    /// Waits for a signal (SIGHUP included) or for `future`, whichever
+    /// comes first.
     pub fn wait_or<F: std::future::Future>(
         &mut self,
         future: &mut std::pin::Pin<Box<F>>,
     ) -> Result<F::Output, StopSignal> {
-        let (interrupt, terminate) = (&mut self.interrupt, &mut self.terminate);
+        let (interrupt, terminate, hangup) =
+            (&mut self.interrupt, &mut self.terminate, &mut self.hangup);
         self.runtime.block_on(async {
             tokio::select! {
                 out = future.as_mut() => Ok(out),
                 _ = interrupt.recv() => Err(StopSignal::Interrupt),
                 _ = terminate.recv() => Err(StopSignal::Terminate),
+                _ = hangup.recv() => Err(StopSignal::Hangup),
             }
         })
     }
@@ -81,7 +105,7 @@ impl StopSignals {
     /// After the first signal: a second one exits at once, from a thread of its own.
     pub fn force_exit_on_next(mut self) {
         std::thread::spawn(move || {
-            let s = self.wait();
+            let s = self.wait_stop();
             eprintln!(
                 "alumet-agent: second {}: exiting now; data not yet written is lost",
                 s.name()

@@ -47,9 +47,14 @@ fn wait_until_gone(
         })
     };
     let mut rx = Box::pin(rx);
-    let result = match signals.wait_or(&mut rx) {
-        Ok(_) => None,
-        Err(signal) => Some(signal.name()),
+    let result = loop {
+        match signals.wait_or(&mut rx) {
+            Ok(_) => break None,
+            Err(crate::signals::StopSignal::Hangup) => {
+                log::info!("SIGHUP: ignored, still measuring")
+            }
+            Err(signal) => break Some(signal.name()),
+        }
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();

@@ -86,7 +86,7 @@ fn deb() -> &'static Path {
 }
 
 /// The man pages: one for the agent, one per visible subcommand.
-const MAN_PAGES: [&str; 10] = [
+const MAN_PAGES: [&str; 18] = [
     "alumet-agent",
     "alumet-agent-run",
     "alumet-agent-exec",
@@ -97,6 +97,14 @@ const MAN_PAGES: [&str; 10] = [
     "alumet-agent-plugins",
     "alumet-agent-plugins-list",
     "alumet-agent-doctor",
+    "alumet-agent-config-check",
+    "alumet-agent-ctl",
+    "alumet-agent-ctl-status",
+    "alumet-agent-ctl-pause",
+    "alumet-agent-ctl-resume",
+    "alumet-agent-ctl-set-interval",
+    "alumet-agent-ctl-trigger",
+    "alumet-agent-ctl-reload",
 ];
 
 /// Every file of the package (not directories), as `(mode, path)`.

@@ -36,6 +36,8 @@ pub(crate) enum PollerCommand {
     SetInterval(SourceSelector, Duration),
     /// Poll now; the sender is told when done.
     TriggerNow(SourceSelector, mpsc::Sender<()>),
+    /// Answer at once (between polls): the poller is alive.
+    Ping(mpsc::Sender<()>),
     /// Last poll, flush everything, stop.
     Shutdown,
 }
@@ -168,6 +170,31 @@ impl PipelineHandle {
             }
         }
         Ok(())
+    }
+
+    /// The pipeline's heartbeat: whether every poller thread answered
+    /// within `timeout`. A poller answers between polls, paused or not, so
+    /// `false` means one is stuck in a source's poll (or gone). Blocks the
+    /// calling thread for at most `timeout`.
+    pub fn heartbeat(&self, timeout: Duration) -> bool {
+        if self.inner.shutdown_requested.load(Ordering::Acquire) {
+            return false;
+        }
+        let (ack_tx, ack_rx) = mpsc::channel();
+        for (tx, _) in &self.inner.pollers {
+            if tx.send(PollerCommand::Ping(ack_tx.clone())).is_err() {
+                return false;
+            }
+        }
+        drop(ack_tx);
+        let deadline = std::time::Instant::now() + timeout;
+        for _ in 0..self.inner.pollers.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if ack_rx.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Asks the pipeline to stop: last poll of every source, drain, flush,

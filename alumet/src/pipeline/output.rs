@@ -88,6 +88,7 @@ impl OutputRunner {
                     return Outcome::Done;
                 }
                 Err(WriteError::Retry { error, after }) if attempt < attempts => {
+                    self.stats.last_error.set(&error);
                     self.stats.retries.fetch_add(1, Relaxed);
                     let wait = after
                         .unwrap_or(delay)
@@ -100,6 +101,7 @@ impl OutputRunner {
                     delay = (delay * 2).min(self.config.retry_max_delay);
                 }
                 Err(WriteError::Retry { error, .. }) => {
+                    self.stats.last_error.set(&error);
                     self.count_lost(n);
                     log::error!(
                         "output {}: giving up on {n} points after {attempts} attempts: {error}",
@@ -108,6 +110,7 @@ impl OutputRunner {
                     return Outcome::GaveUp;
                 }
                 Err(WriteError::Fatal(error)) => {
+                    self.stats.last_error.set(&error);
                     self.count_lost(n);
                     log::error!("output {} stopped: {error}", self.name);
                     return Outcome::Fatal;
@@ -127,6 +130,7 @@ impl OutputRunner {
             match self.output.flush(&ctx) {
                 Ok(()) => return true,
                 Err(WriteError::Retry { error, after }) => {
+                    self.stats.last_error.set(&error);
                     log::warn!(
                         "output {}: flush failed (attempt {attempt}): {error}",
                         self.name
@@ -135,6 +139,7 @@ impl OutputRunner {
                     delay = (delay * 2).min(self.config.retry_max_delay);
                 }
                 Err(WriteError::Fatal(error)) => {
+                    self.stats.last_error.set(&error);
                     log::error!("output {} stopped: flush failed: {error}", self.name);
                     return false;
                 }

@@ -173,6 +173,9 @@ impl Poller {
                 }
                 let _ = ack.send(());
             }
+            PollerCommand::Ping(ack) => {
+                let _ = ack.send(());
+            }
             PollerCommand::Shutdown => {}
         }
     }
@@ -230,6 +233,7 @@ impl Poller {
         match result {
             Ok(()) => {}
             Err(PollError::Transient(e)) => {
+                s.m.stats.last_error.set(&e);
                 let n = s.m.stats.errors.fetch_add(1, Relaxed) + 1;
                 if should_log(n) {
                     log::warn!(
@@ -239,6 +243,7 @@ impl Poller {
                 }
             }
             Err(PollError::Fatal(e)) => {
+                s.m.stats.last_error.set(&e);
                 s.m.stats.errors.fetch_add(1, Relaxed);
                 log::error!("source {} stopped: {e}", s.m.name);
                 s.failed = true;

@@ -3,7 +3,23 @@
 //! Loss is never silent: every point dropped anywhere is counted here.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The most recent error of an element, as its log line says it.
+#[derive(Debug, Default)]
+pub(crate) struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub(crate) fn set(&self, error: &dyn std::fmt::Display) {
+        if let Ok(mut e) = self.0.lock() {
+            *e = Some(error.to_string());
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|e| e.clone())
+    }
+}
 
 /// Counters of one managed source.
 #[derive(Debug, Default)]
@@ -13,6 +29,7 @@ pub(crate) struct SourceStats {
     pub missed_ticks: AtomicU64,
     pub errors: AtomicU64,
     pub dropped_points: AtomicU64,
+    pub last_error: LastError,
 }
 
 /// Counters of one output.
@@ -22,6 +39,7 @@ pub(crate) struct OutputStats {
     pub written_batches: AtomicU64,
     pub retries: AtomicU64,
     pub dropped_points: AtomicU64,
+    pub last_error: LastError,
 }
 
 /// All counters.
@@ -70,6 +88,7 @@ impl PipelineStats {
                     missed_ticks: s.missed_ticks.load(Relaxed),
                     errors: s.errors.load(Relaxed),
                     dropped_points: s.dropped_points.load(Relaxed),
+                    last_error: s.last_error.get(),
                 })
                 .collect(),
             outputs: self
@@ -81,6 +100,7 @@ impl PipelineStats {
                     written_batches: o.written_batches.load(Relaxed),
                     retries: o.retries.load(Relaxed),
                     dropped_points: o.dropped_points.load(Relaxed),
+                    last_error: o.last_error.get(),
                 })
                 .collect(),
             total_dropped_points: self.total_dropped_points.load(Relaxed),
@@ -103,6 +123,8 @@ pub struct SourceStatsSnapshot {
     pub errors: u64,
     /// Points dropped because the queue to the transforms was full.
     pub dropped_points: u64,
+    /// The most recent failed poll's error, if any.
+    pub last_error: Option<String>,
 }
 
 /// Counters of one output at one moment.
@@ -118,6 +140,8 @@ pub struct OutputStatsSnapshot {
     pub retries: u64,
     /// Points this output never wrote (queue full, retry budget spent, output failed).
     pub dropped_points: u64,
+    /// The most recent failed write's or flush's error, if any.
+    pub last_error: Option<String>,
 }
 
 /// All counters at one moment.

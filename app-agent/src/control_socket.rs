@@ -1,0 +1,251 @@
+//! The runtime control socket of `run`: a Unix stream socket (mode 0660,
+//! group `alumet` where that group exists; nothing on the network) that
+//! `alumet-agent ctl` talks to.
+//!
+//! Protocol: one request line (`status`, `pause GLOB`, `resume GLOB`,
+//! `set-interval GLOB DURATION`, `trigger [GLOB]`, `reload`), one JSON
+//! answer line (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), then the
+//! connection closes. Every command goes to the pipeline's
+//! [`PipelineHandle`]; sources are named as `status` prints them
+//! (`plugin/source`), `*` and `?` allowed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alumet::pipeline::{PipelineHandle, SourceSelector};
+use alumet_kernelfs::glob::Glob;
+use serde_json::{json, Value};
+
+/// The longest request line read.
+const MAX_REQUEST_BYTES: u64 = 4096;
+/// A client that sends nothing for this long is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `trigger` waits for the polls.
+const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the socket serves: the current pipeline (swapped at each reload)
+/// and the plugins running it.
+#[derive(Default)]
+pub struct Running {
+    /// The pipeline's control handle; `None` while none runs.
+    pub handle: Option<PipelineHandle>,
+    /// Names of the running plugins.
+    pub plugins: Vec<String>,
+}
+
+/// Shared between the service loop and the socket thread.
+pub type SharedRunning = Arc<Mutex<Running>>;
+
+/// Where the socket lives when `--control-socket` is not given:
+/// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else
+/// `/run/alumet` for root, else `$XDG_RUNTIME_DIR/alumet`.
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let first = dir.to_string_lossy().split(':').next()?.to_owned();
+        return Some(Path::new(&first).join("control.sock"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/run/alumet/control.sock"));
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").map(|d| Path::new(&d).join("alumet/control.sock"))
+}
+
+/// The listening socket; the file is removed on drop.
+pub struct ControlSocket {
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `path` and serves it from a thread of its own. A socket that
+/// another live agent answers on is left alone (error).
+pub fn serve(path: &Path, running: SharedRunning) -> Result<ControlSocket, String> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is the control socket of another running agent (give this one --control-socket PATH)",
+                path.display()
+            ));
+        }
+        // Left by an agent that is gone.
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale {}: {e}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let socket = ControlSocket {
+        path: path.to_owned(),
+    };
+    restrict(path)?;
+    std::thread::Builder::new()
+        .name("control-socket".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => serve_one(s, &running),
+                    Err(e) => log::debug!("control socket: accept: {e}"),
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the control socket thread: {e}"))?;
+    Ok(socket)
+}
+
+/// Mode 0660, group `alumet` if it exists.
+fn restrict(path: &Path) -> Result<(), String> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+    // SAFETY: getgrnam with a NUL-terminated name; the result is read at once.
+    let gid = unsafe {
+        let group = libc::getgrnam(c"alumet".as_ptr());
+        if group.is_null() {
+            None
+        } else {
+            Some((*group).gr_gid)
+        }
+    };
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give {} to group alumet: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn serve_one(stream: UnixStream, running: &SharedRunning) {
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+    let mut line = String::new();
+    let answer = match BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_line(&mut line) {
+        Ok(n) if n as u64 >= MAX_REQUEST_BYTES && !line.ends_with('\n') => {
+            fail(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(_) => answer(line.trim(), running),
+        Err(e) => json!({"ok": false, "error": format!("cannot read the request: {e}")}),
+    };
+    let mut out = answer.to_string();
+    out.push('\n');
+    let _ = (&stream).write_all(out.as_bytes());
+}
+
+fn fail(message: impl std::fmt::Display) -> Value {
+    json!({"ok": false, "error": message.to_string()})
+}
+
+/// The answer to one request line.
+pub fn answer(request: &str, running: &SharedRunning) -> Value {
+    let words: Vec<&str> = request.split_whitespace().collect();
+    if words.first() == Some(&"reload") {
+        // The same path as `kill -HUP`: the service loop does the reload.
+        // SAFETY: kill() on our own pid.
+        unsafe {
+            libc::kill(std::process::id() as libc::pid_t, libc::SIGHUP);
+        }
+        return json!({"ok": true, "message": "reload requested (see the agent's log for its outcome)"});
+    }
+    let (handle, plugins) = match running.lock() {
+        Ok(r) => match &r.handle {
+            Some(h) => (h.clone(), r.plugins.clone()),
+            None => return fail("no pipeline is running right now (reloading?); try again"),
+        },
+        Err(_) => return fail("internal error: the agent state is poisoned"),
+    };
+    match words.as_slice() {
+        ["status"] => status(&handle, &plugins),
+        ["pause", pattern] => for_each(&handle, pattern, |h, s| h.pause(s)),
+        ["resume", pattern] => for_each(&handle, pattern, |h, s| h.resume(s)),
+        ["set-interval", pattern, interval] => match alumet::config::parse_duration(interval) {
+            Ok(d) => for_each(&handle, pattern, |h, s| h.set_poll_interval(s, d)),
+            Err(e) => fail(format!("invalid interval {interval:?}: {e}")),
+        },
+        ["trigger"] => for_each(&handle, "*", |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
+        ["trigger", pattern] => for_each(&handle, pattern, |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
+        _ => fail(format!(
+            "unknown request {request:?}; expected status, pause SOURCE, resume SOURCE, set-interval SOURCE DURATION, trigger [SOURCE] or reload"
+        )),
+    }
+}
+
+/// Applies `apply` to every source whose name matches `pattern`.
+fn for_each(
+    handle: &PipelineHandle,
+    pattern: &str,
+    apply: impl Fn(
+        &PipelineHandle,
+        SourceSelector,
+    ) -> Result<(), alumet::pipeline::control::ControlError>,
+) -> Value {
+    let glob = Glob::new(pattern);
+    let names: Vec<String> = handle
+        .source_names()
+        .into_iter()
+        .filter(|n| glob.matches(n.as_bytes()))
+        .collect();
+    if names.is_empty() {
+        return fail(format!(
+            "no source matches {pattern:?}; sources: {}",
+            handle.source_names().join(", ")
+        ));
+    }
+    for name in &names {
+        if let Err(e) = apply(handle, SourceSelector::Name(name.clone())) {
+            return fail(format!("{name}: {e}"));
+        }
+    }
+    json!({"ok": true, "sources": names})
+}
+
+/// Every counter and the last error, per source and per output.
+pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
+    let stats = handle.stats();
+    let sources: Vec<Value> = stats
+        .sources
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "polls": s.polls,
+                "points_out": s.points,
+                "missed_ticks": s.missed_ticks,
+                "errors": s.errors,
+                "dropped_points": s.dropped_points,
+                "last_error": s.last_error,
+            })
+        })
+        .collect();
+    let outputs: Vec<Value> = stats
+        .outputs
+        .iter()
+        .map(|o| {
+            json!({
+                "name": o.name,
+                "written_points": o.written_points,
+                "written_batches": o.written_batches,
+                "retries": o.retries,
+                "dropped_points": o.dropped_points,
+                "last_error": o.last_error,
+            })
+        })
+        .collect();
+    json!({
+        "ok": true,
+        "plugins": plugins,
+        "sources": sources,
+        "outputs": outputs,
+        "total_dropped_points": stats.total_dropped_points,
+    })
+}

@@ -1,0 +1,130 @@
+//! `alumet-agent ctl …`: the client of the control socket of a running
+//! agent (see `control_socket.rs` for the protocol).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::CtlCommand;
+
+/// How long to wait for the agent's answer (`trigger` waits for polls).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs one `ctl` command; returns the exit code (0 done, 1 refused or unreachable).
+pub fn run(socket: &Path, command: &CtlCommand) -> i32 {
+    let (request, json) = match command {
+        CtlCommand::Status { json } => ("status".to_owned(), *json),
+        CtlCommand::Pause { source } => (format!("pause {source}"), false),
+        CtlCommand::Resume { source } => (format!("resume {source}"), false),
+        CtlCommand::SetInterval { source, interval } => {
+            (format!("set-interval {source} {interval}"), false)
+        }
+        CtlCommand::Trigger { source } => (
+            format!("trigger {}", source.as_deref().unwrap_or("*")),
+            false,
+        ),
+        CtlCommand::Reload => ("reload".to_owned(), false),
+    };
+    if request.contains('\n') {
+        eprintln!("alumet-agent: ctl: a name cannot contain a newline");
+        return 1;
+    }
+    let answer = match ask(socket, &request) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("alumet-agent: ctl: {}: {e}", socket.display());
+            return 1;
+        }
+    };
+    if answer.get("ok") != Some(&Value::Bool(true)) {
+        let error = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the agent refused the request");
+        eprintln!("alumet-agent: ctl: {error}");
+        return 1;
+    }
+    if json {
+        println!("{answer}");
+    } else if matches!(command, CtlCommand::Status { .. }) {
+        print_status(&answer);
+    } else if let Some(message) = answer.get("message").and_then(Value::as_str) {
+        println!("{message}");
+    } else if let Some(sources) = answer.get("sources").and_then(Value::as_array) {
+        let names: Vec<&str> = sources.iter().filter_map(Value::as_str).collect();
+        println!("done: {}", names.join(", "));
+    }
+    0
+}
+
+fn ask(socket: &Path, request: &str) -> std::io::Result<Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unreadable answer ({e})"),
+        )
+    })
+}
+
+fn print_status(answer: &Value) {
+    let plugins: Vec<&str> = answer["plugins"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    println!("plugins: {}", plugins.join(", "));
+    println!(
+        "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10}",
+        "SOURCE", "POLLS", "POINTS OUT", "MISSED", "ERRORS", "DROPPED"
+    );
+    for s in answer["sources"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10}",
+            s["name"].as_str().unwrap_or("?"),
+            count(&s["polls"]),
+            count(&s["points_out"]),
+            count(&s["missed_ticks"]),
+            count(&s["errors"]),
+            count(&s["dropped_points"])
+        );
+    }
+    println!(
+        "{:<32} {:>10} {:>12} {:>8} {:>10}",
+        "OUTPUT", "WRITTEN", "BATCHES", "RETRIES", "DROPPED"
+    );
+    for o in answer["outputs"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:>10} {:>12} {:>8} {:>10}",
+            o["name"].as_str().unwrap_or("?"),
+            count(&o["written_points"]),
+            count(&o["written_batches"]),
+            count(&o["retries"]),
+            count(&o["dropped_points"])
+        );
+    }
+    println!("dropped in total: {}", answer["total_dropped_points"]);
+    let elements = answer["sources"]
+        .as_array()
+        .into_iter()
+        .chain(answer["outputs"].as_array())
+        .flatten();
+    for e in elements {
+        if let Some(error) = e["last_error"].as_str() {
+            println!(
+                "last error of {}: {error}",
+                e["name"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}

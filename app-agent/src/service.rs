@@ -1,0 +1,275 @@
+//! `run`, the service mode: measure until SIGINT/SIGTERM; on SIGHUP reload
+//! the configuration; tell systemd where it stands (`notify.rs`); serve the
+//! control socket (`control_socket.rs`).
+//!
+//! A reload restarts the whole pipeline in-process: the new configuration
+//! is read and validated first (an invalid one is logged and the running
+//! pipeline goes on untouched); then the old pipeline does its last poll,
+//! drains and closes its outputs, and the new one starts at once. The CSV
+//! output is reopened in append mode, so the same file goes on without a
+//! second header, and a file renamed away (logrotate) is left complete
+//! while a new one starts with its header.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alumet::pipeline::PipelineHandle;
+
+use crate::agent::{self, Agent, StartError};
+use crate::config::{ConfigFailure, LoadedConfig};
+use crate::control_socket::{self, Running, SharedRunning};
+use crate::notify::{self, Notifier};
+use crate::signals::{StopSignal, StopSignals};
+
+/// Exit code for an invalid configuration.
+const EXIT_INVALID_CONFIG: i32 = 2;
+/// How often `STATUS=` is refreshed when there is no watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the service until a stop signal. `reload` reads the configuration
+/// again (same file, same command-line overrides).
+pub fn run(
+    config: LoadedConfig,
+    mut signals: StopSignals,
+    control_socket: Option<&Path>,
+    reload: impl Fn() -> Result<LoadedConfig, ConfigFailure>,
+) -> i32 {
+    let notifier = Arc::new(Notifier::from_env());
+    let running: SharedRunning = Arc::new(Mutex::new(Running::default()));
+    let mut config = config;
+    let mut agent = match start(&config, &running) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let _socket = open_control_socket(control_socket, running.clone());
+    notifier.send(&format!("READY=1\nSTATUS={}", status_line(&running, None)));
+    let health = Health::start(notifier.clone(), running.clone());
+    loop {
+        let signal = signals.wait();
+        if signal != StopSignal::Hangup {
+            log::info!(
+                "{}: stopping (last poll, flushing outputs); send it again to exit at once",
+                signal.name()
+            );
+            break;
+        }
+        notifier.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration",
+            notify::monotonic_usec()
+        ));
+        match reload().map_err(|e| e.to_string()).and_then(|c| {
+            agent::check_plugin_configs(&c)?;
+            Ok(c)
+        }) {
+            Err(e) => {
+                log::error!(
+                    "SIGHUP: the configuration is invalid; still running on the previous one: {e}"
+                );
+            }
+            Ok(new_config) => {
+                log::info!(
+                    "SIGHUP: reloading {} (last poll, flush, restart)",
+                    new_config.path.display()
+                );
+                set_running(&running, None);
+                agent.stop();
+                let new_config = continue_files(new_config);
+                match start(&new_config, &running) {
+                    Ok(a) => {
+                        agent = a;
+                        config = new_config;
+                        log::info!("reloaded");
+                    }
+                    Err(_) => {
+                        log::error!("SIGHUP: the new configuration cannot run (see above); going back to the previous one");
+                        config = continue_files(config);
+                        match start(&config, &running) {
+                            Ok(a) => agent = a,
+                            Err(code) => {
+                                health.stop();
+                                notifier.send("STOPPING=1");
+                                return code;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        notifier.send(&format!("READY=1\nSTATUS={}", status_line(&running, None)));
+    }
+    health.stop();
+    notifier.send("STOPPING=1\nSTATUS=stopping: last poll, flushing outputs");
+    signals.force_exit_on_next();
+    set_running(&running, None);
+    agent.stop();
+    log::info!("stopped");
+    0
+}
+
+fn start(config: &LoadedConfig, running: &SharedRunning) -> Result<Agent, i32> {
+    match agent::start(config, |_| Ok(())) {
+        Ok(a) => {
+            set_running(running, Some(&a));
+            Ok(a)
+        }
+        Err(StartError::InvalidConfig(m)) => {
+            log::error!("{m}");
+            Err(EXIT_INVALID_CONFIG)
+        }
+        Err(StartError::Fatal(m)) => {
+            log::error!("{m}");
+            Err(1)
+        }
+    }
+}
+
+fn set_running(running: &SharedRunning, agent: Option<&Agent>) {
+    if let Ok(mut r) = running.lock() {
+        r.handle = agent.map(Agent::handle);
+        r.plugins = agent.map(Agent::plugin_names).unwrap_or_default();
+    }
+}
+
+/// After the first start, outputs go on in the files they wrote: the CSV
+/// output appends (header only into a new or empty file).
+fn continue_files(mut config: LoadedConfig) -> LoadedConfig {
+    for (meta, table, _) in &mut config.plugins {
+        if meta.name == "csv" {
+            table.insert("append".into(), toml::Value::Boolean(true));
+        }
+    }
+    config
+}
+
+fn open_control_socket(
+    path: Option<&Path>,
+    running: SharedRunning,
+) -> Option<control_socket::ControlSocket> {
+    let path = match path {
+        Some(p) => p.to_owned(),
+        None => control_socket::default_path()?,
+    };
+    match control_socket::serve(&path, running) {
+        Ok(s) => {
+            log::info!("control socket: {}", path.display());
+            Some(s)
+        }
+        Err(e) => {
+            log::warn!("no control socket: {e}");
+            None
+        }
+    }
+}
+
+/// One line for `STATUS=`: plugins, points per second, drops.
+fn status_line(running: &SharedRunning, rate: Option<f64>) -> String {
+    let Ok(r) = running.lock() else {
+        return "state unavailable".into();
+    };
+    let Some(handle) = &r.handle else {
+        return "no pipeline running".into();
+    };
+    let stats = handle.stats();
+    let rate = rate
+        .map(|p| format!("{p:.0} points/s"))
+        .unwrap_or_else(|| "starting".into());
+    format!(
+        "{} plugins running ({}); {rate}; {} points dropped",
+        r.plugins.len(),
+        r.plugins.join(", "),
+        stats.total_dropped_points
+    )
+}
+
+/// Total points of the running pipeline, and its control handle.
+fn progress(running: &SharedRunning) -> Option<(u64, PipelineHandle)> {
+    let r = running.lock().ok()?;
+    let handle = r.handle.clone()?;
+    let points = handle.stats().sources.iter().map(|s| s.points).sum();
+    Some((points, handle))
+}
+
+/// The thread that refreshes `STATUS=` and, under `WatchdogSec=`, sends
+/// `WATCHDOG=1` while the pipeline's heartbeat beats (every poller thread
+/// answers between its polls, paused or not): a poller stuck in a poll
+/// gets no ping, and systemd restarts the agent.
+struct Health {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Health {
+    fn start(notifier: Arc<Notifier>, running: SharedRunning) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !notifier.is_enabled() {
+            return Self { stop, thread: None };
+        }
+        let watchdog = notifier.watchdog_interval();
+        let every = watchdog.unwrap_or(STATUS_EVERY).min(STATUS_EVERY);
+        let beat_timeout = (every / 2).min(Duration::from_secs(1));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("health".into())
+                .spawn(move || {
+                    let mut last = (Instant::now(), progress(&running).map(|p| p.0));
+                    while !stop.load(Ordering::Acquire) {
+                        sleep_unless(&stop, every.saturating_sub(beat_timeout));
+                        let now = progress(&running);
+                        // None: a reload is in progress, its RELOADING/READY say so.
+                        let alive = now
+                            .as_ref()
+                            .is_none_or(|(_, handle)| handle.heartbeat(beat_timeout));
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let mut message = String::new();
+                        if watchdog.is_some() && alive {
+                            message.push_str("WATCHDOG=1\n");
+                        }
+                        let now = (Instant::now(), now.map(|p| p.0));
+                        if let (Some(points0), Some(points1)) = (last.1, now.1) {
+                            let secs = now.0.duration_since(last.0).as_secs_f64();
+                            let rate = points1.saturating_sub(points0) as f64 / secs.max(1e-3);
+                            let state = if alive {
+                                ""
+                            } else {
+                                "STALLED: a source's poll does not return; "
+                            };
+                            message.push_str(&format!(
+                                "STATUS={state}{}",
+                                status_line(&running, Some(rate))
+                            ));
+                        }
+                        if !message.is_empty() {
+                            notifier.send(message.trim_end());
+                        }
+                        last = now;
+                    }
+                })
+                .ok()
+        };
+        Self { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sleeps `total`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let end = Instant::now() + total;
+    while !stop.load(Ordering::Acquire) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,409 @@
+//! `run` as systemd sees it (a fake `NOTIFY_SOCKET` bound by the test) and
+//! as an admin drives it (`alumet-agent ctl` over the control socket).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{read_csv, sigterm_and_wait};
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn write_config(dir: &Path) {
+    std::fs::write(
+        dir.join("alumet-config.toml"),
+        r#"[plugins.procfs]
+enabled = true
+system_poll_interval = "100ms"
+process_poll_interval = "200ms"
+flush_interval = "50ms"
+
+[plugins.csv]
+enabled = true
+output_path = "out.csv"
+timestamp_format = "unix_ns"
+flush_interval = "50ms"
+"#,
+    )
+    .unwrap();
+}
+
+fn spawn_run(dir: &Path, env: &[(&str, String)]) -> Child {
+    let mut c = common::agent_command();
+    c.current_dir(dir)
+        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .args(["--plugins", "procfs,csv"])
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> Output {
+    common::agent_command()
+        .args([
+            "--control-socket",
+            dir.join("ctl.sock").to_str().unwrap(),
+            "ctl",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ctl_ok(dir: &Path, args: &[&str]) -> String {
+    let out = ctl(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every datagram received, with the time it came.
+fn collect(socket: UnixDatagram) -> Arc<Mutex<Vec<(Instant, String)>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => sink.lock().unwrap().push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
+    received
+}
+
+#[test]
+fn systemd_gets_ready_status_reloading_stopping_and_watchdog_pings_paused_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let notify_path = dir.path().join("notify");
+    let received = collect(UnixDatagram::bind(&notify_path).unwrap());
+    let child = spawn_run(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", notify_path.display().to_string()),
+            // 400 ms: a WATCHDOG=1 every 200 ms.
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
+    );
+    assert!(common::wait_until(Duration::from_secs(5), || received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.contains("READY=1"))));
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(800));
+
+    // Paused is not stuck: the pings go on.
+    ctl_ok(dir.path(), &["pause", "*"]);
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(800));
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let messages = received.lock().unwrap().clone();
+    let first = |what: &str, after: usize| {
+        messages
+            .iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, (_, m))| m.lines().any(|l| l == what))
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no {what} after message {after}: {messages:?}"))
+    };
+    let ready = first("READY=1", 0);
+    let reloading = first("RELOADING=1", ready + 1);
+    let ready_again = first("READY=1", reloading + 1);
+    let stopping = first("STOPPING=1", ready_again + 1);
+    assert!(messages[ready].1.contains("STATUS="));
+    assert!(messages[reloading].1.contains("MONOTONIC_USEC="));
+    assert!(
+        messages.iter().any(
+            |(_, m)| m.contains("STATUS=2 plugins running (procfs, csv)") && m.contains("points/s")
+        ),
+        "{messages:?}"
+    );
+    let pings: Vec<Instant> = messages[..stopping]
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    // About 1.8 s running, 0.8 s paused, at one ping per 200 ms.
+    let running_pings = pings.iter().filter(|t| **t < paused_at).count();
+    assert!(
+        running_pings >= 6,
+        "{running_pings} pings while running: {messages:?}"
+    );
+    let paused_pings = pings.iter().filter(|t| **t > paused_at).count();
+    assert!(
+        paused_pings >= 2,
+        "{paused_pings} pings while paused: {messages:?}"
+    );
+}
+
+/// A proc tree where a process appears whose files are FIFOs with no
+/// writer: opening them blocks the poller, as a hung kernel read would.
+#[test]
+fn the_watchdog_stops_when_a_poll_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let proc_root = dir.path().join("proc");
+    alumet::testing::fixture::copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-procfs/tests/fixtures/basic/proc0"),
+        &proc_root,
+    );
+    let notify_path = dir.path().join("notify");
+    let received = collect(UnixDatagram::bind(&notify_path).unwrap());
+    let mut c = common::agent_command();
+    c.current_dir(dir.path())
+        .args([
+            "--config",
+            dir.path().join("alumet-config.toml").to_str().unwrap(),
+        ])
+        .args([
+            "--control-socket",
+            dir.path().join("ctl.sock").to_str().unwrap(),
+        ])
+        .args(["--plugins", "procfs,csv"])
+        .args([
+            "--set",
+            &format!("plugins.procfs.proc_root={:?}", proc_root.to_str().unwrap()),
+        ])
+        .args(["--set", "plugins.procfs.process_refresh_interval=\"100ms\""])
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let stuck = proc_root.join("4242");
+    std::fs::create_dir(&stuck).unwrap();
+    for name in ["stat", "cmdline"] {
+        let path = std::ffi::CString::new(stuck.join(name).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    }
+    let stalled_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Stuck for good (as systemd would, after WatchdogSec).
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let messages = received.lock().unwrap().clone();
+    let pings: Vec<Instant> = messages
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    let before = pings.iter().filter(|t| **t < stalled_at).count();
+    assert!(before >= 3, "{before} pings before the stall: {messages:?}");
+    // The scan that opens the FIFO comes within 100 ms; a ping under way may still land.
+    let after = pings
+        .iter()
+        .filter(|t| **t > stalled_at + Duration::from_millis(500))
+        .count();
+    assert_eq!(after, 0, "pings while stuck: {messages:?}");
+    assert!(
+        messages.iter().any(|(_, m)| m.contains("STATUS=STALLED")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let child = spawn_run(dir.path(), &[]);
+    let socket = dir.path().join("ctl.sock");
+    assert!(common::wait_until(Duration::from_secs(5), || socket.exists()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    std::thread::sleep(Duration::from_millis(700));
+
+    let human = ctl_ok(dir.path(), &["status"]);
+    assert!(
+        human.contains("procfs/system") && human.contains("csv/file"),
+        "{human}"
+    );
+
+    ctl_ok(dir.path(), &["pause", "procfs/*"]);
+    // Let the last buffers reach the file.
+    std::thread::sleep(Duration::from_millis(500));
+    let status: serde_json::Value =
+        serde_json::from_str(&ctl_ok(dir.path(), &["status", "--json"])).unwrap();
+    let points_out: u64 = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["points_out"].as_u64().unwrap())
+        .sum();
+    let written = status["outputs"][0]["written_points"].as_u64().unwrap();
+    let rows = read_csv(&dir.path().join("out.csv")).len() as u64;
+    assert!(rows > 0);
+    assert_eq!(points_out, rows, "{status}");
+    assert_eq!(written, rows, "{status}");
+    assert_eq!(status["total_dropped_points"], 0);
+    for element in status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(status["outputs"].as_array().unwrap())
+    {
+        assert!(
+            element["last_error"].is_null(),
+            "no error on this run: {element}"
+        );
+        assert!(element.as_object().unwrap().contains_key("last_error"));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        read_csv(&dir.path().join("out.csv")).len() as u64,
+        rows,
+        "paused: no new point"
+    );
+
+    let resumed = ctl_ok(dir.path(), &["resume", "procfs/sys*"]);
+    assert!(
+        resumed.contains("procfs/system") && !resumed.contains("procfs/processes"),
+        "{resumed}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = read_csv(&dir.path().join("out.csv"));
+    assert!(after.len() as u64 > rows, "resumed: points again");
+
+    // A paused source polled on demand; a new interval applied.
+    let process_rows =
+        |rows: &[common::Row]| rows.iter().filter(|r| r.consumer.0 == "process").count();
+    let before_trigger = process_rows(&read_csv(&dir.path().join("out.csv")));
+    let triggered = ctl_ok(dir.path(), &["trigger", "procfs/proc*"]);
+    assert!(triggered.contains("procfs/processes"), "{triggered}");
+    assert!(common::wait_until(Duration::from_secs(2), || process_rows(
+        &read_csv(&dir.path().join("out.csv"))
+    )
+        > before_trigger));
+    ctl_ok(dir.path(), &["set-interval", "procfs/system", "250ms"]);
+    let set_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut times: Vec<u64> = read_csv(&dir.path().join("out.csv"))
+        .iter()
+        .filter(|r| r.metric == "tasks_running" && r.timestamp_ns > set_at)
+        .map(|r| r.timestamp_ns)
+        .collect();
+    times.dedup();
+    let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    assert!(gaps.len() >= 2, "{times:?}");
+    let median_ms = gaps[gaps.len() / 2] as f64 / 1e6;
+    assert!(
+        (200.0..320.0).contains(&median_ms),
+        "250 ms applies: {median_ms} ms, {times:?}"
+    );
+
+    // Garbage, an endless line: an error answer, and the socket still serves.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let _ = raw.write_all(&[b'x'; 10_000]);
+        let mut answer = String::new();
+        let _ = raw.read_to_string(&mut answer);
+        assert!(
+            answer.contains("\"ok\":false") && answer.contains("longer than"),
+            "{answer}"
+        );
+    }
+    assert!(ctl_ok(dir.path(), &["status"]).contains("procfs/system"));
+
+    // Errors name what exists.
+    let unknown = ctl(dir.path(), &["pause", "rapl/*"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("procfs/system"));
+
+    refused_outside_the_mode(dir.path());
+
+    // `ctl reload` takes the SIGHUP path; the new pipeline answers again.
+    assert!(ctl_ok(dir.path(), &["reload"]).contains("reload requested"));
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        ctl(dir.path(), &["status"]).status.success()
+    }));
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("reloaded").count(), 1, "{stderr}");
+
+    // No agent there: a clear error naming the socket.
+    let nobody_there = common::agent_command()
+        .args([
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "ctl",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(nobody_there.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody_there.stderr).contains(socket.to_str().unwrap()));
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
+
+/// `nobody` (not the owner, not in the group) cannot connect.
+fn refused_outside_the_mode(dir: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || common::find_binary("setpriv").is_none() {
+        eprintln!("skipped: the refusal check needs root and setpriv");
+        return;
+    }
+    // The directory may be entered by anyone: the socket's own mode is what refuses.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_alumet-agent"))
+        .args([
+            "--control-socket",
+            dir.join("ctl.sock").to_str().unwrap(),
+            "ctl",
+            "status",
+        ])
+        .env_remove("ALUMET_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("setpriv:") {
+        eprintln!("skipped: setpriv cannot run the agent as nobody here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    // The same command as root gets through, so the refusal is the mode's.
+    ctl_ok(dir, &["status"]);
+}
