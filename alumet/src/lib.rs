@@ -6,6 +6,7 @@
 //! - [`plugin`]: the lifecycle every plugin follows.
 //! - [`pipeline`]: sources → transforms → outputs, its control handle and counters.
 //! - [`config`]: TOML tables and human durations for plugin configs.
+//! - [`suggest`]: "did you mean ...?" by edit distance, for config errors.
 //! - [`testing`]: run one element in a real pipeline and look at what comes out.
 
 pub mod config;
@@ -14,4 +15,5 @@ pub mod measurement;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod suggest;
 pub mod testing;
