@@ -23,6 +23,10 @@ use crate::Config;
 pub const RAPL_ENERGY_METRIC: &str = "rapl_consumed_energy";
 /// Input metric: GPU energy.
 pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
+/// Input metric: CPU package energy estimated by a power model (cpu-power-model)
+/// where RAPL is absent. Attributed like RAPL's; every point derived from it
+/// carries `estimated=true`.
+pub const ESTIMATED_CPU_ENERGY_METRIC: &str = "estimated_cpu_energy";
 /// Input metric: process CPU time per mode.
 pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
 /// Input metric: process SM utilisation per GPU.
@@ -76,6 +80,8 @@ struct EnergyInput {
     id: MetricId,
     scale: f64,
     gpu: bool,
+    /// The input is a model's estimate, not a measurement.
+    estimated: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,6 +102,19 @@ enum State {
     PassThrough,
     /// Attributing.
     Active(Inputs),
+}
+
+/// Tags points derived from estimated energy `estimated=true` (the
+/// `idle_power` point already has the key: an estimate's idle power is an estimate).
+fn mark_estimated(points: &mut [MeasurementPoint]) {
+    for p in points {
+        match p.attributes.iter_mut().find(|(k, _)| k == "estimated") {
+            Some((_, v)) => *v = AttributeValue::Bool(true),
+            None => p
+                .attributes
+                .push((Cow::Borrowed("estimated"), AttributeValue::Bool(true))),
+        }
+    }
 }
 
 /// Logs the 1st, 2nd, 4th, 8th... occurrence of something that may repeat at every poll.
@@ -178,9 +197,18 @@ impl AttributionTransform {
             Some((id, metric.unit.prefix.factor()))
         };
         let mut inputs = Inputs::default();
-        for (name, gpu) in [(RAPL_ENERGY_METRIC, false), (GPU_ENERGY_METRIC, true)] {
+        for (name, gpu, estimated) in [
+            (RAPL_ENERGY_METRIC, false, false),
+            (GPU_ENERGY_METRIC, true, false),
+            (ESTIMATED_CPU_ENERGY_METRIC, false, true),
+        ] {
             if let Some((id, scale)) = lookup(name, Unit::Joule) {
-                inputs.energy.push(EnergyInput { id, scale, gpu });
+                inputs.energy.push(EnergyInput {
+                    id,
+                    scale,
+                    gpu,
+                    estimated,
+                });
             }
         }
         inputs.cpu_time = lookup(PROCESS_CPU_TIME_METRIC, Unit::Second);
@@ -395,7 +423,12 @@ impl AttributionTransform {
                 if !(covered || expired || force || !has_activity_input) {
                     break;
                 }
+                let first = out.len();
                 self.attribute_interval(di, interval, out);
+                let input = self.domains[di].input;
+                if inputs.energy.get(input).is_some_and(|e| e.estimated) {
+                    mark_estimated(&mut out[first..]);
+                }
                 self.domains[di].pop_front();
             }
         }

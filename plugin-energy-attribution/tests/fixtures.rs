@@ -67,3 +67,9 @@ fn cgroup_energy_goes_to_the_innermost_measured_cgroups_3_to_1() {
 fn gpu_energy_goes_to_the_cgroup_of_each_gpu_process() {
     check_fixture("gpu_by_cgroup");
 }
+
+#[test]
+fn estimated_cpu_energy_is_attributed_like_rapl_and_stays_marked_estimated() {
+    let run = check_fixture("estimated_cpu_energy");
+    assert_eq!(run.stats.intervals_attributed, 1);
+}
