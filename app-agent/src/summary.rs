@@ -12,7 +12,9 @@ use alumet::metrics::{MetricKind, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Output, WriteError};
 use serde::Serialize;
 
-pub use crate::report::{CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage};
+pub use crate::report::{
+    CarbonLine, CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage,
+};
 
 /// Sum, mean, max... of one series.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -83,7 +85,8 @@ pub struct SummaryCollector {
 }
 
 /// The attributes that tell series apart: for the command's series only
-/// those that split a figure (`mode`, `domain`, `part`); for the machine's
+/// those that split a figure (`mode`, `domain`, `part`, `estimated`,
+/// `energy_metric`); for the machine's
 /// every attribute but the process name.
 fn attributes_key(p: &MeasurementPoint, command: bool) -> String {
     let mut attrs: Vec<String> = p
@@ -91,7 +94,10 @@ fn attributes_key(p: &MeasurementPoint, command: bool) -> String {
         .iter()
         .filter(|(k, _)| {
             if command {
-                matches!(k.as_ref(), "mode" | "domain" | "part")
+                matches!(
+                    k.as_ref(),
+                    "mode" | "domain" | "part" | "estimated" | "energy_metric"
+                )
             } else {
                 k != "exe"
             }
@@ -186,7 +192,25 @@ impl Output for SummaryCollector {
     }
 }
 
-const ENERGY_METRICS: [&str; 2] = ["rapl_consumed_energy", "gpu_consumed_energy"];
+/// The energy the report has a line for: measured, and estimated where
+/// nothing measures (the metric contract in ARCHITECTURE.md).
+const ENERGY_METRICS: [&str; 3] = [
+    "rapl_consumed_energy",
+    "gpu_consumed_energy",
+    "estimated_cpu_energy",
+];
+/// The carbon of each energy point (energy-to-carbon).
+const CARBON_METRIC: &str = "carbon_emission";
+
+fn is_estimated(attrs: &str) -> bool {
+    attribute(attrs, "estimated").as_deref() == Some("true")
+}
+
+/// Domains whose energy is inside another line's (cores and uncore inside
+/// the package): left out of the carbon total.
+fn is_subdomain(domain: &str) -> bool {
+    matches!(domain, "core" | "uncore")
+}
 
 fn attribute(attrs: &str, key: &str) -> Option<String> {
     attrs
@@ -229,24 +253,34 @@ impl SummaryCollector {
                 continue;
             }
             let domain = attribute(&key.attributes, "domain").unwrap_or_else(|| "gpu".into());
+            let estimated = is_estimated(&key.attributes);
+            let same_domain = |k: &SeriesKey| {
+                k.resource == key.resource
+                    && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into()) == domain
+                    && is_estimated(&k.attributes) == estimated
+            };
             let attributed = |part: &str| -> Option<f64> {
                 let found: Vec<f64> = c
                     .command
                     .iter()
                     .filter(|(k, _)| {
                         k.metric == "attributed_energy"
-                            && k.resource == key.resource
+                            && same_domain(k)
                             && attribute(&k.attributes, "part").as_deref() == Some(part)
-                            && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into())
-                                == domain
                     })
                     .map(|(_, a)| a.sum)
                     .collect();
                 (!found.is_empty()).then(|| found.iter().sum())
             };
             let any_attribution = metrics.by_name("attributed_energy").is_some();
+            let carbon = carbon_of(&machine, &c.command, key, &same_domain);
+            let label = energy_label(&key.resource, &domain);
             energy.push(EnergyLine {
-                label: energy_label(&key.resource, &domain),
+                label: if estimated {
+                    format!("{label} (estimated)")
+                } else {
+                    label
+                },
                 resource_kind: key.resource.kind().to_owned(),
                 resource_id: key.resource.id().into_owned(),
                 domain: domain.clone(),
@@ -254,8 +288,24 @@ impl SummaryCollector {
                 average_power_w: agg.sum / wall,
                 command_dynamic_energy_j: attributed("dynamic").or(any_attribution.then_some(0.0)),
                 command_static_energy_j: attributed("static"),
+                metric: key.metric.clone(),
+                estimated,
+                model: attribute(&key.attributes, "model"),
+                carbon,
             });
         }
+        let (carbon_total_g, command_carbon_total_g, carbon_total_estimated) =
+            carbon_totals(&energy);
+        let carbon_unavailable =
+            if let Some(u) = unavailable.iter().find(|u| u.name == "energy-to-carbon") {
+                Some(format!("{}: {}", u.name, u.reason))
+            } else if metrics.by_name(CARBON_METRIC).is_none() {
+                Some("energy-to-carbon: the plugin is disabled".into())
+            } else if energy.is_empty() {
+                Some("no energy was measured or estimated".into())
+            } else {
+                None
+            };
         let mut energy_unavailable = Vec::new();
         for plugin in ["rapl", "nvidia"] {
             if let Some(u) = unavailable.iter().find(|u| u.name == plugin) {
@@ -276,7 +326,9 @@ impl SummaryCollector {
         command_series.sort_by(|a, b| a.0.cmp(b.0));
         for (scope, series) in [("machine", &machine), ("command", &command_series)] {
             for (key, agg) in series.iter() {
-                if scope == "machine" && ENERGY_METRICS.contains(&key.metric.as_str()) {
+                if (scope == "machine" && ENERGY_METRICS.contains(&key.metric.as_str()))
+                    || key.metric == CARBON_METRIC
+                {
                     continue;
                 }
                 let Some((kind, _, symbol)) = kinds.get(key.metric.as_str()) else {
@@ -308,6 +360,10 @@ impl SummaryCollector {
             wall_s,
             energy,
             energy_unavailable,
+            carbon_total_g,
+            command_carbon_total_g,
+            carbon_total_estimated,
+            carbon_unavailable,
             measured_as: measured_as(&c.method),
             command_usage: command_usage(&c),
             wait4,
@@ -315,6 +371,88 @@ impl SummaryCollector {
             metrics: lines,
         }
     }
+}
+
+/// The carbon of the energy line `key`: the machine's carbon points derived
+/// from the line's metric, and the command's derived from its attributed energy.
+fn carbon_of(
+    machine: &[(&SeriesKey, &Aggregate)],
+    command: &HashMap<SeriesKey, Aggregate>,
+    key: &SeriesKey,
+    same_domain: &dyn Fn(&SeriesKey) -> bool,
+) -> Option<CarbonLine> {
+    let of_metric = |k: &SeriesKey, metric: &str| {
+        k.metric == CARBON_METRIC
+            && attribute(&k.attributes, "energy_metric").as_deref() == Some(metric)
+            && same_domain(k)
+    };
+    let series: Vec<&(&SeriesKey, &Aggregate)> = machine
+        .iter()
+        .filter(|(k, _)| of_metric(k, &key.metric))
+        .collect();
+    let (first, _) = series.first()?;
+    let carbon_g: f64 = series.iter().map(|(_, a)| a.sum).sum();
+    let pue: f64 = attribute(&first.attributes, "pue")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1.0);
+    let energy_j: f64 = machine
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, a)| a.sum)
+        .sum();
+    let facility_kwh = energy_j * pue / 3.6e6;
+    let command_series: Vec<f64> = command
+        .iter()
+        .filter(|(k, _)| of_metric(k, "attributed_energy"))
+        .map(|(_, a)| a.sum)
+        .collect();
+    Some(CarbonLine {
+        carbon_g,
+        command_carbon_g: (!command_series.is_empty()).then(|| command_series.iter().sum()),
+        pue,
+        intensity_g_per_kwh: if facility_kwh > 0.0 {
+            carbon_g / facility_kwh
+        } else {
+            0.0
+        },
+        intensity_source: attribute(&first.attributes, "intensity_source").unwrap_or_default(),
+    })
+}
+
+/// The carbon totals of the machine and the command: psys where measured
+/// (it includes the packages), else every top-level CPU domain, plus GPUs;
+/// an estimated line counts only where no measured line covers its resource.
+fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>, bool) {
+    let psys = energy
+        .iter()
+        .any(|e| e.domain == "psys" && e.carbon.is_some());
+    let counted: Vec<&EnergyLine> = energy
+        .iter()
+        .filter(|e| e.carbon.is_some() && !is_subdomain(&e.domain))
+        .filter(|e| !psys || e.domain == "psys" || e.domain == "gpu")
+        .filter(|e| {
+            !e.estimated
+                || !energy.iter().any(|m| {
+                    !m.estimated
+                        && m.resource_kind == e.resource_kind
+                        && m.resource_id == e.resource_id
+                })
+        })
+        .collect();
+    if counted.is_empty() {
+        return (None, None, false);
+    }
+    let total = counted
+        .iter()
+        .filter_map(|e| e.carbon.as_ref())
+        .map(|c| c.carbon_g)
+        .sum();
+    let command: Vec<f64> = counted
+        .iter()
+        .filter_map(|e| e.carbon.as_ref()?.command_carbon_g)
+        .collect();
+    let command = (!command.is_empty()).then(|| command.iter().sum());
+    (Some(total), command, counted.iter().any(|e| e.estimated))
 }
 
 fn measured_as(method: &Method) -> MeasuredAs {

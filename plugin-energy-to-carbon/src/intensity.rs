@@ -44,9 +44,10 @@ impl Intensity {
         }
     }
 
-    /// The `intensity_source` attribute: what a reader needs to judge the figure.
+    /// The `intensity_source` attribute: what a reader needs to judge the
+    /// figure (without commas, which would split it in `k=v,...` lists).
     pub fn source(&self) -> String {
-        match self {
+        let text = match self {
             Intensity::TimeSeries { label, .. } => format!("time series {label}"),
             Intensity::Fixed(_) => "configured intensity_g_per_kwh".to_owned(),
             Intensity::Country(c) => format!(
@@ -56,7 +57,8 @@ impl Intensity {
                 c.year,
                 countries::TABLE_SOURCE
             ),
-        }
+        };
+        text.replace(',', "")
     }
 }
 

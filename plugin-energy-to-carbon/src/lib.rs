@@ -145,7 +145,7 @@ impl PluginDefinition for EnergyToCarbonPlugin {
         &[
             ("intensity_file", "CSV of timestamp,g_co2e_per_kwh rows (RFC 3339 or unix seconds), e.g. hourly grid data; preferred over intensity_g_per_kwh and country; \"\" for none"),
             ("intensity_g_per_kwh", "fixed carbon intensity in g CO2e/kWh, e.g. intensity_g_per_kwh = 56.0; preferred over country"),
-            ("country", "ISO 3166-1 code (\"FR\" or \"FRA\") whose annual average intensity, from the bundled table, applies; \"\" for none"),
+            ("country", "ISO 3166-1 code (\"FR\" or \"FRA\") whose annual average intensity, from the bundled table, applies; \"\" for none. A fixed intensity_g_per_kwh = 56.0 (unset by default) is preferred over it"),
             ("pue", "power usage effectiveness of the data centre (>= 1.0): carbon is computed from energy x pue"),
         ]
     }
