@@ -322,3 +322,36 @@ fn without_an_intensity_the_report_says_how_to_get_carbon() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_readmes_show_the_blocks_config_regen_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent(dir.path())
+        .args(["config", "regen"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let written = fs::read_to_string(dir.path().join("alumet-config.toml")).unwrap();
+    for (plugin, dir_name) in [
+        ("energy-to-carbon", "plugin-energy-to-carbon"),
+        ("cpu-power-model", "plugin-cpu-power-model"),
+    ] {
+        let start = written.find(&format!("# {plugin}:")).unwrap();
+        let section: String = written[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let readme = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(dir_name)
+                .join("README.md"),
+        )
+        .unwrap();
+        assert!(
+            readme.contains(&section),
+            "{dir_name}/README.md must show the block exactly as regen writes it:\n{section}"
+        );
+    }
+}
