@@ -7,6 +7,7 @@ mod command_cgroup;
 mod config;
 mod diagnostics;
 mod exec;
+mod plot;
 mod plugins;
 mod report;
 mod session;
@@ -111,9 +112,14 @@ fn run_cli(cli: Cli) -> i32 {
         }
         Some(Command::Exec {
             json,
+            plot,
             cgroup,
             command,
         }) => {
+            let files = session::ReportFiles {
+                json: json.clone(),
+                plot: plot.clone(),
+            };
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -122,12 +128,17 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match (load(&cli), cgroup) {
-                (Ok(config), Some(path)) => watch::cgroup(&config, path, json.clone(), signals),
-                (Ok(config), None) => exec::exec(&config, command.clone(), json.clone(), signals),
+                (Ok(config), Some(path)) => watch::cgroup(&config, path, files, signals),
+                (Ok(config), None) => exec::exec(&config, command.clone(), files, signals),
                 (Err(code), _) => code,
             }
         }
-        Some(Command::Watch { pid, json }) => {
+        Some(Command::Plot { csv, output }) => plot::plot_csv(csv, output.clone()),
+        Some(Command::Watch { pid, json, plot }) => {
+            let files = session::ReportFiles {
+                json: json.clone(),
+                plot: plot.clone(),
+            };
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -136,7 +147,7 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match load(&cli) {
-                Ok(config) => watch::pid(&config, *pid, json.clone(), signals),
+                Ok(config) => watch::pid(&config, *pid, files, signals),
                 Err(code) => code,
             }
         }

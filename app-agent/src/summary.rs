@@ -12,6 +12,8 @@ use alumet::metrics::{MetricKind, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Output, WriteError};
 use serde::Serialize;
 
+use crate::plot::data::{Consumer, PlotData, Sample};
+
 pub use crate::report::{
     CarbonLine, CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage,
 };
@@ -76,6 +78,8 @@ struct Collected {
     exec_target: Option<ExecTarget>,
     /// Resident memory of the whole process tree at each procfs poll.
     tree_rss: BTreeMap<Timestamp, u64>,
+    /// What `exec --plot` draws, when asked for.
+    plot: Option<PlotData>,
 }
 
 /// Collects points for the summary. Cheap to clone (shared state).
@@ -120,7 +124,21 @@ impl SummaryCollector {
 
     /// Starts the window (right before the command starts) and sets its root pid.
     pub fn start_window(&self, at: Timestamp) {
-        self.lock().window_start = Some(at);
+        let mut c = self.lock();
+        c.window_start = Some(at);
+        if let Some(plot) = &mut c.plot {
+            plot.window_ns.0 = Some(at.unix_nanos());
+        }
+    }
+
+    /// Also gathers what a plot of the run needs, under this title.
+    pub fn enable_plot(&self, title: String) {
+        self.lock().plot = Some(PlotData::titled(title));
+    }
+
+    /// The plot gathered, if enabled.
+    pub fn take_plot(&self) -> Option<PlotData> {
+        self.lock().plot.take()
     }
 
     /// Measures the command by `method`; `exec_target` says which
@@ -133,7 +151,11 @@ impl SummaryCollector {
 
     /// Ends the window (right after the command's end was measured).
     pub fn end_window(&self, at: Timestamp) {
-        self.lock().window_end = Some(at);
+        let mut c = self.lock();
+        c.window_end = Some(at);
+        if let Some(plot) = &mut c.plot {
+            plot.window_ns.1 = Some(at.unix_nanos());
+        }
     }
 }
 
@@ -144,6 +166,9 @@ impl Output for SummaryCollector {
         ctx: &ElementContext,
     ) -> Result<(), WriteError> {
         let mut c = self.lock();
+        if c.plot.is_some() {
+            plot_points(&mut c, buffer, ctx);
+        }
         let Some(start) = c.window_start else {
             return Ok(());
         };
@@ -194,7 +219,7 @@ impl Output for SummaryCollector {
 
 /// The energy the report has a line for: measured, and estimated where
 /// nothing measures (the metric contract in ARCHITECTURE.md).
-const ENERGY_METRICS: [&str; 3] = [
+pub(crate) const ENERGY_METRICS: [&str; 3] = [
     "rapl_consumed_energy",
     "gpu_consumed_energy",
     "estimated_cpu_energy",
@@ -218,7 +243,8 @@ fn attribute(attrs: &str, key: &str) -> Option<String> {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
 }
 
-fn energy_label(resource: &Resource, domain: &str) -> String {
+/// The report's (and the plot's) name of an energy domain.
+pub(crate) fn energy_label(resource: &Resource, domain: &str) -> String {
     match (resource, domain) {
         (Resource::CpuPackage { .. }, "package")
         | (Resource::Dram { .. }, "dram")
@@ -504,6 +530,51 @@ fn command_usage(c: &Collected) -> CommandUsage {
         memory_peak_exact: peak_kernel.is_some(),
         io_read_bytes: has("cgroup_io_read").then(|| sum("cgroup_io_read", None) as u64),
         io_write_bytes: has("cgroup_io_write").then(|| sum("cgroup_io_write", None) as u64),
+    }
+}
+
+/// Feeds the plot: every point, before and after the window too, the
+/// command's found as the report finds them.
+fn plot_points(c: &mut Collected, buffer: &MeasurementBuffer, ctx: &ElementContext) {
+    let Collected {
+        plot: Some(plot),
+        method,
+        exec_target,
+        ..
+    } = c
+    else {
+        return;
+    };
+    for p in buffer {
+        let Some(metric) = ctx.metrics.get(p.metric) else {
+            continue;
+        };
+        let consumer = match &p.consumer {
+            ResourceConsumer::LocalMachine => Consumer::Machine,
+            ResourceConsumer::Process { pid }
+                if *method == Method::ProcessTree
+                    && exec_target.as_ref().is_some_and(|t| t.is_tree_member(*pid)) =>
+            {
+                Consumer::Command
+            }
+            ResourceConsumer::ControlGroup { path } if matches!(&*method, Method::Cgroup(own) if own == path) => {
+                Consumer::Command
+            }
+            _ => Consumer::Other,
+        };
+        let text = |key: &str| p.attr(key).map(ToString::to_string);
+        let domain = text("domain");
+        let state = text("state");
+        plot.add(&Sample {
+            t_ns: p.timestamp.unix_nanos(),
+            metric: &metric.name,
+            value: p.value.as_f64() * metric.unit.prefix.factor(),
+            resource: &p.resource,
+            consumer,
+            domain: domain.as_deref(),
+            estimated: text("estimated").as_deref() == Some("true"),
+            state: state.as_deref(),
+        });
     }
 }
 
