@@ -194,6 +194,7 @@ impl PlotData {
         let grid = Grid {
             origin_ns: first,
             width_s: span_s / max_points.max(1) as f64,
+            last_bucket: max_points.saturating_sub(1) as u64,
         };
         let to_s = |t: u64| t.saturating_sub(first) as f64 / 1e9;
         let mut power = Vec::new();
@@ -247,6 +248,8 @@ impl PlotData {
 struct Grid {
     origin_ns: u64,
     width_s: f64,
+    /// The span's end falls in the last bucket, not one past it.
+    last_bucket: u64,
 }
 
 impl Grid {
@@ -255,7 +258,7 @@ impl Grid {
     }
 
     fn bucket(&self, t: u64) -> u64 {
-        (self.s(t) / self.width_s).floor().max(0.0) as u64
+        ((self.s(t) / self.width_s).floor().max(0.0) as u64).min(self.last_bucket)
     }
 
     /// Power as steps over `(start, end, joules)` intervals; past
