@@ -49,10 +49,36 @@ fn ensure_font() -> Result<(), String> {
 fn time_unit(span_s: f64) -> (&'static str, f64) {
     if span_s <= 600.0 {
         ("s", 1.0)
-    } else if span_s <= 36_000.0 {
+    } else if span_s <= 7_200.0 {
         ("min", 60.0)
     } else {
         ("h", 3600.0)
+    }
+}
+
+/// The plot with its times in `per` seconds, so that ticks fall on round numbers of the unit.
+fn in_unit(plot: &Prepared, per: f64) -> Prepared {
+    let scale = |points: &[(f64, f64)]| points.iter().map(|&(x, y)| (x / per, y)).collect();
+    let lines = |lines: &[super::data::Line]| {
+        lines
+            .iter()
+            .map(|l| super::data::Line {
+                label: l.label.clone(),
+                estimated: l.estimated,
+                points: scale(&l.points),
+            })
+            .collect()
+    };
+    Prepared {
+        title: plot.title.clone(),
+        power: lines(&plot.power),
+        command: lines(&plot.command),
+        cpu: scale(&plot.cpu),
+        window_s: (
+            plot.window_s.0.map(|x| x / per),
+            plot.window_s.1.map(|x| x / per),
+        ),
+        span_s: plot.span_s / per,
     }
 }
 
@@ -113,14 +139,14 @@ where
         .map_err(err)?;
     let (upper, lower) = root.split_vertically((68).percent());
     let (unit, per) = time_unit(plot.span_s);
+    let plot = &in_unit(plot, per);
     let x_max = plot.span_s;
     let x_desc = format!("Time since start ({unit})");
     let x_fmt = move |x: &f64| {
-        let v = x / per;
-        if per == 1.0 && x_max < 10.0 {
-            format!("{v:.1}")
+        if x_max < 10.0 {
+            format!("{x:.1}")
         } else {
-            format!("{v:.0}")
+            format!("{x:.0}")
         }
     };
 
@@ -211,11 +237,11 @@ where
         chart
             .draw_series(std::iter::once(Text::new(
                 text,
-                (x + dx, y_max * 0.015),
+                (x + dx, y_max * 0.985),
                 ("sans-serif", 15)
                     .into_font()
                     .color(&marker)
-                    .pos(Pos::new(anchor, VPos::Bottom)),
+                    .pos(Pos::new(anchor, VPos::Top)),
             )))
             .map_err(err)?;
     }
@@ -228,9 +254,10 @@ where
             )))
             .map_err(err)?;
     } else {
+        // Above the data (the y range has the headroom), between the window marks.
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::UpperMiddle)
             .margin(14)
             .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
@@ -249,7 +276,7 @@ where
         .map_err(err)?;
     cpu.configure_mesh()
         .x_desc(x_desc.as_str())
-        .y_desc("CPU usage (%)")
+        .y_desc("CPU usage, all CPUs (%)")
         .x_label_formatter(&x_fmt)
         .y_labels(6)
         .y_label_formatter(&|y| format!("{y:.0}"))
@@ -264,9 +291,7 @@ where
         plot.cpu.iter().copied(),
         cpu_color.stroke_width(2),
     ))
-    .map_err(err)?
-    .label("machine CPU usage (all CPUs)")
-    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], cpu_color.stroke_width(2)));
+    .map_err(err)?;
     for at in [plot.window_s.0, plot.window_s.1].into_iter().flatten() {
         cpu.draw_series(DashedLineSeries::new(
             [(at, 0.0), (at, 100.0)],
@@ -276,13 +301,6 @@ where
         ))
         .map_err(err)?;
     }
-    cpu.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .margin(10)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
-        .map_err(err)?;
+
     Ok(())
 }
