@@ -128,7 +128,10 @@ fn exec_plot_svg_and_plot_csv_png_render_in_a_browser() {
         "command start",
         "command end",
     ] {
-        assert!(svg.contains(text), "the SVG lacks {text:?}; the agent said:\n{stderr}");
+        assert!(
+            svg.contains(text),
+            "the SVG lacks {text:?}; the agent said:\n{stderr}"
+        );
     }
 
     let plot = common::agent_command()

@@ -201,11 +201,13 @@ impl PlotData {
         let mut command = Vec::new();
         for (label, series) in &self.energy {
             // An energy delta covers the time since the previous point of its series.
-            let intervals: Vec<(u64, u64, f64)> = series
-                .iter()
-                .zip(series.iter().skip(1))
-                .map(|((&t0, _), (&t1, &j))| (t0, t1, j))
-                .collect();
+            let intervals: Vec<(u64, u64, f64)> = merge_short(
+                series
+                    .iter()
+                    .zip(series.iter().skip(1))
+                    .map(|((&t0, _), (&t1, &j))| (t0, t1, j))
+                    .collect(),
+            );
             let estimated = self.estimated.contains(label);
             power.push(Line {
                 label: label.clone(),
@@ -242,6 +244,29 @@ impl PlotData {
             span_s,
         }
     }
+}
+
+/// Merges intervals far shorter than the usual one into the one before (the
+/// extra polls at the command's start and end last milliseconds, and a
+/// counter's granularity makes their power meaningless); energy is kept.
+fn merge_short(intervals: Vec<(u64, u64, f64)>) -> Vec<(u64, u64, f64)> {
+    let mut lengths: Vec<u64> = intervals.iter().map(|(a, b, _)| b - a).collect();
+    if lengths.len() < 3 {
+        return intervals;
+    }
+    lengths.sort_unstable();
+    let short = lengths[lengths.len() / 2] / 4;
+    let mut out: Vec<(u64, u64, f64)> = Vec::with_capacity(intervals.len());
+    for (t0, t1, j) in intervals {
+        match out.last_mut() {
+            Some(last) if t1 - t0 < short && last.1 == t0 => {
+                last.1 = t1;
+                last.2 += j;
+            }
+            _ => out.push((t0, t1, j)),
+        }
+    }
+    out
 }
 
 /// Buckets of equal width from the origin.
@@ -372,6 +397,20 @@ mod tests {
         assert!(p.power[0].points.iter().all(|&(_, w)| w == 20.0));
         assert_eq!(p.command[0].points, vec![(4.0, 5.0), (5.0, 5.0)]);
         assert_eq!(p.window_s, (Some(5.0), Some(5.0)));
+    }
+
+    #[test]
+    fn a_poll_milliseconds_after_the_last_is_merged_into_it() {
+        let intervals = vec![
+            (0, 100, 10.0),
+            (100, 200, 10.0),
+            (200, 300, 10.0),
+            (300, 302, 1.0),
+        ];
+        assert_eq!(
+            merge_short(intervals),
+            vec![(0, 100, 10.0), (100, 200, 10.0), (200, 302, 11.0)]
+        );
     }
 
     #[test]
