@@ -14,6 +14,7 @@ mod session;
 mod signals;
 mod suggest;
 mod summary;
+mod summary_carbon;
 mod watch;
 
 use std::io::Write;

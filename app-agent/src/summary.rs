@@ -13,10 +13,9 @@ use alumet::pipeline::{ElementContext, Output, WriteError};
 use serde::Serialize;
 
 use crate::plot::data::{Consumer, PlotData, Sample};
+use crate::summary_carbon::{carbon_of, carbon_totals};
 
-pub use crate::report::{
-    CarbonLine, CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage,
-};
+pub use crate::report::{CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage};
 
 /// Sum, mean, max... of one series.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -48,11 +47,11 @@ impl Aggregate {
 
 /// Identifies a series in the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SeriesKey {
-    metric: String,
-    resource: Resource,
+pub(crate) struct SeriesKey {
+    pub(crate) metric: String,
+    pub(crate) resource: Resource,
     /// Sorted `k=v` pairs, without per-process attributes.
-    attributes: String,
+    pub(crate) attributes: String,
 }
 
 /// How the command's own figures are measured.
@@ -225,19 +224,13 @@ pub(crate) const ENERGY_METRICS: [&str; 3] = [
     "estimated_cpu_energy",
 ];
 /// The carbon of each energy point (energy-to-carbon).
-const CARBON_METRIC: &str = "carbon_emission";
+pub(crate) const CARBON_METRIC: &str = "carbon_emission";
 
-fn is_estimated(attrs: &str) -> bool {
+pub(crate) fn is_estimated(attrs: &str) -> bool {
     attribute(attrs, "estimated").as_deref() == Some("true")
 }
 
-/// Domains whose energy is inside another line's (cores and uncore inside
-/// the package): left out of the carbon total.
-fn is_subdomain(domain: &str) -> bool {
-    matches!(domain, "core" | "uncore")
-}
-
-fn attribute(attrs: &str, key: &str) -> Option<String> {
+pub(crate) fn attribute(attrs: &str, key: &str) -> Option<String> {
     attrs
         .split(',')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
@@ -397,88 +390,6 @@ impl SummaryCollector {
             metrics: lines,
         }
     }
-}
-
-/// The carbon of the energy line `key`: the machine's carbon points derived
-/// from the line's metric, and the command's derived from its attributed energy.
-fn carbon_of(
-    machine: &[(&SeriesKey, &Aggregate)],
-    command: &HashMap<SeriesKey, Aggregate>,
-    key: &SeriesKey,
-    same_domain: &dyn Fn(&SeriesKey) -> bool,
-) -> Option<CarbonLine> {
-    let of_metric = |k: &SeriesKey, metric: &str| {
-        k.metric == CARBON_METRIC
-            && attribute(&k.attributes, "energy_metric").as_deref() == Some(metric)
-            && same_domain(k)
-    };
-    let series: Vec<&(&SeriesKey, &Aggregate)> = machine
-        .iter()
-        .filter(|(k, _)| of_metric(k, &key.metric))
-        .collect();
-    let (first, _) = series.first()?;
-    let carbon_g: f64 = series.iter().map(|(_, a)| a.sum).sum();
-    let pue: f64 = attribute(&first.attributes, "pue")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1.0);
-    let energy_j: f64 = machine
-        .iter()
-        .filter(|(k, _)| *k == key)
-        .map(|(_, a)| a.sum)
-        .sum();
-    let facility_kwh = energy_j * pue / 3.6e6;
-    let command_series: Vec<f64> = command
-        .iter()
-        .filter(|(k, _)| of_metric(k, "attributed_energy"))
-        .map(|(_, a)| a.sum)
-        .collect();
-    Some(CarbonLine {
-        carbon_g,
-        command_carbon_g: (!command_series.is_empty()).then(|| command_series.iter().sum()),
-        pue,
-        intensity_g_per_kwh: if facility_kwh > 0.0 {
-            carbon_g / facility_kwh
-        } else {
-            0.0
-        },
-        intensity_source: attribute(&first.attributes, "intensity_source").unwrap_or_default(),
-    })
-}
-
-/// The carbon totals of the machine and the command: psys where measured
-/// (it includes the packages), else every top-level CPU domain, plus GPUs;
-/// an estimated line counts only where no measured line covers its resource.
-fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>, bool) {
-    let psys = energy
-        .iter()
-        .any(|e| e.domain == "psys" && e.carbon.is_some());
-    let counted: Vec<&EnergyLine> = energy
-        .iter()
-        .filter(|e| e.carbon.is_some() && !is_subdomain(&e.domain))
-        .filter(|e| !psys || e.domain == "psys" || e.domain == "gpu")
-        .filter(|e| {
-            !e.estimated
-                || !energy.iter().any(|m| {
-                    !m.estimated
-                        && m.resource_kind == e.resource_kind
-                        && m.resource_id == e.resource_id
-                })
-        })
-        .collect();
-    if counted.is_empty() {
-        return (None, None, false);
-    }
-    let total = counted
-        .iter()
-        .filter_map(|e| e.carbon.as_ref())
-        .map(|c| c.carbon_g)
-        .sum();
-    let command: Vec<f64> = counted
-        .iter()
-        .filter_map(|e| e.carbon.as_ref()?.command_carbon_g)
-        .collect();
-    let command = (!command.is_empty()).then(|| command.iter().sum());
-    (Some(total), command, counted.iter().any(|e| e.estimated))
 }
 
 fn measured_as(method: &Method) -> MeasuredAs {
