@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -98,14 +97,15 @@ pub fn sigterm_and_wait(child: Child) -> (Option<i32>, String) {
 
 /// Rewrites a sysfs-like file in place (same inode, as the kernel does):
 /// the agent keeps such files open and re-reads them, so a rename would go
-/// unnoticed.
+/// unnoticed. The new text is written over the old one, then the file is
+/// cut to its length: a reader never sees it empty (truncating first would
+/// let the agent read "" between the two calls).
 pub fn write_in_place(path: &Path, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.write_all(format!("{value}\n").as_bytes()).unwrap();
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    let text = format!("{value}\n");
+    f.write_all_at(text.as_bytes(), 0).unwrap();
+    f.set_len(text.len() as u64).unwrap();
 }
 
 /// Polls `f` every 20 ms until it holds or `timeout` passes; returns its last value.
