@@ -274,8 +274,9 @@ fn without_rapl_exec_reports_an_estimate_marked_estimated_with_its_model() {
     assert!(line["label"].as_str().unwrap().ends_with("(estimated)"));
     let model = line["model"].as_str().unwrap();
     assert!(model.starts_with("linear 0.74-3.5 W per vCPU x"), "{model}");
-    // At most every vCPU at 3.5 W, at least every one at 0.74 W, over the intervals reported.
     assert!(line["energy_j"].as_f64().unwrap() > 0.0);
+    // The model's idle power is the attribution's: the command gets a share of the rest.
+    assert!(line["command_dynamic_energy_j"].as_f64().unwrap() > 0.0, "{line}");
     let carbon = &line["carbon"];
     assert!(close(
         carbon["intensity_g_per_kwh"].as_f64().unwrap(),

@@ -160,7 +160,9 @@ impl PowerModelTransform {
         };
         self.stats.intervals += 1;
         self.stats.energy_j += energy_j;
-        let share = energy_j / self.topology.packages.len().max(1) as f64;
+        let packages = self.topology.packages.len().max(1) as f64;
+        let share = energy_j / packages;
+        let idle_w = self.units() * self.curve.power_w(0.0) / packages;
         for &id in &self.topology.packages {
             out.push(MeasurementPoint {
                 timestamp,
@@ -172,6 +174,7 @@ impl PowerModelTransform {
                     (Cow::Borrowed("domain"), AttributeValue::from("package")),
                     (Cow::Borrowed("estimated"), AttributeValue::Bool(true)),
                     (Cow::Borrowed("model"), self.model.clone()),
+                    (Cow::Borrowed("idle_power_w"), AttributeValue::F64(idle_w)),
                 ],
             });
         }

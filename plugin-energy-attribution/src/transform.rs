@@ -104,6 +104,21 @@ enum State {
     Active(Inputs),
 }
 
+/// Attribute of estimated energy points: the model's idle power of the
+/// resource, W (cpu-power-model sets it).
+pub const MODEL_IDLE_POWER_ATTRIBUTE: &str = "idle_power_w";
+
+/// The model's idle power carried by an energy point, if valid.
+fn model_idle_power(p: &MeasurementPoint) -> Option<f64> {
+    let w = match p.attr(MODEL_IDLE_POWER_ATTRIBUTE)? {
+        AttributeValue::F64(w) => *w,
+        AttributeValue::U64(w) => *w as f64,
+        AttributeValue::Str(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    (w.is_finite() && w >= 0.0).then_some(w)
+}
+
 /// Tags points derived from estimated energy `estimated=true` (the
 /// `idle_power` point already has the key: an estimate's idle power is an estimate).
 fn mark_estimated(points: &mut [MeasurementPoint]) {
@@ -361,8 +376,13 @@ impl AttributionTransform {
                 } else {
                     ActivityKind::Cpu
                 };
-                let idle = match self.config.idle_power_w.get(name.as_ref()) {
-                    Some(&w) => IdlePower::Configured(w),
+                // A model that estimates energy knows its idle power and says
+                // so on its points; it wins over the per-domain-name setting,
+                // which is meant for the measured domain of that name.
+                let idle = match model_idle_power(p)
+                    .or_else(|| self.config.idle_power_w.get(name.as_ref()).copied())
+                {
+                    Some(w) => IdlePower::Configured(w),
                     None => IdlePower::Estimated(IdlePowerEstimator::new(
                         u64::try_from(self.config.idle_window.as_nanos()).unwrap_or(u64::MAX),
                         self.config.idle_percentile,
