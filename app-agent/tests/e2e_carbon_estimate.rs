@@ -276,7 +276,10 @@ fn without_rapl_exec_reports_an_estimate_marked_estimated_with_its_model() {
     assert!(model.starts_with("linear 0.74-3.5 W per vCPU x"), "{model}");
     assert!(line["energy_j"].as_f64().unwrap() > 0.0);
     // The model's idle power is the attribution's: the command gets a share of the rest.
-    assert!(line["command_dynamic_energy_j"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(
+        line["command_dynamic_energy_j"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
     let carbon = &line["carbon"];
     assert!(close(
         carbon["intensity_g_per_kwh"].as_f64().unwrap(),
