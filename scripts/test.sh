@@ -4,9 +4,11 @@
 # VictoriaMetrics for the influxdb tests, Prometheus and promtool for the
 # prometheus ones; openssl, and opentelemetry-proto for the OTLP test receiver;
 # and the Debian packaging tools (lintian, cargo-deb, ...) that the package
-# test (app-agent/tests/package_deb.rs) uses.
+# test (app-agent/tests/package_deb.rs) uses; and the headless browser the
+# plot tests render pictures with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
 bash scripts/install-packaging-deps.sh
+bash scripts/install-browser.sh
 cargo test --workspace --locked

@@ -7,6 +7,7 @@
 //! - [`pipeline`]: sources → transforms → outputs, its control handle and counters.
 //! - [`config`]: TOML tables and human durations for plugin configs.
 //! - [`secret`]: tokens and passwords from config, env or file, never logged.
+//! - [`suggest`]: "did you mean ...?" by edit distance, for config errors.
 //! - [`testing`]: run one element in a real pipeline and look at what comes out;
 //!   `testing::points` (feature `fixtures`): metrics and points from a `points.json`.
 
@@ -17,4 +18,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod secret;
+pub mod suggest;
 pub mod testing;

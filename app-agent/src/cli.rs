@@ -77,6 +77,10 @@ pub enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
+        /// Also draw power over time per energy domain (the command's share
+        /// shaded) and CPU usage into this file: SVG, or PNG for a .png name.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
         /// Measure this existing cgroup (path in the hierarchy, e.g.
         /// /system.slice/slurmstepd.scope/job_42) instead of starting a
         /// command, until it is removed or the agent gets SIGINT/SIGTERM.
@@ -100,6 +104,19 @@ pub enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
+        /// Also draw power and CPU usage over time into this file (SVG, or PNG).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+    },
+    /// Draw power per energy domain and CPU usage over time from a CSV the agent wrote.
+    #[command(after_help = "Example:\n  alumet-agent plot out.csv -o out.png")]
+    Plot {
+        /// The CSV file (written by the csv plugin, either timestamp format).
+        #[arg(value_name = "CSV")]
+        csv: PathBuf,
+        /// The picture: SVG, or PNG for a .png name (default: the CSV's name with .svg).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Write or show the configuration.
     #[command(subcommand)]

@@ -15,7 +15,7 @@ use alumet_kernelfs::cgroup::join_raw;
 
 use crate::command_cgroup;
 use crate::config::LoadedConfig;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, ReportFiles, Session};
 use crate::signals::StopSignals;
 use crate::suggest::closest;
 use crate::summary::{Method, Wait4Usage};
@@ -32,13 +32,19 @@ const CGROUP_REMOVAL_PATIENCE: Duration = Duration::from_secs(2);
 pub fn exec(
     config: &LoadedConfig,
     command: Vec<String>,
-    json: Option<PathBuf>,
+    files: ReportFiles,
     mut signals: StopSignals,
 ) -> i32 {
     let mut session = match Session::start(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if files.plot.is_some() {
+        session.enable_plot(format!(
+            "Power and CPU usage while running '{}'",
+            command.join(" ")
+        ));
+    }
     let cgroup = match command_cgroup::create(config, session.is_running("cgroups", config)) {
         Ok(c) => {
             log::debug!(
@@ -154,7 +160,7 @@ pub fn exec(
             wait4,
             outlived,
         },
-        json,
+        files,
     )
 }
 

@@ -11,6 +11,7 @@ mod diagnostics;
 mod doctor;
 mod exec;
 mod notify;
+mod plot;
 mod plugins;
 mod report;
 mod service;
@@ -18,6 +19,7 @@ mod session;
 mod signals;
 mod suggest;
 mod summary;
+mod summary_carbon;
 mod watch;
 
 use std::io::Write;
@@ -125,9 +127,14 @@ fn run_cli(cli: Cli) -> i32 {
         }
         Some(Command::Exec {
             json,
+            plot,
             cgroup,
             command,
         }) => {
+            let files = session::ReportFiles {
+                json: json.clone(),
+                plot: plot.clone(),
+            };
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -136,12 +143,17 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match (load(&cli), cgroup) {
-                (Ok(config), Some(path)) => watch::cgroup(&config, path, json.clone(), signals),
-                (Ok(config), None) => exec::exec(&config, command.clone(), json.clone(), signals),
+                (Ok(config), Some(path)) => watch::cgroup(&config, path, files, signals),
+                (Ok(config), None) => exec::exec(&config, command.clone(), files, signals),
                 (Err(code), _) => code,
             }
         }
-        Some(Command::Watch { pid, json }) => {
+        Some(Command::Plot { csv, output }) => plot::plot_csv(csv, output.clone()),
+        Some(Command::Watch { pid, json, plot }) => {
+            let files = session::ReportFiles {
+                json: json.clone(),
+                plot: plot.clone(),
+            };
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -150,7 +162,7 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match load(&cli) {
-                Ok(config) => watch::pid(&config, *pid, json.clone(), signals),
+                Ok(config) => watch::pid(&config, *pid, files, signals),
                 Err(code) => code,
             }
         }

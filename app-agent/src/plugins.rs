@@ -1,5 +1,7 @@
 //! The plugins compiled into the agent, in start order: sources first, then
-//! the transform, then the outputs.
+//! the transforms (applied in this order: cpu-power-model before
+//! energy-attribution, so an estimate is attributed like RAPL's energy;
+//! energy-to-carbon after it, so attributed energy gets its carbon), then the outputs.
 
 use alumet::plugin::PluginMetadata;
 
@@ -10,7 +12,9 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_cgroups::CgroupsPlugin>(),
         PluginMetadata::of::<plugin_rapl::RaplPlugin>(),
         PluginMetadata::of::<plugin_nvidia::NvidiaPlugin>(),
+        PluginMetadata::of::<plugin_cpu_power_model::CpuPowerModelPlugin>(),
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),
+        PluginMetadata::of::<plugin_energy_to_carbon::EnergyToCarbonPlugin>(),
         PluginMetadata::of::<plugin_csv::CsvPlugin>(),
         PluginMetadata::of::<plugin_influxdb::InfluxDbPlugin>(),
         PluginMetadata::of::<plugin_prometheus::PrometheusPlugin>(),

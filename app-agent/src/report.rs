@@ -24,6 +24,29 @@ pub struct EnergyLine {
     pub command_dynamic_energy_j: Option<f64>,
     /// Static energy attributed to the command (when `share_static` is on).
     pub command_static_energy_j: Option<f64>,
+    /// The metric of the line (`rapl_consumed_energy`, `gpu_consumed_energy`, `estimated_cpu_energy`).
+    pub metric: String,
+    /// Whether the figure is a model's estimate, not a measurement.
+    pub estimated: bool,
+    /// The model that estimated it.
+    pub model: Option<String>,
+    /// Its carbon, when energy-to-carbon ran.
+    pub carbon: Option<CarbonLine>,
+}
+
+/// The carbon of one energy line.
+#[derive(Debug, Serialize, Clone)]
+pub struct CarbonLine {
+    /// Carbon of the line's energy, g CO2e.
+    pub carbon_g: f64,
+    /// Carbon of the energy attributed to the command (dynamic + static), g CO2e.
+    pub command_carbon_g: Option<f64>,
+    /// Data-centre overhead applied: carbon is computed from energy × pue.
+    pub pue: f64,
+    /// g CO2e/kWh of facility energy over the run (the mean for a time series).
+    pub intensity_g_per_kwh: f64,
+    /// Where the intensity comes from.
+    pub intensity_source: String,
 }
 
 /// One other metric of the report.
@@ -111,6 +134,16 @@ pub struct Report {
     pub energy: Vec<EnergyLine>,
     /// Why energy is missing, when it is.
     pub energy_unavailable: Vec<String>,
+    /// Carbon of the machine's energy over the run, g CO2e: top-level
+    /// domains only (psys, else packages and DRAM; GPUs), an estimate only
+    /// where nothing measured the same resource.
+    pub carbon_total_g: Option<f64>,
+    /// Carbon of the command's attributed energy, g CO2e, same domains.
+    pub command_carbon_total_g: Option<f64>,
+    /// Whether the totals include estimated energy.
+    pub carbon_total_estimated: bool,
+    /// Why carbon is missing, when it is.
+    pub carbon_unavailable: Option<String>,
     /// How the command was measured.
     pub measured_as: MeasuredAs,
     /// CPU time, memory and I/O of the command.
@@ -136,6 +169,17 @@ fn human_bytes(b: f64) -> String {
         format!("{v:.0} B")
     } else {
         format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// Grams with a unit that keeps three significant figures readable.
+fn format_grams(g: f64) -> String {
+    if g >= 1000.0 {
+        format!("{:.3} kg", g / 1000.0)
+    } else if g >= 1.0 || g == 0.0 {
+        format!("{g:.3} g")
+    } else {
+        format!("{:.3} mg", g * 1000.0)
     }
 }
 
@@ -192,9 +236,45 @@ impl Report {
                 line.push(')');
             }
             let _ = writeln!(out, "{line}");
+            if e.estimated {
+                let _ = writeln!(
+                    out,
+                    "     ^ ESTIMATED, not measured: model {}",
+                    e.model.as_deref().unwrap_or("unknown")
+                );
+            }
+            if let Some(c) = &e.carbon {
+                let mut line = format!(
+                    "     carbon {} CO2e{}",
+                    format_grams(c.carbon_g),
+                    if e.estimated { " (estimated)" } else { "" }
+                );
+                if let Some(cmd) = c.command_carbon_g {
+                    let _ = write!(line, ", command {}", format_grams(cmd));
+                }
+                let _ = write!(
+                    line,
+                    " at {:.1} g/kWh ({}), PUE {}",
+                    c.intensity_g_per_kwh, c.intensity_source, c.pue
+                );
+                let _ = writeln!(out, "{line}");
+            }
         }
         for reason in &self.energy_unavailable {
             let _ = writeln!(out, "   energy not measured: {reason}");
+        }
+        if let Some(total) = self.carbon_total_g {
+            let mut line = format!("   carbon total {} CO2e", format_grams(total));
+            if let Some(cmd) = self.command_carbon_total_g {
+                let _ = write!(line, " (command: {})", format_grams(cmd));
+            }
+            if self.carbon_total_estimated {
+                line.push_str(", includes ESTIMATED energy");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(reason) = &self.carbon_unavailable {
+            let _ = writeln!(out, "   carbon not computed: {reason}");
         }
         let m = &self.measured_as;
         let what = match &m.cgroup {

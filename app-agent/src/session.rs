@@ -81,6 +81,11 @@ impl Session {
             && !self.agent.unavailable.iter().any(|u| u.name == name)
     }
 
+    /// Also gathers what `--plot` draws.
+    pub fn enable_plot(&self, title: String) {
+        self.collector.enable_plot(title);
+    }
+
     /// Sets how the command is measured.
     pub fn set_method(&self, method: Method) {
         self.collector
@@ -125,6 +130,15 @@ pub struct Finished {
     unavailable: Vec<UnavailablePlugin>,
 }
 
+/// The files the report is written to besides the terminal.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFiles {
+    /// `--json`: the report as JSON.
+    pub json: Option<PathBuf>,
+    /// `--plot`: power and CPU usage over time (SVG, or PNG by extension).
+    pub plot: Option<PathBuf>,
+}
+
 /// What is reported besides the measurements.
 pub struct Outcome {
     /// The command line, or a description of what was watched.
@@ -140,8 +154,9 @@ pub struct Outcome {
 }
 
 impl Finished {
-    /// Prints the report on stderr and writes its JSON form; returns the exit code.
-    pub fn report(self, outcome: Outcome, json: Option<PathBuf>) -> i32 {
+    /// Prints the report on stderr and writes its JSON form and its plot; returns the exit code.
+    pub fn report(self, outcome: Outcome, files: ReportFiles) -> i32 {
+        let plot = self.collector.take_plot();
         let mut report = self.collector.report(
             &self.metrics,
             outcome.label,
@@ -152,9 +167,15 @@ impl Finished {
         );
         report.outlived = outcome.outlived;
         eprint!("{}", report.to_text());
-        if let Some(path) = json {
+        if let Some(path) = files.json {
             if let Err(e) = report.write_json(&path) {
                 eprintln!("alumet-agent: {e}");
+            }
+        }
+        if let (Some(path), Some(plot)) = (files.plot, plot) {
+            match crate::plot::write(&plot, &path) {
+                Ok(()) => eprintln!("   plot written to {}", path.display()),
+                Err(e) => eprintln!("alumet-agent: {e}"),
             }
         }
         outcome.exit_code

@@ -12,6 +12,9 @@ use alumet::metrics::{MetricKind, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Output, WriteError};
 use serde::Serialize;
 
+use crate::plot::data::{Consumer, PlotData, Sample};
+use crate::summary_carbon::{carbon_of, carbon_totals};
+
 pub use crate::report::{CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage};
 
 /// Sum, mean, max... of one series.
@@ -44,11 +47,11 @@ impl Aggregate {
 
 /// Identifies a series in the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SeriesKey {
-    metric: String,
-    resource: Resource,
+pub(crate) struct SeriesKey {
+    pub(crate) metric: String,
+    pub(crate) resource: Resource,
     /// Sorted `k=v` pairs, without per-process attributes.
-    attributes: String,
+    pub(crate) attributes: String,
 }
 
 /// How the command's own figures are measured.
@@ -74,6 +77,8 @@ struct Collected {
     exec_target: Option<ExecTarget>,
     /// Resident memory of the whole process tree at each procfs poll.
     tree_rss: BTreeMap<Timestamp, u64>,
+    /// What `exec --plot` draws, when asked for.
+    plot: Option<PlotData>,
 }
 
 /// Collects points for the summary. Cheap to clone (shared state).
@@ -83,7 +88,8 @@ pub struct SummaryCollector {
 }
 
 /// The attributes that tell series apart: for the command's series only
-/// those that split a figure (`mode`, `domain`, `part`); for the machine's
+/// those that split a figure (`mode`, `domain`, `part`, `estimated`,
+/// `energy_metric`); for the machine's
 /// every attribute but the process name.
 fn attributes_key(p: &MeasurementPoint, command: bool) -> String {
     let mut attrs: Vec<String> = p
@@ -91,7 +97,10 @@ fn attributes_key(p: &MeasurementPoint, command: bool) -> String {
         .iter()
         .filter(|(k, _)| {
             if command {
-                matches!(k.as_ref(), "mode" | "domain" | "part")
+                matches!(
+                    k.as_ref(),
+                    "mode" | "domain" | "part" | "estimated" | "energy_metric"
+                )
             } else {
                 k != "exe"
             }
@@ -114,7 +123,21 @@ impl SummaryCollector {
 
     /// Starts the window (right before the command starts) and sets its root pid.
     pub fn start_window(&self, at: Timestamp) {
-        self.lock().window_start = Some(at);
+        let mut c = self.lock();
+        c.window_start = Some(at);
+        if let Some(plot) = &mut c.plot {
+            plot.window_ns.0 = Some(at.unix_nanos());
+        }
+    }
+
+    /// Also gathers what a plot of the run needs, under this title.
+    pub fn enable_plot(&self, title: String) {
+        self.lock().plot = Some(PlotData::titled(title));
+    }
+
+    /// The plot gathered, if enabled.
+    pub fn take_plot(&self) -> Option<PlotData> {
+        self.lock().plot.take()
     }
 
     /// Measures the command by `method`; `exec_target` says which
@@ -127,7 +150,11 @@ impl SummaryCollector {
 
     /// Ends the window (right after the command's end was measured).
     pub fn end_window(&self, at: Timestamp) {
-        self.lock().window_end = Some(at);
+        let mut c = self.lock();
+        c.window_end = Some(at);
+        if let Some(plot) = &mut c.plot {
+            plot.window_ns.1 = Some(at.unix_nanos());
+        }
     }
 }
 
@@ -138,6 +165,9 @@ impl Output for SummaryCollector {
         ctx: &ElementContext,
     ) -> Result<(), WriteError> {
         let mut c = self.lock();
+        if c.plot.is_some() {
+            plot_points(&mut c, buffer, ctx);
+        }
         let Some(start) = c.window_start else {
             return Ok(());
         };
@@ -186,15 +216,28 @@ impl Output for SummaryCollector {
     }
 }
 
-const ENERGY_METRICS: [&str; 2] = ["rapl_consumed_energy", "gpu_consumed_energy"];
+/// The energy the report has a line for: measured, and estimated where
+/// nothing measures (the metric contract in ARCHITECTURE.md).
+pub(crate) const ENERGY_METRICS: [&str; 3] = [
+    "rapl_consumed_energy",
+    "gpu_consumed_energy",
+    "estimated_cpu_energy",
+];
+/// The carbon of each energy point (energy-to-carbon).
+pub(crate) const CARBON_METRIC: &str = "carbon_emission";
 
-fn attribute(attrs: &str, key: &str) -> Option<String> {
+pub(crate) fn is_estimated(attrs: &str) -> bool {
+    attribute(attrs, "estimated").as_deref() == Some("true")
+}
+
+pub(crate) fn attribute(attrs: &str, key: &str) -> Option<String> {
     attrs
         .split(',')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
 }
 
-fn energy_label(resource: &Resource, domain: &str) -> String {
+/// The report's (and the plot's) name of an energy domain.
+pub(crate) fn energy_label(resource: &Resource, domain: &str) -> String {
     match (resource, domain) {
         (Resource::CpuPackage { .. }, "package")
         | (Resource::Dram { .. }, "dram")
@@ -229,24 +272,34 @@ impl SummaryCollector {
                 continue;
             }
             let domain = attribute(&key.attributes, "domain").unwrap_or_else(|| "gpu".into());
+            let estimated = is_estimated(&key.attributes);
+            let same_domain = |k: &SeriesKey| {
+                k.resource == key.resource
+                    && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into()) == domain
+                    && is_estimated(&k.attributes) == estimated
+            };
             let attributed = |part: &str| -> Option<f64> {
                 let found: Vec<f64> = c
                     .command
                     .iter()
                     .filter(|(k, _)| {
                         k.metric == "attributed_energy"
-                            && k.resource == key.resource
+                            && same_domain(k)
                             && attribute(&k.attributes, "part").as_deref() == Some(part)
-                            && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into())
-                                == domain
                     })
                     .map(|(_, a)| a.sum)
                     .collect();
                 (!found.is_empty()).then(|| found.iter().sum())
             };
             let any_attribution = metrics.by_name("attributed_energy").is_some();
+            let carbon = carbon_of(&machine, &c.command, key, &same_domain);
+            let label = energy_label(&key.resource, &domain);
             energy.push(EnergyLine {
-                label: energy_label(&key.resource, &domain),
+                label: if estimated {
+                    format!("{label} (estimated)")
+                } else {
+                    label
+                },
                 resource_kind: key.resource.kind().to_owned(),
                 resource_id: key.resource.id().into_owned(),
                 domain: domain.clone(),
@@ -254,8 +307,24 @@ impl SummaryCollector {
                 average_power_w: agg.sum / wall,
                 command_dynamic_energy_j: attributed("dynamic").or(any_attribution.then_some(0.0)),
                 command_static_energy_j: attributed("static"),
+                metric: key.metric.clone(),
+                estimated,
+                model: attribute(&key.attributes, "model"),
+                carbon,
             });
         }
+        let (carbon_total_g, command_carbon_total_g, carbon_total_estimated) =
+            carbon_totals(&energy);
+        let carbon_unavailable =
+            if let Some(u) = unavailable.iter().find(|u| u.name == "energy-to-carbon") {
+                Some(format!("{}: {}", u.name, u.reason))
+            } else if metrics.by_name(CARBON_METRIC).is_none() {
+                Some("energy-to-carbon: the plugin is disabled".into())
+            } else if energy.is_empty() {
+                Some("no energy was measured or estimated".into())
+            } else {
+                None
+            };
         let mut energy_unavailable = Vec::new();
         for plugin in ["rapl", "nvidia"] {
             if let Some(u) = unavailable.iter().find(|u| u.name == plugin) {
@@ -276,7 +345,9 @@ impl SummaryCollector {
         command_series.sort_by(|a, b| a.0.cmp(b.0));
         for (scope, series) in [("machine", &machine), ("command", &command_series)] {
             for (key, agg) in series.iter() {
-                if scope == "machine" && ENERGY_METRICS.contains(&key.metric.as_str()) {
+                if (scope == "machine" && ENERGY_METRICS.contains(&key.metric.as_str()))
+                    || key.metric == CARBON_METRIC
+                {
                     continue;
                 }
                 let Some((kind, _, symbol)) = kinds.get(key.metric.as_str()) else {
@@ -308,6 +379,10 @@ impl SummaryCollector {
             wall_s,
             energy,
             energy_unavailable,
+            carbon_total_g,
+            command_carbon_total_g,
+            carbon_total_estimated,
+            carbon_unavailable,
             measured_as: measured_as(&c.method),
             command_usage: command_usage(&c),
             wait4,
@@ -366,6 +441,51 @@ fn command_usage(c: &Collected) -> CommandUsage {
         memory_peak_exact: peak_kernel.is_some(),
         io_read_bytes: has("cgroup_io_read").then(|| sum("cgroup_io_read", None) as u64),
         io_write_bytes: has("cgroup_io_write").then(|| sum("cgroup_io_write", None) as u64),
+    }
+}
+
+/// Feeds the plot: every point, before and after the window too, the
+/// command's found as the report finds them.
+fn plot_points(c: &mut Collected, buffer: &MeasurementBuffer, ctx: &ElementContext) {
+    let Collected {
+        plot: Some(plot),
+        method,
+        exec_target,
+        ..
+    } = c
+    else {
+        return;
+    };
+    for p in buffer {
+        let Some(metric) = ctx.metrics.get(p.metric) else {
+            continue;
+        };
+        let consumer = match &p.consumer {
+            ResourceConsumer::LocalMachine => Consumer::Machine,
+            ResourceConsumer::Process { pid }
+                if *method == Method::ProcessTree
+                    && exec_target.as_ref().is_some_and(|t| t.is_tree_member(*pid)) =>
+            {
+                Consumer::Command
+            }
+            ResourceConsumer::ControlGroup { path } if matches!(&*method, Method::Cgroup(own) if own == path) => {
+                Consumer::Command
+            }
+            _ => Consumer::Other,
+        };
+        let text = |key: &str| p.attr(key).map(ToString::to_string);
+        let domain = text("domain");
+        let state = text("state");
+        plot.add(&Sample {
+            t_ns: p.timestamp.unix_nanos(),
+            metric: &metric.name,
+            value: p.value.as_f64() * metric.unit.prefix.factor(),
+            resource: &p.resource,
+            consumer,
+            domain: domain.as_deref(),
+            estimated: text("estimated").as_deref() == Some("true"),
+            state: state.as_deref(),
+        });
     }
 }
 

@@ -9,7 +9,6 @@
 //! not in the tree), and a cgroup is polled when it empties, which is
 //! before whoever removes it does so.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use plugin_cgroups::CgroupsConfig;
@@ -17,7 +16,7 @@ use plugin_cgroups::CgroupsConfig;
 use crate::config::LoadedConfig;
 use alumet::pipeline::SourceSelector;
 
-use crate::session::{Outcome, Session, TRIGGER_TIMEOUT};
+use crate::session::{Outcome, ReportFiles, Session, TRIGGER_TIMEOUT};
 use crate::signals::StopSignals;
 use crate::summary::Method;
 
@@ -62,12 +61,7 @@ fn wait_until_gone(
 }
 
 /// `watch --pid PID`.
-pub fn pid(
-    config: &LoadedConfig,
-    pid: u32,
-    json: Option<PathBuf>,
-    mut signals: StopSignals,
-) -> i32 {
+pub fn pid(config: &LoadedConfig, pid: u32, files: ReportFiles, mut signals: StopSignals) -> i32 {
     let Some(started) = start_time_of(pid) else {
         eprintln!("alumet-agent: no process with pid {pid} (nothing to watch)");
         return 1;
@@ -78,6 +72,11 @@ pub fn pid(
     };
     session.set_method(Method::ProcessTree);
     session.exec_target().set(pid);
+    if files.plot.is_some() {
+        session.enable_plot(format!(
+            "Power and CPU usage of process {pid} and its descendants"
+        ));
+    }
     session.begin_window();
     let stopped_by = wait_until_gone(&mut signals, move || start_time_of(pid) != Some(started));
     if let Some(signal) = stopped_by {
@@ -93,7 +92,7 @@ pub fn pid(
             wait4: None,
             outlived: Vec::new(),
         },
-        json,
+        files,
     )
 }
 
@@ -117,7 +116,7 @@ fn is_unpopulated(dir: &std::path::Path) -> bool {
 pub fn cgroup(
     config: &LoadedConfig,
     path: &str,
-    json: Option<PathBuf>,
+    files: ReportFiles,
     mut signals: StopSignals,
 ) -> i32 {
     let path = if path.starts_with('/') {
@@ -158,6 +157,9 @@ pub fn cgroup(
     };
     session.exec_target().set_cgroup(path.clone());
     session.set_method(Method::Cgroup(path.clone()));
+    if files.plot.is_some() {
+        session.enable_plot(format!("Power and CPU usage of cgroup {path}"));
+    }
     session.begin_window();
     let watched = dir.clone();
     let handle = session.handle();
@@ -192,6 +194,6 @@ pub fn cgroup(
             wait4: None,
             outlived: Vec::new(),
         },
-        json,
+        files,
     )
 }

@@ -86,7 +86,7 @@ fn deb() -> &'static Path {
 }
 
 /// The man pages: one for the agent, one per visible subcommand.
-const MAN_PAGES: [&str; 18] = [
+const MAN_PAGES: [&str; 19] = [
     "alumet-agent",
     "alumet-agent-run",
     "alumet-agent-exec",
@@ -105,6 +105,7 @@ const MAN_PAGES: [&str; 18] = [
     "alumet-agent-ctl-set-interval",
     "alumet-agent-ctl-trigger",
     "alumet-agent-ctl-reload",
+    "alumet-agent-plot",
 ];
 
 /// Every file of the package (not directories), as `(mode, path)`.

@@ -23,6 +23,10 @@ use crate::Config;
 pub const RAPL_ENERGY_METRIC: &str = "rapl_consumed_energy";
 /// Input metric: GPU energy.
 pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
+/// Input metric: CPU package energy estimated by a power model (cpu-power-model)
+/// where RAPL is absent. Attributed like RAPL's; every point derived from it
+/// carries `estimated=true`.
+pub const ESTIMATED_CPU_ENERGY_METRIC: &str = "estimated_cpu_energy";
 /// Input metric: process CPU time per mode.
 pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
 /// Input metric: process SM utilisation per GPU.
@@ -76,6 +80,8 @@ struct EnergyInput {
     id: MetricId,
     scale: f64,
     gpu: bool,
+    /// The input is a model's estimate, not a measurement.
+    estimated: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,6 +102,34 @@ enum State {
     PassThrough,
     /// Attributing.
     Active(Inputs),
+}
+
+/// Attribute of estimated energy points: the model's idle power of the
+/// resource, W (cpu-power-model sets it).
+pub const MODEL_IDLE_POWER_ATTRIBUTE: &str = "idle_power_w";
+
+/// The model's idle power carried by an energy point, if valid.
+fn model_idle_power(p: &MeasurementPoint) -> Option<f64> {
+    let w = match p.attr(MODEL_IDLE_POWER_ATTRIBUTE)? {
+        AttributeValue::F64(w) => *w,
+        AttributeValue::U64(w) => *w as f64,
+        AttributeValue::Str(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    (w.is_finite() && w >= 0.0).then_some(w)
+}
+
+/// Tags points derived from estimated energy `estimated=true` (the
+/// `idle_power` point already has the key: an estimate's idle power is an estimate).
+fn mark_estimated(points: &mut [MeasurementPoint]) {
+    for p in points {
+        match p.attributes.iter_mut().find(|(k, _)| k == "estimated") {
+            Some((_, v)) => *v = AttributeValue::Bool(true),
+            None => p
+                .attributes
+                .push((Cow::Borrowed("estimated"), AttributeValue::Bool(true))),
+        }
+    }
 }
 
 /// Logs the 1st, 2nd, 4th, 8th... occurrence of something that may repeat at every poll.
@@ -178,9 +212,18 @@ impl AttributionTransform {
             Some((id, metric.unit.prefix.factor()))
         };
         let mut inputs = Inputs::default();
-        for (name, gpu) in [(RAPL_ENERGY_METRIC, false), (GPU_ENERGY_METRIC, true)] {
+        for (name, gpu, estimated) in [
+            (RAPL_ENERGY_METRIC, false, false),
+            (GPU_ENERGY_METRIC, true, false),
+            (ESTIMATED_CPU_ENERGY_METRIC, false, true),
+        ] {
             if let Some((id, scale)) = lookup(name, Unit::Joule) {
-                inputs.energy.push(EnergyInput { id, scale, gpu });
+                inputs.energy.push(EnergyInput {
+                    id,
+                    scale,
+                    gpu,
+                    estimated,
+                });
             }
         }
         inputs.cpu_time = lookup(PROCESS_CPU_TIME_METRIC, Unit::Second);
@@ -333,8 +376,13 @@ impl AttributionTransform {
                 } else {
                     ActivityKind::Cpu
                 };
-                let idle = match self.config.idle_power_w.get(name.as_ref()) {
-                    Some(&w) => IdlePower::Configured(w),
+                // A model that estimates energy knows its idle power and says
+                // so on its points; it wins over the per-domain-name setting,
+                // which is meant for the measured domain of that name.
+                let idle = match model_idle_power(p)
+                    .or_else(|| self.config.idle_power_w.get(name.as_ref()).copied())
+                {
+                    Some(w) => IdlePower::Configured(w),
                     None => IdlePower::Estimated(IdlePowerEstimator::new(
                         u64::try_from(self.config.idle_window.as_nanos()).unwrap_or(u64::MAX),
                         self.config.idle_percentile,
@@ -404,6 +452,10 @@ impl AttributionTransform {
                     for p in &mut out[first_new..] {
                         p.attributes.push((Cow::Borrowed("die"), die.clone()));
                     }
+                }
+                let input = self.domains[di].input;
+                if inputs.energy.get(input).is_some_and(|e| e.estimated) {
+                    mark_estimated(&mut out[first_new..]);
                 }
                 self.domains[di].pop_front();
             }

@@ -73,3 +73,9 @@ fn dies_of_one_package_are_domains_of_their_own() {
     let run = check_fixture("two_dies_one_package");
     assert_eq!(run.stats.energy_points_too_late, 0);
 }
+
+#[test]
+fn estimated_cpu_energy_is_attributed_like_rapl_and_stays_marked_estimated() {
+    let run = check_fixture("estimated_cpu_energy");
+    assert_eq!(run.stats.intervals_attributed, 1);
+}

@@ -99,7 +99,9 @@ pub fn sigterm_and_wait(child: Child) -> (Option<i32>, String) {
 
 /// Rewrites a sysfs-like file in place (same inode, as the kernel does):
 /// the agent keeps such files open and re-reads them, so a rename would go
-/// unnoticed.
+/// unnoticed. The new text is written over the old one, then the file is
+/// cut to its length: a reader never sees it empty (truncating first would
+/// let the agent read "" between the two calls).
 pub fn write_in_place(path: &Path, value: u64) {
     use std::os::unix::fs::FileExt;
     // Written over the old content, then cut to length: a reader never

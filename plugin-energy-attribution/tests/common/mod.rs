@@ -46,6 +46,13 @@ pub fn input_metrics() -> Vec<Metric> {
             "cpu",
         ),
         Metric::new(
+            "estimated_cpu_energy",
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "cpu-power-model",
+        ),
+        Metric::new(
             "gpu_consumed_energy",
             Unit::Joule,
             ValueType::F64,

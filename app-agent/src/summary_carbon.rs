@@ -1,0 +1,95 @@
+//! The carbon lines of the `exec` report: the carbon of each energy line
+//! (from energy-to-carbon's `carbon_emission` points) and the totals.
+
+use std::collections::HashMap;
+
+use crate::report::{CarbonLine, EnergyLine};
+use crate::summary::{attribute, Aggregate, SeriesKey, CARBON_METRIC};
+
+/// Domains whose energy is inside another line's (cores and uncore inside
+/// the package): left out of the carbon total.
+fn is_subdomain(domain: &str) -> bool {
+    matches!(domain, "core" | "uncore")
+}
+
+/// The carbon of the energy line `key`: the machine's carbon points derived
+/// from the line's metric, and the command's derived from its attributed energy.
+pub(crate) fn carbon_of(
+    machine: &[(&SeriesKey, &Aggregate)],
+    command: &HashMap<SeriesKey, Aggregate>,
+    key: &SeriesKey,
+    same_domain: &dyn Fn(&SeriesKey) -> bool,
+) -> Option<CarbonLine> {
+    let of_metric = |k: &SeriesKey, metric: &str| {
+        k.metric == CARBON_METRIC
+            && attribute(&k.attributes, "energy_metric").as_deref() == Some(metric)
+            && same_domain(k)
+    };
+    let series: Vec<&(&SeriesKey, &Aggregate)> = machine
+        .iter()
+        .filter(|(k, _)| of_metric(k, &key.metric))
+        .collect();
+    let (first, _) = series.first()?;
+    let carbon_g: f64 = series.iter().map(|(_, a)| a.sum).sum();
+    let pue: f64 = attribute(&first.attributes, "pue")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1.0);
+    let energy_j: f64 = machine
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, a)| a.sum)
+        .sum();
+    let facility_kwh = energy_j * pue / 3.6e6;
+    let command_series: Vec<f64> = command
+        .iter()
+        .filter(|(k, _)| of_metric(k, "attributed_energy"))
+        .map(|(_, a)| a.sum)
+        .collect();
+    Some(CarbonLine {
+        carbon_g,
+        command_carbon_g: (!command_series.is_empty()).then(|| command_series.iter().sum()),
+        pue,
+        intensity_g_per_kwh: if facility_kwh > 0.0 {
+            carbon_g / facility_kwh
+        } else {
+            0.0
+        },
+        intensity_source: attribute(&first.attributes, "intensity_source").unwrap_or_default(),
+    })
+}
+
+/// The carbon totals of the machine and the command: psys where measured
+/// (it includes the packages), else every top-level CPU domain, plus GPUs;
+/// an estimated line counts only where no measured line covers its resource.
+pub(crate) fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>, bool) {
+    let psys = energy
+        .iter()
+        .any(|e| e.domain == "psys" && e.carbon.is_some());
+    let counted: Vec<&EnergyLine> = energy
+        .iter()
+        .filter(|e| e.carbon.is_some() && !is_subdomain(&e.domain))
+        .filter(|e| !psys || e.domain == "psys" || e.domain == "gpu")
+        .filter(|e| {
+            !e.estimated
+                || !energy.iter().any(|m| {
+                    !m.estimated
+                        && m.resource_kind == e.resource_kind
+                        && m.resource_id == e.resource_id
+                })
+        })
+        .collect();
+    if counted.is_empty() {
+        return (None, None, false);
+    }
+    let total = counted
+        .iter()
+        .filter_map(|e| e.carbon.as_ref())
+        .map(|c| c.carbon_g)
+        .sum();
+    let command: Vec<f64> = counted
+        .iter()
+        .filter_map(|e| e.carbon.as_ref()?.command_carbon_g)
+        .collect();
+    let command = (!command.is_empty()).then(|| command.iter().sum());
+    (Some(total), command, counted.iter().any(|e| e.estimated))
+}
