@@ -273,9 +273,11 @@ impl SummaryCollector {
             }
             let domain = attribute(&key.attributes, "domain").unwrap_or_else(|| "gpu".into());
             let estimated = is_estimated(&key.attributes);
+            let die = attribute(&key.attributes, "die");
             let same_domain = |k: &SeriesKey| {
                 k.resource == key.resource
                     && attribute(&k.attributes, "domain").unwrap_or_else(|| "gpu".into()) == domain
+                    && attribute(&k.attributes, "die") == die
                     && is_estimated(&k.attributes) == estimated
             };
             let attributed = |part: &str| -> Option<f64> {

@@ -241,60 +241,65 @@ fn without_rapl_exec_reports_an_estimate_marked_estimated_with_its_model() {
         eprintln!("skipped: this machine has RAPL, the estimate stays off");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = agent(dir.path())
-        .args([
-            "--plugins",
-            "procfs,rapl,cpu-power-model,energy-attribution,energy-to-carbon",
-        ])
-        .args(["--set", "plugins.procfs.system_poll_interval=\"100ms\""])
-        .args(["--set", "plugins.procfs.process_poll_interval=\"100ms\""])
-        .args(["--set", "plugins.procfs.flush_interval=\"100ms\""])
-        .args(["--set", "plugins.energy-to-carbon.country=\"de\""])
-        .args([
-            "exec",
-            "--json",
-            "report.json",
-            "--",
-            "python3",
-            "-c",
-            "sum(range(5000000))",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
-    let lines = report["energy"].as_array().unwrap();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    let line = &lines[0];
-    assert_eq!(line["metric"], "estimated_cpu_energy");
-    assert_eq!(line["estimated"], true);
-    assert!(line["label"].as_str().unwrap().ends_with("(estimated)"));
-    let model = line["model"].as_str().unwrap();
-    assert!(model.starts_with("linear 0.74-3.5 W per vCPU x"), "{model}");
-    assert!(line["energy_j"].as_f64().unwrap() > 0.0);
-    // The model's idle power is the attribution's: the command gets a share of the rest.
-    assert!(
-        line["command_dynamic_energy_j"].as_f64().unwrap() > 0.0,
-        "{line}"
-    );
-    let carbon = &line["carbon"];
-    assert!(close(
-        carbon["intensity_g_per_kwh"].as_f64().unwrap(),
-        380.95
-    ));
-    assert!(carbon["intensity_source"]
-        .as_str()
-        .unwrap()
-        .starts_with("DEU Germany annual average 2023"));
-    assert_eq!(report["carbon_total_estimated"], true);
-    assert!(
-        stderr.contains("ESTIMATED, not measured: model linear 0.74-3.5 W per vCPU"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("includes ESTIMATED energy"), "{stderr}");
+    // The command measured by its process tree, then (where a cgroup can be
+    // created) by its own cgroup: both give it a share of the estimate.
+    for plugins in [
+        "procfs,rapl,cpu-power-model,energy-attribution,energy-to-carbon",
+        "procfs,cgroups,rapl,cpu-power-model,energy-attribution,energy-to-carbon",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = agent(dir.path())
+            .args(["--plugins", plugins])
+            .args(["--set", "plugins.procfs.system_poll_interval=\"100ms\""])
+            .args(["--set", "plugins.procfs.process_poll_interval=\"100ms\""])
+            .args(["--set", "plugins.procfs.flush_interval=\"100ms\""])
+            .args(["--set", "plugins.energy-to-carbon.country=\"de\""])
+            .args([
+                "exec",
+                "--json",
+                "report.json",
+                "--",
+                "python3",
+                "-c",
+                "sum(range(5000000))",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let report: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        let lines = report["energy"].as_array().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["metric"], "estimated_cpu_energy");
+        assert_eq!(line["estimated"], true);
+        assert!(line["label"].as_str().unwrap().ends_with("(estimated)"));
+        let model = line["model"].as_str().unwrap();
+        assert!(model.starts_with("linear 0.74-3.5 W per vCPU x"), "{model}");
+        assert!(line["energy_j"].as_f64().unwrap() > 0.0);
+        // The model's idle power is the attribution's: the command gets a share of the rest.
+        assert!(
+            line["command_dynamic_energy_j"].as_f64().unwrap() > 0.0,
+            "{line}"
+        );
+        let carbon = &line["carbon"];
+        assert!(close(
+            carbon["intensity_g_per_kwh"].as_f64().unwrap(),
+            380.95
+        ));
+        assert!(carbon["intensity_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("DEU Germany annual average 2023"));
+        assert_eq!(report["carbon_total_estimated"], true, "{plugins}");
+        assert!(
+            stderr.contains("ESTIMATED, not measured: model linear 0.74-3.5 W per vCPU"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("includes ESTIMATED energy"), "{stderr}");
+    }
 }
 
 #[test]

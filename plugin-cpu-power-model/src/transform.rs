@@ -51,8 +51,17 @@ pub struct ModelStats {
 enum State {
     Unresolved,
     Off,
-    On { cpu_time: MetricId, scale: f64 },
+    On {
+        cpu_time: MetricId,
+        scale: f64,
+        /// A gauge procfs's system source emits at every poll, the first
+        /// included (where `cpu_time` has no delta yet).
+        poll_marker: Option<MetricId>,
+    },
 }
+
+/// Emitted by procfs's system source at every poll, the first one included.
+pub const SYSTEM_POLL_MARKER_METRIC: &str = "tasks_running";
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Poll {
@@ -72,6 +81,9 @@ pub struct PowerModelTransform {
     model: AttributeValue,
     state: State,
     pending: Option<(Timestamp, Poll)>,
+    /// Whether a point was emitted yet (the first one, of zero joules at
+    /// procfs's first poll, gives the next interval its start).
+    started: bool,
     stats: ModelStats,
 }
 
@@ -94,6 +106,7 @@ impl PowerModelTransform {
             model,
             state: State::Unresolved,
             pending: None,
+            started: false,
             stats: ModelStats::default(),
         }
     }
@@ -121,6 +134,7 @@ impl PowerModelTransform {
             Some(m) if m.unit.base == Unit::Second => State::On {
                 cpu_time: id,
                 scale: m.unit.prefix.factor(),
+                poll_marker: metrics.by_name(SYSTEM_POLL_MARKER_METRIC),
             },
             _ => {
                 log::warn!("cpu-power-model: {CPU_TIME_METRIC} is not in seconds; no CPU energy is estimated");
@@ -160,6 +174,12 @@ impl PowerModelTransform {
         };
         self.stats.intervals += 1;
         self.stats.energy_j += energy_j;
+        self.emit(timestamp, energy_j, out);
+    }
+
+    /// One point per package, `energy_j` shared among them.
+    fn emit(&mut self, timestamp: Timestamp, energy_j: f64, out: &mut MeasurementBuffer) {
+        self.started = true;
         let packages = self.topology.packages.len().max(1) as f64;
         let share = energy_j / packages;
         let idle_w = self.units() * self.curve.power_w(0.0) / packages;
@@ -202,11 +222,21 @@ impl Transform for PowerModelTransform {
         if matches!(self.state, State::Unresolved) {
             self.state = self.resolve(ctx.metrics);
         }
-        let State::On { cpu_time, scale } = self.state else {
+        let State::On {
+            cpu_time,
+            scale,
+            poll_marker,
+        } = self.state
+        else {
             return Ok(());
         };
         let mut added = MeasurementBuffer::new();
         for p in buffer.iter() {
+            // procfs's first poll: no CPU time yet, but the start of the first interval.
+            if !self.started && self.pending.is_none() && Some(p.metric) == poll_marker {
+                self.emit(p.timestamp, 0.0, &mut added);
+                continue;
+            }
             if p.metric != cpu_time
                 || p.resource != Resource::LocalMachine
                 || p.consumer != ResourceConsumer::LocalMachine
