@@ -38,7 +38,9 @@ fi
 WORK=$(mktemp -d /dev/shm/alumet-node.XXXXXX)
 SLEEPERS=()
 CHURNER=
+pid=
 cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     [ -n "$CHURNER" ] && kill "$CHURNER" 2>/dev/null || true
     for p in "${SLEEPERS[@]}"; do kill "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
@@ -95,7 +97,8 @@ done
 t1=$(now_ns); c1=$(cpu_ticks "$pid")
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
 rss_end=$(rss_kb "$pid")
-procs=$(find /proc -maxdepth 1 -name '[0-9]*' | wc -l)
+pids=(/proc/[0-9]*)
+procs=${#pids[@]}
 load_end=$(load1)
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
