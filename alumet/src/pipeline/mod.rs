@@ -24,6 +24,7 @@
 
 pub mod builder;
 pub mod control;
+mod memory;
 mod output;
 mod poller;
 mod stage;
