@@ -6,6 +6,7 @@
 //! README.md; their names are shared with other plugins and must not change.
 
 pub use alumet_kernelfs::host;
+pub mod names;
 pub mod parse;
 
 pub mod process;

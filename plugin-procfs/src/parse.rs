@@ -137,6 +137,8 @@ pub struct PidStat<'a> {
     /// Fields 16 + 17 (`cutime` + `cstime`), in clock ticks: the CPU time of
     /// the children this process has reaped (and of theirs, recursively).
     pub children_ticks: u64,
+    /// Field 20: threads in the process (0 when unreadable).
+    pub num_threads: u64,
     /// Field 22, in clock ticks after boot: with the pid, identifies a process.
     pub start_ticks: u64,
     /// Field 23, in bytes.
@@ -168,8 +170,12 @@ pub fn parse_pid_stat(content: &[u8]) -> Option<PidStat<'_>> {
     let children_ticks = parse_u64(cutime)
         .unwrap_or(0)
         .saturating_add(parse_u64(cstime).unwrap_or(0));
-    // Skip fields 18..=21 (4 fields) to reach starttime (22).
-    let mut rest = rest.skip(4);
+    // Skip fields 18..=19 (priority, nice) to reach num_threads (20), then
+    // itrealvalue (21) to reach starttime (22).
+    let mut rest = rest.skip(2);
+    // Unreadable: 0, which makes the caller re-read this file at every poll.
+    let num_threads = parse_u64(rest.next()?).unwrap_or(0);
+    let mut rest = rest.skip(1);
     let start_ticks = parse_u64(rest.next()?)?;
     let vsize_bytes = parse_u64(rest.next()?)?;
     let rss_pages = parse_u64(rest.next()?)?;
@@ -180,10 +186,17 @@ pub fn parse_pid_stat(content: &[u8]) -> Option<PidStat<'_>> {
         utime_ticks,
         stime_ticks,
         children_ticks,
+        num_threads,
         start_ticks,
         vsize_bytes,
         rss_pages,
     })
+}
+
+/// The first field of /proc/PID/schedstat: the time the process's main
+/// thread has run on a CPU, in ns (exact, unlike the ticks of /proc/PID/stat).
+pub fn parse_schedstat_runtime_ns(content: &[u8]) -> Option<u64> {
+    parse_u64(fields(content).next()?)
 }
 
 #[cfg(test)]
@@ -257,6 +270,7 @@ mod tests {
         assert_eq!(s.start_ticks, 77353);
         assert_eq!(s.vsize_bytes, 3133440);
         assert_eq!(s.rss_pages, 382);
+        assert_eq!(s.num_threads, 1);
 
         let line = b"42 (a) b (c)) S 1 42 42 0 -1 0 0 0 0 0 11 12 0 0 20 0 1 0 500 4096 2 0";
         let s = parse_pid_stat(line).unwrap();
@@ -271,6 +285,16 @@ mod tests {
         assert!(parse_pid_stat(b"1 (init").is_none());
         assert!(parse_pid_stat(b"").is_none());
         assert!(parse_pid_stat(b"1 )x( S").is_none());
+    }
+
+    #[test]
+    fn schedstat_runtime() {
+        assert_eq!(
+            parse_schedstat_runtime_ns(b"1630297 229372 12\n"),
+            Some(1630297)
+        );
+        assert_eq!(parse_schedstat_runtime_ns(b"x 1 2\n"), None);
+        assert_eq!(parse_schedstat_runtime_ns(b""), None);
     }
 
     #[test]

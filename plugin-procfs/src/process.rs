@@ -20,11 +20,24 @@
 //! time of a process tree is then counted, short-lived descendants
 //! included (except those re-parented away from it).
 //!
+//! A single-threaded process whose CPU runtime in /proc/PID/schedstat (ns,
+//! cheap for the kernel to print) has not moved since the last full read has
+//! not run: its CPU time, children's CPU time, parent, name and virtual size
+//! cannot have changed, so /proc/PID/stat (the costly file: 71 % of the
+//! agent's CPU time with 3 000 processes, BENCHMARKS.md) is not re-read and
+//! its last values are reported again; at least every
+//! [`FULL_READ_MAX_AGE_NS`] it is re-read anyway, which bounds how stale the
+//! resident size of an idle process (which reclaim can shrink) gets. A
+//! process with several threads is always read in full (schedstat covers
+//! the main thread only), and so is one whose schedstat cannot be read
+//! through a kept descriptor (absent file, spent fd budget, new process).
+//!
 //! While `alumet-agent exec` runs a command, each process is checked once,
 //! when it is measured, for whether it descends from the command, and the
 //! verdict is recorded in the [`ExecTarget`] (so that a process that has
 //! ended by the time its points reach an output still counts).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use alumet::exec::ExecTarget;
@@ -35,8 +48,9 @@ use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
 
 use crate::host::HostParams;
+use crate::names::Names;
 use crate::parse::{self, PidStat};
-use alumet_kernelfs::file::{KernelFile, ReadBuf};
+use alumet_kernelfs::file::{KernelFile, ReadBuf, ReadKind};
 use alumet_kernelfs::glob::Glob;
 
 /// Ids of the metrics the process source emits.
@@ -72,6 +86,19 @@ const UPTIME_RESOLUTION_S: f64 = 0.01;
 /// the exec target (guards against cycles made of recycled pids).
 const MAX_TREE_DEPTH: usize = 4096;
 
+/// Longest time an idle process goes without a full read of /proc/PID/stat.
+pub const FULL_READ_MAX_AGE_NS: u64 = 5_000_000_000;
+
+/// What the last full read saw that a poll skipping /proc/PID/stat reports again.
+#[derive(Debug, Clone, Copy)]
+struct LastFullRead {
+    /// /proc/PID/schedstat's runtime just before that read.
+    runtime_ns: u64,
+    vsize_bytes: u64,
+    rss_pages: u64,
+    at_ns: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     utime_ticks: u64,
@@ -92,15 +119,29 @@ impl Sample {
 struct Watched {
     pid: u32,
     file: KernelFile,
+    /// /proc/PID/schedstat, kept open; None when it cannot be (fd budget) or
+    /// could not be read (kernel without CONFIG_SCHED_INFO).
+    sched: Option<KernelFile>,
+    /// Set after a full read of a single-threaded process whose schedstat
+    /// was read through the kept descriptor.
+    last_full: Option<LastFullRead>,
     /// Start time of the process this series is about (None before the first read).
     start_ticks: Option<u64>,
     ppid: u32,
-    exe: String,
+    exe: Cow<'static, str>,
     previous: Option<Sample>,
     /// Growth of the reaped children's CPU time this poll, not yet reported.
     children_delta_ticks: u64,
     /// Whether it descends from the `exec` command (None: not decided yet).
     in_exec_tree: Option<bool>,
+}
+
+impl Watched {
+    /// Descriptors this process holds now.
+    fn open_fds(&self) -> usize {
+        usize::from(self.file.is_open())
+            + usize::from(self.sched.as_ref().is_some_and(KernelFile::is_open))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +176,7 @@ pub struct ProcessSource {
     /// How many descriptors of /proc/PID/stat may be kept open.
     open_budget: usize,
     open_count: usize,
+    names: Names,
     ids: ProcessMetricIds,
 }
 
@@ -167,6 +209,7 @@ struct PollContext<'a> {
     exec_started_ticks: Option<u64>,
     closed: usize,
     vanished: &'a mut Vec<(u32, u64)>,
+    names: &'a mut Names,
 }
 
 impl ProcessSource {
@@ -201,6 +244,7 @@ impl ProcessSource {
             vanished: Vec::new(),
             open_budget: options.open_budget,
             open_count: 0,
+            names: Names::default(),
             ids,
         }
     }
@@ -259,20 +303,23 @@ impl ProcessSource {
     }
 
     fn new_watched(&mut self, pid: u32, file: Option<KernelFile>) -> Watched {
-        let keep = self.open_count < self.open_budget;
+        // Two descriptors: stat and schedstat.
+        let keep = self.open_count + 2 <= self.open_budget;
         let file = match file {
             Some(f) if keep => f,
             _ => KernelFile::new(self.pid_path(pid, "stat"), keep),
         };
         if keep {
-            self.open_count += 1;
+            self.open_count += 2;
         }
         Watched {
             pid,
             file,
+            sched: keep.then(|| KernelFile::new(self.pid_path(pid, "schedstat"), true)),
+            last_full: None,
             start_ticks: None,
             ppid: 0,
-            exe: String::new(),
+            exe: Cow::Borrowed(""),
             previous: None,
             children_delta_ticks: 0,
             in_exec_tree: None,
@@ -305,7 +352,7 @@ impl ProcessSource {
             let alive = listing.binary_search(&w.pid).is_ok();
             if !alive {
                 log::debug!("process {} ({}) ended", w.pid, w.exe);
-                closed += usize::from(w.file.is_open());
+                closed += w.open_fds();
                 if let Some(prev) = w.previous {
                     vanished.push((w.ppid, prev.total_ticks()));
                 }
@@ -502,12 +549,71 @@ fn descends_from(mut ppid: u32, target: u32, parents: &[(u32, u32)]) -> bool {
     false
 }
 
+/// The runtime in /proc/PID/schedstat, and whether it was read through the
+/// kept descriptor (then it is the same process as at the last read).
+fn read_runtime(w: &mut Watched, buf: &mut ReadBuf) -> Option<(u64, bool)> {
+    let sched = w.sched.as_mut()?;
+    match sched.read_into(buf) {
+        Ok(kind) => {
+            parse::parse_schedstat_runtime_ns(buf.bytes()).map(|ns| (ns, kind == ReadKind::Kept))
+        }
+        Err(e) => {
+            // Absent (or the process is gone, which the read of stat tells):
+            // this process is read in full from now on.
+            log::debug!(
+                "{}: {e}; reading stat at every poll",
+                sched.path().display()
+            );
+            w.sched = None;
+            None
+        }
+    }
+}
+
+/// Reports the values of the last full read again when the process has not
+/// run since; true if it did.
+fn poll_unchanged(w: &mut Watched, runtime: Option<(u64, bool)>, ctx: &mut PollContext) -> bool {
+    let (Some((runtime_ns, true)), Some(last), Some(prev), Some(start_ticks)) =
+        (runtime, w.last_full, w.previous, w.start_ticks)
+    else {
+        return false;
+    };
+    if runtime_ns != last.runtime_ns
+        || ctx.now_ns.saturating_sub(last.at_ns) >= FULL_READ_MAX_AGE_NS
+    {
+        return false;
+    }
+    let stat = PidStat {
+        comm: &[],
+        state: b'S',
+        ppid: w.ppid,
+        utime_ticks: prev.utime_ticks,
+        stime_ticks: prev.stime_ticks,
+        children_ticks: prev.children_ticks,
+        num_threads: 1,
+        start_ticks,
+        vsize_bytes: last.vsize_bytes,
+        rss_pages: last.rss_pages,
+    };
+    w.children_delta_ticks = 0;
+    emit_process(w, &stat, ctx);
+    w.previous = Some(Sample {
+        at_ns: ctx.now_ns,
+        ..prev
+    });
+    true
+}
+
 /// Reads one process and pushes its points. Returns false when the process
 /// is gone (its series ends).
 fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bool {
+    let runtime = read_runtime(w, buf);
+    if poll_unchanged(w, runtime, ctx) {
+        return true;
+    }
     if let Err(e) = w.file.read_into(buf) {
         log::debug!("process {} ({}) ended: {e}", w.pid, w.exe);
-        ctx.closed += usize::from(w.file.is_open());
+        ctx.closed += w.open_fds();
         if let Some(prev) = w.previous {
             ctx.vanished.push((w.ppid, prev.total_ticks()));
         }
@@ -531,11 +637,20 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
         w.previous = None;
         w.in_exec_tree = None;
     }
+    w.last_full = match runtime {
+        Some((runtime_ns, _)) if stat.num_threads == 1 => Some(LastFullRead {
+            runtime_ns,
+            vsize_bytes: stat.vsize_bytes,
+            rss_pages: stat.rss_pages,
+            at_ns: ctx.now_ns,
+        }),
+        _ => None,
+    };
     w.start_ticks = Some(stat.start_ticks);
     w.ppid = stat.ppid;
     let comm = String::from_utf8_lossy(stat.comm);
     if w.exe != comm {
-        w.exe = comm.into_owned();
+        w.exe = ctx.names.get(&comm);
     }
     w.children_delta_ticks = match w.previous {
         Some(prev) => stat.children_ticks.saturating_sub(prev.children_ticks),
@@ -595,25 +710,24 @@ fn cpu_delta(w: &Watched, stat: &PidStat, ctx: &PollContext) -> Option<(u64, u64
 fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
     let consumer = ResourceConsumer::Process { pid: w.pid };
     let ts = ctx.ts;
-    let point = |metric, value: alumet::measurement::MeasurementValue| MeasurementPoint {
-        timestamp: ts,
-        metric,
-        resource: Resource::LocalMachine,
-        consumer: consumer.clone(),
-        value,
-        attributes: Vec::new(),
-    };
+    // Attributes sized exactly: one allocation per point, no slack.
+    let exe = || ("exe".into(), w.exe.clone().into());
+    let point =
+        |metric, value: alumet::measurement::MeasurementValue, attributes| MeasurementPoint {
+            timestamp: ts,
+            metric,
+            resource: Resource::LocalMachine,
+            consumer: consumer.clone(),
+            value,
+            attributes,
+        };
     // Kernel threads (and zombies) have no address space: no memory points.
     if stat.vsize_bytes > 0 {
         let resident = stat.rss_pages.saturating_mul(ctx.page_size_bytes);
-        let mut points = [
-            point(ctx.ids.memory_resident, resident.into()),
-            point(ctx.ids.memory_virtual, stat.vsize_bytes.into()),
-        ];
-        for p in &mut points {
-            p.attributes.push(("exe".into(), w.exe.clone().into()));
-        }
-        ctx.into.extend(points);
+        ctx.into.extend([
+            point(ctx.ids.memory_resident, resident.into(), vec![exe()]),
+            point(ctx.ids.memory_virtual, stat.vsize_bytes.into(), vec![exe()]),
+        ]);
     }
 
     let Some((user, system, interval_ns)) = cpu_delta(w, stat, ctx) else {
@@ -622,10 +736,9 @@ fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
     let user_s = user as f64 * ctx.seconds_per_tick;
     let system_s = system as f64 * ctx.seconds_per_tick;
     for (mode, seconds) in [("user", user_s), ("system", system_s)] {
-        let p = point(ctx.ids.cpu_time, seconds.into())
-            .with_attr("mode", mode)
-            .with_attr("exe", w.exe.clone());
-        ctx.into.push(p);
+        let attributes = vec![("mode".into(), mode.into()), exe()];
+        ctx.into
+            .push(point(ctx.ids.cpu_time, seconds.into(), attributes));
     }
     if interval_ns > 0 {
         // Ticks are sampled, so over a short interval a process can be
@@ -633,8 +746,8 @@ fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
         // CPUs could really have given it.
         let usage = (user_s + system_s) / (interval_ns as f64 / 1e9) * 100.0;
         let usage = usage.min(ctx.max_usage_percent);
-        let p = point(ctx.ids.cpu_usage, usage.into()).with_attr("exe", w.exe.clone());
-        ctx.into.push(p);
+        ctx.into
+            .push(point(ctx.ids.cpu_usage, usage.into(), vec![exe()]));
     }
 }
 
@@ -679,6 +792,7 @@ impl Source for ProcessSource {
             exec_started_ticks,
             closed: 0,
             vanished: &mut self.vanished,
+            names: &mut self.names,
         };
         self.watched.retain_mut(|w| poll_process(w, buf, &mut ctx));
         self.open_count = self.open_count.saturating_sub(ctx.closed);

@@ -35,7 +35,8 @@ use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 /// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
-const CASES: [&str; 10] = [
+const CASES: [&str; 11] = [
+    "schedstat_idle",
     "reaped_children",
     "exec_child_same_tick",
     "basic",
@@ -165,6 +166,11 @@ fn explicit_pids_patterns_and_exec_tree_select_processes() {
 #[test]
 fn exec_child_born_in_the_same_tick_as_the_previous_poll_keeps_its_first_interval() {
     run_case("exec_child_same_tick");
+}
+
+#[test]
+fn idle_single_threaded_process_is_not_re_read_until_its_runtime_moves_or_5_s() {
+    run_case("schedstat_idle");
 }
 
 #[test]

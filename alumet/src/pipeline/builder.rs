@@ -264,6 +264,7 @@ impl PipelineBuilder {
             MetricKind::Delta,
             "Points the pipeline dropped since the previous report (queues full, outputs failed).",
         ))?;
+        super::memory::return_large_buffers_to_the_system();
         let metrics = Arc::new(self.metrics);
         let config = self.config;
         let runtime = tokio::runtime::Builder::new_multi_thread()

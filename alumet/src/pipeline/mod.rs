@@ -24,6 +24,7 @@
 
 pub mod builder;
 pub mod control;
+mod memory;
 mod output;
 mod poller;
 mod stage;
@@ -221,7 +222,9 @@ pub struct PipelineConfig {
     pub retry_initial_delay: Duration,
     /// Upper bound of the retry delay.
     pub retry_max_delay: Duration,
-    /// A source's buffer is handed on early when it holds this many points.
+    /// A source's buffer is handed on early when it holds this many points
+    /// (default 8 192: a few MiB of points, whatever the flush interval;
+    /// 100 000 let 3 000 processes hold 75 000 points between 5 s flushes).
     pub max_points_per_buffer: usize,
 }
 
@@ -233,7 +236,7 @@ impl Default for PipelineConfig {
             max_write_attempts: 5,
             retry_initial_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
-            max_points_per_buffer: 100_000,
+            max_points_per_buffer: 8_192,
         }
     }
 }
