@@ -146,15 +146,15 @@ impl CommandCgroup {
             .unwrap_or_default();
         let count = accounting.mount_points().len();
         for choice in choices {
-            let parents: Vec<String> = match choice {
-                ParentChoice::Fixed(p) => vec![p.clone(); count],
-                ParentChoice::Root => vec!["/".to_owned(); count],
+            let (accounting, parents) = match choice {
+                ParentChoice::Fixed(p) => (accounting.clone(), vec![p.clone(); count]),
+                ParentChoice::Root => (accounting.clone(), vec!["/".to_owned(); count]),
                 ParentChoice::Own => match accounting.own_parents(&own) {
-                    Some(p) => p,
+                    Some(p) => same_path_only(accounting, p),
                     None => continue,
                 },
             };
-            match Self::create_in(accounting, &parents, name) {
+            match Self::create_in(&accounting, &parents, name) {
                 Ok(c) => return Ok(c),
                 Err(e) => errors.push(e),
             }
@@ -208,7 +208,9 @@ impl CommandCgroup {
                             });
                             break;
                         }
-                        std::thread::sleep(Duration::from_millis(5));
+                        // The kernel releases an exited task from its cgroup shortly after
+                        // the parent reaps it: retry soon (this wait is in every `exec`).
+                        std::thread::sleep(Duration::from_micros(250));
                     }
                 }
             }
@@ -218,6 +220,38 @@ impl CommandCgroup {
             None => Ok(outcome),
         }
     }
+}
+
+/// Keeps the memory and I/O hierarchies only where the agent's own cgroup
+/// has the same path as in the CPU hierarchy: the cgroups source reads every
+/// hierarchy at the CPU path, so a command's cgroup elsewhere would be read
+/// by nothing (and would cost a mkdir and an rmdir in every `exec`).
+fn same_path_only(accounting: &Accounting, parents: Vec<String>) -> (Accounting, Vec<String>) {
+    let mounts: Vec<PathBuf> = accounting
+        .mount_points()
+        .iter()
+        .map(|m| m.to_path_buf())
+        .collect();
+    let keep = |mount: &Path| {
+        mounts
+            .iter()
+            .position(|m| m == mount)
+            .and_then(|i| parents.get(i))
+            .is_some_and(|p| Some(p) == parents.first())
+    };
+    let mut reduced = accounting.clone();
+    for figure in [&mut reduced.memory, &mut reduced.io] {
+        if figure.as_ref().is_some_and(|(m, _)| !keep(m)) {
+            *figure = None;
+        }
+    }
+    let kept: Vec<String> = mounts
+        .iter()
+        .zip(&parents)
+        .filter(|(m, _)| reduced.mount_points().contains(&m.as_path()))
+        .map(|(_, p)| p.clone())
+        .collect();
+    (reduced, kept)
 }
 
 impl Drop for CommandCgroup {
@@ -255,4 +289,30 @@ pub fn join_raw(fds: &[RawFd]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::CgroupVersion;
+
+    #[test]
+    fn hierarchies_where_the_agent_is_elsewhere_are_left_out() {
+        let accounting = Accounting {
+            version: CgroupVersion::V2,
+            cpu: "/cg/unified".into(),
+            memory: Some(("/cg/memory".into(), CgroupVersion::V1)),
+            io: Some(("/cg/blkio".into(), CgroupVersion::V1)),
+        };
+        let parents = vec![
+            "/user.slice".to_owned(),
+            "/sandbox/x".to_owned(),
+            "/user.slice".to_owned(),
+        ];
+        let (reduced, kept) = same_path_only(&accounting, parents);
+        assert_eq!(reduced.memory, None);
+        assert_eq!(reduced.io, accounting.io);
+        assert_eq!(kept, vec!["/user.slice", "/user.slice"]);
+        assert_eq!(reduced.mount_points().len(), 2);
+    }
 }
