@@ -37,9 +37,12 @@ fn series_of_a_process_that_ended_disappear_after_series_ttl() {
     });
     let mut both = process(100);
     both.extend(process(200));
+    // Taken before the last update of 100 (its points' time and the store's
+    // clock come after it), so that the elapsed time below is never less
+    // than the series' true age.
+    let last_update_of_100 = Instant::now();
     endpoint.push_and_wait(both, |b| has_pid(b, 100) && has_pid(b, 200));
     // From now on, only process 200 is measured.
-    let last_update_of_100 = Instant::now();
     let gone = loop {
         let body = endpoint.push_and_wait(process(200), |b| has_pid(b, 200));
         let elapsed = last_update_of_100.elapsed();
