@@ -73,7 +73,13 @@ pub fn exec(
             cmd.pre_exec(move || join_raw(&fds));
         }
     }
-    let child = match cmd.spawn() {
+    let spawning = std::time::Instant::now();
+    let spawned = cmd.spawn();
+    log::debug!(
+        "exec: command spawned in {} us",
+        spawning.elapsed().as_micros()
+    );
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let (code, message) = explain_spawn_error(&command[0], &e);
