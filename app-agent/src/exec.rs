@@ -7,11 +7,8 @@
 //! reaping, so the command is still a zombie (its /proc entry and final CPU
 //! time readable) during the last poll.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use alumet_kernelfs::cgroup::join_raw;
 
 use crate::command_cgroup;
 use crate::config::LoadedConfig;
@@ -67,11 +64,7 @@ pub fn exec(
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(cg) = &cgroup {
-        let fds = cg.procs_fds();
-        // SAFETY: the closure only calls write(2) on descriptors opened before the fork.
-        unsafe {
-            cmd.pre_exec(move || join_raw(&fds));
-        }
+        cg.join_on_exec(&mut cmd);
     }
     let spawning = std::time::Instant::now();
     let spawned = cmd.spawn();

@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,20 +18,15 @@ use alumet::measurement::ResourceConsumer;
 use alumet::plugin::PluginDefinition;
 use alumet::testing::TestPipeline;
 use alumet_kernelfs::cgroup::{
-    dir_of, join_raw, kernel_cpu_seconds, CgroupLayout, CommandCgroup, HierarchyChoice,
-    ParentChoice,
+    dir_of, kernel_cpu_seconds, CgroupLayout, CommandCgroup, HierarchyChoice, ParentChoice,
 };
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 fn spawn_in(cgroup: &CommandCgroup, script: &str) -> std::process::Child {
-    let fds = cgroup.procs_fds();
     let mut cmd = Command::new("sh");
     cmd.args(["-c", script]);
-    // SAFETY: the closure only calls write(2) on descriptors opened before the fork.
-    unsafe {
-        cmd.pre_exec(move || join_raw(&fds));
-    }
+    cgroup.join_on_exec(&mut cmd);
     cmd.spawn().unwrap()
 }
 

@@ -172,6 +172,19 @@ impl CommandCgroup {
         self.dirs.iter().map(|(_, _, d)| d.as_path())
     }
 
+    /// Makes `cmd` join this cgroup between fork and exec, so that its first
+    /// instruction is already counted. (std then forks instead of using
+    /// posix_spawn: a few ms for a large parent; see BENCHMARKS.md.)
+    pub fn join_on_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let fds = self.procs_fds();
+        // SAFETY: the closure only calls write(2) on descriptors opened
+        // before the fork, which is safe between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || join_raw(&fds));
+        }
+    }
+
     /// The descriptors the child writes to, to join the cgroup (see [`join_raw`]).
     pub fn procs_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
