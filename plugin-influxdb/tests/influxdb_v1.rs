@@ -174,8 +174,13 @@ fn full_buffer_drops_the_oldest_points_and_counts_them_exactly() {
     // Memory is bounded: the queue plus the batch being retried.
     assert!(during.peak_buffered_points <= 100 + 10, "{during:?}");
     assert!(during.peak_buffered_points >= 100, "{during:?}");
-    // 61 polls of 10 points went in; at most 110 can be kept.
-    assert!(during.buffer_dropped_points >= 610 - 110, "{during:?}");
+    // 61 polls of 10 points went in (plus the pipeline's own drop reports);
+    // what is kept is the queue (100), the batch being retried (10), and the
+    // few points not yet sealed into a batch: the oldest were dropped. The
+    // exact accounting is checked at the end.
+    let kept = during.received_points - during.buffer_dropped_points;
+    assert!(kept <= 150, "{during:?}");
+    assert!(during.buffer_dropped_points >= 610 - 150, "{during:?}");
     server.restart();
     let (polls, plugin, pipeline_drops) = h.finish();
     let end = plugin.stats().snapshot();
