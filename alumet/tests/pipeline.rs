@@ -631,3 +631,31 @@ fn an_autonomous_source_pushes_until_shutdown_and_loses_nothing() {
         sent.load(Ordering::SeqCst)
     );
 }
+
+#[test]
+fn without_a_first_poll_at_start_the_first_poll_is_the_one_asked_for() {
+    let polls = Arc::new(AtomicU64::new(0));
+    let mut t = TestPipeline::with_config(PipelineConfig {
+        first_poll_at_start: false,
+        ..PipelineConfig::default()
+    });
+    let p = polls.clone();
+    t.plugin("p", move |ctx| {
+        let m = counter_metric(ctx, "n");
+        ctx.add_source(
+            "s",
+            Box::new(numbered_source(m, 0, 1, p)),
+            TestPipeline::manual_trigger(),
+        );
+        Ok(())
+    })
+    .unwrap();
+    let running = t.start();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(polls.load(Ordering::Relaxed), 0, "no poll before asked");
+    running.trigger_all();
+    assert_eq!(polls.load(Ordering::Relaxed), 1);
+    let result = running.finish();
+    // The trigger's poll and the shutdown's, nothing else.
+    assert_eq!(result.points_of("n").len(), 2);
+}

@@ -100,7 +100,7 @@ fn default_config_round_trips_through_toml_text() {
     assert_eq!(back, DemoConfig::default());
     // Inside a whole document too, with the agent's `enabled` key.
     let doc = format!("[plugins.demo]\nenabled = true\n{text}");
-    (meta.check_config_in_document)(&doc).unwrap();
+    (meta.check_config_in_document)(&alumet::plugin::ParsedDocument::parse(&doc).unwrap()).unwrap();
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! and `exec`.
 
 use alumet::exec::ExecTarget;
-use alumet::pipeline::{PipelineBuilder, PipelineHandle, PluginStartContext, RunningPipeline};
+use alumet::pipeline::{
+    PipelineBuilder, PipelineConfig, PipelineHandle, PluginStartContext, RunningPipeline,
+};
 use alumet::plugin::{Plugin, PluginError};
 
 use crate::config::LoadedConfig;
@@ -60,7 +62,16 @@ pub fn start(
     config: &LoadedConfig,
     extra: impl FnOnce(&mut PluginStartContext) -> Result<(), PluginError>,
 ) -> Result<Agent, StartError> {
-    let mut builder = PipelineBuilder::new(config.agent.pipeline_config());
+    start_with(config, config.agent.pipeline_config(), extra)
+}
+
+/// Like [`start`], with the pipeline's settings given (`exec` changes one).
+pub fn start_with(
+    config: &LoadedConfig,
+    pipeline: PipelineConfig,
+    extra: impl FnOnce(&mut PluginStartContext) -> Result<(), PluginError>,
+) -> Result<Agent, StartError> {
+    let mut builder = PipelineBuilder::new(pipeline);
     let mut started = Vec::new();
     let mut unavailable = Vec::new();
     for (meta, table, enabled) in &config.plugins {

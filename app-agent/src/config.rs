@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use alumet::config::{duration, ConfigTable};
 use alumet::pipeline::PipelineConfig;
-use alumet::plugin::{PluginMetadata, ENABLED_KEY};
+use alumet::plugin::{ParsedDocument, PluginMetadata, ENABLED_KEY};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -257,10 +257,11 @@ fn validate(
     origin: &Origin,
     plugins: &[PluginMetadata],
 ) -> Result<Validated, Box<ConfigDiagnostic>> {
-    let table: toml::Table = toml::from_str(text)
-        .map_err(|e| Box::new(diagnostics::from_toml_error(origin.clone(), text, &e)))?;
-    let shape: FileShape = toml::from_str(text)
-        .map_err(|e| Box::new(diagnostics::from_toml_error(origin.clone(), text, &e)))?;
+    let toml_error =
+        |e: toml::de::Error| Box::new(diagnostics::from_toml_error(origin.clone(), text, &e));
+    let document = ParsedDocument::parse(text).map_err(toml_error)?;
+    let table: toml::Table = document.deserialize().map_err(toml_error)?;
+    let shape: FileShape = document.deserialize().map_err(toml_error)?;
     let names: Vec<&str> = plugins.iter().map(|m| m.name).collect();
     for (name, section) in &shape.plugins {
         if !names.contains(&name.get_ref().as_str()) {
@@ -289,8 +290,7 @@ fn validate(
         }
     }
     for meta in plugins {
-        (meta.check_config_in_document)(text)
-            .map_err(|e| Box::new(diagnostics::from_toml_error(origin.clone(), text, &e)))?;
+        (meta.check_config_in_document)(&document).map_err(toml_error)?;
     }
     Ok(Validated {
         agent: shape.agent,
@@ -471,19 +471,23 @@ pub fn load_text(
     plugins: &[PluginMetadata],
 ) -> Result<LoadedConfig, ConfigFailure> {
     let file_origin = diagnostics::file(path);
-    validate(file_text, &file_origin, plugins)?;
+    let validated = validate(file_text, &file_origin, plugins)?;
     let effective_text = apply_overrides(file_text, overrides, plugins)?;
-    let validated = validate(
-        &effective_text,
-        &Origin::Override(overrides.describe()),
-        plugins,
-    )
-    .map_err(|mut d| {
-        // Positions in the rewritten text mean nothing to the user.
-        d.position = None;
-        d.line_text = None;
-        d
-    })?;
+    let validated = if effective_text == file_text {
+        validated
+    } else {
+        validate(
+            &effective_text,
+            &Origin::Override(overrides.describe()),
+            plugins,
+        )
+        .map_err(|mut d| {
+            // Positions in the rewritten text mean nothing to the user.
+            d.position = None;
+            d.line_text = None;
+            d
+        })?
+    };
     warn_if_secrets_exposed(path, &validated.table);
 
     let plugin_tables = validated

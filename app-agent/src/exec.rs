@@ -1,8 +1,9 @@
 //! `alumet-agent exec -- CMD`: measure one command.
 //!
 //! The command runs in a cgroup of its own when one can be created (see
-//! [`crate::command_cgroup`]): it joins it between fork and exec, so its
-//! first instruction is already counted. Every source is polled right
+//! [`crate::command_cgroup`]): forked before the agent started and waiting
+//! (see [`crate::launch`]), it is moved into the cgroup before it execs, so
+//! its first instruction is already counted. Every source is polled right
 //! before it starts and right after it exits; the exit is awaited without
 //! reaping, so the command is still a zombie (its /proc entry and final CPU
 //! time readable) during the last poll.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use crate::command_cgroup;
 use crate::config::LoadedConfig;
+use crate::launch::PendingCommand;
 use crate::session::{Outcome, ReportFiles, Session};
 use crate::signals::StopSignals;
 use crate::suggest::closest;
@@ -28,6 +30,7 @@ const CGROUP_REMOVAL_PATIENCE: Duration = Duration::from_secs(2);
 /// Runs `command` under measurement and returns the exit code to use.
 pub fn exec(
     config: &LoadedConfig,
+    mut pending: PendingCommand,
     command: Vec<String>,
     files: ReportFiles,
     mut signals: StopSignals,
@@ -42,7 +45,18 @@ pub fn exec(
             command.join(" ")
         ));
     }
-    let cgroup = match command_cgroup::create(config, session.is_running("cgroups", config)) {
+    // The waiting child is moved into the command's cgroup before it runs anything.
+    let placed = command_cgroup::create(config, session.is_running("cgroups", config)).and_then(
+        |cg| match cg.add_process(pending.pid()) {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                let why = format!("cannot move the command into cgroup {}: {e}", cg.path());
+                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
+                Err(why)
+            }
+        },
+    );
+    let cgroup = match placed {
         Ok(c) => {
             log::debug!(
                 "exec: the command runs in cgroup {} ({})",
@@ -59,32 +73,25 @@ pub fn exec(
             None
         }
     };
-    // Poll every source right before the command starts (the cgroup, empty, is the baseline)...
+    // Poll every source right before the command starts (the cgroup, holding
+    // only the waiting child, is the baseline)...
     session.begin_window();
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
-    if let Some(cg) = &cgroup {
-        cg.join_on_exec(&mut cmd);
-    }
     let spawning = std::time::Instant::now();
-    let spawned = cmd.spawn();
+    let started = pending.start();
     log::debug!(
-        "exec: command spawned in {} us",
+        "exec: command released in {} us",
         spawning.elapsed().as_micros()
     );
-    let child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let (code, message) = explain_spawn_error(&command[0], &e);
-            session.stop();
-            if let Some(cg) = cgroup {
-                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
-            }
-            eprintln!("alumet-agent: {message}");
-            return code;
+    if let Err(e) = started {
+        let (code, message) = explain_spawn_error(&command[0], &e);
+        session.stop();
+        if let Some(cg) = cgroup {
+            let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
         }
-    };
-    let pid = child.id();
+        eprintln!("alumet-agent: {message}");
+        return code;
+    }
+    let pid = pending.pid();
     session.exec_target().set(pid);
 
     // Wait for the exit without reaping: the command stays a zombie, so its
@@ -126,9 +133,8 @@ pub fn exec(
             "cannot wait for the command without reaping it ({e}); its last CPU time may be missed"
         );
     }
-    // ...and right after it exits.
-    let wall = session.end_window();
-    drop(child);
+    // ...and right after it exits: the agent's last poll, the zombie still there.
+    let (wall, finished) = session.finish();
     let (exit_code, wait4) = match reap(pid) {
         Ok((code, usage)) => (code, Some(usage)),
         Err(e) => {
@@ -136,7 +142,6 @@ pub fn exec(
             (1, None)
         }
     };
-    let finished = session.stop();
     let mut outlived = Vec::new();
     if let Some(cg) = cgroup {
         match cg.remove(CGROUP_REMOVAL_PATIENCE) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use alumet::exec::ExecTarget;
 use alumet::measurement::Timestamp;
 use alumet::metrics::MetricRegistry;
-use alumet::pipeline::{OutputOptions, PipelineHandle, SourceSelector};
+use alumet::pipeline::{OutputOptions, PipelineConfig, PipelineHandle, SourceSelector};
 
 use crate::agent::{self, Agent, StartError, UnavailablePlugin};
 use crate::config::LoadedConfig;
@@ -31,7 +31,12 @@ impl Session {
     pub fn start(config: &LoadedConfig) -> Result<Self, i32> {
         let collector = SummaryCollector::new();
         let summary_output = collector.clone();
-        let agent = match agent::start(config, move |ctx| {
+        // No poll at start: the first is the window's, once what is measured is ready.
+        let pipeline = PipelineConfig {
+            first_poll_at_start: false,
+            ..config.agent.pipeline_config()
+        };
+        let agent = match agent::start_with(config, pipeline, move |ctx| {
             ctx.add_output(
                 "summary",
                 Box::new(summary_output),
@@ -101,17 +106,19 @@ impl Session {
         self.started = Some(Instant::now());
     }
 
-    /// Polls every source and closes the window. Returns the window's length.
-    pub fn end_window(&mut self) -> Duration {
+    /// Closes the window with the agent's last poll of every source (the
+    /// shutdown's: no extra poll), then stops it (drain, flush). Returns the
+    /// window's length, measured now, and the stopped session.
+    pub fn finish(self) -> (Duration, Finished) {
         let wall = self.started.map(|s| s.elapsed()).unwrap_or_default();
-        let _ = self
-            .handle
-            .trigger_now(SourceSelector::All, TRIGGER_TIMEOUT);
-        self.collector.end_window(Timestamp::now());
-        wall
+        let collector = self.collector.clone();
+        let finished = self.stop();
+        // Every point of the last poll is stamped before this.
+        collector.end_window(Timestamp::now());
+        (wall, finished)
     }
 
-    /// Stops the agent (last poll, drain, flush).
+    /// Stops the agent (last poll, drain, flush) without closing the window.
     pub fn stop(self) -> Finished {
         let unavailable = self.agent.unavailable.clone();
         self.agent.stop();

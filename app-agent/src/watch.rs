@@ -82,8 +82,7 @@ pub fn pid(config: &LoadedConfig, pid: u32, files: ReportFiles, mut signals: Sto
     if let Some(signal) = stopped_by {
         log::info!("{signal}: stopping the watch of pid {pid}, which still runs");
     }
-    let wall = session.end_window();
-    let finished = session.stop();
+    let (wall, finished) = session.finish();
     finished.report(
         Outcome {
             label: vec![format!("pid {pid}")],
@@ -184,8 +183,7 @@ pub fn cgroup(
         }
         None => log::info!("cgroup {path} was removed"),
     }
-    let wall = session.end_window();
-    let finished = session.stop();
+    let (wall, finished) = session.finish();
     finished.report(
         Outcome {
             label: vec![format!("cgroup {path}")],

@@ -10,7 +10,8 @@
 //! - without a cgroup (creation made to fail) the report says "process
 //!   tree" and still counts the short-lived children (their parent's cutime);
 //! - the cgroup is gone after exec, also when the command is killed by a
-//!   signal and when the agent gets SIGTERM mid-run.
+//!   signal and when the agent gets SIGTERM mid-run;
+//! - the command is in its cgroup from its first instruction.
 //!
 //! Needs root to create cgroups: without it the tests say so and pass,
 //! except in CI (`CI=true`).
@@ -313,4 +314,41 @@ fn the_cgroup_is_gone_after_exec_also_when_killed_or_terminated() {
     let (code, stderr) = common::sigterm_and_wait(child);
     assert_eq!(code, Some(128 + libc::SIGTERM), "{stderr}");
     assert_eq!(exec_cgroups_of(pid), Vec::<PathBuf>::new(), "{stderr}");
+}
+
+#[test]
+fn the_command_is_in_its_cgroup_from_its_first_instruction() {
+    let _serial = serial();
+    if !can_create_cgroups() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rapl = RaplFixture::start(dir.path(), 50.0);
+    // `cat` reads its own cgroup before anything else it does: already the command's.
+    let child = agent(dir.path(), &rapl)
+        .args(["exec", "--", "cat", "/proc/self/cgroup"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    drop(rapl);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let name = format!("/alumet-exec-{pid}");
+    let in_own: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_end().ends_with(&name))
+        .collect();
+    assert!(
+        !in_own.is_empty(),
+        "the command's /proc/self/cgroup names no {name}:\n{stdout}\n{stderr}"
+    );
+    // The cgroup the report names is that one.
+    assert!(
+        stderr.contains("measured as cgroup ") && stderr.contains(&name),
+        "{stderr}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use alumet::plugin::{PluginDefinition, PluginMetadata};
+use alumet::plugin::{ParsedDocument, PluginDefinition, PluginMetadata};
 use plugin_rapl::{InterfaceChoice, RaplConfig, RaplPlugin};
 
 #[test]
@@ -56,11 +56,17 @@ fn values_parse_from_toml() {
 #[test]
 fn bad_values_are_reported_with_the_key() {
     let doc = "[plugins.rapl]\nenabled = true\ninterface = \"msr\"\n";
-    let err = (PluginMetadata::of::<RaplPlugin>().check_config_in_document)(doc).unwrap_err();
+    let err = (PluginMetadata::of::<RaplPlugin>().check_config_in_document)(
+        &ParsedDocument::parse(doc).unwrap(),
+    )
+    .unwrap_err();
     assert!(err.message().contains("auto"), "{}", err.message());
 
     let doc = "[plugins.rapl]\npoll_intervall = \"1s\"\n";
-    let err = (PluginMetadata::of::<RaplPlugin>().check_config_in_document)(doc).unwrap_err();
+    let err = (PluginMetadata::of::<RaplPlugin>().check_config_in_document)(
+        &ParsedDocument::parse(doc).unwrap(),
+    )
+    .unwrap_err();
     assert!(err.message().contains("poll_interval"), "{}", err.message());
 
     let zero = RaplConfig {

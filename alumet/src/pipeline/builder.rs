@@ -368,6 +368,7 @@ impl PipelineBuilder {
                 source_tx.clone(),
                 stats.clone(),
                 config.max_points_per_buffer,
+                config.first_poll_at_start,
             );
             poller_threads.push(
                 std::thread::Builder::new()

@@ -226,6 +226,11 @@ pub struct PipelineConfig {
     /// (default 8 192: a few MiB of points, whatever the flush interval;
     /// 100 000 let 3 000 processes hold 75 000 points between 5 s flushes).
     pub max_points_per_buffer: usize,
+    /// Whether every source is polled as soon as the pipeline starts (the
+    /// service: the first figures at once). `exec` turns it off: its first
+    /// poll is the one it asks for right before the command starts, so a
+    /// short command costs one poll of every source less.
+    pub first_poll_at_start: bool,
 }
 
 impl Default for PipelineConfig {
@@ -237,6 +242,7 @@ impl Default for PipelineConfig {
             retry_initial_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
             max_points_per_buffer: 8_192,
+            first_poll_at_start: true,
         }
     }
 }

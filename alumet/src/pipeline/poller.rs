@@ -39,6 +39,7 @@ pub(crate) struct Poller {
     queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
     stats: Arc<PipelineStats>,
     max_points_per_buffer: usize,
+    first_poll_at_start: bool,
 }
 
 /// Logs at the 1st, 2nd, 4th, 8th... occurrence, so a failing source at 1 kHz
@@ -54,12 +55,17 @@ impl Poller {
         queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
         stats: Arc<PipelineStats>,
         max_points_per_buffer: usize,
+        first_poll_at_start: bool,
     ) -> Self {
         let now = Instant::now();
         let sources = sources
             .into_iter()
             .map(|m| Scheduled {
-                next_poll: now,
+                next_poll: if first_poll_at_start {
+                    now
+                } else {
+                    now + m.trigger.poll_interval
+                },
                 next_flush: now + m.trigger.flush_interval,
                 buffer: Vec::new(),
                 paused: false,
@@ -73,6 +79,7 @@ impl Poller {
             queue,
             stats,
             max_points_per_buffer,
+            first_poll_at_start,
         }
     }
 
@@ -81,7 +88,9 @@ impl Poller {
     pub(crate) fn run(mut self) {
         // The first poll of every source comes before any command, so that a
         // trigger sent right after start is a second, distinct poll.
-        self.poll_due();
+        if self.first_poll_at_start {
+            self.poll_due();
+        }
         loop {
             let next_deadline = self
                 .sources

@@ -1,11 +1,14 @@
 //! A cgroup created to run one command in, so that the kernel accounts for
 //! its whole process tree, however short-lived its processes are.
 //!
-//! The command joins the cgroup between fork and exec: the child writes `0`
-//! (itself) to the `cgroup.procs` files that the parent opened beforehand,
-//! which is a plain `write(2)`, safe after fork. At the end, processes that
-//! outlived the command (daemons) are moved to the parent cgroup so that the
-//! directory can be removed.
+//! A process joins it before it runs the command, in one of two ways: moved
+//! from outside ([`CommandCgroup::add_process`]: the agent's `exec` moves
+//! the child it forked early and holds before exec), or from inside between
+//! fork and exec ([`CommandCgroup::join_on_exec`]: the child writes `0`
+//! (itself) to `cgroup.procs` descriptors the parent opened, a plain
+//! `write(2)`, safe after fork; std then forks instead of using posix_spawn).
+//! At the end, processes that outlived the command (daemons) are moved to
+//! the parent cgroup so that the directory can be removed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -27,8 +30,8 @@ pub enum CgroupError {
         /// The cause.
         source: io::Error,
     },
-    /// `cgroup.procs` could not be opened for writing.
-    #[error("cannot open {path} for writing: {source}")]
+    /// `cgroup.procs` could not be opened for writing, or a pid written to it.
+    #[error("cannot write to {path}: {source}")]
     Procs {
         /// The file.
         path: PathBuf,
@@ -183,6 +186,25 @@ impl CommandCgroup {
         unsafe {
             cmd.pre_exec(move || join_raw(&fds));
         }
+    }
+
+    /// Moves process `pid` (all its threads) into this cgroup, in every
+    /// hierarchy. The writer needs write access to the `cgroup.procs` of the
+    /// common ancestor of the process's current cgroup and this one, as for
+    /// joining from inside.
+    pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        use std::io::Write;
+        let line = format!("{pid}\n");
+        for (file, (_, _, dir)) in self.procs.iter().zip(&self.dirs) {
+            // One write(2) per hierarchy: the kernel takes a whole pid per write.
+            (&*file)
+                .write_all(line.as_bytes())
+                .map_err(|source| CgroupError::Procs {
+                    path: dir.join("cgroup.procs"),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// The descriptors the child writes to, to join the cgroup (see [`join_raw`]).

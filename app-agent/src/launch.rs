@@ -1,0 +1,314 @@
+//! The command of `exec`, forked before the agent starts and released once
+//! the measurement is ready.
+//!
+//! Why not `std::process::Command`: to be in its cgroup from its first
+//! instruction, the command must join it between fork and exec, and a
+//! `pre_exec` hook makes std fork the whole running agent (threads, buffers,
+//! kept descriptors) instead of using posix_spawn, which measured 0.75–13 ms
+//! per `exec` (BENCHMARKS.md). Forking right after the command line is
+//! parsed costs the page tables of a small single-threaded process; the
+//! child then waits on a pipe while the agent starts, is moved into its
+//! cgroup from outside (the agent writes its pid to `cgroup.procs`), and
+//! execs the command when [`PendingCommand::start`] releases it. Until then
+//! it runs no code of the command, so nothing of the command is missed.
+//!
+//! Between fork and exec the child only calls async-signal-safe functions
+//! on memory prepared before the fork (`read`, `sigprocmask`, `signal`,
+//! `execvp`, `write`, `_exit`), so this stays correct even if a thread
+//! existed at fork time.
+
+use std::ffi::{CString, NulError};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Exit status of the waiting child when the agent gives up before
+/// releasing it (it never ran the command).
+const EXIT_NOT_RELEASED: libc::c_int = 125;
+
+/// A command forked and waiting to be released.
+pub struct PendingCommand {
+    pid: libc::pid_t,
+    /// Writing one byte releases the child; closing it without writing makes
+    /// the child exit without running the command.
+    release: Option<OwnedFd>,
+    /// Closed by the child's successful exec (close-on-exec), or carries its
+    /// errno when exec fails.
+    exec_status: Option<OwnedFd>,
+    started: bool,
+}
+
+/// Why the command could not be forked.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// An argument holds a NUL byte, which no exec can pass.
+    Nul(String),
+    /// pipe or fork failed.
+    Fork(io::Error),
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::Nul(arg) => write!(f, "argument {arg:?} contains a NUL byte"),
+            LaunchError::Fork(e) => write!(f, "cannot fork the command: {e}"),
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both are open descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl PendingCommand {
+    /// Forks the process that will exec `command` (program and arguments,
+    /// looked up in PATH like a shell does) once released.
+    pub fn fork(command: &[String]) -> Result<Self, LaunchError> {
+        let args: Vec<CString> = command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_: NulError| LaunchError::Nul(a.clone())))
+            .collect::<Result<_, _>>()?;
+        let Some(program) = args.first() else {
+            return Err(LaunchError::Fork(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no command",
+            )));
+        };
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let (release_read, release_write) = pipe().map_err(LaunchError::Fork)?;
+        let (status_read, status_write) = pipe().map_err(LaunchError::Fork)?;
+        // SAFETY: the child branch below only calls async-signal-safe
+        // functions on memory prepared above, then execs or exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(LaunchError::Fork(io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the child, see above.
+            unsafe {
+                child(
+                    [release_write.as_raw_fd(), status_read.as_raw_fd()],
+                    release_read.as_raw_fd(),
+                    status_write.as_raw_fd(),
+                    program.as_ptr(),
+                    argv.as_ptr(),
+                )
+            }
+        }
+        drop(release_read);
+        drop(status_write);
+        Ok(Self {
+            pid,
+            release: Some(release_write),
+            exec_status: Some(status_read),
+            started: false,
+        })
+    }
+
+    /// The pid of the command (the same before and after it is released).
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Releases the child and waits until it has exec'd the command (Ok) or
+    /// failed to (the exec error: not found, not executable...). On error
+    /// the child has exited and is reaped.
+    pub fn start(&mut self) -> io::Result<()> {
+        let (Some(release), Some(status)) = (self.release.take(), self.exec_status.take()) else {
+            return Err(io::Error::other("the command was already released"));
+        };
+        self.started = true;
+        let go = [1u8];
+        // SAFETY: valid descriptor and one-byte buffer.
+        let written = unsafe { libc::write(release.as_raw_fd(), go.as_ptr().cast(), 1) };
+        if written != 1 {
+            // The child is gone (EPIPE): killed while it waited, e.g. by a
+            // Ctrl-C sent to the whole foreground group during start-up.
+            let e = io::Error::last_os_error();
+            let status = self.reap_quietly();
+            return Err(match status {
+                Some(s) if libc::WIFSIGNALED(s) => io::Error::other(format!(
+                    "killed by signal {} before it started",
+                    libc::WTERMSIG(s)
+                )),
+                _ => e,
+            });
+        }
+        drop(release);
+        let mut errno = [0u8; 4];
+        let mut got = 0;
+        while got < errno.len() {
+            // SAFETY: valid descriptor; the buffer has errno.len() - got bytes left.
+            let n = unsafe {
+                libc::read(
+                    status.as_raw_fd(),
+                    errno[got..].as_mut_ptr().cast(),
+                    errno.len() - got,
+                )
+            };
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            got += n as usize;
+        }
+        if got == 0 {
+            return Ok(()); // closed by exec
+        }
+        let _ = self.reap_quietly();
+        Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+    }
+
+    /// Waits for the child to end; its wait status, if it could be had.
+    fn reap_quietly(&mut self) -> Option<libc::c_int> {
+        self.started = true; // nothing left to clean up
+        let mut status = 0;
+        loop {
+            // SAFETY: pid is our child; status is a valid int.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r == self.pid {
+                return Some(status);
+            }
+            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for PendingCommand {
+    /// A command never released exits without running (its release pipe is
+    /// closed) and is reaped, so no process is left behind.
+    fn drop(&mut self) {
+        if !self.started {
+            self.release = None;
+            self.exec_status = None;
+            let _ = self.reap_quietly();
+        }
+    }
+}
+
+/// The forked child: wait for the release, restore what a new program
+/// expects (no blocked signals, SIGPIPE by default: Rust ignores it), exec.
+///
+/// # Safety
+/// Only to be called in the child right after fork, with pointers to
+/// memory prepared before the fork.
+unsafe fn child(
+    parent_ends: [libc::c_int; 2],
+    release: libc::c_int,
+    status: libc::c_int,
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        // Our copy of the parent's ends: without closing the write end, the
+        // release pipe would never read EOF if the agent died.
+        for fd in parent_ends {
+            libc::close(fd);
+        }
+        let mut go = 0u8;
+        loop {
+            let n = libc::read(release, (&mut go as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            // The agent closed the pipe (it stopped, or gave up): run nothing.
+            libc::_exit(EXIT_NOT_RELEASED);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execvp(program, argv);
+        let errno = (*libc::__errno_location()).to_ne_bytes();
+        libc::write(status, errno.as_ptr().cast(), errno.len());
+        libc::_exit(EXIT_NOT_RELEASED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn wait(pid: u32) -> i32 {
+        let mut status = 0;
+        // SAFETY: our child.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn a_released_command_runs_and_keeps_its_pid() {
+        let dir = std::env::temp_dir().join(format!("alumet-launch-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let script = format!("echo $$ > {}; exit 7", dir.display());
+        let mut cmd = PendingCommand::fork(&["sh".into(), "-c".into(), script]).unwrap();
+        let pid = cmd.pid();
+        // Not run before the release.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!dir.exists());
+        cmd.start().unwrap();
+        assert_eq!(wait(pid), 7);
+        let written = std::fs::read_to_string(&dir).unwrap();
+        assert_eq!(written.trim(), pid.to_string());
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_with_its_errno() {
+        let mut cmd = PendingCommand::fork(&["/nonexistent/alumet-nothing".into()]).unwrap();
+        let e = cmd.start().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let mut cmd = PendingCommand::fork(&["alumet-no-such-command-anywhere".into()]).unwrap();
+        assert_eq!(cmd.start().unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_command_never_released_runs_nothing_and_is_reaped() {
+        let marker = std::env::temp_dir().join(format!("alumet-unrun-{}", std::process::id()));
+        let script = format!("touch {}", marker.display());
+        let cmd = PendingCommand::fork(&["sh".into(), "-c".into(), script]).unwrap();
+        let pid = cmd.pid();
+        drop(cmd);
+        assert!(!marker.exists());
+        // Reaped: no such child any more.
+        // SAFETY: kill with signal 0 only checks existence.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, 0) }, -1);
+    }
+
+    #[test]
+    fn a_command_killed_while_it_waits_says_so() {
+        let mut cmd = PendingCommand::fork(&["true".into()]).unwrap();
+        // SAFETY: our child.
+        unsafe { libc::kill(cmd.pid() as libc::pid_t, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let e = cmd.start().unwrap_err();
+        assert!(e.to_string().contains("signal 2"), "{e}");
+    }
+
+    #[test]
+    fn nul_bytes_are_refused_before_forking() {
+        assert!(matches!(
+            PendingCommand::fork(&["a\0b".into()]),
+            Err(LaunchError::Nul(_))
+        ));
+    }
+}
