@@ -13,6 +13,7 @@ mod exec;
 mod notify;
 mod plot;
 mod plugins;
+mod reload;
 mod report;
 mod service;
 mod session;

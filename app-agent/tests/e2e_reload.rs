@@ -1,9 +1,13 @@
 //! SIGHUP, tried on the agent as a process: `run` reloads its configuration
 //! (a new interval shows in the timestamps, every poll is in the CSV once,
 //! an invalid file keeps the old configuration, a file renamed by logrotate
-//! is left complete and a new one starts with its header); `exec` passes it
-//! on to the command; `config check` validates without running.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! is left complete and a new one starts with its header); only the plugin
+//! whose section changed restarts (the Prometheus endpoint keeps its socket
+//! and its counters while procfs restarts; procfs keeps its poll ticks
+//! while the endpoint moves to another port), a change of `[agent]`
+//! restarts everything and says why; `exec` passes it on to the command;
+//! `config check` validates without running.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -18,6 +22,11 @@ const POLL_METRIC: &str = "tasks_running";
 
 /// A configuration with procfs (system source every `interval_ms`) and csv.
 fn write_config(dir: &Path, interval_ms: u64) {
+    write_config_with(dir, interval_ms, "");
+}
+
+/// [`write_config`] followed by `more` (other sections).
+fn write_config_with(dir: &Path, interval_ms: u64, more: &str) {
     std::fs::write(
         dir.join("alumet-config.toml"),
         format!(
@@ -32,18 +41,22 @@ enabled = true
 output_path = "out.csv"
 timestamp_format = "unix_ns"
 flush_interval = "100ms"
-"#
+{more}"#
         ),
     )
     .unwrap();
 }
 
 fn spawn_run(dir: &Path) -> Child {
+    spawn_run_with(dir, "procfs,csv")
+}
+
+fn spawn_run_with(dir: &Path, plugins: &str) -> Child {
     common::agent_command()
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
-        .args(["--plugins", "procfs,csv"])
+        .args(["--plugins", plugins])
         .arg("run")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -333,4 +346,205 @@ fn config_check_validates_without_running() {
         !dir.path().join("absent.toml").exists(),
         "check creates nothing"
     );
+}
+
+/// The `[plugins.prometheus]` section listening on `port`.
+fn prometheus_section(port: u16) -> String {
+    format!("\n[plugins.prometheus]\nenabled = true\nlisten_address = \"127.0.0.1:{port}\"\n")
+}
+
+/// The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp).
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// `ctl status --json` of the agent in `dir`.
+fn ctl_status(dir: &Path) -> serde_json::Value {
+    let out = common::agent_command()
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .args(["ctl", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Counter `key` of the element `name` in a `ctl status` answer.
+fn counter(status: &serde_json::Value, name: &str, key: &str) -> u64 {
+    status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(status["outputs"].as_array().unwrap())
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))[key]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every element's name in a `ctl status` answer, sorted.
+fn element_names(status: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = ["sources", "transforms", "outputs"]
+        .iter()
+        .flat_map(|k| status[*k].as_array().unwrap().iter())
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_change_in_procfs_restarts_it_alone_and_the_endpoint_keeps_its_socket_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    write_config_with(dir.path(), 100, &prometheus_section(port));
+    let child = spawn_run_with(dir.path(), "procfs,csv,prometheus");
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        common::http(port, "GET", "/metrics").is_some_and(|(s, _)| s == 200)
+    }));
+    std::thread::sleep(Duration::from_millis(1000));
+    let socket = listening_inode(port).expect("the endpoint listens");
+    let before = ctl_status(dir.path());
+
+    write_config_with(dir.path(), 200, &prometheus_section(port));
+    let hup_at = now_ns();
+    hup(&child);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = ctl_status(dir.path());
+    assert_eq!(
+        listening_inode(port),
+        Some(socket),
+        "the endpoint was not restarted: the same listening socket"
+    );
+    assert_eq!(
+        element_names(&after),
+        element_names(&before),
+        "the same names"
+    );
+    for output in ["prometheus/endpoint", "csv/file"] {
+        let (b, a) = (
+            counter(&before, output, "written_points"),
+            counter(&after, output, "written_points"),
+        );
+        assert!(a > b, "{output} counts on from {b}: {a}");
+    }
+    let (b, a) = (
+        counter(&before, "procfs/system", "polls"),
+        counter(&after, "procfs/system", "polls"),
+    );
+    assert!(
+        a < b,
+        "procfs restarted: its polls count from 0 ({b} before, {a} after)"
+    );
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("restarting procfs (their sections changed)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("reloaded").count(), 1, "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    let csv = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+    assert_eq!(
+        csv.matches("timestamp,metric").count(),
+        1,
+        "one header only"
+    );
+    let times = poll_times(&read_csv(&dir.path().join("out.csv")));
+    assert_continuous(&times, 200, &[hup_at]);
+    let later = median_gap_ms(&times, hup_at + 300_000_000, u64::MAX);
+    assert!(
+        (170.0..260.0).contains(&later),
+        "procfs has its new interval: {later} ms"
+    );
+}
+
+#[test]
+fn a_change_in_the_endpoint_moves_it_and_procfs_keeps_its_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_port, new_port) = (common::free_port(), common::free_port());
+    write_config_with(dir.path(), 100, &prometheus_section(old_port));
+    let child = spawn_run_with(dir.path(), "procfs,csv,prometheus");
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        common::http(old_port, "GET", "/metrics").is_some_and(|(s, _)| s == 200)
+    }));
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = ctl_status(dir.path());
+
+    write_config_with(dir.path(), 100, &prometheus_section(new_port));
+    let hup_at = now_ns();
+    hup(&child);
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        common::http(new_port, "GET", "/metrics").is_some_and(|(s, _)| s == 200)
+    }));
+    assert!(
+        common::http(old_port, "GET", "/metrics").is_none(),
+        "the old port is closed"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let after = ctl_status(dir.path());
+    // 1.5 s of polls before; a restarted source would count from 0.
+    let (b, a) = (
+        counter(&before, "procfs/system", "polls"),
+        counter(&after, "procfs/system", "polls"),
+    );
+    assert!(a > b, "procfs counts on from {b}: {a}");
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let times = poll_times(&read_csv(&dir.path().join("out.csv")));
+    // Not restarted: no allowance, and no extra poll (a restart polls at once).
+    assert_continuous(&times, 100, &[]);
+    let around: Vec<u64> = times
+        .windows(2)
+        .filter(|w| w[1] > hup_at.saturating_sub(500_000_000) && w[0] < hup_at + 500_000_000)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    assert!(
+        around.iter().all(|gap| (60..140).contains(gap)),
+        "the 100 ms ticks go on through the reload: {around:?} ms"
+    );
+    assert!(
+        stderr.contains("restarting prometheus (their sections changed)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_change_in_agent_restarts_the_whole_pipeline_and_says_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), 100);
+    let child = spawn_run(dir.path());
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = ctl_status(dir.path());
+    write_config_with(dir.path(), 100, "\n[agent]\noutput_queue_capacity = 64\n");
+    let hup_at = now_ns();
+    hup(&child);
+    std::thread::sleep(Duration::from_millis(600));
+    let after = ctl_status(dir.path());
+    // 1.5 s of counts before, 0.6 s after: every element started again from 0.
+    for (element, key) in [("procfs/system", "polls"), ("csv/file", "written_points")] {
+        let (b, a) = (
+            counter(&before, element, key),
+            counter(&after, element, key),
+        );
+        assert!(a < b, "{element} restarted: {key} {b} before, {a} after");
+    }
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr
+            .contains("[agent] output_queue_capacity changed, which applies to the whole pipeline"),
+        "{stderr}"
+    );
+    let times = poll_times(&read_csv(&dir.path().join("out.csv")));
+    assert_continuous(&times, 100, &[hup_at]);
 }
