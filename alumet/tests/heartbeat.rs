@@ -159,7 +159,17 @@ fn an_output_or_a_transform_stuck_in_a_call_stops_the_heartbeat() {
         assert_eq!(h.stalled(timeout), [culprit]);
         assert!(!h.heartbeat(timeout), "{culprit}: stuck");
         // The sources are not stuck: their queue takes the points meanwhile.
-        assert!(h.stats().sources[0].polls > 20);
+        let stats = h.stats();
+        assert!(stats.sources[0].polls > 20);
+        let waiting = if as_output {
+            stats.outputs.iter().map(|o| o.queue_depth).sum::<u64>()
+        } else {
+            stats.transform_queue_depth
+        };
+        assert!(
+            waiting >= 10,
+            "{culprit}: buffers wait in front of it: {stats:?}"
+        );
 
         stall.armed.store(false, Ordering::Release);
         drop(held);

@@ -343,9 +343,17 @@ fn outputs_reopen_after_what_was_queued_and_queue_depths_are_counted() {
     let pipeline = builder.start().unwrap();
     let handle = pipeline.handle();
     let depth = |h: &PipelineHandle| h.stats().output("p/log").unwrap().queue_depth;
+    let buffered = |h: &PipelineHandle| h.stats().source("p/s").unwrap().buffered_points;
+    // The first poll's point waits in the source for its (hour-long) flush.
+    assert!(wait_until(Duration::from_secs(5), || buffered(&handle) == 1));
     handle
         .trigger_now(SourceSelector::All, Duration::from_secs(5))
         .unwrap();
+    assert_eq!(
+        buffered(&handle),
+        0,
+        "a triggered poll is handed on at once"
+    );
     assert!(wait_until(Duration::from_secs(5), || output
         .log
         .lock()
