@@ -162,14 +162,15 @@ impl Agent {
     /// then `start` start from `config` into the running pipeline, each
     /// with its `previous` section if the new one cannot run. Element names
     /// are the same as before. A plugin that cannot run is reported and
-    /// left out, as at start.
+    /// left out, as at start. Returns the plugins that run on their
+    /// previous section.
     pub fn restart_plugins(
         &mut self,
         stop: &[String],
         start: &[String],
         config: &LoadedConfig,
         previous: &LoadedConfig,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         self.pipeline
             .stop_plugins(stop)
             .map_err(|e| format!("cannot stop {}: {e}", stop.join(", ")))?;
@@ -192,6 +193,7 @@ impl Agent {
         };
         let mut extension = self.pipeline.extend();
         let mut started = Vec::new();
+        let mut on_previous = Vec::new();
         for name in start {
             let Some((meta, table)) = section(config, name) else {
                 continue;
@@ -207,6 +209,7 @@ impl Agent {
                 match section(previous, name) {
                     Some((_, old)) if stop.contains(&meta.name.to_owned()) => {
                         log::error!("plugin {name} cannot run with its new section: {e}; going back to its previous one");
+                        on_previous.push(name.clone());
                         attempt(old, &mut extension)
                     }
                     _ => Err(e),
@@ -241,7 +244,7 @@ impl Agent {
                 .unwrap_or(usize::MAX)
         };
         self.plugins.sort_by_key(|(name, _)| rank(name));
-        Ok(())
+        Ok(on_previous)
     }
 
     /// Every output flushes and reopens its file (SIGHUP: logrotate).

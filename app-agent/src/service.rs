@@ -86,9 +86,12 @@ pub fn run(
                             describe(&stop, &start)
                         );
                         match agent.restart_plugins(&stop, &start, &new_config, &config) {
-                            Ok(()) => {
+                            Ok(on_previous) => {
                                 agent.reopen_outputs();
                                 set_running(&running, Some(&agent));
+                                // What runs is what the next reload compares with.
+                                let mut new_config = new_config;
+                                keep_sections(&mut new_config, &config, &on_previous);
                                 config = new_config;
                                 log::info!("reloaded");
                                 Ok(agent)
@@ -147,6 +150,17 @@ fn restart_whole(
         Err(_) => {
             log::error!("SIGHUP: the new configuration cannot run (see above); going back to the previous one");
             start(config, running)
+        }
+    }
+}
+
+/// Puts `from`'s sections of `plugins` into `into`.
+fn keep_sections(into: &mut LoadedConfig, from: &LoadedConfig, plugins: &[String]) {
+    for (meta, table, _) in &mut into.plugins {
+        if plugins.iter().any(|p| p == meta.name) {
+            if let Some((_, old, _)) = from.plugins.iter().find(|(m, _, _)| m.name == meta.name) {
+                *table = old.clone();
+            }
         }
     }
 }
