@@ -140,7 +140,9 @@ fn a_plugin_stopped_and_started_again_leaves_the_others_running_and_loses_nothin
         .with_plugin_context("swap", |ctx| {
             swapped_metric = Some(gauge(ctx, "swapped"));
             let source = counting_source(swapped_metric.unwrap(), swapped_emitted.clone());
-            ctx.add_source("s", source, SourceTrigger::every(interval));
+            // On a thread of its own: that poller ends with the plugin.
+            let trigger = SourceTrigger::every(interval).on_dedicated_thread();
+            ctx.add_source("s", source, trigger);
             ctx.add_transform("delay", Box::<DelayByOne>::default());
             ctx.add_output("out", Box::new(first.clone()), OutputOptions::default());
             Ok(())
@@ -390,4 +392,74 @@ fn outputs_reopen_after_what_was_queued_and_queue_depths_are_counted() {
         ],
         "flushed, then reopened, between the batches before and after"
     );
+}
+
+#[test]
+fn a_stopped_plugin_s_autonomous_source_is_told_to_stop_and_what_it_sent_arrives() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let mut builder = PipelineBuilder::new(PipelineConfig::default());
+    let all = CollectingOutput::new();
+    builder
+        .with_plugin_context("sink", |ctx| {
+            let out = OutputOptions {
+                flush_interval: None,
+            };
+            ctx.add_output("all", Box::new(all.clone()), out);
+            // A source, so that the pipeline has one after `auto` is gone.
+            let m = gauge(ctx, "tick");
+            let trigger = SourceTrigger::every(Duration::from_millis(20));
+            ctx.add_source("tick", counting_source(m, Arc::default()), trigger);
+            Ok(())
+        })
+        .unwrap();
+    let (s, st) = (sent.clone(), stopped.clone());
+    let mut metric = None;
+    builder
+        .with_plugin_context("auto", |ctx| {
+            let m = gauge(ctx, "pushed");
+            metric = Some(m);
+            let factory: alumet::pipeline::builder::AutonomousSourceFactory =
+                Box::new(move |mut actx| {
+                    Box::pin(async move {
+                        let mut i = 0u64;
+                        loop {
+                            let point = MeasurementPoint::new(
+                                Timestamp::now(),
+                                m,
+                                Resource::LocalMachine,
+                                ResourceConsumer::LocalMachine,
+                                i,
+                            );
+                            actx.sender.send(vec![point]).await?;
+                            s.fetch_add(1, Ordering::SeqCst);
+                            i += 1;
+                            tokio::select! {
+                                _ = actx.shutdown.changed() => break,
+                                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                            }
+                        }
+                        st.store(true, Ordering::SeqCst);
+                        Ok(())
+                    })
+                });
+            ctx.add_autonomous_source("push", factory);
+            Ok(())
+        })
+        .unwrap();
+    let pipeline = builder.start().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || sent
+        .load(Ordering::SeqCst)
+        > 20));
+    pipeline.stop_plugins(&["auto".to_owned()]).unwrap();
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "it returned before stop_plugins did"
+    );
+    let total = sent.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(sent.load(Ordering::SeqCst), total, "it sends no more");
+    pipeline.shutdown_and_wait();
+    let pushed = values_of(&all.points(), metric.unwrap());
+    assert_eq!(pushed, (0..total).collect::<Vec<_>>());
 }
