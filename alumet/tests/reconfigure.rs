@@ -463,3 +463,49 @@ fn a_stopped_plugin_s_autonomous_source_is_told_to_stop_and_what_it_sent_arrives
     let pushed = values_of(&all.points(), metric.unwrap());
     assert_eq!(pushed, (0..total).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_reopen_does_not_wait_for_ever_behind_a_stuck_output() {
+    let mut builder = PipelineBuilder::new(PipelineConfig {
+        output_queue_capacity: 1,
+        ..PipelineConfig::default()
+    });
+    let output = LoggingOutput::default();
+    builder
+        .with_plugin_context("p", |ctx| {
+            let m = gauge(ctx, "n");
+            let source = counting_source(m, Arc::default());
+            ctx.add_source("s", source, SourceTrigger::every(Duration::from_secs(3600)));
+            let options = OutputOptions {
+                flush_interval: None,
+            };
+            ctx.add_output("log", Box::new(output.clone()), options);
+            Ok(())
+        })
+        .unwrap();
+    let pipeline = builder.start().unwrap();
+    let handle = pipeline.handle();
+    let held = output.hold.lock().unwrap();
+    // One batch inside the stuck write, one filling the queue.
+    for _ in 0..2 {
+        handle
+            .trigger_now(SourceSelector::All, Duration::from_secs(5))
+            .unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(5), || handle
+        .stats()
+        .output("p/log")
+        .unwrap()
+        .queue_depth
+        == 1));
+    let asked = std::time::Instant::now();
+    handle.reopen_outputs().unwrap();
+    let waited = asked.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(20)).contains(&waited),
+        "gave up after its bound: {waited:?}"
+    );
+    drop(held);
+    pipeline.shutdown_and_wait();
+    assert!(!output.log.lock().unwrap().contains(&"reopen"));
+}

@@ -321,8 +321,9 @@ impl PipelineHandle {
 
     /// Every output flushes and reopens what it writes to
     /// ([`Output::reopen`](super::Output::reopen)), after the buffers
-    /// already on their way; waits until each has been asked. Call from a
-    /// plain thread, not from an async task.
+    /// already on their way; waits until each has been asked (an output
+    /// whose queue stays full for 5 s, stuck in a write, is not asked: it
+    /// is logged). Call from a plain thread, not from an async task.
     pub fn reopen_outputs(&self) -> Result<(), ControlError> {
         let (done_tx, done_rx) = mpsc::channel();
         self.inner

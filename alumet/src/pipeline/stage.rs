@@ -47,6 +47,32 @@ pub(crate) enum StageCommand {
     ReopenOutputs { done: mpsc::Sender<()> },
 }
 
+/// How long a reopen request waits for room in an output's queue: a slow
+/// output gets it late, a stuck one (whose write never returns) must not
+/// hold the stage, and with it the reload, for ever.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Queues a reopen request behind what `out` has queued, waiting up to
+/// [`REOPEN_WAIT`] for room.
+fn reopen(out: &OutputQueue) {
+    let deadline = std::time::Instant::now() + REOPEN_WAIT;
+    loop {
+        match out.tx.try_send(OutputMessage::Reopen) {
+            Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
+            Err(mpsc::TrySendError::Full(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(mpsc::TrySendError::Full(_)) => {
+                log::warn!(
+                    "output {}: its queue stayed full for {REOPEN_WAIT:?}; not reopened",
+                    out.name
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// The sending side of one output's queue.
 pub(crate) struct OutputQueue {
     pub plugin: String,
@@ -125,8 +151,7 @@ impl Stage {
             }
             StageCommand::ReopenOutputs { done } => {
                 for out in &self.outputs {
-                    // Waits for room: a reopen is rare and must not be lost.
-                    let _ = tokio::task::block_in_place(|| out.tx.send(OutputMessage::Reopen));
+                    tokio::task::block_in_place(|| reopen(out));
                 }
                 let _ = done.send(());
             }
