@@ -271,3 +271,82 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     let times = poll_times(&rows);
     assert_continuous(&times, 100, &[]);
 }
+
+/// The plugins enabled by default that these tests do not use, disabled.
+const OTHERS_OFF: &str = "
+[plugins.cgroups]
+enabled = false
+[plugins.rapl]
+enabled = false
+[plugins.nvidia]
+enabled = false
+[plugins.cpu-power-model]
+enabled = false
+[plugins.energy-attribution]
+enabled = false
+[plugins.energy-to-carbon]
+enabled = false
+";
+
+/// The endpoint with `enabled = on`.
+fn endpoint(port: u16, on: bool) -> String {
+    prometheus_section(port).replace("enabled = true", &format!("enabled = {on}")) + OTHERS_OFF
+}
+
+#[test]
+fn a_plugin_disabled_by_a_reload_stops_alone_and_enabled_again_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    write_config_with(dir.path(), 100, &endpoint(port, true));
+    // No --plugins: the file says which plugins run.
+    let child = spawn_run_with(dir.path(), "");
+    let serves = || common::http(port, "GET", "/metrics").is_some_and(|(s, _)| s == 200);
+    assert!(common::wait_until(Duration::from_secs(5), serves));
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = ctl_status(dir.path());
+    assert_eq!(
+        before["plugins"],
+        serde_json::json!(["procfs", "csv", "prometheus"])
+    );
+
+    write_config_with(dir.path(), 100, &endpoint(port, false));
+    hup(&child);
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        common::http(port, "GET", "/metrics").is_none()
+    }));
+    let off = ctl_status(dir.path());
+    assert_eq!(off["plugins"], serde_json::json!(["procfs", "csv"]));
+    assert_eq!(
+        element_names(&off),
+        ["csv/file", "procfs/processes", "procfs/system"],
+        "{off}"
+    );
+    let (b, a) = (
+        counter(&before, "procfs/system", "polls"),
+        counter(&off, "procfs/system", "polls"),
+    );
+    // Stopping the endpoint takes less than a poll: not fewer is enough (a
+    // restarted source would count from 0).
+    assert!(a >= b, "procfs counts on from {b}: {a}");
+
+    write_config_with(dir.path(), 100, &endpoint(port, true));
+    let on_at = now_ns();
+    hup(&child);
+    assert!(common::wait_until(Duration::from_secs(5), serves));
+    let on = ctl_status(dir.path());
+    assert_eq!(element_names(&on), element_names(&before));
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stopping prometheus (their sections changed)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("starting prometheus (their sections changed)"),
+        "{stderr}"
+    );
+    let times = poll_times(&read_csv(&dir.path().join("out.csv")));
+    assert_continuous(&times, 100, &[]);
+    assert!(times.iter().any(|t| *t > on_at), "polls after both reloads");
+}

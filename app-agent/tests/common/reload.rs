@@ -43,13 +43,17 @@ pub fn spawn_run(dir: &Path) -> Child {
     spawn_run_with(dir, "procfs,csv")
 }
 
+/// `run` with `--plugins plugins`, or, if it is empty, with the plugins
+/// the file enables (which a reload may then change).
 pub fn spawn_run_with(dir: &Path, plugins: &str) -> Child {
-    super::agent_command()
-        .current_dir(dir)
+    let mut c = super::agent_command();
+    c.current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
-        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
-        .args(["--plugins", plugins])
-        .arg("run")
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()]);
+    if !plugins.is_empty() {
+        c.args(["--plugins", plugins]);
+    }
+    c.arg("run")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
