@@ -122,7 +122,8 @@ pub trait Source: Send {
 /// What the transforms and outputs can read about the pipeline.
 #[derive(Debug)]
 pub struct ElementContext<'a> {
-    /// Every registered metric (frozen before the pipeline started).
+    /// Every registered metric (a plugin started later may add some; ids
+    /// never change).
     pub metrics: &'a MetricRegistry,
 }
 

@@ -1,9 +1,9 @@
 //! The metric registry as the running elements see it.
 //!
-//! Metrics are frozen while elements run, but a plugin started into a
-//! running pipeline (a reload) may register new ones. Ids only grow (a
-//! registry is extended, never edited), so an element keeps its own `Arc`
-//! and swaps it for the newer one when the generation moves: one relaxed
+//! A registry never changes while elements read it, but a plugin started
+//! into a running pipeline (a reload) may register new metrics. Ids only
+//! grow (a registry is extended, never edited), so an element keeps its
+//! own `Arc` and swaps it for the newer one when the generation moves: one
 //! atomic load per batch, no lock on the data path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
