@@ -5,6 +5,7 @@
 //! - [`metrics`]: metric definitions, units, the registry.
 //! - [`plugin`]: the lifecycle every plugin follows.
 //! - [`pipeline`]: sources → transforms → outputs, its control handle and counters.
+//! - [`error`]: the errors plugins and elements return.
 //! - [`config`]: TOML tables and human durations for plugin configs.
 //! - [`secret`]: tokens and passwords from config, env or file, never logged.
 //! - [`suggest`]: "did you mean ...?" by edit distance, for config errors.
@@ -12,6 +13,7 @@
 //!   `testing::points` (feature `fixtures`): metrics and points from a `points.json`.
 
 pub mod config;
+pub mod error;
 pub mod exec;
 pub mod measurement;
 pub mod metrics;

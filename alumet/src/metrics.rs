@@ -1,8 +1,10 @@
 //! Metric definitions and the registry that gives them ids.
 //!
 //! Metrics are registered once, while plugins start; points then carry only
-//! the numeric [`MetricId`]. The registry is frozen (shared read-only in an
-//! `Arc`) before the pipeline starts, so outputs look names up without locks.
+//! the numeric [`MetricId`]. The registry is shared read-only in an `Arc`
+//! once the pipeline starts, so outputs look names up without locks; a
+//! plugin started later (a reload) publishes an extended copy, never an
+//! edited one (`pipeline/registry.rs`).
 
 use std::collections::HashMap;
 use std::fmt;

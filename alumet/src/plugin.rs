@@ -21,49 +21,10 @@ use serde::de::{
 use serde::{Deserializer, Serialize};
 
 use crate::config::{deserialize_config, serialize_config, ConfigError, ConfigTable};
+pub use crate::error::{BoxError, PluginError};
 use crate::pipeline::builder::PluginStartContext;
 use crate::pipeline::control::PipelineHandle;
-
-/// Boxed error for plugin and element failures.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why a plugin failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// The plugin cannot work on this machine. `reason` says what is missing,
-    /// `fix` what the user can do; the agent prints them on one line.
-    #[error("{reason}{}", fix.as_ref().map(|f| format!(" ({f})")).unwrap_or_default())]
-    Unavailable {
-        /// What is missing (a kernel interface, a permission, a library).
-        reason: String,
-        /// What to do about it, if anything.
-        fix: Option<String>,
-    },
-    /// Registering a metric failed.
-    #[error(transparent)]
-    Metric(#[from] crate::metrics::MetricError),
-    /// Any other failure.
-    #[error(transparent)]
-    Other(BoxError),
-}
-
-impl PluginError {
-    /// The plugin cannot run here: `reason`, and what the user can do.
-    pub fn unavailable(reason: impl Into<String>, fix: impl Into<String>) -> Self {
-        PluginError::Unavailable {
-            reason: reason.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    /// Wraps any error.
-    pub fn other(e: impl Into<BoxError>) -> Self {
-        PluginError::Other(e.into())
-    }
-}
+use crate::pipeline::{PipelineBuilder, PipelineExtension};
 
 /// A running plugin, as the agent drives it.
 pub trait Plugin: Send {
@@ -78,6 +39,24 @@ pub trait Plugin: Send {
     /// Called after the pipeline has stopped and outputs are closed.
     fn stop(&mut self) -> Result<(), PluginError> {
         Ok(())
+    }
+}
+
+// Starting a plugin is defined here, not in the pipeline, so that the
+// pipeline depends on the plugin contract's errors only (`crate::error`)
+// and this module alone depends on both.
+impl PipelineBuilder {
+    /// Starts a plugin (see [`Plugin::start`]); what it adds is kept only if it succeeds.
+    pub fn start_plugin(&mut self, name: &str, plugin: &mut dyn Plugin) -> Result<(), PluginError> {
+        self.with_plugin_context(name, |ctx| plugin.start(ctx))
+    }
+}
+
+impl PipelineExtension<'_> {
+    /// Starts a plugin into the running pipeline (see [`Plugin::start`]);
+    /// what it adds is kept only if it succeeds, and runs at `commit`.
+    pub fn start_plugin(&mut self, name: &str, plugin: &mut dyn Plugin) -> Result<(), PluginError> {
+        self.with_plugin_context(name, |ctx| plugin.start(ctx))
     }
 }
 

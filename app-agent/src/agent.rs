@@ -1,6 +1,7 @@
 //! Starting the plugins and the pipeline, and stopping them, shared by `run`
 //! and `exec`.
 
+use alumet::config::ConfigTable;
 use alumet::exec::ExecTarget;
 use alumet::pipeline::{
     PipelineBuilder, PipelineConfig, PipelineHandle, PluginStartContext, RunningPipeline,
@@ -72,6 +73,8 @@ pub fn start_with(
     extra: impl FnOnce(&mut PluginStartContext) -> Result<(), PluginError>,
 ) -> Result<Agent, StartError> {
     let mut builder = PipelineBuilder::new(pipeline);
+    // Transforms run in the plugin list's order, also for a plugin started later by a reload.
+    builder.plugin_order(config.plugins.iter().map(|(m, _, _)| m.name));
     let mut started = Vec::new();
     let mut unavailable = Vec::new();
     for (meta, table, enabled) in &config.plugins {
@@ -163,6 +166,103 @@ impl Agent {
     /// Names of the plugins that started.
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Applies a new configuration to some plugins while the others run on:
+    /// the elements of `stop` drain, flush and close, those plugins stop;
+    /// then `start` start from `config` into the running pipeline, each
+    /// with its `previous` section if the new one cannot run. Element names
+    /// are the same as before. A plugin that cannot run is reported and
+    /// left out, as at start. Returns the plugins that run on their
+    /// previous section.
+    pub fn restart_plugins(
+        &mut self,
+        stop: &[String],
+        start: &[String],
+        config: &LoadedConfig,
+        previous: &LoadedConfig,
+    ) -> Result<Vec<String>, String> {
+        self.pipeline
+            .stop_plugins(stop)
+            .map_err(|e| format!("cannot stop {}: {e}", stop.join(", ")))?;
+        let (stopping, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.plugins)
+            .into_iter()
+            .partition(|(name, _)| stop.contains(name));
+        self.plugins = staying;
+        for (name, mut plugin) in stopping {
+            if let Err(e) = plugin.stop() {
+                log::error!("plugin {name} failed to stop cleanly: {e}");
+            }
+        }
+        self.unavailable
+            .retain(|u| !stop.contains(&u.name) && !start.contains(&u.name));
+        let section = |c: &LoadedConfig, name: &str| {
+            c.plugins
+                .iter()
+                .find(|(m, _, enabled)| m.name == name && *enabled)
+                .map(|(m, t, _)| (*m, t.clone()))
+        };
+        let mut extension = self.pipeline.extend();
+        let mut started = Vec::new();
+        let mut on_previous = Vec::new();
+        for name in start {
+            let Some((meta, table)) = section(config, name) else {
+                continue;
+            };
+            let attempt = |table: ConfigTable,
+                           extension: &mut alumet::pipeline::PipelineExtension|
+             -> Result<Box<dyn Plugin>, PluginError> {
+                let mut plugin = (meta.init)(table)?;
+                extension.start_plugin(meta.name, plugin.as_mut())?;
+                Ok(plugin)
+            };
+            let result = attempt(table, &mut extension).or_else(|e| {
+                match section(previous, name) {
+                    Some((_, old)) if stop.contains(&meta.name.to_owned()) => {
+                        log::error!("plugin {name} cannot run with its new section: {e}; going back to its previous one");
+                        on_previous.push(name.clone());
+                        attempt(old, &mut extension)
+                    }
+                    _ => Err(e),
+                }
+            });
+            match result {
+                Ok(plugin) => started.push((meta.name.to_owned(), plugin)),
+                Err(e) => {
+                    log::warn!("plugin {name} cannot run here: {e}");
+                    self.unavailable.push(UnavailablePlugin {
+                        name: meta.name.to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        extension
+            .commit()
+            .map_err(|e| format!("cannot start {}: {e}", start.join(", ")))?;
+        let handle = self.pipeline.handle();
+        for (name, plugin) in &mut started {
+            if let Err(e) = plugin.post_pipeline_start(&handle) {
+                log::error!("plugin {name}: {e}");
+            }
+        }
+        self.plugins.extend(started);
+        let rank = |name: &str| {
+            config
+                .plugins
+                .iter()
+                .position(|(m, _, _)| m.name == name)
+                .unwrap_or(usize::MAX)
+        };
+        self.plugins.sort_by_key(|(name, _)| rank(name));
+        Ok(on_previous)
+    }
+
+    /// Every output flushes and reopens its file (SIGHUP: logrotate).
+    pub fn reopen_outputs(&self) {
+        if let Err(e) = self.pipeline.handle().reopen_outputs() {
+            log::warn!("cannot reopen the outputs: {e}");
+        }
     }
 
     /// Shuts the pipeline down (last poll, drain, flush, close), then stops

@@ -66,7 +66,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Measure until SIGINT or SIGTERM, then flush everything and exit 0;
-    /// SIGHUP reloads the configuration.
+    /// SIGHUP reloads the configuration (the plugins whose section changed
+    /// restart, the others run on) and reopens the output files.
     #[command(after_help = "Example:\n  alumet-agent --config /etc/alumet/alumet-config.toml run")]
     Run,
     /// Measure while a command runs, print a summary on stderr, exit with its exit code.
@@ -158,7 +159,8 @@ pub enum CtlCommand {
         /// Source name or glob.
         source: String,
     },
-    /// Change the poll interval of sources (until the next reload or restart).
+    /// Change the poll interval of sources (until their plugin restarts: a
+    /// reload that changes its section, or the agent's restart).
     #[command(after_help = "Example:\n  alumet-agent ctl set-interval procfs/system 100ms")]
     SetInterval {
         /// Source name or glob.

@@ -209,7 +209,10 @@ fn for_each(
     json!({"ok": true, "sources": names})
 }
 
-/// Every counter and the last error, per source and per output.
+/// Every counter, queue depth and last error, per source, transform and
+/// output. Queue depths: `buffered_points` (polled, held until the
+/// source's next flush), `transform_queue_depth` (buffers waiting for the
+/// transforms), `queue_depth` (batches waiting in front of an output).
 pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
     let stats = handle.stats();
     let sources: Vec<Value> = stats
@@ -223,7 +226,22 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
                 "missed_ticks": s.missed_ticks,
                 "errors": s.errors,
                 "dropped_points": s.dropped_points,
+                "buffered_points": s.buffered_points,
                 "last_error": s.last_error,
+            })
+        })
+        .collect();
+    let transforms: Vec<Value> = stats
+        .transforms
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "points_in": t.points_in,
+                "points_out": t.points_out,
+                "errors": t.errors,
+                "disabled": t.disabled,
+                "last_error": t.last_error,
             })
         })
         .collect();
@@ -237,6 +255,7 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
                 "written_batches": o.written_batches,
                 "retries": o.retries,
                 "dropped_points": o.dropped_points,
+                "queue_depth": o.queue_depth,
                 "last_error": o.last_error,
             })
         })
@@ -245,7 +264,9 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
         "ok": true,
         "plugins": plugins,
         "sources": sources,
+        "transforms": transforms,
         "outputs": outputs,
+        "transform_queue_depth": stats.transform_queue_depth,
         "total_dropped_points": stats.total_dropped_points,
     })
 }

@@ -81,38 +81,67 @@ fn print_status(answer: &Value) {
         .unwrap_or_default();
     println!("plugins: {}", plugins.join(", "));
     println!(
-        "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10}",
-        "SOURCE", "POLLS", "POINTS OUT", "MISSED", "ERRORS", "DROPPED"
+        "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10} {:>9}",
+        "SOURCE", "POLLS", "POINTS OUT", "MISSED", "ERRORS", "DROPPED", "BUFFERED"
     );
     for s in answer["sources"].as_array().into_iter().flatten() {
         println!(
-            "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10}",
+            "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10} {:>9}",
             s["name"].as_str().unwrap_or("?"),
             count(&s["polls"]),
             count(&s["points_out"]),
             count(&s["missed_ticks"]),
             count(&s["errors"]),
-            count(&s["dropped_points"])
+            count(&s["dropped_points"]),
+            count(&s["buffered_points"])
+        );
+    }
+    let transforms = answer["transforms"].as_array().into_iter().flatten();
+    let mut transforms = transforms.peekable();
+    if transforms.peek().is_some() {
+        println!(
+            "{:<32} {:>10} {:>12} {:>8}",
+            "TRANSFORM", "POINTS IN", "POINTS OUT", "ERRORS"
+        );
+    }
+    for t in transforms {
+        let disabled = if t["disabled"].as_bool() == Some(true) {
+            " (disabled)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<32} {:>10} {:>12} {:>8}{disabled}",
+            t["name"].as_str().unwrap_or("?"),
+            count(&t["points_in"]),
+            count(&t["points_out"]),
+            count(&t["errors"])
         );
     }
     println!(
-        "{:<32} {:>10} {:>12} {:>8} {:>10}",
-        "OUTPUT", "WRITTEN", "BATCHES", "RETRIES", "DROPPED"
+        "buffers waiting for the transforms: {}",
+        count(&answer["transform_queue_depth"])
+    );
+    println!(
+        "{:<32} {:>10} {:>12} {:>8} {:>10} {:>9}",
+        "OUTPUT", "WRITTEN", "BATCHES", "RETRIES", "DROPPED", "QUEUED"
     );
     for o in answer["outputs"].as_array().into_iter().flatten() {
         println!(
-            "{:<32} {:>10} {:>12} {:>8} {:>10}",
+            "{:<32} {:>10} {:>12} {:>8} {:>10} {:>9}",
             o["name"].as_str().unwrap_or("?"),
             count(&o["written_points"]),
             count(&o["written_batches"]),
             count(&o["retries"]),
-            count(&o["dropped_points"])
+            count(&o["dropped_points"]),
+            count(&o["queue_depth"])
         );
     }
     println!("dropped in total: {}", answer["total_dropped_points"]);
     let elements = answer["sources"]
         .as_array()
         .into_iter()
+        .chain(answer["transforms"].as_array())
         .chain(answer["outputs"].as_array())
         .flatten();
     for e in elements {

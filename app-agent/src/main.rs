@@ -14,6 +14,7 @@ mod launch;
 mod notify;
 mod plot;
 mod plugins;
+mod reload;
 mod report;
 mod service;
 mod session;

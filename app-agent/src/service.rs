@@ -2,13 +2,19 @@
 //! the configuration; tell systemd where it stands (`notify.rs`); serve the
 //! control socket (`control_socket.rs`).
 //!
-//! A reload restarts the whole pipeline in-process: the new configuration
-//! is read and validated first (an invalid one is logged and the running
-//! pipeline goes on untouched); then the old pipeline does its last poll,
-//! drains and closes its outputs, and the new one starts at once. The CSV
-//! output is reopened in append mode, so the same file goes on without a
-//! second header, and a file renamed away (logrotate) is left complete
-//! while a new one starts with its header.
+//! A reload reads and validates the new configuration first (an invalid
+//! one is logged and the running pipeline goes on untouched). Then only
+//! the plugins whose section changed restart in the running pipeline
+//! (`reload.rs` says which; their sources poll a last time, their outputs
+//! flush and close, then they start again with the same element names),
+//! plugins enabled or disabled start or stop, and every other element runs
+//! on untouched: the same poll schedule, the same Prometheus socket, the
+//! same counters. A change of `[agent]` (queues, retries: the whole
+//! pipeline's) restarts the whole pipeline in-process instead, and the log
+//! names the key. Either way every output then reopens its file: the CSV
+//! output appends to its path, so the same file goes on without a second
+//! header, and a file renamed away (logrotate) is left complete while a
+//! new one starts with its header.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,7 @@ use crate::agent::{self, Agent, StartError};
 use crate::config::{ConfigFailure, LoadedConfig};
 use crate::control_socket::{self, Running, SharedRunning};
 use crate::notify::{self, Notifier};
+use crate::reload::{self, Plan};
 use crate::signals::{StopSignal, StopSignals};
 
 /// Exit code for an invalid configuration.
@@ -38,11 +45,12 @@ pub fn run(
 ) -> i32 {
     let notifier = Arc::new(Notifier::from_env());
     let running: SharedRunning = Arc::new(Mutex::new(Running::default()));
-    let mut config = config;
     let mut agent = match start(&config, &running) {
         Ok(a) => a,
         Err(code) => return code,
     };
+    // What runs from now on, as a reload compares and restarts it.
+    let mut config = continue_files(config);
     let _socket = open_control_socket(control_socket, running.clone());
     notifier.send(&format!("READY=1\nSTATUS={}", status_line(&running, None)));
     let health = Health::start(notifier.clone(), running.clone());
@@ -69,30 +77,45 @@ pub fn run(
                 );
             }
             Ok(new_config) => {
-                log::info!(
-                    "SIGHUP: reloading {} (last poll, flush, restart)",
-                    new_config.path.display()
-                );
-                set_running(&running, None);
-                agent.stop();
                 let new_config = continue_files(new_config);
-                match start(&new_config, &running) {
-                    Ok(a) => {
-                        agent = a;
-                        config = new_config;
-                        log::info!("reloaded");
-                    }
-                    Err(_) => {
-                        log::error!("SIGHUP: the new configuration cannot run (see above); going back to the previous one");
-                        config = continue_files(config);
-                        match start(&config, &running) {
-                            Ok(a) => agent = a,
-                            Err(code) => {
-                                health.stop();
-                                notifier.send("STOPPING=1");
-                                return code;
+                let outcome = match reload::plan(&config, &new_config, &agent.plugin_names()) {
+                    Plan::Plugins { stop, start } => {
+                        log::info!(
+                            "SIGHUP: reloading {}: {}",
+                            new_config.path.display(),
+                            describe(&stop, &start)
+                        );
+                        match agent.restart_plugins(&stop, &start, &new_config, &config) {
+                            Ok(on_previous) => {
+                                agent.reopen_outputs();
+                                set_running(&running, Some(&agent));
+                                // What runs is what the next reload compares with.
+                                let mut new_config = new_config;
+                                keep_sections(&mut new_config, &config, &on_previous);
+                                config = new_config;
+                                log::info!("reloaded");
+                                Ok(agent)
+                            }
+                            Err(e) => {
+                                log::error!("SIGHUP: {e}; restarting the whole pipeline");
+                                restart_whole(agent, &mut config, new_config, &running)
                             }
                         }
+                    }
+                    Plan::Whole(key) => {
+                        log::info!(
+                            "SIGHUP: reloading {}: {key} changed, which applies to the whole pipeline: restarting it (last poll, flush, restart)",
+                            new_config.path.display()
+                        );
+                        restart_whole(agent, &mut config, new_config, &running)
+                    }
+                };
+                match outcome {
+                    Ok(a) => agent = a,
+                    Err(code) => {
+                        health.stop();
+                        notifier.send("STOPPING=1");
+                        return code;
                     }
                 }
             }
@@ -106,6 +129,77 @@ pub fn run(
     agent.stop();
     log::info!("stopped");
     0
+}
+
+/// The whole pipeline restarted on `new`; back on `config` if `new` cannot
+/// run. `Err`: not even that can run (the exit code).
+fn restart_whole(
+    agent: Agent,
+    config: &mut LoadedConfig,
+    new: LoadedConfig,
+    running: &SharedRunning,
+) -> Result<Agent, i32> {
+    set_running(running, None);
+    agent.stop();
+    match start(&new, running) {
+        Ok(a) => {
+            *config = new;
+            log::info!("reloaded");
+            Ok(a)
+        }
+        Err(_) => {
+            log::error!("SIGHUP: the new configuration cannot run (see above); going back to the previous one");
+            start(config, running)
+        }
+    }
+}
+
+/// Puts `from`'s sections of `plugins` into `into`.
+fn keep_sections(into: &mut LoadedConfig, from: &LoadedConfig, plugins: &[String]) {
+    for (meta, table, _) in &mut into.plugins {
+        if plugins.iter().any(|p| p == meta.name) {
+            if let Some((_, old, _)) = from.plugins.iter().find(|(m, _, _)| m.name == meta.name) {
+                *table = old.clone();
+            }
+        }
+    }
+}
+
+/// What a partial reload does, in one phrase for the log.
+fn describe(stop: &[String], start: &[String]) -> String {
+    let restarted: Vec<&str> = start
+        .iter()
+        .filter(|p| stop.contains(p))
+        .map(String::as_str)
+        .collect();
+    let started: Vec<&str> = start
+        .iter()
+        .filter(|p| !stop.contains(p))
+        .map(String::as_str)
+        .collect();
+    let stopped: Vec<&str> = stop
+        .iter()
+        .filter(|p| !start.contains(p))
+        .map(String::as_str)
+        .collect();
+    let mut parts = Vec::new();
+    for (verb, list) in [
+        ("restarting", restarted),
+        ("starting", started),
+        ("stopping", stopped),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{verb} {}", list.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no plugin section changed; the outputs reopen their files".into()
+    } else {
+        format!(
+            "{} (their sections changed); the other plugins keep running, the outputs reopen their files",
+            parts.join("; ")
+        )
+    }
 }
 
 fn start(config: &LoadedConfig, running: &SharedRunning) -> Result<Agent, i32> {
@@ -193,8 +287,9 @@ fn progress(running: &SharedRunning) -> Option<(u64, PipelineHandle)> {
 
 /// The thread that refreshes `STATUS=` and, under `WatchdogSec=`, sends
 /// `WATCHDOG=1` while the pipeline's heartbeat beats (every poller thread
-/// answers between its polls, paused or not): a poller stuck in a poll
-/// gets no ping, and systemd restarts the agent.
+/// answers between its polls, paused or not; no output and no transform
+/// is stuck in one call): a poll, write or transform that does not return
+/// gets no ping, `STATUS=STALLED` names it, and systemd restarts the agent.
 struct Health {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -219,9 +314,13 @@ impl Health {
                         sleep_unless(&stop, every.saturating_sub(beat_timeout));
                         let now = progress(&running);
                         // None: a reload is in progress, its RELOADING/READY say so.
-                        let alive = now
-                            .as_ref()
-                            .is_none_or(|(_, handle)| handle.heartbeat(beat_timeout));
+                        let stalled = match &now {
+                            Some((_, handle)) if !handle.is_shutting_down() => {
+                                handle.stalled(beat_timeout)
+                            }
+                            _ => Vec::new(),
+                        };
+                        let alive = stalled.is_empty();
                         if stop.load(Ordering::Acquire) {
                             break;
                         }
@@ -234,9 +333,9 @@ impl Health {
                             let secs = now.0.duration_since(last.0).as_secs_f64();
                             let rate = points1.saturating_sub(points0) as f64 / secs.max(1e-3);
                             let state = if alive {
-                                ""
+                                String::new()
                             } else {
-                                "STALLED: a source's poll does not return; "
+                                format!("STALLED: {} does not return; ", stalled.join(", "))
                             };
                             message.push_str(&format!(
                                 "STATUS={state}{}",

@@ -2,131 +2,20 @@
 //! (a new interval shows in the timestamps, every poll is in the CSV once,
 //! an invalid file keeps the old configuration, a file renamed by logrotate
 //! is left complete and a new one starts with its header); `exec` passes it
-//! on to the command; `config check` validates without running.
+//! on to the command; `config check` validates without running. With
+//! several plugins: e2e_reload_plugins.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{read_csv, sigterm_and_wait, Row};
+use common::reload::{
+    assert_continuous, hup, median_gap_ms, now_ns, poll_times, spawn_run, write_config,
+};
+use common::{read_csv, sigterm_and_wait};
 
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The per-poll gauge whose timestamps tell the polls of `procfs/system`.
-const POLL_METRIC: &str = "tasks_running";
-
-/// A configuration with procfs (system source every `interval_ms`) and csv.
-fn write_config(dir: &Path, interval_ms: u64) {
-    std::fs::write(
-        dir.join("alumet-config.toml"),
-        format!(
-            r#"[plugins.procfs]
-enabled = true
-system_poll_interval = "{interval_ms}ms"
-process_poll_interval = "1h"
-flush_interval = "50ms"
-
-[plugins.csv]
-enabled = true
-output_path = "out.csv"
-timestamp_format = "unix_ns"
-flush_interval = "100ms"
-"#
-        ),
-    )
-    .unwrap();
-}
-
-fn spawn_run(dir: &Path) -> Child {
-    common::agent_command()
-        .current_dir(dir)
-        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
-        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
-        .args(["--plugins", "procfs,csv"])
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn hup(child: &Child) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// Timestamps of the polls of `procfs/system`, in order, checked to be
-/// unique.
-fn poll_times(rows: &[Row]) -> Vec<u64> {
-    let mut times: Vec<u64> = rows
-        .iter()
-        .filter(|r| r.metric == POLL_METRIC)
-        .map(|r| r.timestamp_ns)
-        .collect();
-    times.sort_unstable();
-    let before = times.len();
-    times.dedup();
-    assert_eq!(before, times.len(), "a poll is in the CSV twice");
-    times
-}
-
-fn median_gap_ms(times: &[u64], from_ns: u64, to_ns: u64) -> f64 {
-    let inside: Vec<u64> = times
-        .iter()
-        .copied()
-        .filter(|t| (from_ns..to_ns).contains(t))
-        .collect();
-    let mut gaps: Vec<u64> = inside.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(
-        gaps.len() >= 3,
-        "too few polls between {from_ns} and {to_ns}: {inside:?}"
-    );
-    gaps.sort_unstable();
-    gaps[gaps.len() / 2] as f64 / 1e6
-}
-
-/// How long a reload may hold the cadence up: the old pipeline's last poll
-/// is taken at the signal, the new one's first when it has started (a few
-/// ms, see BENCHMARKS.md; more on a loaded 2-core CI machine).
-const RESTART_ALLOWANCE_MS: f64 = 500.0;
-
-/// No poll missing: no gap reaches twice the longer of the intervals around
-/// it, except the restart gap after each reload (`reloads`: when SIGHUP was
-/// sent), which may be as long as an interval plus the restart allowance.
-fn assert_continuous(times: &[u64], longest_interval_ms: u64, reloads: &[u64]) {
-    // After SIGHUP come at most one regular poll of the old pipeline, its
-    // last poll, then the new pipeline's first: the restart is one of the
-    // two gaps that start at the first poll after the signal or the next.
-    let restart_gaps: Vec<usize> = reloads
-        .iter()
-        .filter_map(|&r| times.iter().position(|&t| t > r))
-        .flat_map(|i| [i, i + 1])
-        .collect();
-    for (j, w) in times.windows(2).enumerate() {
-        let gap_ms = (w[1] - w[0]) as f64 / 1e6;
-        let after_reload = restart_gaps.contains(&j);
-        let limit = if after_reload {
-            longest_interval_ms as f64 + RESTART_ALLOWANCE_MS
-        } else {
-            1.9 * longest_interval_ms as f64
-        };
-        assert!(
-            gap_ms < limit,
-            "a poll is missing: {gap_ms:.0} ms between {} and {} (after a reload: {after_reload})",
-            w[0],
-            w[1]
-        );
-    }
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 #[test]
 fn two_reloads_with_new_intervals_keep_every_poll_once() {

@@ -407,3 +407,111 @@ fn refused_outside_the_mode(dir: &Path) {
     // The same command as root gets through, so the refusal is the mode's.
     ctl_ok(dir, &["status"]);
 }
+
+/// The CSV output writes into a FIFO that nobody reads: once the pipe is
+/// full its write never returns. The watchdog stops and `STATUS=` names
+/// the output while `ctl status` shows its queue growing; once the test
+/// reads the FIFO the output returns and the pings come back.
+#[test]
+fn the_watchdog_stops_while_an_output_is_stuck_in_a_write_and_comes_back() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let fifo = dir.path().join("out.csv");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    let notify_path = dir.path().join("notify");
+    let received = collect(UnixDatagram::bind(&notify_path).unwrap());
+    let mut c = common::agent_command();
+    c.current_dir(dir.path())
+        .args([
+            "--config",
+            dir.path().join("alumet-config.toml").to_str().unwrap(),
+        ])
+        .args([
+            "--control-socket",
+            dir.path().join("ctl.sock").to_str().unwrap(),
+        ])
+        .args(["--plugins", "procfs,csv"])
+        // Read and write, so that opening the FIFO does not wait for a reader.
+        .args(["--set", "plugins.csv.append=true"])
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let stalled = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains("STATUS=STALLED: csv/file does not return"))
+    };
+    // The pipe holds 64 KiB: a few polls of every process fill it.
+    assert!(
+        common::wait_until(Duration::from_secs(10), stalled),
+        "{:?}",
+        received.lock().unwrap()
+    );
+    let stalled_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let status: serde_json::Value =
+        serde_json::from_str(&ctl_ok(dir.path(), &["status", "--json"])).unwrap();
+    let csv = &status["outputs"][0];
+    assert_eq!(csv["name"], "csv/file");
+    assert!(
+        csv["queue_depth"].as_u64().unwrap() >= 2,
+        "batches wait behind the stuck write: {status}"
+    );
+
+    // A reader: the write returns, the output catches up.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = {
+        let stop = stop.clone();
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                match reader.read(&mut buf) {
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            all
+        })
+    };
+    let resumed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, stderr) = sigterm_and_wait(child);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let text = drained.join().unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        text.starts_with(b"timestamp,metric"),
+        "the header came first"
+    );
+
+    let messages = received.lock().unwrap().clone();
+    let pings: Vec<Instant> = messages
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    let while_stuck = pings
+        .iter()
+        .filter(|t| **t > stalled_at && **t < resumed_at)
+        .count();
+    assert_eq!(while_stuck, 0, "pings while stuck: {messages:?}");
+    let after = pings.iter().filter(|t| **t > resumed_at).count();
+    assert!(after >= 2, "{after} pings once it returns: {messages:?}");
+}

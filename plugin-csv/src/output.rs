@@ -4,6 +4,10 @@
 //! A failed write is retryable (a full disk may be cleaned up): the pipeline
 //! hands the same batch again, and the rows already accepted by the buffer
 //! are not written twice.
+//!
+//! `reopen` (SIGHUP) opens the path again in append mode: a file renamed
+//! away (logrotate) is left complete and a new one starts with its header;
+//! the same file goes on without a second header.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -55,7 +59,12 @@ pub struct CsvOutput<W: Write = File> {
     rows: RowFormatter,
     line: Vec<u8>,
     resume: Option<Resume>,
+    /// Opens the path again, for `reopen`: the file and whether it is empty.
+    reopener: Option<Reopener<W>>,
 }
+
+/// Opens a CSV file for appending: the writer and whether it is empty.
+type Reopener<W> = fn(&Path, &RowFormatter) -> Result<(W, bool), CsvError>;
 
 /// Whether the file starts with `header` (an appended file written with
 /// other columns would mix two layouts).
@@ -71,31 +80,38 @@ fn starts_with_header(file: &mut File, header: &[u8]) -> io::Result<bool> {
     Ok(&first[..filled] == header)
 }
 
+/// Opens `path` (truncated, or for appending) and says whether it is empty.
+fn open_file(path: &Path, append: bool, rows: &RowFormatter) -> Result<(File, bool), CsvError> {
+    let open_error = |source| CsvError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = OpenOptions::new();
+    if append {
+        options.read(true).append(true).create(true);
+    } else {
+        options.write(true).create(true).truncate(true);
+    }
+    let mut file = options.open(path).map_err(open_error)?;
+    let header = rows.header();
+    let empty = file.metadata().map_err(open_error)?.len() == 0;
+    if append && !empty && !starts_with_header(&mut file, &header).map_err(open_error)? {
+        log::warn!(
+            "{} does not start with the expected CSV header; appending rows in this layout anyway: {}",
+            path.display(),
+            String::from_utf8_lossy(header.trim_ascii_end())
+        );
+    }
+    Ok((file, empty))
+}
+
 impl CsvOutput<File> {
     /// Opens (creates) `path` and writes the header: always when truncating,
     /// only into an empty file when appending.
     pub fn open(path: &Path, append: bool, rows: RowFormatter) -> Result<Self, CsvError> {
-        let open_error = |source| CsvError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut options = OpenOptions::new();
-        if append {
-            options.read(true).append(true).create(true);
-        } else {
-            options.write(true).create(true).truncate(true);
-        }
-        let mut file = options.open(path).map_err(open_error)?;
-        let header = rows.header();
-        let empty = file.metadata().map_err(open_error)?.len() == 0;
-        if append && !empty && !starts_with_header(&mut file, &header).map_err(open_error)? {
-            log::warn!(
-                "{} does not start with the expected CSV header; appending rows in this layout anyway: {}",
-                path.display(),
-                String::from_utf8_lossy(header.trim_ascii_end())
-            );
-        }
+        let (file, empty) = open_file(path, append, &rows)?;
         let mut output = CsvOutput::from_writer(path, file, rows);
+        output.reopener = Some(|path, rows| open_file(path, true, rows));
         if empty {
             output.write_header()?;
         }
@@ -113,6 +129,7 @@ impl<W: Write> CsvOutput<W> {
             rows,
             line: Vec::with_capacity(512),
             resume: None,
+            reopener: None,
         }
     }
 
@@ -184,6 +201,22 @@ impl<W: Write + Send> Output for CsvOutput<W> {
 
     fn close(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
         self.flush_rows().map_err(WriteError::fatal)
+    }
+
+    fn reopen(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        let Some(reopener) = self.reopener else {
+            return Ok(());
+        };
+        self.flush_rows().map_err(WriteError::retry)?;
+        // On failure the old file stays open and in use.
+        let (file, empty) = reopener(&self.path, &self.rows).map_err(WriteError::retry)?;
+        // The old writer is flushed: dropping it closes the old file.
+        self.writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+        self.resume = None;
+        if empty {
+            self.write_header().map_err(WriteError::retry)?;
+        }
+        Ok(())
     }
 }
 

@@ -103,7 +103,11 @@ pub struct Store {
     /// Families by metric index; `None` for a metric that is not exported
     /// (its name collides with an earlier one).
     families: Vec<Option<Family>>,
-    built: bool,
+    /// Metrics whose families are built: the registry only grows (a plugin
+    /// started by a reload adds metrics), so only the new ones are built.
+    built: usize,
+    /// Every sample name a family writes, with the metric it belongs to.
+    taken: HashMap<String, String>,
     series_count: usize,
     /// The part of `series_count` that counts against `max_series`.
     capped_count: usize,
@@ -166,7 +170,8 @@ impl Store {
             settings,
             ttl_ms,
             families: Vec::new(),
-            built: false,
+            built: 0,
+            taken: HashMap::new(),
             series_count: 0,
             capped_count: 0,
             epoch: Instant::now(),
@@ -192,14 +197,15 @@ impl Store {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Builds the families from the (frozen) registry, once.
+    /// Builds the families of the metrics registered since the last build.
     fn build(&mut self, metrics: &MetricRegistry) {
-        self.built = true;
+        let from = self.built;
+        self.built = metrics.len();
         // Every sample name a family writes (a counter `c` writes `c`, in
         // OpenMetrics metadata, `c_total` and `c_created`), by metric name.
-        let mut taken: HashMap<String, String> = HashMap::new();
+        let taken = &mut self.taken;
         let reserved = format!("{}prometheus_", self.settings.prefix);
-        for (id, metric) in metrics.iter() {
+        for (id, metric) in metrics.iter().skip(from) {
             let meta = naming::family_name(&self.settings.prefix, metric);
             let index = id.index();
             if self.families.len() <= index {
@@ -243,7 +249,7 @@ impl Store {
 
     /// Applies a batch: the latest value of each series, deltas summed.
     pub fn update(&mut self, points: &[MeasurementPoint], metrics: &MetricRegistry) {
-        if !self.built {
+        if metrics.len() > self.built {
             self.build(metrics);
         }
         let now_ms = self.now_ms();
@@ -555,5 +561,38 @@ mod tests {
         assert!(text.contains("# TYPE alumet_foo_total counter\n"), "{text}");
         assert!(text.contains("# TYPE alumet_bar gauge\n"), "{text}");
         assert_eq!(text.matches("# TYPE").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn metrics_registered_later_are_exported_and_still_checked_for_clashes() {
+        let point = |id| {
+            MeasurementPoint::new(
+                Timestamp::from_unix_nanos(1),
+                id,
+                Resource::LocalMachine,
+                ResourceConsumer::LocalMachine,
+                1.0,
+            )
+        };
+        let gauge =
+            |name: &str| Metric::new(name, Unit::Unity, ValueType::F64, MetricKind::Gauge, "x");
+        let mut registry = MetricRegistry::new();
+        let first = registry.register(gauge("first")).unwrap();
+        let mut s = store();
+        s.update(&[point(first)], &registry);
+        // A plugin started by a reload adds metrics to the registry.
+        let counter = Metric::new("later", Unit::Unity, ValueType::F64, MetricKind::Delta, "x");
+        let later = registry.register(counter).unwrap();
+        let clash = registry.register(gauge("later_total")).unwrap();
+        s.update(&[point(first), point(later)], &registry);
+        assert_eq!(s.series_count(), 2);
+        let text = String::from_utf8(s.render(Format::Text).text.clone()).unwrap();
+        assert!(
+            text.contains("# TYPE alumet_later_total counter\n"),
+            "{text}"
+        );
+        let invalid = s.stats.invalid_points.load(Relaxed);
+        s.update(&[point(clash)], &registry);
+        assert_eq!(s.stats.invalid_points.load(Relaxed), invalid + 1, "{text}");
     }
 }

@@ -2,24 +2,26 @@
 //!
 //! Plugins add their metrics and elements through a [`PluginStartContext`].
 //! What a plugin adds is staged and kept only if its `start` succeeds, so a
-//! plugin that fails half-way leaves nothing behind.
+//! plugin that fails half-way leaves nothing behind. The same staging
+//! serves the first start ([`PipelineBuilder`]) and plugins started into a
+//! running pipeline ([`super::PipelineExtension`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
+use crate::error::{BoxError, PluginError};
 use crate::exec::ExecTarget;
 use crate::measurement::MeasurementBuffer;
 use crate::metrics::{Metric, MetricError, MetricId, MetricKind, MetricRegistry, Unit, ValueType};
-use crate::plugin::{BoxError, Plugin, PluginError};
 
 use super::control::{HandleInner, PipelineHandle};
-use super::output::OutputRunner;
-use super::poller::{tighten_timer_slack, ManagedSource, Poller};
-use super::stage::{NamedTransform, OutputQueue, Stage};
-use super::stats::{LossReporter, OutputStats, PipelineStats, PipelineStatsSnapshot, SourceStats};
+use super::poller::ManagedSource;
+use super::registry::{LocalMetrics, MetricsCell};
+use super::running::{RunningPipeline, Topology};
+use super::stage::{Stage, StageMessage};
+use super::stats::{LossReporter, PipelineStats, SourceStats};
 use super::{Output, OutputOptions, PipelineConfig, Source, SourceTrigger, Transform};
 
 /// The future of an autonomous source.
@@ -39,7 +41,7 @@ pub struct AutonomousContext {
 /// Sends buffers from an autonomous source into the pipeline.
 #[derive(Clone)]
 pub struct BufferSender {
-    tx: tokio::sync::mpsc::Sender<MeasurementBuffer>,
+    pub(crate) tx: tokio::sync::mpsc::Sender<StageMessage>,
 }
 
 impl BufferSender {
@@ -50,18 +52,19 @@ impl BufferSender {
             return Ok(());
         }
         self.tx
-            .send(buffer)
+            .send(StageMessage::Buffer(buffer))
             .await
             .map_err(|_| "the pipeline is stopped".into())
     }
 }
 
+/// Elements staged by plugins, each with its plugin's name and its own.
 #[derive(Default)]
-struct Elements {
-    sources: Vec<ManagedSource>,
-    autonomous: Vec<(String, AutonomousSourceFactory)>,
-    transforms: Vec<(String, Box<dyn Transform>)>,
-    outputs: Vec<(String, Box<dyn Output>, OutputOptions)>,
+pub(crate) struct Elements {
+    pub sources: Vec<ManagedSource>,
+    pub autonomous: Vec<(String, String, AutonomousSourceFactory)>,
+    pub transforms: Vec<(String, String, Box<dyn Transform>)>,
+    pub outputs: Vec<(String, String, Box<dyn Output>, OutputOptions)>,
 }
 
 impl Elements {
@@ -69,25 +72,69 @@ impl Elements {
         self.sources
             .iter()
             .map(|s| s.name.as_str())
-            .chain(self.autonomous.iter().map(|(n, _)| n.as_str()))
-            .chain(self.transforms.iter().map(|(n, _)| n.as_str()))
-            .chain(self.outputs.iter().map(|(n, _, _)| n.as_str()))
+            .chain(self.autonomous.iter().map(|(_, n, _)| n.as_str()))
+            .chain(self.transforms.iter().map(|(_, n, _)| n.as_str()))
+            .chain(self.outputs.iter().map(|(_, n, _, _)| n.as_str()))
+    }
+
+    fn extend(&mut self, other: Elements) {
+        self.sources.extend(other.sources);
+        self.autonomous.extend(other.autonomous);
+        self.transforms.extend(other.transforms);
+        self.outputs.extend(other.outputs);
+    }
+}
+
+/// What plugins register before their elements run: metrics, elements,
+/// and the order of the plugins (which orders the transforms).
+pub(crate) struct Staging {
+    pub metrics: MetricRegistry,
+    pub elements: Elements,
+    /// Names of the elements already running (taken).
+    pub existing: Vec<String>,
+    pub exec_target: ExecTarget,
+    pub dropped_points: Arc<AtomicU64>,
+    pub plugin_order: Vec<String>,
+}
+
+impl Staging {
+    pub(crate) fn with_plugin_context<T>(
+        &mut self,
+        plugin: &str,
+        f: impl FnOnce(&mut PluginStartContext) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let mut ctx = PluginStartContext {
+            plugin,
+            metrics: &mut self.metrics,
+            existing: &self.existing,
+            committed: &self.elements,
+            staged: Elements::default(),
+            exec_target: &self.exec_target,
+            dropped_points: &self.dropped_points,
+        };
+        let result = f(&mut ctx);
+        let staged = ctx.staged;
+        if result.is_ok() {
+            self.elements.extend(staged);
+            if !self.plugin_order.iter().any(|p| p == plugin) {
+                self.plugin_order.push(plugin.to_owned());
+            }
+        }
+        result
     }
 }
 
 /// Collects metrics and elements, then starts the pipeline.
 pub struct PipelineBuilder {
     config: PipelineConfig,
-    metrics: MetricRegistry,
-    elements: Elements,
-    exec_target: ExecTarget,
-    dropped_points: Arc<AtomicU64>,
+    staging: Staging,
 }
 
 /// What a plugin's `start` uses to register metrics and pipeline elements.
 pub struct PluginStartContext<'a> {
     plugin: &'a str,
     metrics: &'a mut MetricRegistry,
+    existing: &'a [String],
     committed: &'a Elements,
     staged: Elements,
     exec_target: &'a ExecTarget,
@@ -123,8 +170,11 @@ impl PluginStartContext<'_> {
 
     fn full_name(&self, name: &str) -> String {
         let base = format!("{}/{}", self.plugin, name);
-        let taken =
-            |n: &str| self.committed.names().any(|x| x == n) || self.staged.names().any(|x| x == n);
+        let taken = |n: &str| {
+            self.existing.iter().any(|x| x == n)
+                || self.committed.names().any(|x| x == n)
+                || self.staged.names().any(|x| x == n)
+        };
         if !taken(&base) {
             return base;
         }
@@ -161,23 +211,30 @@ impl PluginStartContext<'_> {
     /// pipeline's tokio runtime.
     pub fn add_autonomous_source(&mut self, name: &str, factory: AutonomousSourceFactory) {
         let full = self.full_name(name);
-        self.staged.autonomous.push((full, factory));
+        self.staged
+            .autonomous
+            .push((self.plugin.to_owned(), full, factory));
     }
 
-    /// Adds a transform; transforms run in the order they are added.
+    /// Adds a transform. Transforms run in the order of their plugins (see
+    /// [`PipelineBuilder::plugin_order`]), then in the order they are added.
     pub fn add_transform(&mut self, name: &str, transform: Box<dyn Transform>) {
         let full = self.full_name(name);
-        self.staged.transforms.push((full, transform));
+        self.staged
+            .transforms
+            .push((self.plugin.to_owned(), full, transform));
     }
 
     /// Adds an output.
     pub fn add_output(&mut self, name: &str, output: Box<dyn Output>, options: OutputOptions) {
         let full = self.full_name(name);
-        self.staged.outputs.push((full, output, options));
+        self.staged
+            .outputs
+            .push((self.plugin.to_owned(), full, output, options));
     }
 }
 
-/// Why the pipeline could not start.
+/// Why the pipeline could not start, or take new elements.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// A thread or the runtime could not be created.
@@ -186,6 +243,9 @@ pub enum PipelineError {
     /// The self-metric could not be registered.
     #[error(transparent)]
     Metric(#[from] MetricError),
+    /// The pipeline is shutting down: it takes no new element.
+    #[error("the pipeline is stopped")]
+    Stopped,
 }
 
 /// Name of the self-metric that counts dropped points.
@@ -196,21 +256,38 @@ impl PipelineBuilder {
     pub fn new(config: PipelineConfig) -> Self {
         Self {
             config,
-            metrics: MetricRegistry::new(),
-            elements: Elements::default(),
-            exec_target: ExecTarget::new(),
-            dropped_points: Arc::default(),
+            staging: Staging {
+                metrics: MetricRegistry::new(),
+                elements: Elements::default(),
+                existing: Vec::new(),
+                exec_target: ExecTarget::new(),
+                dropped_points: Arc::default(),
+                plugin_order: Vec::new(),
+            },
         }
+    }
+
+    /// Declares the order of the plugins, which is the order their
+    /// transforms run in, including plugins started later into the running
+    /// pipeline. Plugins not named rank after these, in the order they start.
+    pub fn plugin_order<S: Into<String>>(&mut self, plugins: impl IntoIterator<Item = S>) {
+        let mut order: Vec<String> = plugins.into_iter().map(Into::into).collect();
+        for p in self.staging.plugin_order.drain(..) {
+            if !order.contains(&p) {
+                order.push(p);
+            }
+        }
+        self.staging.plugin_order = order;
     }
 
     /// The shared exec target that plugins see.
     pub fn exec_target(&self) -> ExecTarget {
-        self.exec_target.clone()
+        self.staging.exec_target.clone()
     }
 
     /// Metrics registered so far.
     pub fn metrics(&self) -> &MetricRegistry {
-        &self.metrics
+        &self.staging.metrics
     }
 
     /// Runs `f` (usually a plugin's `start`) with a context for `plugin`;
@@ -220,44 +297,31 @@ impl PipelineBuilder {
         plugin: &str,
         f: impl FnOnce(&mut PluginStartContext) -> Result<T, PluginError>,
     ) -> Result<T, PluginError> {
-        let mut ctx = PluginStartContext {
-            plugin,
-            metrics: &mut self.metrics,
-            committed: &self.elements,
-            staged: Elements::default(),
-            exec_target: &self.exec_target,
-            dropped_points: &self.dropped_points,
-        };
-        let result = f(&mut ctx);
-        let staged = ctx.staged;
-        if result.is_ok() {
-            self.elements.sources.extend(staged.sources);
-            self.elements.autonomous.extend(staged.autonomous);
-            self.elements.transforms.extend(staged.transforms);
-            self.elements.outputs.extend(staged.outputs);
-        }
-        result
-    }
-
-    /// Starts a plugin (see [`Plugin::start`]).
-    pub fn start_plugin(&mut self, name: &str, plugin: &mut dyn Plugin) -> Result<(), PluginError> {
-        self.with_plugin_context(name, |ctx| plugin.start(ctx))
+        self.staging.with_plugin_context(plugin, f)
     }
 
     /// Number of sources (managed and autonomous) added so far.
     pub fn source_count(&self) -> usize {
-        self.elements.sources.len() + self.elements.autonomous.len()
+        self.staging.elements.sources.len() + self.staging.elements.autonomous.len()
     }
 
     /// Number of outputs added so far.
     pub fn output_count(&self) -> usize {
-        self.elements.outputs.len()
+        self.staging.elements.outputs.len()
     }
 
     /// Starts every thread and task. The pipeline runs until
     /// [`PipelineHandle::shutdown`].
-    pub fn start(mut self) -> Result<RunningPipeline, PipelineError> {
-        let dropped_metric = self.metrics.register(Metric::new(
+    pub fn start(self) -> Result<RunningPipeline, PipelineError> {
+        let Staging {
+            mut metrics,
+            elements,
+            exec_target,
+            dropped_points,
+            plugin_order,
+            ..
+        } = self.staging;
+        let dropped_metric = metrics.register(Metric::new(
             DROPPED_POINTS_METRIC,
             Unit::Unity,
             ValueType::U64,
@@ -265,213 +329,54 @@ impl PipelineBuilder {
             "Points the pipeline dropped since the previous report (queues full, outputs failed).",
         ))?;
         super::memory::return_large_buffers_to_the_system();
-        let metrics = Arc::new(self.metrics);
+        let metrics = Arc::new(MetricsCell::new(metrics));
         let config = self.config;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("alumet-pipeline")
             .enable_all()
             .build()?;
-
-        let mut stats = PipelineStats {
-            total_dropped_points: self.dropped_points.clone(),
+        let stats = Arc::new(PipelineStats {
+            total_dropped_points: dropped_points.clone(),
             ..PipelineStats::default()
-        };
-        for s in &self.elements.sources {
-            stats.sources.push((s.name.clone(), s.stats.clone()));
-        }
-        let mut output_queues = Vec::new();
-        let mut runners = Vec::new();
-        for (name, output, options) in self.elements.outputs {
-            let (tx, rx) = mpsc::sync_channel(config.output_queue_capacity.max(1));
-            let ostats = Arc::new(OutputStats::default());
-            stats.outputs.push((name.clone(), ostats.clone()));
-            output_queues.push(OutputQueue {
-                name: name.clone(),
-                tx,
-                stats: ostats.clone(),
-            });
-            runners.push(OutputRunner {
-                name,
-                output,
-                options,
-                rx,
-                stats: ostats,
-                loss: LossReporter::new(self.dropped_points.clone()),
-                metrics: metrics.clone(),
-                config: config.clone(),
-            });
-        }
-        let stats = Arc::new(stats);
-        let mut output_threads = Vec::new();
-        for runner in runners {
-            let thread_name = format!("out-{}", runner.name);
-            output_threads.push(
-                std::thread::Builder::new()
-                    .name(thread_name)
-                    .spawn(move || runner.run())?,
-            );
-        }
-
+        });
         let draining = Arc::new(AtomicBool::new(false));
         let (source_tx, source_rx) =
             tokio::sync::mpsc::channel(config.source_queue_capacity.max(1));
         let stage = Stage {
-            transforms: self
-                .elements
-                .transforms
-                .into_iter()
-                .map(|(name, transform)| NamedTransform {
-                    name,
-                    transform,
-                    disabled: false,
-                })
-                .collect(),
-            outputs: output_queues,
-            metrics: metrics.clone(),
+            transforms: Vec::new(),
+            outputs: Vec::new(),
+            metrics: LocalMetrics::new(metrics.clone()),
             stats: stats.clone(),
             draining: draining.clone(),
             dropped_metric,
+            reported_drops: 0,
         };
         let stage_task = runtime.spawn(stage.run(source_rx));
-
-        // Group managed sources: one shared poller, plus one per dedicated source.
-        let mut groups: Vec<Vec<ManagedSource>> = vec![Vec::new()];
-        for s in self.elements.sources {
-            if s.trigger.dedicated_thread {
-                groups.push(vec![s]);
-            } else {
-                groups[0].push(s);
-            }
-        }
-        let mut pollers = Vec::new();
-        let mut poller_threads = Vec::new();
-        for (i, group) in groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-        {
-            let (cmd_tx, cmd_rx) = mpsc::channel();
-            let names = group
-                .iter()
-                .map(|s| (s.plugin.clone(), s.name.clone()))
-                .collect();
-            pollers.push((cmd_tx, names));
-            let min_interval = group
-                .iter()
-                .map(|s| s.trigger.poll_interval)
-                .min()
-                .unwrap_or_default();
-            let poller = Poller::new(
-                group,
-                cmd_rx,
-                source_tx.clone(),
-                stats.clone(),
-                config.max_points_per_buffer,
-                config.first_poll_at_start,
-            );
-            poller_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("poller-{i}"))
-                    .spawn(move || {
-                        tighten_timer_slack(min_interval);
-                        poller.run()
-                    })?,
-            );
-        }
-
-        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let mut autonomous_tasks = Vec::new();
-        for (name, factory) in self.elements.autonomous {
-            let ctx = AutonomousContext {
-                sender: BufferSender {
-                    tx: source_tx.clone(),
-                },
-                shutdown: shutdown_rx.clone(),
-            };
-            let future = factory(ctx);
-            autonomous_tasks.push(runtime.spawn(async move {
-                if let Err(e) = future.await {
-                    log::error!("source {name} stopped: {e}");
-                }
-            }));
-        }
-        // From now on the queue closes when the last source has finished.
-        drop(source_tx);
-
         let handle = PipelineHandle {
             inner: Arc::new(HandleInner {
-                pollers,
-                autonomous_shutdown: shutdown_tx,
+                topology: Mutex::new(Topology {
+                    pollers: Vec::new(),
+                    autonomous: Vec::new(),
+                    outputs: Vec::new(),
+                    source_tx: Some(source_tx),
+                    plugin_order,
+                    next_poller_id: 0,
+                }),
                 stats,
                 metrics,
                 shutdown_requested: draining,
+                exec_target,
+                config,
             }),
         };
-        Ok(RunningPipeline {
+        let running = RunningPipeline {
             runtime,
             handle,
-            poller_threads,
-            output_threads,
             stage_task,
-            autonomous_tasks,
-        })
-    }
-}
-
-/// A started pipeline.
-pub struct RunningPipeline {
-    runtime: tokio::runtime::Runtime,
-    handle: PipelineHandle,
-    poller_threads: Vec<JoinHandle<()>>,
-    output_threads: Vec<JoinHandle<()>>,
-    stage_task: tokio::task::JoinHandle<()>,
-    autonomous_tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningPipeline {
-    /// The control handle.
-    pub fn handle(&self) -> PipelineHandle {
-        self.handle.clone()
-    }
-
-    /// The pipeline's tokio runtime, for plugins and the agent that need one.
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
-        self.runtime.handle()
-    }
-
-    /// Waits until the pipeline has stopped (after [`PipelineHandle::shutdown`]):
-    /// every source polled a last time, every buffer written, every output
-    /// closed. Call it from a plain thread, not from inside an async task.
-    pub fn wait(self) -> PipelineStatsSnapshot {
-        for t in self.poller_threads {
-            if t.join().is_err() {
-                log::error!("a poller thread panicked");
-            }
-        }
-        let stage_task = self.stage_task;
-        let autonomous = self.autonomous_tasks;
-        self.runtime.block_on(async move {
-            for t in autonomous {
-                let _ = t.await;
-            }
-            if stage_task.await.is_err() {
-                log::error!("the transform stage panicked");
-            }
-        });
-        for t in self.output_threads {
-            if t.join().is_err() {
-                log::error!("an output thread panicked");
-            }
-        }
-        let stats = self.handle.stats();
-        self.runtime.shutdown_background();
-        stats
-    }
-
-    /// Shuts down and waits (see [`RunningPipeline::wait`]).
-    pub fn shutdown_and_wait(self) -> PipelineStatsSnapshot {
-        self.handle.shutdown();
-        self.wait()
+            dropped_points,
+        };
+        running.commit(elements, true)?;
+        Ok(running)
     }
 }

@@ -1,12 +1,19 @@
-//! The control handle: pause, resume, re-time, trigger and shut down sources.
+//! The control handle: pause, resume, re-time, trigger and shut down
+//! sources; counters; the heartbeat; reopening the outputs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use crate::exec::ExecTarget;
 use crate::metrics::MetricRegistry;
 
+use super::poller::ManagedSource;
+use super::registry::MetricsCell;
+use super::running::Topology;
+use super::stage::{StageCommand, StageMessage};
 use super::stats::{PipelineStats, PipelineStatsSnapshot};
+use super::PipelineConfig;
 
 /// Which managed sources a command applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +45,11 @@ pub(crate) enum PollerCommand {
     TriggerNow(SourceSelector, mpsc::Sender<()>),
     /// Answer at once (between polls): the poller is alive.
     Ping(mpsc::Sender<()>),
+    /// Schedule these sources too.
+    Add(Vec<ManagedSource>),
+    /// Last poll of these plugins' sources, queue their points, forget
+    /// them; answers whether the poller is left without sources (it then ends).
+    Remove(Vec<String>, mpsc::Sender<bool>),
     /// Last poll, flush everything, stop.
     Shutdown,
 }
@@ -56,15 +68,36 @@ pub enum ControlError {
     ZeroInterval,
 }
 
-/// A poller's command channel and the `(plugin, full name)` of its sources.
-pub(crate) type PollerLink = (mpsc::Sender<PollerCommand>, Vec<(String, String)>);
-
 pub(crate) struct HandleInner {
-    pub(crate) pollers: Vec<PollerLink>,
-    pub(crate) autonomous_shutdown: tokio::sync::watch::Sender<bool>,
+    pub(crate) topology: Mutex<Topology>,
     pub(crate) stats: Arc<PipelineStats>,
-    pub(crate) metrics: Arc<MetricRegistry>,
+    pub(crate) metrics: Arc<MetricsCell>,
     pub(crate) shutdown_requested: Arc<AtomicBool>,
+    pub(crate) exec_target: ExecTarget,
+    pub(crate) config: PipelineConfig,
+}
+
+impl HandleInner {
+    pub(crate) fn topology(&self) -> MutexGuard<'_, Topology> {
+        self.topology.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends a command to the stage, behind the buffers already queued,
+    /// waiting for room. Call from a plain thread, not from an async task.
+    pub(crate) fn send_to_stage(&self, command: StageCommand) -> Result<(), ControlError> {
+        let tx = self
+            .topology()
+            .source_tx
+            .clone()
+            .ok_or(ControlError::Stopped)?;
+        match tx.try_send(StageMessage::Control(command)) {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(message)) => {
+                tx.blocking_send(message).map_err(|_| ControlError::Stopped)
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(ControlError::Stopped),
+        }
+    }
 }
 
 /// Controls a running pipeline. Cheap to clone; usable from any thread.
@@ -80,28 +113,47 @@ impl std::fmt::Debug for PipelineHandle {
 }
 
 impl PipelineHandle {
+    /// The command channels of the pollers that own a source `selector`
+    /// matches, and how many sources match.
+    fn matching_pollers(
+        &self,
+        selector: &SourceSelector,
+    ) -> (Vec<mpsc::Sender<PollerCommand>>, usize) {
+        let topology = self.inner.topology();
+        let mut matched = 0;
+        let mut senders = Vec::new();
+        for p in &topology.pollers {
+            let n = p
+                .sources
+                .iter()
+                .filter(|(plugin, name)| selector.matches(plugin, name))
+                .count();
+            if n > 0 {
+                matched += n;
+                senders.push(p.tx.clone());
+            }
+        }
+        (senders, matched)
+    }
+
     /// Sends `make()` to every poller that owns a matching source.
     fn send(
         &self,
         selector: &SourceSelector,
         make: impl Fn() -> PollerCommand,
     ) -> Result<usize, ControlError> {
-        if self.inner.shutdown_requested.load(Ordering::Acquire) {
+        if self.is_shutting_down() {
             return Err(ControlError::Stopped);
         }
-        let mut matched = 0;
-        for (tx, names) in &self.inner.pollers {
-            let n = names.iter().filter(|(p, n)| selector.matches(p, n)).count();
-            if n > 0 {
-                matched += n;
-                tx.send(make()).map_err(|_| ControlError::Stopped)?;
-            }
-        }
+        let (senders, matched) = self.matching_pollers(selector);
         if matched == 0 {
             return Err(ControlError::NoSuchSource(
                 selector.clone(),
                 self.source_names().join(", "),
             ));
+        }
+        for tx in senders {
+            tx.send(make()).map_err(|_| ControlError::Stopped)?;
         }
         Ok(matched)
     }
@@ -144,27 +196,23 @@ impl PipelineHandle {
         selector: SourceSelector,
         timeout: Duration,
     ) -> Result<(), ControlError> {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let s = selector.clone();
-        let mut pollers = 0;
-        // One ack per poller that got the command.
-        for (tx, names) in &self.inner.pollers {
-            if names.iter().any(|(p, n)| s.matches(p, n)) {
-                tx.send(PollerCommand::TriggerNow(s.clone(), ack_tx.clone()))
-                    .map_err(|_| ControlError::Stopped)?;
-                pollers += 1;
-            }
-        }
-        if pollers == 0 {
+        let (senders, matched) = self.matching_pollers(&selector);
+        if matched == 0 {
             return Err(ControlError::NoSuchSource(
                 selector,
                 self.source_names().join(", "),
             ));
         }
+        let (ack_tx, ack_rx) = mpsc::channel();
+        // One ack per poller that got the command.
+        for tx in &senders {
+            tx.send(PollerCommand::TriggerNow(selector.clone(), ack_tx.clone()))
+                .map_err(|_| ControlError::Stopped)?;
+        }
         drop(ack_tx);
-        let deadline = std::time::Instant::now() + timeout;
-        for _ in 0..pollers {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let deadline = Instant::now() + timeout;
+        for _ in 0..senders.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
             if ack_rx.recv_timeout(left).is_err() {
                 break;
             }
@@ -172,29 +220,52 @@ impl PipelineHandle {
         Ok(())
     }
 
-    /// The pipeline's heartbeat: whether every poller thread answered
-    /// within `timeout`. A poller answers between polls, paused or not, so
-    /// `false` means one is stuck in a source's poll (or gone). Blocks the
-    /// calling thread for at most `timeout`.
+    /// The pipeline's heartbeat: whether every element is alive (see
+    /// [`PipelineHandle::stalled`]). Blocks the calling thread for at most `timeout`.
     pub fn heartbeat(&self, timeout: Duration) -> bool {
-        if self.inner.shutdown_requested.load(Ordering::Acquire) {
-            return false;
-        }
-        let (ack_tx, ack_rx) = mpsc::channel();
-        for (tx, _) in &self.inner.pollers {
-            if tx.send(PollerCommand::Ping(ack_tx.clone())).is_err() {
-                return false;
+        !self.is_shutting_down() && self.stalled(timeout).is_empty()
+    }
+
+    /// The elements that are stuck: the sources of every poller thread that
+    /// does not answer within `timeout` (a poller answers between polls,
+    /// paused or not, so it is inside a poll that does not return, or gone),
+    /// and every output or the transform stage whose current call has
+    /// lasted `timeout` or more (a write, flush or transform that does not
+    /// return; an output that is slow but returns is not stuck, its queue
+    /// drops and counts). Blocks the calling thread for at most `timeout`.
+    pub fn stalled(&self, timeout: Duration) -> Vec<String> {
+        let pollers: Vec<(mpsc::Sender<PollerCommand>, Vec<String>)> = self
+            .inner
+            .topology()
+            .pollers
+            .iter()
+            .map(|p| {
+                (
+                    p.tx.clone(),
+                    p.sources.iter().map(|(_, n)| n.clone()).collect(),
+                )
+            })
+            .collect();
+        let mut stalled = Vec::new();
+        // One answer channel per poller, so that the late one is named.
+        let mut waiting = Vec::new();
+        for (tx, names) in pollers {
+            let (ack_tx, ack_rx) = mpsc::channel();
+            if tx.send(PollerCommand::Ping(ack_tx)).is_err() {
+                stalled.extend(names);
+            } else {
+                waiting.push((ack_rx, names));
             }
         }
-        drop(ack_tx);
-        let deadline = std::time::Instant::now() + timeout;
-        for _ in 0..self.inner.pollers.len() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let deadline = Instant::now() + timeout;
+        for (ack_rx, names) in waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
             if ack_rx.recv_timeout(left).is_err() {
-                return false;
+                stalled.extend(names);
             }
         }
-        true
+        stalled.extend(self.inner.stats.stalled(timeout));
+        stalled
     }
 
     /// Asks the pipeline to stop: last poll of every source, drain, flush,
@@ -204,10 +275,15 @@ impl PipelineHandle {
         if self.inner.shutdown_requested.swap(true, Ordering::AcqRel) {
             return;
         }
-        for (tx, _) in &self.inner.pollers {
-            let _ = tx.send(PollerCommand::Shutdown);
+        let mut topology = self.inner.topology();
+        for p in &topology.pollers {
+            let _ = p.tx.send(PollerCommand::Shutdown);
         }
-        let _ = self.inner.autonomous_shutdown.send(true);
+        for a in &topology.autonomous {
+            let _ = a.shutdown.send(true);
+        }
+        // The stage's queue closes once the last source has let go of it.
+        topology.source_tx = None;
     }
 
     /// Whether shutdown was requested.
@@ -218,19 +294,40 @@ impl PipelineHandle {
     /// Full names (`plugin/source`) of the managed sources.
     pub fn source_names(&self) -> Vec<String> {
         self.inner
+            .topology()
             .pollers
             .iter()
-            .flat_map(|(_, names)| names.iter().map(|(_, n)| n.clone()))
+            .flat_map(|p| p.sources.iter().map(|(_, n)| n.clone()))
             .collect()
     }
 
     /// Current counters.
     pub fn stats(&self) -> PipelineStatsSnapshot {
-        self.inner.stats.snapshot()
+        let depth = self
+            .inner
+            .topology()
+            .source_tx
+            .as_ref()
+            .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
+            .unwrap_or(0);
+        self.inner.stats.snapshot(depth)
     }
 
-    /// The metric registry.
-    pub fn metrics(&self) -> &Arc<MetricRegistry> {
-        &self.inner.metrics
+    /// The metric registry (the newest: a plugin started into the running
+    /// pipeline may have added metrics).
+    pub fn metrics(&self) -> Arc<MetricRegistry> {
+        self.inner.metrics.current()
+    }
+
+    /// Every output flushes and reopens what it writes to
+    /// ([`Output::reopen`](super::Output::reopen)), after the buffers
+    /// already on their way; waits until each has been asked (an output
+    /// whose queue stays full for 5 s, stuck in a write, is not asked: it
+    /// is logged). Call from a plain thread, not from an async task.
+    pub fn reopen_outputs(&self) -> Result<(), ControlError> {
+        let (done_tx, done_rx) = mpsc::channel();
+        self.inner
+            .send_to_stage(StageCommand::ReopenOutputs { done: done_tx })?;
+        done_rx.recv().map_err(|_| ControlError::Stopped)
     }
 }

@@ -27,18 +27,24 @@ pub mod control;
 mod memory;
 mod output;
 mod poller;
+mod registry;
+mod running;
 mod stage;
 pub mod stats;
 
 use std::time::Duration;
 
+use crate::error::BoxError;
 use crate::measurement::{MeasurementBuffer, Timestamp};
 use crate::metrics::MetricRegistry;
-use crate::plugin::BoxError;
 
-pub use builder::{PipelineBuilder, PluginStartContext, RunningPipeline};
+pub use builder::{PipelineBuilder, PluginStartContext};
 pub use control::{PipelineHandle, SourceSelector};
-pub use stats::{LossReporter, OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot};
+pub use running::{PipelineExtension, RunningPipeline};
+pub use stats::{
+    LossReporter, OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot,
+    TransformStatsSnapshot,
+};
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +122,8 @@ pub trait Source: Send {
 /// What the transforms and outputs can read about the pipeline.
 #[derive(Debug)]
 pub struct ElementContext<'a> {
-    /// Every registered metric (frozen before the pipeline started).
+    /// Every registered metric (a plugin started later may add some; ids
+    /// never change).
     pub metrics: &'a MetricRegistry,
 }
 
@@ -152,8 +159,15 @@ pub trait Output: Send {
         Ok(())
     }
 
-    /// Called once after the last flush at shutdown.
+    /// Called once after the last flush at shutdown (or when its plugin stops).
     fn close(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
+        Ok(())
+    }
+
+    /// Reopens what the output writes to, after a flush (SIGHUP: a file
+    /// renamed by logrotate is left complete and a new one is started).
+    /// Outputs with nothing to reopen keep the default, which does nothing.
+    fn reopen(&mut self, _ctx: &ElementContext) -> Result<(), WriteError> {
         Ok(())
     }
 }

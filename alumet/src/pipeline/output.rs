@@ -1,25 +1,34 @@
 //! Output threads: write batches, retry the same batch on retryable errors,
-//! flush on an interval, close at the end.
+//! flush on an interval, reopen on request, close at the end (when the
+//! stage drops the queue's sender: at shutdown, or when its plugin stops).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use crate::measurement::MeasurementBuffer;
-use crate::metrics::MetricRegistry;
 
+use super::registry::LocalMetrics;
 use super::stats::{LossReporter, OutputStats};
 use super::{ElementContext, Output, OutputOptions, PipelineConfig, WriteError};
+
+/// What goes through an output's queue, in order.
+pub(crate) enum OutputMessage {
+    /// A batch to write (shared by every output).
+    Batch(Arc<MeasurementBuffer>),
+    /// Flush, then [`Output::reopen`]: what was queued before goes to the old file.
+    Reopen,
+}
 
 pub(crate) struct OutputRunner {
     pub name: String,
     pub output: Box<dyn Output>,
     pub options: OutputOptions,
-    pub rx: mpsc::Receiver<Arc<MeasurementBuffer>>,
+    pub rx: mpsc::Receiver<OutputMessage>,
     pub stats: Arc<OutputStats>,
     /// The pipeline-wide drop counter (for the self-metric).
     pub loss: LossReporter,
-    pub metrics: Arc<MetricRegistry>,
+    pub metrics: LocalMetrics,
     pub config: PipelineConfig,
 }
 
@@ -45,11 +54,21 @@ impl OutputRunner {
                     .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(buffer) => match self.write_with_retry(&buffer) {
-                    Outcome::Done => dirty = true,
-                    Outcome::GaveUp => {}
-                    Outcome::Fatal => return self.drain_after_failure(),
-                },
+                Ok(OutputMessage::Batch(buffer)) => {
+                    self.stats.queued_batches.fetch_sub(1, Relaxed);
+                    match self.write_with_retry(&buffer) {
+                        Outcome::Done => dirty = true,
+                        Outcome::GaveUp => {}
+                        Outcome::Fatal => return self.drain_after_failure(),
+                    }
+                }
+                Ok(OutputMessage::Reopen) => {
+                    if !self.flush() || !self.reopen() {
+                        return self.drain_after_failure();
+                    }
+                    dirty = false;
+                    last_flush = Instant::now();
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -64,8 +83,9 @@ impl OutputRunner {
             }
         }
         if self.flush() {
+            let _busy = self.stats.busy.enter();
             let ctx = ElementContext {
-                metrics: &self.metrics,
+                metrics: self.metrics.get(),
             };
             if let Err(e) = self.output.close(&ctx) {
                 log::error!("output {}: closing failed: {e}", self.name);
@@ -74,14 +94,20 @@ impl OutputRunner {
     }
 
     fn write_with_retry(&mut self, buffer: &MeasurementBuffer) -> Outcome {
+        self.metrics.refresh();
         let ctx = ElementContext {
-            metrics: &self.metrics,
+            metrics: self.metrics.get(),
         };
         let n = buffer.len() as u64;
         let mut delay = self.config.retry_initial_delay;
         let attempts = self.config.max_write_attempts.max(1);
         for attempt in 1..=attempts {
-            match self.output.write(buffer, &ctx) {
+            // Busy only inside the call: a retry's backoff sleep is not a stall.
+            let written = {
+                let _busy = self.stats.busy.enter();
+                self.output.write(buffer, &ctx)
+            };
+            match written {
                 Ok(()) => {
                     self.stats.written_points.fetch_add(n, Relaxed);
                     self.stats.written_batches.fetch_add(1, Relaxed);
@@ -123,11 +149,15 @@ impl OutputRunner {
     /// Returns false if the output failed fatally.
     fn flush(&mut self) -> bool {
         let ctx = ElementContext {
-            metrics: &self.metrics,
+            metrics: self.metrics.get(),
         };
         let mut delay = self.config.retry_initial_delay;
         for attempt in 1..=self.config.max_write_attempts.max(1) {
-            match self.output.flush(&ctx) {
+            let flushed = {
+                let _busy = self.stats.busy.enter();
+                self.output.flush(&ctx)
+            };
+            match flushed {
                 Ok(()) => return true,
                 Err(WriteError::Retry { error, after }) => {
                     self.stats.last_error.set(&error);
@@ -148,6 +178,34 @@ impl OutputRunner {
         true
     }
 
+    /// Returns false if the output failed fatally; a retryable failure is
+    /// logged and the output goes on with what it has open.
+    fn reopen(&mut self) -> bool {
+        let ctx = ElementContext {
+            metrics: self.metrics.get(),
+        };
+        let reopened = {
+            let _busy = self.stats.busy.enter();
+            self.output.reopen(&ctx)
+        };
+        match reopened {
+            Ok(()) => true,
+            Err(WriteError::Retry { error, .. }) => {
+                self.stats.last_error.set(&error);
+                log::warn!(
+                    "output {}: cannot reopen, going on as before: {error}",
+                    self.name
+                );
+                true
+            }
+            Err(WriteError::Fatal(error)) => {
+                self.stats.last_error.set(&error);
+                log::error!("output {} stopped: reopening failed: {error}", self.name);
+                false
+            }
+        }
+    }
+
     fn count_lost(&self, n: u64) {
         self.stats.dropped_points.fetch_add(n, Relaxed);
         self.loss.report(n);
@@ -156,8 +214,11 @@ impl OutputRunner {
     /// After a fatal error, keep receiving so that the loss is counted
     /// exactly, until the pipeline closes the queue.
     fn drain_after_failure(self) {
-        while let Ok(buffer) = self.rx.recv() {
-            self.count_lost(buffer.len() as u64);
+        while let Ok(message) = self.rx.recv() {
+            if let OutputMessage::Batch(buffer) = message {
+                self.stats.queued_batches.fetch_sub(1, Relaxed);
+                self.count_lost(buffer.len() as u64);
+            }
         }
     }
 }

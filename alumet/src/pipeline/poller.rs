@@ -4,6 +4,11 @@
 //! not drift. A deadline that is already more than one interval in the past
 //! when it is reached is counted as missed and skipped over (the source is
 //! polled once, late, not several times in a burst).
+//!
+//! Sources join and leave a running poller (a plugin restarted at a
+//! reload) without touching the schedule of the others; a source that
+//! leaves is polled a last time and its points queued, as at shutdown. A
+//! poller left without sources ends.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::measurement::{MeasurementBuffer, Timestamp};
 
 use super::control::PollerCommand;
+use super::stage::StageMessage;
 use super::stats::{PipelineStats, SourceStats};
 use super::{PollError, Source, SourceTrigger};
 
@@ -34,9 +40,11 @@ struct Scheduled {
 }
 
 pub(crate) struct Poller {
+    /// Sources given at creation, scheduled when the thread runs.
+    pending: Vec<ManagedSource>,
     sources: Vec<Scheduled>,
     commands: mpsc::Receiver<PollerCommand>,
-    queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
+    queue: tokio::sync::mpsc::Sender<StageMessage>,
     stats: Arc<PipelineStats>,
     max_points_per_buffer: usize,
     first_poll_at_start: bool,
@@ -52,29 +60,14 @@ impl Poller {
     pub(crate) fn new(
         sources: Vec<ManagedSource>,
         commands: mpsc::Receiver<PollerCommand>,
-        queue: tokio::sync::mpsc::Sender<MeasurementBuffer>,
+        queue: tokio::sync::mpsc::Sender<StageMessage>,
         stats: Arc<PipelineStats>,
         max_points_per_buffer: usize,
         first_poll_at_start: bool,
     ) -> Self {
-        let now = Instant::now();
-        let sources = sources
-            .into_iter()
-            .map(|m| Scheduled {
-                next_poll: if first_poll_at_start {
-                    now
-                } else {
-                    now + m.trigger.poll_interval
-                },
-                next_flush: now + m.trigger.flush_interval,
-                buffer: Vec::new(),
-                paused: false,
-                failed: false,
-                m,
-            })
-            .collect();
         Self {
-            sources,
+            pending: sources,
+            sources: Vec::new(),
             commands,
             queue,
             stats,
@@ -83,13 +76,66 @@ impl Poller {
         }
     }
 
+    /// Schedules new sources: a source with the same interval as one
+    /// already here is polled on its ticks (so that their points share
+    /// timestamps), any other from now on.
+    /// Runs on the poller's thread (the timer slack is per thread).
+    fn add(&mut self, sources: Vec<ManagedSource>) {
+        if let Some(min) = sources.iter().map(|s| s.trigger.poll_interval).min() {
+            tighten_timer_slack(min);
+        }
+        let now = Instant::now();
+        for m in sources {
+            let peer = self
+                .sources
+                .iter()
+                .find(|s| !s.paused && !s.failed && s.m.trigger == m.trigger);
+            let (next_poll, next_flush) = match peer {
+                Some(p) => (p.next_poll, p.next_flush),
+                None => (now, now + m.trigger.flush_interval),
+            };
+            self.sources.push(Scheduled {
+                next_poll,
+                next_flush,
+                buffer: Vec::new(),
+                paused: false,
+                failed: false,
+                m,
+            });
+        }
+    }
+
+    /// Polls the sources of `plugins` a last time, queues their points
+    /// (waiting for room), and forgets them.
+    fn remove(&mut self, plugins: &[String]) {
+        let timestamp = Timestamp::now();
+        for i in 0..self.sources.len() {
+            if !plugins.contains(&self.sources[i].m.plugin) {
+                continue;
+            }
+            if !self.sources[i].failed {
+                self.poll_one(i, timestamp);
+            }
+            if !self.sources[i].buffer.is_empty() {
+                self.flush_one(i, true);
+            }
+        }
+        self.sources.retain(|s| !plugins.contains(&s.m.plugin));
+    }
+
     /// Runs until shutdown; then polls every source a last time and queues
     /// every buffer, waiting for room rather than dropping.
     pub(crate) fn run(mut self) {
-        // The first poll of every source comes before any command, so that a
-        // trigger sent right after start is a second, distinct poll.
+        let pending = std::mem::take(&mut self.pending);
+        self.add(pending);
         if self.first_poll_at_start {
+            // The first poll of every source comes before any command, so that a
+            // trigger sent right after start is a second, distinct poll.
             self.poll_due();
+        } else {
+            for s in &mut self.sources {
+                s.next_poll += s.m.trigger.poll_interval;
+            }
         }
         loop {
             let next_deadline = self
@@ -125,6 +171,14 @@ impl Poller {
             };
             match received {
                 Ok(PollerCommand::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(PollerCommand::Remove(plugins, done)) => {
+                    self.remove(&plugins);
+                    let empty = self.sources.is_empty();
+                    let _ = done.send(empty);
+                    if empty {
+                        return;
+                    }
+                }
                 Ok(command) => self.handle(command),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -185,7 +239,8 @@ impl Poller {
             PollerCommand::Ping(ack) => {
                 let _ = ack.send(());
             }
-            PollerCommand::Shutdown => {}
+            PollerCommand::Add(sources) => self.add(sources),
+            PollerCommand::Remove(..) | PollerCommand::Shutdown => {}
         }
     }
 
@@ -237,6 +292,9 @@ impl Poller {
         let result = s.m.source.poll(&mut s.buffer, timestamp);
         s.m.stats.polls.fetch_add(1, Relaxed);
         s.m.stats
+            .buffered_points
+            .store(s.buffer.len() as u64, Relaxed);
+        s.m.stats
             .points
             .fetch_add((s.buffer.len().saturating_sub(before)) as u64, Relaxed);
         match result {
@@ -268,10 +326,12 @@ impl Poller {
         let capacity = s.buffer.len();
         let buffer = std::mem::replace(&mut s.buffer, Vec::with_capacity(capacity));
         let n = buffer.len() as u64;
+        s.m.stats.buffered_points.store(0, Relaxed);
+        let message = StageMessage::Buffer(buffer);
         let result = if blocking {
-            self.queue.blocking_send(buffer).map_err(|_| ())
+            self.queue.blocking_send(message).map_err(|_| ())
         } else {
-            self.queue.try_send(buffer).map_err(|_| ())
+            self.queue.try_send(message).map_err(|_| ())
         };
         if result.is_err() {
             let dropped = s.m.stats.dropped_points.fetch_add(n, Relaxed) + n;

@@ -1,5 +1,11 @@
 //! The transform stage: receives every buffer, applies the transforms in
 //! order, and hands the result to every output's queue.
+//!
+//! Elements are added and removed by commands that travel in the same
+//! queue as the buffers, so a command takes effect exactly between the
+//! buffers sent before it and those sent after: a stopped plugin's sources
+//! have queued their last buffers before its transforms finish and its
+//! outputs close.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,63 +14,181 @@ use std::sync::{mpsc, Arc};
 use crate::measurement::{
     MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
 };
-use crate::metrics::{MetricId, MetricRegistry};
+use crate::metrics::MetricId;
 
+use super::output::OutputMessage;
 use super::poller::should_log;
-use super::stats::{OutputStats, PipelineStats};
+use super::registry::LocalMetrics;
+use super::stats::{OutputStats, PipelineStats, TransformStats};
 use super::{ElementContext, Transform, TransformError};
+
+/// What the stage receives, in one queue.
+pub(crate) enum StageMessage {
+    /// Points from a source.
+    Buffer(MeasurementBuffer),
+    /// A change of the stage's elements.
+    Control(StageCommand),
+}
+
+/// A change of the stage's elements, or of its outputs' files.
+pub(crate) enum StageCommand {
+    /// New transforms (placed by rank) and outputs.
+    Add {
+        transforms: Vec<NamedTransform>,
+        outputs: Vec<OutputQueue>,
+    },
+    /// The transforms of these plugins emit what they hold and go; their
+    /// outputs' queues close (the output threads then flush and close).
+    Remove {
+        plugins: Vec<String>,
+        done: mpsc::Sender<()>,
+    },
+    /// Every output flushes and reopens, after what is queued before.
+    ReopenOutputs { done: mpsc::Sender<()> },
+}
+
+/// How long a reopen request waits for room in an output's queue: a slow
+/// output gets it late, a stuck one (whose write never returns) must not
+/// hold the stage, and with it the reload, for ever.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Queues a reopen request behind what `out` has queued, waiting up to
+/// [`REOPEN_WAIT`] for room.
+fn reopen(out: &OutputQueue) {
+    let deadline = std::time::Instant::now() + REOPEN_WAIT;
+    loop {
+        match out.tx.try_send(OutputMessage::Reopen) {
+            Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
+            Err(mpsc::TrySendError::Full(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(mpsc::TrySendError::Full(_)) => {
+                log::warn!(
+                    "output {}: its queue stayed full for {REOPEN_WAIT:?}; not reopened",
+                    out.name
+                );
+                return;
+            }
+        }
+    }
+}
 
 /// The sending side of one output's queue.
 pub(crate) struct OutputQueue {
+    pub plugin: String,
     pub name: String,
-    pub tx: mpsc::SyncSender<Arc<MeasurementBuffer>>,
+    pub tx: mpsc::SyncSender<OutputMessage>,
     pub stats: Arc<OutputStats>,
 }
 
 pub(crate) struct NamedTransform {
+    pub plugin: String,
     pub name: String,
+    /// Its plugin's place in the plugin order: transforms run by rank.
+    pub rank: usize,
     pub transform: Box<dyn Transform>,
+    pub stats: Arc<TransformStats>,
     pub disabled: bool,
 }
 
 pub(crate) struct Stage {
     pub transforms: Vec<NamedTransform>,
     pub outputs: Vec<OutputQueue>,
-    pub metrics: Arc<MetricRegistry>,
+    pub metrics: LocalMetrics,
     pub stats: Arc<PipelineStats>,
     pub draining: Arc<AtomicBool>,
     /// The `alumet_dropped_points` self-metric.
     pub dropped_metric: MetricId,
+    /// Drops already reported as the self-metric.
+    pub reported_drops: u64,
 }
 
 impl Stage {
-    pub(crate) async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<MeasurementBuffer>) {
-        let mut reported_drops = 0u64;
-        while let Some(mut buffer) = rx.recv().await {
-            self.apply_transforms(&mut buffer, 0);
-            self.report_drops(&mut buffer, &mut reported_drops);
-            self.dispatch(buffer);
+    pub(crate) async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<StageMessage>) {
+        while let Some(message) = rx.recv().await {
+            match message {
+                StageMessage::Buffer(mut buffer) => {
+                    self.metrics.refresh();
+                    self.apply_transforms(&mut buffer, 0);
+                    self.report_drops(&mut buffer);
+                    self.dispatch(buffer);
+                }
+                StageMessage::Control(command) => self.handle(command),
+            }
         }
         // Every source is done: let the transforms emit what they held back.
-        // Points emitted by transform i still go through transforms i+1...
-        let mut tail = MeasurementBuffer::new();
-        for i in 0..self.transforms.len() {
-            if !tail.is_empty() {
-                self.apply_one(i, &mut tail);
-            }
-            let t = &mut self.transforms[i];
-            if !t.disabled {
-                let ctx = ElementContext {
-                    metrics: &self.metrics,
-                };
-                if let Err(e) = t.transform.finish(&mut tail, &ctx) {
-                    log::error!("transform {}: finishing failed: {e}", t.name);
-                }
-            }
-        }
-        self.report_drops(&mut tail, &mut reported_drops);
+        let all: Vec<usize> = (0..self.transforms.len()).collect();
+        let mut tail = self.finish(&all);
+        self.report_drops(&mut tail);
         self.dispatch(tail);
         // Dropping the output senders closes the output queues.
+    }
+
+    fn handle(&mut self, command: StageCommand) {
+        match command {
+            StageCommand::Add {
+                transforms,
+                outputs,
+            } => {
+                for t in transforms {
+                    let at = self.transforms.partition_point(|x| x.rank <= t.rank);
+                    self.transforms.insert(at, t);
+                }
+                self.outputs.extend(outputs);
+            }
+            StageCommand::Remove { plugins, done } => {
+                self.metrics.refresh();
+                let leaving: Vec<usize> = (0..self.transforms.len())
+                    .filter(|&i| plugins.contains(&self.transforms[i].plugin))
+                    .collect();
+                let tail = self.finish(&leaving);
+                self.dispatch(tail);
+                self.transforms.retain(|t| !plugins.contains(&t.plugin));
+                // Dropping a queue's sender closes it: the output writes what
+                // is queued, flushes and closes.
+                self.outputs.retain(|o| !plugins.contains(&o.plugin));
+                let _ = done.send(());
+            }
+            StageCommand::ReopenOutputs { done } => {
+                for out in &self.outputs {
+                    tokio::task::block_in_place(|| reopen(out));
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Lets the transforms at `indices` (ascending) emit what they held
+    /// back. Points emitted by transform i go through every transform
+    /// after it, as a buffer would. Returns those points.
+    fn finish(&mut self, indices: &[usize]) -> MeasurementBuffer {
+        let mut tail = MeasurementBuffer::new();
+        // `tail` has been through the transforms before `next`.
+        let mut next = 0;
+        for &i in indices {
+            for j in next..=i {
+                if !tail.is_empty() {
+                    self.apply_one(j, &mut tail);
+                }
+            }
+            next = i + 1;
+            let t = &mut self.transforms[i];
+            if t.disabled {
+                continue;
+            }
+            let _busy = self.stats.stage_busy.enter();
+            let ctx = ElementContext {
+                metrics: self.metrics.get(),
+            };
+            if let Err(e) = t.transform.finish(&mut tail, &ctx) {
+                t.stats.last_error.set(&e);
+                log::error!("transform {}: finishing failed: {e}", t.name);
+            }
+        }
+        if !tail.is_empty() {
+            self.apply_transforms(&mut tail, next);
+        }
+        tail
     }
 
     fn apply_transforms(&mut self, buffer: &mut MeasurementBuffer, from: usize) {
@@ -79,21 +203,42 @@ impl Stage {
             return;
         }
         let ctx = ElementContext {
-            metrics: &self.metrics,
+            metrics: self.metrics.get(),
         };
-        match t.transform.apply(buffer, &ctx) {
+        t.stats
+            .points_in
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        let result = {
+            let _busy = self.stats.stage_busy.enter();
+            t.transform.apply(buffer, &ctx)
+        };
+        t.stats
+            .points_out
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        match result {
             Ok(()) => {}
             Err(TransformError::Transient(e)) => {
-                log::warn!("transform {}: {e}; buffer passed on unchanged", t.name)
+                t.stats.last_error.set(&e);
+                let n = t.stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if should_log(n) {
+                    log::warn!(
+                        "transform {}: {e}; buffer passed on unchanged ({n} failures so far)",
+                        t.name
+                    );
+                }
             }
             Err(TransformError::Fatal(e)) => {
+                t.stats.last_error.set(&e);
+                t.stats.errors.fetch_add(1, Ordering::Relaxed);
+                t.stats.disabled.store(true, Ordering::Relaxed);
                 log::error!("transform {} disabled: {e}", t.name);
                 t.disabled = true;
             }
         }
     }
 
-    fn report_drops(&self, buffer: &mut MeasurementBuffer, reported: &mut u64) {
+    fn report_drops(&mut self, buffer: &mut MeasurementBuffer) {
+        let reported = &mut self.reported_drops;
         let total = self.stats.total_dropped_points.load(Ordering::Relaxed);
         if total > *reported {
             buffer.push(
@@ -121,14 +266,18 @@ impl Stage {
         let shared = Arc::new(buffer);
         let draining = self.draining.load(Ordering::Acquire);
         for out in &self.outputs {
+            // Counted before the send, so the output never takes off more than was put on.
+            out.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
+            let message = OutputMessage::Batch(shared.clone());
             let sent = if draining {
                 // Shutdown loses nothing: wait for room. This blocks a worker
                 // thread, which is acceptable only because nothing else runs now.
-                tokio::task::block_in_place(|| out.tx.send(shared.clone()).is_ok())
+                tokio::task::block_in_place(|| out.tx.send(message).is_ok())
             } else {
-                match out.tx.try_send(shared.clone()) {
+                match out.tx.try_send(message) {
                     Ok(()) => true,
                     Err(mpsc::TrySendError::Full(_)) => {
+                        out.stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
                         let total = out.stats.dropped_points.fetch_add(n, Ordering::Relaxed) + n;
                         self.stats.count_drop(n);
                         if should_log(total.div_ceil(n)) {
@@ -140,6 +289,7 @@ impl Stage {
                 }
             };
             if !sent {
+                out.stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
                 // The output has stopped (fatal error); its loss is counted.
                 out.stats.dropped_points.fetch_add(n, Ordering::Relaxed);
                 self.stats.count_drop(n);

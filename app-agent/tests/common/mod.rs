@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub mod reload;
+
 /// The agent binary, with the caller's config and log environment removed.
 pub fn agent_command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alumet-agent"));
