@@ -13,7 +13,11 @@ use plugin_cgroups::CgroupsConfig;
 
 use crate::config::LoadedConfig;
 
-/// Why the command runs without a cgroup of its own.
+/// The name of a command's cgroup, before the agent's pid.
+const NAME_PREFIX: &str = "alumet-exec-";
+
+/// Creates the command's cgroup (and removes those that killed agents left
+/// behind beside it). Err: why the command runs without a cgroup of its own.
 pub fn create(config: &LoadedConfig, cgroups_running: bool) -> Result<CommandCgroup, String> {
     if !config.agent.exec_in_cgroup {
         return Err("agent.exec_in_cgroup is false".into());
@@ -38,18 +42,29 @@ pub fn create(config: &LoadedConfig, cgroups_running: bool) -> Result<CommandCgr
     } else {
         vec![ParentChoice::Fixed(config.agent.exec_cgroup_parent.clone())]
     };
-    let name = format!("alumet-exec-{}", std::process::id());
-    CommandCgroup::create_for_command(&accounting, &cgroups.proc_root, &choices, &name).map_err(
-        |errors| {
-            let tried: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            if tried.is_empty() {
-                "the agent's own cgroup is unknown (no /proc/self/cgroup entry for the hierarchy)"
-                    .to_owned()
-            } else {
-                tried.join("; ")
-            }
-        },
+    let name = format!("{NAME_PREFIX}{}", std::process::id());
+    let created = CommandCgroup::create_for_command(
+        &accounting,
+        &cgroups.proc_root,
+        &choices,
+        &name,
     )
+    .map_err(|errors| {
+        let tried: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        if tried.is_empty() {
+            "the agent's own cgroup is unknown (no /proc/self/cgroup entry for the hierarchy)"
+                .to_owned()
+        } else {
+            tried.join("; ")
+        }
+    })?;
+    for stale in created.remove_stale_siblings(NAME_PREFIX, &cgroups.proc_root) {
+        log::info!(
+            "exec: removed {}, left behind by an agent that was killed",
+            stale.display()
+        );
+    }
+    Ok(created)
 }
 
 /// The directories of a cgroup, for messages.

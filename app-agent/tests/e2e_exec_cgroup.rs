@@ -11,7 +11,8 @@
 //!   tree" and still counts the short-lived children (their parent's cutime);
 //! - the cgroup is gone after exec, also when the command is killed by a
 //!   signal and when the agent gets SIGTERM mid-run;
-//! - the command is in its cgroup from its first instruction.
+//! - the command is in its cgroup from its first instruction;
+//! - a command cgroup left by a killed agent is removed by the next exec.
 //!
 //! Needs root to create cgroups: without it the tests say so and pass,
 //! except in CI (`CI=true`).
@@ -351,4 +352,50 @@ fn the_command_is_in_its_cgroup_from_its_first_instruction() {
         stderr.contains("measured as cgroup ") && stderr.contains(&name),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_command_cgroup_left_by_a_killed_agent_is_removed_by_the_next_exec() {
+    let _serial = serial();
+    if !can_create_cgroups() {
+        return;
+    }
+    // The agent creates its command's cgroup beside itself: in the cgroup
+    // of this test (its parent), in the v2 hierarchy here.
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        eprintln!("skipped: no cgroup v2 line in /proc/self/cgroup");
+        return;
+    };
+    let Some(v2) = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|m| Path::new(m).join("cgroup.controllers").exists())
+    else {
+        eprintln!("skipped: no cgroup v2 mount");
+        return;
+    };
+    // A pid that ran and is gone: an agent killed before its cleanup.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = PathBuf::from(format!(
+        "{v2}{}/alumet-exec-{dead_pid}",
+        path.trim_end_matches('/')
+    ));
+    fs::create_dir(&stale).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rapl = RaplFixture::start(dir.path(), 50.0);
+    let out = agent(dir.path(), &rapl)
+        .args(["-v", "exec", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = fs::remove_dir(&stale);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("measured as cgroup"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("removed {}, left behind", stale.display())),
+        "{stderr}"
+    );
+    assert!(!stale.exists());
 }

@@ -257,6 +257,50 @@ impl CommandCgroup {
     }
 }
 
+impl CommandCgroup {
+    /// Removes the cgroups named `<prefix><pid>` beside this one (in each of
+    /// its hierarchies) whose pid is no longer running (under `proc_root`)
+    /// and that hold no process: what an earlier agent killed before it
+    /// could clean up left behind. Returns the directories removed.
+    pub fn remove_stale_siblings(&self, prefix: &str, proc_root: &Path) -> Vec<PathBuf> {
+        let parents: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .map(|(mount, parent, _)| dir_of(mount, parent))
+            .collect();
+        remove_stale(&parents, prefix, proc_root)
+    }
+}
+
+/// See [`CommandCgroup::remove_stale_siblings`]. rmdir refuses a cgroup
+/// that still holds a process or a child cgroup, so a command still
+/// running in one is never disturbed.
+fn remove_stale(parents: &[PathBuf], prefix: &str, proc_root: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if proc_root.join(pid.to_string()).exists() {
+                continue;
+            }
+            if std::fs::remove_dir(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 /// Keeps the memory and I/O hierarchies only where the agent's own cgroup
 /// has the same path as in the CPU hierarchy: the cgroups source reads every
 /// hierarchy at the CPU path, so a command's cgroup elsewhere would be read
@@ -330,6 +374,35 @@ pub fn join_raw(fds: &[RawFd]) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::cgroup::CgroupVersion;
+
+    #[test]
+    fn stale_command_cgroups_of_dead_agents_are_removed_and_nothing_else() {
+        let tmp = std::env::temp_dir().join(format!("alumet-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let parent = tmp.join("cg");
+        let proc_root = tmp.join("proc");
+        for d in [
+            "cg/alumet-exec-41",       // dead agent: removed
+            "cg/alumet-exec-42",       // live agent: kept
+            "cg/alumet-exec-43/child", // dead, not empty: kept
+            "cg/alumet-exec-x",        // not a pid: kept
+            "cg/other-44",             // not ours: kept
+            "proc/42",
+        ] {
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
+        }
+        let removed = remove_stale(std::slice::from_ref(&parent), "alumet-exec-", &proc_root);
+        assert_eq!(removed, vec![parent.join("alumet-exec-41")]);
+        for kept in [
+            "alumet-exec-42",
+            "alumet-exec-43",
+            "alumet-exec-x",
+            "other-44",
+        ] {
+            assert!(parent.join(kept).is_dir(), "{kept}");
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 
     #[test]
     fn hierarchies_where_the_agent_is_elsewhere_are_left_out() {
