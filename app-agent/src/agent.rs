@@ -182,9 +182,13 @@ impl Agent {
         config: &LoadedConfig,
         previous: &LoadedConfig,
     ) -> Result<Vec<String>, String> {
-        self.pipeline
-            .stop_plugins(stop)
-            .map_err(|e| format!("cannot stop {}: {e}", stop.join(", ")))?;
+        // Plugins that start again get every buffer that comes meanwhile.
+        let stopped = if start.is_empty() {
+            self.pipeline.stop_plugins(stop)
+        } else {
+            self.pipeline.stop_plugins_for_restart(stop)
+        };
+        stopped.map_err(|e| format!("cannot stop {}: {e}", stop.join(", ")))?;
         let (stopping, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.plugins)
             .into_iter()
             .partition(|(name, _)| stop.contains(name));
@@ -237,9 +241,12 @@ impl Agent {
                 }
             }
         }
-        extension
-            .commit()
-            .map_err(|e| format!("cannot start {}: {e}", start.join(", ")))?;
+        let committed = extension.commit();
+        // Whatever started, the held buffers go on now.
+        if let Err(e) = self.pipeline.release_held() {
+            log::warn!("cannot release the buffers held for the restart: {e}");
+        }
+        committed.map_err(|e| format!("cannot start {}: {e}", start.join(", ")))?;
         let handle = self.pipeline.handle();
         for (name, plugin) in &mut started {
             if let Err(e) = plugin.post_pipeline_start(&handle) {

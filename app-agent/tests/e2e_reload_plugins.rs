@@ -10,8 +10,8 @@
 mod common;
 
 use common::reload::{
-    assert_continuous, counter, ctl_status, element_names, hup, listening_inode, median_gap_ms,
-    now_ns, poll_times, prometheus_section, spawn_run, spawn_run_with, write_config,
+    assert_continuous, counter, ctl_ok, ctl_status, element_names, hup, listening_inode,
+    median_gap_ms, now_ns, poll_times, prometheus_section, spawn_run, spawn_run_with, write_config,
     write_config_with,
 };
 use common::{read_csv, sigterm_and_wait};
@@ -349,4 +349,55 @@ fn a_plugin_disabled_by_a_reload_stops_alone_and_enabled_again_starts() {
     let times = poll_times(&read_csv(&dir.path().join("out.csv")));
     assert_continuous(&times, 100, &[]);
     assert!(times.iter().any(|t| *t > on_at), "polls after both reloads");
+}
+
+#[test]
+fn a_restarted_csv_output_misses_no_point_measured_while_it_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Polls every 10 ms, so that several land inside the csv's restarts.
+    let section = |flush_ms: u64| {
+        format!("\n[plugins.csv]\nenabled = true\noutput_path = \"out.csv\"\ntimestamp_format = \"unix_ns\"\nflush_interval = \"{flush_ms}ms\"\n")
+    };
+    let config = |flush_ms: u64| {
+        let text = format!(
+            "[plugins.procfs]\nenabled = true\nsystem_poll_interval = \"10ms\"\nprocess_poll_interval = \"1h\"\nflush_interval = \"10ms\"\n{}",
+            section(flush_ms)
+        );
+        std::fs::write(dir.path().join("alumet-config.toml"), text).unwrap();
+    };
+    config(100);
+    let child = spawn_run(dir.path());
+    assert!(common::wait_until(Duration::from_secs(5), || dir
+        .path()
+        .join("ctl.sock")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..8 {
+        config(if i % 2 == 0 { 90 } else { 100 });
+        hup(&child);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Stop the sources, let the csv write what it has: every point the
+    // sources sent must be in the file, whichever csv output wrote it.
+    ctl_ok(dir.path(), &["pause", "*"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let status = ctl_status(dir.path());
+    // What left the sources (a source's buffer is handed on at its flush,
+    // at the earliest at its next poll: procfs/processes holds its start poll).
+    let sent: u64 = ["procfs/system", "procfs/processes"]
+        .iter()
+        .map(|s| counter(&status, s, "points_out") - counter(&status, s, "buffered_points"))
+        .sum();
+    let rows = read_csv(&dir.path().join("out.csv")).len() as u64;
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("restarting csv").count(),
+        8,
+        "the csv restarted at each reload:\n{stderr}"
+    );
+    assert_eq!(
+        rows, sent,
+        "points sent by the sources vs rows in the file\n{stderr}"
+    );
 }

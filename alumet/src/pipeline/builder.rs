@@ -351,6 +351,7 @@ impl PipelineBuilder {
             draining: draining.clone(),
             dropped_metric,
             reported_drops: 0,
+            held: None,
         };
         let stage_task = runtime.spawn(stage.run(source_rx));
         let handle = PipelineHandle {

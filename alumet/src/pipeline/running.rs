@@ -312,6 +312,26 @@ impl RunningPipeline {
     /// all of that is done, so the plugins can be stopped and started
     /// again (a file closed, a port free). Call from a plain thread.
     pub fn stop_plugins(&self, plugins: &[String]) -> Result<(), ControlError> {
+        self.stop(plugins, false)
+    }
+
+    /// Like [`RunningPipeline::stop_plugins`], for plugins about to be
+    /// started again: the buffers of the other sources that reach the
+    /// transforms from then on are held until the new elements are
+    /// committed (or [`RunningPipeline::release_held`]), so that a
+    /// restarted output or transform misses none of them.
+    pub fn stop_plugins_for_restart(&self, plugins: &[String]) -> Result<(), ControlError> {
+        self.stop(plugins, true)
+    }
+
+    /// Lets the buffers held since [`RunningPipeline::stop_plugins_for_restart`]
+    /// go on (committing an extension with transforms or outputs does it
+    /// too); does nothing when none are held.
+    pub fn release_held(&self) -> Result<(), ControlError> {
+        self.handle.inner.send_to_stage(StageCommand::Release)
+    }
+
+    fn stop(&self, plugins: &[String], hold: bool) -> Result<(), ControlError> {
         let inner = &self.handle.inner;
         if self.handle.is_shutting_down() {
             return Err(ControlError::Stopped);
@@ -366,6 +386,7 @@ impl RunningPipeline {
         inner.send_to_stage(StageCommand::Remove {
             plugins: plugins.to_vec(),
             done: done_tx,
+            hold,
         })?;
         done_rx.recv().map_err(|_| ControlError::Stopped)?;
         let threads: Vec<JoinHandle<()>> = {

@@ -42,7 +42,13 @@ pub(crate) enum StageCommand {
     Remove {
         plugins: Vec<String>,
         done: mpsc::Sender<()>,
+        /// The plugins start again: hold the buffers that come next until
+        /// their new elements are added (or [`StageCommand::Release`]), so
+        /// that a restarted output or transform misses none of them.
+        hold: bool,
     },
+    /// Handles the buffers held since a `Remove` with `hold`.
+    Release,
     /// Every output flushes and reopens, after what is queued before.
     ReopenOutputs { done: mpsc::Sender<()> },
 }
@@ -101,27 +107,54 @@ pub(crate) struct Stage {
     pub dropped_metric: MetricId,
     /// Drops already reported as the self-metric.
     pub reported_drops: u64,
+    /// Buffers held while plugins restart, and since when.
+    pub held: Option<(std::time::Instant, Vec<MeasurementBuffer>)>,
 }
+
+/// The longest a restart may hold the buffers: past it they go on to the
+/// elements there are, so a restart that never completes cannot hold the
+/// whole pipeline (or its memory).
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Stage {
     pub(crate) async fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<StageMessage>) {
         while let Some(message) = rx.recv().await {
             match message {
-                StageMessage::Buffer(mut buffer) => {
-                    self.metrics.refresh();
-                    self.apply_transforms(&mut buffer, 0);
-                    self.report_drops(&mut buffer);
-                    self.dispatch(buffer);
-                }
+                StageMessage::Buffer(buffer) => match &mut self.held {
+                    Some((since, held)) if since.elapsed() < HOLD_AT_MOST => held.push(buffer),
+                    Some(_) => {
+                        log::warn!("plugins restarting for over {HOLD_AT_MOST:?}: the buffers held for them go on without them");
+                        self.release();
+                        self.process(buffer);
+                    }
+                    None => self.process(buffer),
+                },
                 StageMessage::Control(command) => self.handle(command),
             }
         }
+        self.release();
         // Every source is done: let the transforms emit what they held back.
         let all: Vec<usize> = (0..self.transforms.len()).collect();
         let mut tail = self.finish(&all);
         self.report_drops(&mut tail);
         self.dispatch(tail);
         // Dropping the output senders closes the output queues.
+    }
+
+    fn process(&mut self, mut buffer: MeasurementBuffer) {
+        self.metrics.refresh();
+        self.apply_transforms(&mut buffer, 0);
+        self.report_drops(&mut buffer);
+        self.dispatch(buffer);
+    }
+
+    /// Handles the held buffers, in the order they came.
+    fn release(&mut self) {
+        if let Some((_, held)) = self.held.take() {
+            for buffer in held {
+                self.process(buffer);
+            }
+        }
     }
 
     fn handle(&mut self, command: StageCommand) {
@@ -135,8 +168,14 @@ impl Stage {
                     self.transforms.insert(at, t);
                 }
                 self.outputs.extend(outputs);
+                self.release();
             }
-            StageCommand::Remove { plugins, done } => {
+            StageCommand::Release => self.release(),
+            StageCommand::Remove {
+                plugins,
+                done,
+                hold,
+            } => {
                 self.metrics.refresh();
                 let leaving: Vec<usize> = (0..self.transforms.len())
                     .filter(|&i| plugins.contains(&self.transforms[i].plugin))
@@ -147,6 +186,9 @@ impl Stage {
                 // Dropping a queue's sender closes it: the output writes what
                 // is queued, flushes and closes.
                 self.outputs.retain(|o| !plugins.contains(&o.plugin));
+                if hold && self.held.is_none() {
+                    self.held = Some((std::time::Instant::now(), Vec::new()));
+                }
                 let _ = done.send(());
             }
             StageCommand::ReopenOutputs { done } => {

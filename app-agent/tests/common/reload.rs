@@ -154,15 +154,21 @@ pub fn listening_inode(port: u16) -> Option<u64> {
     })
 }
 
-/// `ctl status --json` of the agent in `dir`.
-pub fn ctl_status(dir: &Path) -> serde_json::Value {
+/// `ctl ARGS` to the agent in `dir`, which must succeed; its stdout.
+pub fn ctl_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = super::agent_command()
         .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
-        .args(["ctl", "status", "--json"])
+        .arg("ctl")
+        .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert!(out.status.success(), "ctl {args:?}: {out:?}");
+    out.stdout
+}
+
+/// `ctl status --json` of the agent in `dir`.
+pub fn ctl_status(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&ctl_ok(dir, &["status", "--json"])).unwrap()
 }
 
 /// Counter `key` of the element `name` in a `ctl status` answer.
