@@ -45,11 +45,15 @@ impl OutputRunner {
                     .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(buffer) => match self.write_with_retry(&buffer) {
-                    Outcome::Done => dirty = true,
-                    Outcome::GaveUp => {}
-                    Outcome::Fatal => return self.drain_after_failure(),
-                },
+                Ok(buffer) => {
+                    let outcome = self.write_with_retry(&buffer);
+                    super::memory::recycle(buffer);
+                    match outcome {
+                        Outcome::Done => dirty = true,
+                        Outcome::GaveUp => {}
+                        Outcome::Fatal => return self.drain_after_failure(),
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
