@@ -4,6 +4,8 @@
 //!   cgroupfs regenerate their content at each read from offset 0), and the
 //!   budget of descriptors a source may keep.
 //! - [`host`]: USER_HZ, page size, online CPUs and the interval clock (injectable).
+//! - [`pids`]: the pids of a procfs, listed only above the last one seen
+//!   where the kernel allows it.
 //! - [`parse`] and [`glob`]: byte parsers and path/name patterns.
 //! - [`cgroup`]: where the cgroup hierarchies are (v1, v2, hybrid), which one
 //!   accounts CPU time, `/proc/PID/cgroup`, and creating a cgroup to run a
@@ -17,3 +19,4 @@ pub mod file;
 pub mod glob;
 pub mod host;
 pub mod parse;
+pub mod pids;

@@ -280,7 +280,9 @@ impl Emit<'_> {
         value: MeasurementValue,
         mode: Option<&'static str>,
     ) {
-        let mut attributes = t.attributes.clone();
+        // Sized once: a clone then a push would allocate twice per point.
+        let mut attributes = Vec::with_capacity(t.attributes.len() + usize::from(mode.is_some()));
+        attributes.extend_from_slice(&t.attributes);
         if let Some(mode) = mode {
             attributes.push((Cow::Borrowed("mode"), AttributeValue::from(mode)));
         }

@@ -39,6 +39,14 @@ fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
 /// (Rust's `Display`: never an exponent; `NaN`, `inf`, `-inf` otherwise).
 pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     use std::io::Write;
+    // Whole values (most CPU times and usages of idle processes are 0)
+    // print as the integer they are, without the formatting machinery;
+    // -0 keeps its sign as `Display` does. Below 2^53 the conversion is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if v.fract() == 0.0 && v.abs() < EXACT && !(v == 0.0 && v.is_sign_negative()) {
+        push_i64(out, v as i64);
+        return;
+    }
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{v}");
 }
@@ -145,6 +153,28 @@ mod tests {
         assert_eq!(text(|o| push_f64(o, 0.1 + 0.2)), "0.30000000000000004");
         assert_eq!(text(|o| push_f64(o, 2.0)), "2");
         assert_eq!(text(|o| push_f64(o, f64::NAN)), "NaN");
+        // The whole-value shortcut writes what `Display` writes.
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            42.0,
+            -7e3,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            -9_007_199_254_740_993.0,
+            1e300,
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.5,
+            -2.5,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(text(|o| push_f64(o, v)), format!("{v}"), "{v:?}");
+        }
     }
 
     /// Walks the calendar one day at a time with the plain leap-year rule

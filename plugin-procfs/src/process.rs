@@ -52,6 +52,7 @@ use crate::names::Names;
 use crate::parse::{self, PidStat};
 use alumet_kernelfs::file::{KernelFile, ReadBuf, ReadKind};
 use alumet_kernelfs::glob::Glob;
+use alumet_kernelfs::pids::{Listing, PidLister};
 
 /// Ids of the metrics the process source emits.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +89,10 @@ const MAX_TREE_DEPTH: usize = 4096;
 
 /// Longest time an idle process goes without a full read of /proc/PID/stat.
 pub const FULL_READ_MAX_AGE_NS: u64 = 5_000_000_000;
+
+/// Longest time between two listings of every pid: the ones in between
+/// list only the pids allocated since (see [`PidLister`]).
+pub const WHOLE_LISTING_EVERY_NS: u64 = 30_000_000_000;
 
 /// What the last full read saw that a poll skipping /proc/PID/stat reports again.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +173,8 @@ pub struct ProcessSource {
     online_cpus: u32,
     previous_poll: Option<PollMark>,
     buf: ReadBuf,
+    /// Lists only the pids allocated since the previous refresh where it can.
+    pids: PidLister,
     listing: Vec<u32>,
     parents: Vec<(u32, u32)>,
     /// (last parent, CPU ticks reported so far) of watched processes that
@@ -224,6 +231,9 @@ impl ProcessSource {
         let mut rules = options.rules;
         rules.pids.sort_unstable();
         rules.pids.dedup();
+        // A process that an explicit rule did not select may match later
+        // (after an exec): then every refresh must see them all.
+        let whole_listing_every_ns = if rules.all { WHOLE_LISTING_EVERY_NS } else { 0 };
         Self {
             root: proc_root.to_path_buf(),
             rules,
@@ -239,6 +249,9 @@ impl ProcessSource {
             online_cpus: 1,
             previous_poll: None,
             buf: ReadBuf::with_capacity(4096),
+            // A process that an explicit rule did not select may match
+            // later (after an exec): every refresh must see them all.
+            pids: PidLister::new(proc_root, whole_listing_every_ns),
             listing: Vec::new(),
             parents: Vec::new(),
             vanished: Vec::new(),
@@ -284,24 +297,6 @@ impl ProcessSource {
         }
     }
 
-    fn list_pids(&mut self) -> Result<(), PollError> {
-        self.listing.clear();
-        let entries = std::fs::read_dir(&self.root).map_err(|e| {
-            PollError::transient(format!("cannot list {}: {e}", self.root.display()))
-        })?;
-        for entry in entries.flatten() {
-            if let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| parse::parse_u32(n.as_bytes()))
-            {
-                self.listing.push(pid);
-            }
-        }
-        self.listing.sort_unstable();
-        Ok(())
-    }
-
     fn new_watched(&mut self, pid: u32, file: Option<KernelFile>) -> Watched {
         // Two descriptors: stat and schedstat.
         let keep = self.open_count + 2 <= self.open_budget;
@@ -341,15 +336,18 @@ impl ProcessSource {
 
     /// Scans the process list: drops the processes that are gone, adds the
     /// new ones that the rules select.
-    fn refresh(&mut self) -> Result<(), PollError> {
+    fn refresh(&mut self, now_ns: u64) -> Result<(), PollError> {
         self.online_cpus = self.count_online_cpus();
-        self.list_pids()?;
+        let kind = self.pids.list(&mut self.listing, now_ns).map_err(|e| {
+            PollError::transient(format!("cannot list {}: {e}", self.root.display()))
+        })?;
         let before = self.watched.len();
         let listing = &self.listing;
         let mut closed = 0;
         let vanished = &mut self.vanished;
         self.watched.retain(|w| {
-            let alive = listing.binary_search(&w.pid).is_ok();
+            // Listed or not, a process that ended fails its next read.
+            let alive = kind == Listing::New || listing.binary_search(&w.pid).is_ok();
             if !alive {
                 log::debug!("process {} ({}) ended", w.pid, w.exe);
                 closed += w.open_fds();
@@ -773,7 +771,7 @@ impl Source for ProcessSource {
         if refresh_due {
             self.last_refresh_ns = Some(now_ns);
             self.last_exec_target = target;
-            result = self.refresh();
+            result = self.refresh(now_ns);
         }
         let exec_started_ticks = match target {
             Some(pid) if target_changed => self.start_ticks_of(pid),

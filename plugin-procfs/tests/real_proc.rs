@@ -151,3 +151,87 @@ fn exec_tree_follows_real_children() {
     drop(shell);
     assert_eq!(ProcfsPlugin::NAME, "procfs");
 }
+
+/// CPU ticks (user + system) of a live process, from /proc/PID/stat.
+fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Refreshes after the first list only the pids allocated since the
+/// previous one: processes started between polls must still be found (all
+/// of their CPU time reported, to the tick), and one that ended must not
+/// come back.
+#[test]
+fn processes_started_between_refreshes_are_found_with_all_their_cpu_time() {
+    let config = ProcfsConfig {
+        process_refresh_interval: Duration::ZERO,
+        system: false,
+        ..ProcfsConfig::default()
+    };
+    let mut plugin = ProcfsPlugin::init(manual(config)).unwrap();
+    let mut pipeline = TestPipeline::builder();
+    pipeline.start_plugin("procfs", &mut plugin).unwrap();
+    let running = pipeline.start();
+    running.trigger_all();
+    // A process started within the clock tick of the previous poll may
+    // predate it (/proc/uptime and start times have 10 ms steps): then its
+    // first interval is not reported. Start them clearly after.
+    let after_a_tick = || std::thread::sleep(Duration::from_millis(30));
+    after_a_tick();
+    // Spins for a while (without forking: `[` and `$((...))` are builtins), then sleeps.
+    let spinner = || {
+        KillOnDrop(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 60",
+                ])
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let first = spinner();
+    let first_pid = first.0.id();
+    // Its CPU time stops moving once it sleeps (the comm becomes "sleep").
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{first_pid}/comm")).unwrap_or_default()
+        != "sleep\n"
+    {
+        assert!(Instant::now() < deadline, "the spinner never slept");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let first_ticks = cpu_ticks_of(first_pid);
+    running.trigger_all();
+    drop(first);
+    running.trigger_all();
+    after_a_tick();
+    let second = spinner();
+    let second_pid = second.0.id();
+    running.trigger_all();
+    drop(second);
+    let result = running.finish();
+
+    let hz = plugin_procfs::host::HostParams::detect().clock_ticks_per_second as f64;
+    let cpu_of = |pid: u32| -> Vec<f64> {
+        result
+            .points_of("process_cpu_time")
+            .into_iter()
+            .filter(|p| p.consumer == ResourceConsumer::Process { pid })
+            .map(|p| p.value.as_f64())
+            .collect()
+    };
+    let reported: f64 = cpu_of(first_pid).iter().sum();
+    assert!(
+        (reported - first_ticks as f64 / hz).abs() < 1e-9,
+        "process {first_pid}: {reported} s reported, {first_ticks} ticks used"
+    );
+    assert!(
+        !cpu_of(second_pid).is_empty(),
+        "process {second_pid}, started after two refreshes, never measured"
+    );
+    // The first one ended before the third poll: its points stop at the
+    // second (two CPU points, user and system, at its one measured interval).
+    assert_eq!(cpu_of(first_pid).len(), 2, "{:?}", cpu_of(first_pid));
+}

@@ -56,7 +56,9 @@ impl OutputRunner {
             match received {
                 Ok(OutputMessage::Batch(buffer)) => {
                     self.stats.queued_batches.fetch_sub(1, Relaxed);
-                    match self.write_with_retry(&buffer) {
+                    let outcome = self.write_with_retry(&buffer);
+                    super::memory::recycle(buffer);
+                    match outcome {
                         Outcome::Done => dirty = true,
                         Outcome::GaveUp => {}
                         Outcome::Fatal => return self.drain_after_failure(),

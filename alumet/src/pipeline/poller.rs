@@ -35,6 +35,8 @@ struct Scheduled {
     next_poll: Instant,
     next_flush: Instant,
     buffer: MeasurementBuffer,
+    /// Size of the last batch handed over: the next buffer is made for it.
+    last_batch: usize,
     paused: bool,
     failed: bool,
 }
@@ -98,6 +100,7 @@ impl Poller {
                 next_poll,
                 next_flush,
                 buffer: Vec::new(),
+                last_batch: 0,
                 paused: false,
                 failed: false,
                 m,
@@ -288,6 +291,12 @@ impl Poller {
 
     fn poll_one(&mut self, i: usize, timestamp: Timestamp) {
         let s = &mut self.sources[i];
+        if s.buffer.capacity() == 0 {
+            // Taken only now, not at the hand-over: by then the output is
+            // done with the previous batch and gives it back, so one
+            // buffer per source is resident, not two.
+            s.buffer = super::memory::fresh_buffer(s.last_batch);
+        }
         let before = s.buffer.len();
         let result = s.m.source.poll(&mut s.buffer, timestamp);
         s.m.stats.polls.fetch_add(1, Relaxed);
@@ -323,8 +332,8 @@ impl Poller {
 
     fn flush_one(&mut self, i: usize, blocking: bool) {
         let s = &mut self.sources[i];
-        let capacity = s.buffer.len();
-        let buffer = std::mem::replace(&mut s.buffer, Vec::with_capacity(capacity));
+        s.last_batch = s.buffer.len();
+        let buffer = std::mem::take(&mut s.buffer);
         let n = buffer.len() as u64;
         s.m.stats.buffered_points.store(0, Relaxed);
         let message = StageMessage::Buffer(buffer);
