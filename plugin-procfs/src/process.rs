@@ -31,6 +31,9 @@
 //! process with several threads is always read in full (schedstat covers
 //! the main thread only), and so is one whose schedstat cannot be read
 //! through a kept descriptor (absent file, spent fd budget, new process).
+//! schedstat is opened only after the first two full reads of a process,
+//! so one seen at one or two polls (short-lived, or any during a short
+//! `exec`) costs one file, not two.
 //!
 //! While `alumet-agent exec` runs a command, each process is checked once,
 //! when it is measured, for whether it descends from the command, and the
@@ -90,6 +93,12 @@ const MAX_TREE_DEPTH: usize = 4096;
 /// Longest time an idle process goes without a full read of /proc/PID/stat.
 pub const FULL_READ_MAX_AGE_NS: u64 = 5_000_000_000;
 
+/// Full reads of /proc/PID/stat before /proc/PID/schedstat is opened: a
+/// process seen at one or two polls only (a short-lived one, or every
+/// process during a short `exec`) never costs the open, read and close of a
+/// second file; a long-lived one pays one stat read more, once.
+const FULL_READS_BEFORE_SCHEDSTAT: u8 = 2;
+
 /// Longest time between two listings of every pid: the ones in between
 /// list only the pids allocated since (see [`PidLister`]).
 pub const WHOLE_LISTING_EVERY_NS: u64 = 30_000_000_000;
@@ -130,6 +139,8 @@ struct Watched {
     /// Set after a full read of a single-threaded process whose schedstat
     /// was read through the kept descriptor.
     last_full: Option<LastFullRead>,
+    /// Full reads of this series so far (up to [`FULL_READS_BEFORE_SCHEDSTAT`]).
+    full_reads: u8,
     /// Start time of the process this series is about (None before the first read).
     start_ticks: Option<u64>,
     ppid: u32,
@@ -312,6 +323,7 @@ impl ProcessSource {
             file,
             sched: keep.then(|| KernelFile::new(self.pid_path(pid, "schedstat"), true)),
             last_full: None,
+            full_reads: 0,
             start_ticks: None,
             ppid: 0,
             exe: Cow::Borrowed(""),
@@ -605,7 +617,11 @@ fn poll_unchanged(w: &mut Watched, runtime: Option<(u64, bool)>, ctx: &mut PollC
 /// Reads one process and pushes its points. Returns false when the process
 /// is gone (its series ends).
 fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bool {
-    let runtime = read_runtime(w, buf);
+    let runtime = if w.full_reads >= FULL_READS_BEFORE_SCHEDSTAT {
+        read_runtime(w, buf)
+    } else {
+        None
+    };
     if poll_unchanged(w, runtime, ctx) {
         return true;
     }
@@ -634,7 +650,9 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
         );
         w.previous = None;
         w.in_exec_tree = None;
+        w.full_reads = 0;
     }
+    w.full_reads = (w.full_reads + 1).min(FULL_READS_BEFORE_SCHEDSTAT);
     w.last_full = match runtime {
         Some((runtime_ns, _)) if stat.num_threads == 1 => Some(LastFullRead {
             runtime_ns,
