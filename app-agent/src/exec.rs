@@ -30,14 +30,57 @@ const CGROUP_REMOVAL_PATIENCE: Duration = Duration::from_secs(2);
 /// Runs `command` under measurement and returns the exit code to use.
 pub fn exec(
     config: &LoadedConfig,
-    mut pending: PendingCommand,
     command: Vec<String>,
     files: ReportFiles,
     mut signals: StopSignals,
 ) -> i32 {
+    // The cgroup first, then the command forked into it (v2: created inside,
+    // see `launch`), or moved into it on a thread of its own: the kernel makes
+    // the first move into a cgroup after a while wait for an RCU grace period
+    // (4-20 ms measured here, BENCHMARKS.md), which then passes while the
+    // plugins start and the baseline is polled.
+    let cgroups_enabled = config
+        .plugins
+        .iter()
+        .any(|(m, _, enabled)| m.name == "cgroups" && *enabled);
+    let cgroup = command_cgroup::create(config, cgroups_enabled);
+    let forked = PendingCommand::fork_into(
+        &command,
+        cgroup.as_ref().ok().and_then(|cg| cg.cpu_v2_dir()),
+    );
+    let (mut pending, created_inside) = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            if let Ok(cg) = cgroup {
+                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
+            }
+            eprintln!("alumet-agent: cannot run `{}`: {e}", command.join(" "));
+            return EXIT_CANNOT_EXECUTE;
+        }
+    };
+    let pid = pending.pid();
+    let moving = cgroup.map(|cg| {
+        let path = cg.path().to_owned();
+        let mover = std::thread::spawn(move || {
+            let moved = if created_inside {
+                cg.add_process_except_cpu(pid)
+            } else {
+                cg.add_process(pid)
+            };
+            (cg, moved)
+        });
+        (path, mover)
+    });
     let mut session = match Session::start(config) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(code) => {
+            if let Ok((_, mover)) = moving {
+                if let Ok((cg, _)) = mover.join() {
+                    let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
+                }
+            }
+            return code;
+        }
     };
     if files.plot.is_some() {
         session.enable_plot(format!(
@@ -45,37 +88,70 @@ pub fn exec(
             command.join(" ")
         ));
     }
-    // The waiting child is moved into the command's cgroup before it runs anything.
-    let placed = command_cgroup::create(config, session.is_running("cgroups", config)).and_then(
-        |cg| match cg.add_process(pending.pid()) {
-            Ok(()) => Ok(cg),
-            Err(e) => {
-                let why = format!("cannot move the command into cgroup {}: {e}", cg.path());
-                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
-                Err(why)
+    // The cgroups source measures the cgroup from the baseline on.
+    let cgroups_running = session.is_running("cgroups", config);
+    let mover = match moving {
+        Ok((path, mover)) => {
+            if cgroups_running {
+                session.exec_target().set_cgroup(path.clone());
             }
-        },
-    );
-    let cgroup = match placed {
-        Ok(c) => {
-            log::debug!(
-                "exec: the command runs in cgroup {} ({})",
-                c.path(),
-                command_cgroup::describe(&c)
-            );
-            session.exec_target().set_cgroup(c.path());
-            session.set_method(Method::Cgroup(c.path().to_owned()));
-            Some(c)
+            Some((path, mover))
         }
         Err(why) => {
             log::warn!("exec: no cgroup for the command ({why}); measuring its process tree instead, which misses descendants that leave it");
-            session.set_method(Method::ProcessTree);
             None
         }
     };
     // Poll every source right before the command starts (the cgroup, holding
     // only the waiting child, is the baseline)...
     session.begin_window();
+    // Created inside its cgroup's CPU hierarchy, the command may start at
+    // once: only its moves into v1 memory/blkio hierarchies (hybrid
+    // machines) are left, which finish while it runs (descendants it forks
+    // before then stay out of those two: best effort, as v1 I/O is).
+    let mut late_mover = None;
+    let mover = match mover {
+        Some((path, m)) if created_inside && cgroups_running => {
+            log::debug!("exec: the command runs in cgroup {path}");
+            session.set_method(Method::Cgroup(path));
+            late_mover = Some(m);
+            None
+        }
+        other => other.map(|(_, m)| m),
+    };
+    let cgroup = match mover.map(|m| m.join()) {
+        Some(Ok((cg, Ok(())))) if cgroups_running => {
+            log::debug!(
+                "exec: the command runs in cgroup {} ({})",
+                cg.path(),
+                command_cgroup::describe(&cg)
+            );
+            session.set_method(Method::Cgroup(cg.path().to_owned()));
+            Some(cg)
+        }
+        Some(Ok((cg, moved))) => {
+            let why = match moved {
+                Err(e) => format!("cannot move the command into cgroup {}: {e}", cg.path()),
+                Ok(()) => "the cgroups plugin is not running".to_owned(),
+            };
+            log::warn!("exec: no cgroup for the command ({why}); measuring its process tree instead, which misses descendants that leave it");
+            session.set_method(Method::ProcessTree);
+            // Kept until the end: the command may be in it already.
+            Some(cg)
+        }
+        Some(Err(_)) => {
+            log::warn!("exec: the thread moving the command into its cgroup failed; measuring its process tree instead");
+            session.set_method(Method::ProcessTree);
+            None
+        }
+        // Created inside (the method is set above), or no cgroup at all.
+        None => {
+            if late_mover.is_none() {
+                session.set_method(Method::ProcessTree);
+            }
+            None
+        }
+    };
     let spawning = std::time::Instant::now();
     let started = pending.start();
     log::debug!(
@@ -85,7 +161,8 @@ pub fn exec(
     if let Err(e) = started {
         let (code, message) = explain_spawn_error(&command[0], &e);
         session.stop();
-        if let Some(cg) = cgroup {
+        let late = late_mover.and_then(|m| m.join().ok()).map(|(cg, _)| cg);
+        if let Some(cg) = cgroup.or(late) {
             let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
         }
         eprintln!("alumet-agent: {message}");
@@ -134,6 +211,16 @@ pub fn exec(
         );
     }
     // ...and right after it exits: the agent's last poll, the zombie still there.
+    let cgroup = match late_mover.map(|m| m.join()) {
+        Some(Ok((cg, moved))) => {
+            if let Err(e) = moved {
+                log::warn!("exec: {e}: the command's memory and I/O are not those of its cgroup");
+            }
+            Some(cg)
+        }
+        Some(Err(_)) => None,
+        None => cgroup,
+    };
     let (wall, finished) = session.finish();
     let (exit_code, wait4) = match reap(pid) {
         Ok((code, usage)) => (code, Some(usage)),

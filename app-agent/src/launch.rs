@@ -2,15 +2,22 @@
 //! the measurement is ready.
 //!
 //! Why not `std::process::Command`: to be in its cgroup from its first
-//! instruction, the command must join it between fork and exec, and a
-//! `pre_exec` hook makes std fork the whole running agent (threads, buffers,
-//! kept descriptors) instead of using posix_spawn, which measured 0.75–13 ms
-//! per `exec` (BENCHMARKS.md). Forking right after the command line is
-//! parsed costs the page tables of a small single-threaded process; the
-//! child then waits on a pipe while the agent starts, is moved into its
-//! cgroup from outside (the agent writes its pid to `cgroup.procs`), and
-//! execs the command when [`PendingCommand::start`] releases it. Until then
-//! it runs no code of the command, so nothing of the command is missed.
+//! instruction, the command must join it before it execs, and a `pre_exec`
+//! hook makes std fork the whole running agent (threads, buffers, kept
+//! descriptors) instead of using posix_spawn; and the join itself is a
+//! move, which the kernel makes wait for an RCU grace period (the 0.75–13
+//! ms measured for that spawn were mostly this wait; BENCHMARKS.md). The
+//! command is forked as soon as the configuration is loaded and its cgroup
+//! created, while the agent is one small thread; the child waits on a pipe
+//! while the agent starts and execs the command when
+//! [`PendingCommand::start`] releases it. Until then it runs no code of the
+//! command, so nothing of the command is missed.
+//!
+//! Where the command's cgroup is v2, the child is created straight inside
+//! it (clone3 `CLONE_INTO_CGROUP`, Linux 5.7+): a move into a cgroup makes
+//! the kernel wait for an RCU grace period (4–20 ms measured here), the
+//! largest cost `exec` had. Elsewhere (v1 hierarchies, older kernels) it is
+//! moved, on a thread of the agent's, while the plugins start.
 //!
 //! Between fork and exec the child only calls async-signal-safe functions
 //! on memory prepared before the fork (`read`, `sigprocmask`, `signal`,
@@ -68,7 +75,20 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 impl PendingCommand {
     /// Forks the process that will exec `command` (program and arguments,
     /// looked up in PATH like a shell does) once released.
+    #[cfg(test)]
     pub fn fork(command: &[String]) -> Result<Self, LaunchError> {
+        Self::fork_into(command, None).map(|(p, _)| p)
+    }
+
+    /// Like `fork`, creating the process straight inside the cgroup v2
+    /// directory `cgroup` when given (clone3 `CLONE_INTO_CGROUP`: no move,
+    /// so no RCU grace period to wait for). The flag says whether it is in
+    /// there: false where the kernel cannot (before 5.7) or may not, and
+    /// the process was forked where the agent is.
+    pub fn fork_into(
+        command: &[String],
+        cgroup: Option<&std::path::Path>,
+    ) -> Result<(Self, bool), LaunchError> {
         let args: Vec<CString> = command
             .iter()
             .map(|a| CString::new(a.as_bytes()).map_err(|_: NulError| LaunchError::Nul(a.clone())))
@@ -83,9 +103,24 @@ impl PendingCommand {
         argv.push(std::ptr::null());
         let (release_read, release_write) = pipe().map_err(LaunchError::Fork)?;
         let (status_read, status_write) = pipe().map_err(LaunchError::Fork)?;
-        // SAFETY: the child branch below only calls async-signal-safe
-        // functions on memory prepared above, then execs or exits.
-        let pid = unsafe { libc::fork() };
+        let cgroup_dir = cgroup.and_then(|dir| std::fs::File::open(dir).ok());
+        let mut in_cgroup = false;
+        let mut pid = -1;
+        if let Some(dir) = &cgroup_dir {
+            pid = clone_into_cgroup(dir.as_raw_fd());
+            in_cgroup = pid >= 0;
+            if pid < 0 {
+                log::debug!(
+                    "exec: cannot create the command in its cgroup ({}); moving it there instead",
+                    io::Error::last_os_error()
+                );
+            }
+        }
+        if pid < 0 {
+            // SAFETY: the child branch below only calls async-signal-safe
+            // functions on memory prepared above, then execs or exits.
+            pid = unsafe { libc::fork() };
+        }
         if pid < 0 {
             return Err(LaunchError::Fork(io::Error::last_os_error()));
         }
@@ -103,12 +138,16 @@ impl PendingCommand {
         }
         drop(release_read);
         drop(status_write);
-        Ok(Self {
-            pid,
-            release: Some(release_write),
-            exec_status: Some(status_read),
-            started: false,
-        })
+        drop(cgroup_dir);
+        Ok((
+            Self {
+                pid,
+                release: Some(release_write),
+                exec_status: Some(status_read),
+                started: false,
+            },
+            in_cgroup,
+        ))
     }
 
     /// The pid of the command (the same before and after it is released).
@@ -200,6 +239,44 @@ impl Drop for PendingCommand {
     }
 }
 
+/// `clone3` with `CLONE_INTO_CGROUP`, otherwise a plain fork (a copy of the
+/// address space; the child returns 0 on its own copy of the stack, as from
+/// fork). Returns the pid, 0 in the child, or -1 with errno set.
+fn clone_into_cgroup(cgroup_fd: libc::c_int) -> libc::pid_t {
+    /// `struct clone_args` of linux/sched.h (version 2, with `cgroup`).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a valid clone_args of the size given; without CLONE_VM the
+    // child runs on its own copy of memory, like after fork(2).
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
+    }
+}
+
 /// The forked child: wait for the release, restore what a new program
 /// expects (no blocked signals, SIGPIPE by default: Rust ignores it), exec.
 ///
@@ -219,6 +296,11 @@ unsafe fn child(
         // release pipe would never read EOF if the agent died.
         for fd in parent_ends {
             libc::close(fd);
+        }
+        // What a terminal's Ctrl-C does to a command that has not started:
+        // the agent's handlers, if any were installed before the fork, are not ours.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, libc::SIG_DFL);
         }
         let mut go = 0u8;
         loop {

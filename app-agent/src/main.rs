@@ -137,17 +137,6 @@ fn run_cli(cli: Cli) -> i32 {
                 json: json.clone(),
                 plot: plot.clone(),
             };
-            // Forked first, while the agent is one small thread: see `launch`.
-            let pending = match cgroup {
-                Some(path) => Err(path),
-                None => match launch::PendingCommand::fork(command) {
-                    Ok(p) => Ok(p),
-                    Err(e) => {
-                        eprintln!("alumet-agent: cannot run `{}`: {e}", command.join(" "));
-                        return exec::EXIT_CANNOT_EXECUTE;
-                    }
-                },
-            };
             let signals = match signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
@@ -155,11 +144,9 @@ fn run_cli(cli: Cli) -> i32 {
                     return 1;
                 }
             };
-            match (load(&cli), pending) {
-                (Ok(config), Err(path)) => watch::cgroup(&config, path, files, signals),
-                (Ok(config), Ok(pending)) => {
-                    exec::exec(&config, pending, command.clone(), files, signals)
-                }
+            match (load(&cli), cgroup) {
+                (Ok(config), Some(path)) => watch::cgroup(&config, path, files, signals),
+                (Ok(config), None) => exec::exec(&config, command.clone(), files, signals),
                 (Err(code), _) => code,
             }
         }
