@@ -333,9 +333,10 @@ impl Output for LoggingOutput {
     }
 }
 
-#[test]
-fn outputs_reopen_after_what_was_queued_and_queue_depths_are_counted() {
-    let mut builder = PipelineBuilder::new(PipelineConfig::default());
+/// Plugin `p`: source `s` (one point per poll, polled by hand) and output
+/// `log` (a [`LoggingOutput`], written at once).
+fn logging_pipeline(config: PipelineConfig) -> (RunningPipeline, LoggingOutput) {
+    let mut builder = PipelineBuilder::new(config);
     let output = LoggingOutput::default();
     builder
         .with_plugin_context("p", |ctx| {
@@ -349,7 +350,12 @@ fn outputs_reopen_after_what_was_queued_and_queue_depths_are_counted() {
             Ok(())
         })
         .unwrap();
-    let pipeline = builder.start().unwrap();
+    (builder.start().unwrap(), output)
+}
+
+#[test]
+fn outputs_reopen_after_what_was_queued_and_queue_depths_are_counted() {
+    let (pipeline, output) = logging_pipeline(PipelineConfig::default());
     let handle = pipeline.handle();
     let depth = |h: &PipelineHandle| h.stats().output("p/log").unwrap().queue_depth;
     let buffered = |h: &PipelineHandle| h.stats().source("p/s").unwrap().buffered_points;
@@ -473,24 +479,10 @@ fn a_stopped_plugin_s_autonomous_source_is_told_to_stop_and_what_it_sent_arrives
 
 #[test]
 fn a_reopen_does_not_wait_for_ever_behind_a_stuck_output() {
-    let mut builder = PipelineBuilder::new(PipelineConfig {
+    let (pipeline, output) = logging_pipeline(PipelineConfig {
         output_queue_capacity: 1,
         ..PipelineConfig::default()
     });
-    let output = LoggingOutput::default();
-    builder
-        .with_plugin_context("p", |ctx| {
-            let m = gauge(ctx, "n");
-            let source = counting_source(m, Arc::default());
-            ctx.add_source("s", source, SourceTrigger::every(Duration::from_secs(3600)));
-            let options = OutputOptions {
-                flush_interval: None,
-            };
-            ctx.add_output("log", Box::new(output.clone()), options);
-            Ok(())
-        })
-        .unwrap();
-    let pipeline = builder.start().unwrap();
     let handle = pipeline.handle();
     let held = output.hold.lock().unwrap();
     // One batch inside the stuck write, then one filling the queue (the
