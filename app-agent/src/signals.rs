@@ -7,6 +7,10 @@
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+/// How soon after the first stop signal another one is taken as the same
+/// request (a copy sent to the process group) rather than a second one.
+pub const SAME_REQUEST_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The two stop signals, registered as soon as the agent starts so that an
 /// early signal is not lost (or fatal).
 pub struct StopSignals {
@@ -102,10 +106,23 @@ impl StopSignals {
         })
     }
 
-    /// After the first signal: a second one exits at once, from a thread of its own.
+    /// After the first signal: a second one exits at once, from a thread of
+    /// its own. One that comes within [`SAME_REQUEST_WINDOW`] of the call is
+    /// the same request delivered twice, not a second one: `timeout(1)`
+    /// signals the command and then its whole process group, and a terminal
+    /// or `kill -- -PGID` can do likewise; taking that copy for "exit now"
+    /// lost every point not yet written.
     pub fn force_exit_on_next(mut self) {
-        std::thread::spawn(move || {
+        let first = std::time::Instant::now();
+        std::thread::spawn(move || loop {
             let s = self.wait_stop();
+            if first.elapsed() < SAME_REQUEST_WINDOW {
+                log::debug!(
+                    "{}: arrived with the first; still stopping gracefully",
+                    s.name()
+                );
+                continue;
+            }
             eprintln!(
                 "alumet-agent: second {}: exiting now; data not yet written is lost",
                 s.name()

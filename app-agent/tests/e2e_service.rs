@@ -515,3 +515,39 @@ fn the_watchdog_stops_while_an_output_is_stuck_in_a_write_and_comes_back() {
     let after = pings.iter().filter(|t| **t > resumed_at).count();
     assert!(after >= 2, "{after} pings once it returns: {messages:?}");
 }
+
+/// `timeout(1)` signals the command, then its whole process group: the
+/// agent gets SIGTERM twice in a row. That is one request to stop, not a
+/// second one meaning "exit now": every point must still be written.
+#[test]
+fn a_stop_signal_delivered_twice_at_once_still_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("alumet-config.toml"),
+        // Nothing written before the shutdown: a forced exit would leave no row.
+        "[plugins.procfs]\nenabled = true\nprocesses = false\nsystem_poll_interval = \"100ms\"\nflush_interval = \"1h\"\n\n[plugins.csv]\nenabled = true\noutput_path = \"out.csv\"\ntimestamp_format = \"unix_ns\"\nflush_interval = \"1h\"\n",
+    )
+    .unwrap();
+    let child = spawn_run(dir.path(), &[]);
+    assert!(common::wait_until(Duration::from_secs(10), || dir
+        .path()
+        .join("ctl.sock")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // As timeout(1) does: the copy to the process group right after.
+    std::thread::sleep(Duration::from_millis(1));
+    // SAFETY: as above; the agent is still stopping, not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("exiting now"), "{stderr}");
+    let rows = read_csv(&dir.path().join("out.csv"));
+    assert!(
+        rows.iter().filter(|r| r.metric == "cpu_time").count() >= 4,
+        "the points of the run were written at the shutdown:\n{stderr}"
+    );
+}
