@@ -7,8 +7,9 @@
 //! measured by its process tree instead, and the report says so.
 
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 
-use alumet_kernelfs::cgroup::{CommandCgroup, ParentChoice};
+use alumet_kernelfs::cgroup::{CgroupError, CommandCgroup, ParentChoice};
 use plugin_cgroups::CgroupsConfig;
 
 use crate::config::LoadedConfig;
@@ -74,4 +75,79 @@ pub fn describe(cgroup: &CommandCgroup) -> String {
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The command's way into its cgroup: already inside the CPU hierarchy
+/// (created there, see `launch`), and moved into the others on a thread of
+/// its own, since the kernel makes the first move into a cgroup after a
+/// while wait for an RCU grace period (4-20 ms measured, BENCHMARKS.md),
+/// which then passes while the plugins start and the baseline is polled.
+pub struct Placement {
+    path: String,
+    created_inside: bool,
+    mover: Option<JoinHandle<(CommandCgroup, Result<(), CgroupError>)>>,
+    cgroup: Option<CommandCgroup>,
+}
+
+impl Placement {
+    /// Starts moving process `pid` into `cgroup` (every hierarchy, or all
+    /// but the CPU one when it was `created_inside` it).
+    pub fn start(cgroup: CommandCgroup, pid: u32, created_inside: bool) -> Self {
+        let path = cgroup.path().to_owned();
+        let mover = std::thread::spawn(move || {
+            let moved = if created_inside {
+                cgroup.add_process_except_cpu(pid)
+            } else {
+                cgroup.add_process(pid)
+            };
+            (cgroup, moved)
+        });
+        Self {
+            path,
+            created_inside,
+            mover: Some(mover),
+            cgroup: None,
+        }
+    }
+
+    /// The cgroup's path in the CPU hierarchy (the consumer id).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Once Ok, the command's CPU time is counted in the cgroup from its
+    /// first instruction: it was created inside, or its move is done. Only
+    /// moves into v1 memory/blkio hierarchies (hybrid machines) may be left,
+    /// which finish while the command runs (descendants it forks before then
+    /// stay out of those two: best effort, as v1 I/O accounting is).
+    pub fn cpu_ready(&mut self) -> Result<(), String> {
+        if self.created_inside {
+            return Ok(());
+        }
+        match self.join() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(format!(
+                "cannot move the command into cgroup {}: {e}",
+                self.path
+            )),
+            None => Err("the thread moving the command into its cgroup failed".to_owned()),
+        }
+    }
+
+    /// The cgroup, every move done (to remove it).
+    pub fn into_cgroup(mut self) -> Option<CommandCgroup> {
+        if let Some(Err(e)) = self.join() {
+            if self.created_inside {
+                log::warn!("exec: {e}: the command's memory and I/O are not those of its cgroup");
+            }
+        }
+        self.cgroup
+    }
+
+    /// Waits for the mover (once); its outcome, None if it panicked.
+    fn join(&mut self) -> Option<Result<(), CgroupError>> {
+        let (cgroup, moved) = self.mover.take()?.join().ok()?;
+        self.cgroup = Some(cgroup);
+        Some(moved)
+    }
 }

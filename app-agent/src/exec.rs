@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command_cgroup;
+use crate::command_cgroup::{self, Placement};
 use crate::config::LoadedConfig;
 use crate::launch::PendingCommand;
 use crate::session::{Outcome, ReportFiles, Session};
@@ -35,10 +35,7 @@ pub fn exec(
     mut signals: StopSignals,
 ) -> i32 {
     // The cgroup first, then the command forked into it (v2: created inside,
-    // see `launch`), or moved into it on a thread of its own: the kernel makes
-    // the first move into a cgroup after a while wait for an RCU grace period
-    // (4-20 ms measured here, BENCHMARKS.md), which then passes while the
-    // plugins start and the baseline is polled.
+    // see `launch`) and moved into the other hierarchies (see `Placement`).
     let cgroups_enabled = config
         .plugins
         .iter()
@@ -51,34 +48,19 @@ pub fn exec(
     let (mut pending, created_inside) = match forked {
         Ok(f) => f,
         Err(e) => {
-            if let Ok(cg) = cgroup {
-                let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
-            }
+            remove(cgroup.ok());
             eprintln!("alumet-agent: cannot run `{}`: {e}", command.join(" "));
             return EXIT_CANNOT_EXECUTE;
         }
     };
-    let pid = pending.pid();
-    let moving = cgroup.map(|cg| {
-        let path = cg.path().to_owned();
-        let mover = std::thread::spawn(move || {
-            let moved = if created_inside {
-                cg.add_process_except_cpu(pid)
-            } else {
-                cg.add_process(pid)
-            };
-            (cg, moved)
-        });
-        (path, mover)
+    let mut placement = cgroup.map(|cg| {
+        log::debug!("exec: created {}", command_cgroup::describe(&cg));
+        Placement::start(cg, pending.pid(), created_inside)
     });
     let mut session = match Session::start(config) {
         Ok(s) => s,
         Err(code) => {
-            if let Ok((_, mover)) = moving {
-                if let Ok((cg, _)) = mover.join() {
-                    let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
-                }
-            }
+            remove(placement.ok().and_then(Placement::into_cgroup));
             return code;
         }
     };
@@ -90,68 +72,27 @@ pub fn exec(
     }
     // The cgroups source measures the cgroup from the baseline on.
     let cgroups_running = session.is_running("cgroups", config);
-    let mover = match moving {
-        Ok((path, mover)) => {
-            if cgroups_running {
-                session.exec_target().set_cgroup(path.clone());
-            }
-            Some((path, mover))
-        }
-        Err(why) => {
-            log::warn!("exec: no cgroup for the command ({why}); measuring its process tree instead, which misses descendants that leave it");
-            None
-        }
-    };
+    if let (Ok(p), true) = (&placement, cgroups_running) {
+        session.exec_target().set_cgroup(p.path());
+    }
     // Poll every source right before the command starts (the cgroup, holding
     // only the waiting child, is the baseline)...
     session.begin_window();
-    // Created inside its cgroup's CPU hierarchy, the command may start at
-    // once: only its moves into v1 memory/blkio hierarchies (hybrid
-    // machines) are left, which finish while it runs (descendants it forks
-    // before then stay out of those two: best effort, as v1 I/O is).
-    let mut late_mover = None;
-    let mover = match mover {
-        Some((path, m)) if created_inside && cgroups_running => {
+    let in_cgroup = match &mut placement {
+        Ok(p) if cgroups_running => p.cpu_ready().map(|()| p.path().to_owned()),
+        Ok(_) => Err("the cgroups plugin is not running".to_owned()),
+        Err(why) => Err(why.clone()),
+    };
+    match in_cgroup {
+        Ok(path) => {
             log::debug!("exec: the command runs in cgroup {path}");
             session.set_method(Method::Cgroup(path));
-            late_mover = Some(m);
-            None
         }
-        other => other.map(|(_, m)| m),
-    };
-    let cgroup = match mover.map(|m| m.join()) {
-        Some(Ok((cg, Ok(())))) if cgroups_running => {
-            log::debug!(
-                "exec: the command runs in cgroup {} ({})",
-                cg.path(),
-                command_cgroup::describe(&cg)
-            );
-            session.set_method(Method::Cgroup(cg.path().to_owned()));
-            Some(cg)
-        }
-        Some(Ok((cg, moved))) => {
-            let why = match moved {
-                Err(e) => format!("cannot move the command into cgroup {}: {e}", cg.path()),
-                Ok(()) => "the cgroups plugin is not running".to_owned(),
-            };
+        Err(why) => {
             log::warn!("exec: no cgroup for the command ({why}); measuring its process tree instead, which misses descendants that leave it");
             session.set_method(Method::ProcessTree);
-            // Kept until the end: the command may be in it already.
-            Some(cg)
         }
-        Some(Err(_)) => {
-            log::warn!("exec: the thread moving the command into its cgroup failed; measuring its process tree instead");
-            session.set_method(Method::ProcessTree);
-            None
-        }
-        // Created inside (the method is set above), or no cgroup at all.
-        None => {
-            if late_mover.is_none() {
-                session.set_method(Method::ProcessTree);
-            }
-            None
-        }
-    };
+    }
     let spawning = std::time::Instant::now();
     let started = pending.start();
     log::debug!(
@@ -161,10 +102,7 @@ pub fn exec(
     if let Err(e) = started {
         let (code, message) = explain_spawn_error(&command[0], &e);
         session.stop();
-        let late = late_mover.and_then(|m| m.join().ok()).map(|(cg, _)| cg);
-        if let Some(cg) = cgroup.or(late) {
-            let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
-        }
+        remove(placement.ok().and_then(Placement::into_cgroup));
         eprintln!("alumet-agent: {message}");
         return code;
     }
@@ -211,16 +149,8 @@ pub fn exec(
         );
     }
     // ...and right after it exits: the agent's last poll, the zombie still there.
-    let cgroup = match late_mover.map(|m| m.join()) {
-        Some(Ok((cg, moved))) => {
-            if let Err(e) = moved {
-                log::warn!("exec: {e}: the command's memory and I/O are not those of its cgroup");
-            }
-            Some(cg)
-        }
-        Some(Err(_)) => None,
-        None => cgroup,
-    };
+    // Kept until the end (the command may be in it already), then removed.
+    let cgroup = placement.ok().and_then(Placement::into_cgroup);
     let (wall, finished) = session.finish();
     let (exit_code, wait4) = match reap(pid) {
         Ok((code, usage)) => (code, Some(usage)),
@@ -253,6 +183,13 @@ pub fn exec(
         },
         files,
     )
+}
+
+/// Removes a command cgroup the command never ran in.
+fn remove(cgroup: Option<alumet_kernelfs::cgroup::CommandCgroup>) {
+    if let Some(cg) = cgroup {
+        let _ = cg.remove(CGROUP_REMOVAL_PATIENCE);
+    }
 }
 
 /// Why waiting for the child failed.
