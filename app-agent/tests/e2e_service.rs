@@ -9,7 +9,7 @@ use common::{read_csv, sigterm_and_wait};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,16 +32,24 @@ flush_interval = "50ms"
     .unwrap();
 }
 
-fn spawn_run(dir: &Path, env: &[(&str, String)]) -> Child {
+/// `run` with procfs and csv on the configuration of `dir`, `extra`
+/// arguments before the command; stdin and stdout closed, stderr piped.
+fn run_command(dir: &Path, extra: &[&str]) -> Command {
     let mut c = common::agent_command();
     c.current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
         .args(["--plugins", "procfs,csv"])
+        .args(extra)
         .arg("run")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    c
+}
+
+fn spawn_run(dir: &Path, env: &[(&str, String)]) -> Child {
+    let mut c = run_command(dir, &[]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -179,27 +187,18 @@ fn the_watchdog_stops_when_a_poll_never_returns() {
     );
     let notify_path = dir.path().join("notify");
     let received = collect(UnixDatagram::bind(&notify_path).unwrap());
-    let mut c = common::agent_command();
-    c.current_dir(dir.path())
-        .args([
-            "--config",
-            dir.path().join("alumet-config.toml").to_str().unwrap(),
-        ])
-        .args([
-            "--control-socket",
-            dir.path().join("ctl.sock").to_str().unwrap(),
-        ])
-        .args(["--plugins", "procfs,csv"])
-        .args([
+    let proc_root_arg = format!("plugins.procfs.proc_root={:?}", proc_root.to_str().unwrap());
+    let mut c = run_command(
+        dir.path(),
+        &[
             "--set",
-            &format!("plugins.procfs.proc_root={:?}", proc_root.to_str().unwrap()),
-        ])
-        .args(["--set", "plugins.procfs.process_refresh_interval=\"100ms\""])
-        .arg("run")
-        .env("NOTIFY_SOCKET", &notify_path)
+            &proc_root_arg,
+            "--set",
+            "plugins.procfs.process_refresh_interval=\"100ms\"",
+        ],
+    );
+    c.env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
@@ -425,25 +424,10 @@ fn the_watchdog_stops_while_an_output_is_stuck_in_a_write_and_comes_back() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
     let notify_path = dir.path().join("notify");
     let received = collect(UnixDatagram::bind(&notify_path).unwrap());
-    let mut c = common::agent_command();
-    c.current_dir(dir.path())
-        .args([
-            "--config",
-            dir.path().join("alumet-config.toml").to_str().unwrap(),
-        ])
-        .args([
-            "--control-socket",
-            dir.path().join("ctl.sock").to_str().unwrap(),
-        ])
-        .args(["--plugins", "procfs,csv"])
-        // Read and write, so that opening the FIFO does not wait for a reader.
-        .args(["--set", "plugins.csv.append=true"])
-        .arg("run")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // Read and write, so that opening the FIFO does not wait for a reader.
+    let mut c = run_command(dir.path(), &["--set", "plugins.csv.append=true"]);
+    c.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000");
     let child = c.spawn().unwrap();
     let stalled = || {
         received
