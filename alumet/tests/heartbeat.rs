@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alumet::measurement::*;
-use alumet::metrics::*;
 use alumet::pipeline::*;
-use alumet::testing::{FnSource, TestPipeline};
+use alumet::testing::{test_gauge, FnSource, TestPipeline};
 
 #[test]
 fn a_paused_pipeline_beats_a_stuck_one_does_not() {
@@ -20,13 +19,7 @@ fn a_paused_pipeline_beats_a_stuck_one_does_not() {
     {
         let (stall, release) = (stall.clone(), release.clone());
         t.plugin("hb", move |ctx| {
-            let m = ctx.create_metric(Metric::new(
-                "n",
-                Unit::Unity,
-                ValueType::U64,
-                MetricKind::Gauge,
-                "test",
-            ))?;
+            let m = test_gauge(ctx, "n")?;
             ctx.add_source(
                 "s",
                 Box::new(FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
@@ -110,13 +103,7 @@ fn stalling_pipeline(stall: &Stall, as_output: bool) -> alumet::testing::Running
     let mut t = TestPipeline::builder();
     let stall = stall.clone();
     t.plugin("st", move |ctx| {
-        let m = ctx.create_metric(Metric::new(
-            "n",
-            Unit::Unity,
-            ValueType::U64,
-            MetricKind::Gauge,
-            "test",
-        ))?;
+        let m = test_gauge(ctx, "n")?;
         let source = FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
             buf.push(MeasurementPoint::new(
                 ts,

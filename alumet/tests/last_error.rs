@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use alumet::measurement::*;
-use alumet::metrics::*;
 use alumet::pipeline::*;
-use alumet::testing::{FnSource, TestPipeline};
+use alumet::testing::{test_gauge, FnSource, TestPipeline};
 
 struct FailsOnce(bool);
 impl Output for FailsOnce {
@@ -23,13 +22,7 @@ impl Output for FailsOnce {
 fn the_last_error_of_a_source_and_of_an_output_is_kept() {
     let mut t = TestPipeline::builder();
     t.plugin("e", move |ctx| {
-        let m = ctx.create_metric(Metric::new(
-            "n",
-            Unit::Unity,
-            ValueType::U64,
-            MetricKind::Gauge,
-            "test",
-        ))?;
+        let m = test_gauge(ctx, "n")?;
         let mut polls = 0u64;
         ctx.add_source(
             "flaky",

@@ -12,14 +12,7 @@ use alumet::pipeline::*;
 use alumet::testing::{CollectingOutput, FnSource, TestPipeline};
 
 fn counter_metric(ctx: &mut PluginStartContext, name: &str) -> MetricId {
-    ctx.create_metric(Metric::new(
-        name,
-        Unit::Unity,
-        ValueType::U64,
-        MetricKind::Gauge,
-        "test",
-    ))
-    .unwrap()
+    alumet::testing::test_gauge(ctx, name).unwrap()
 }
 
 /// A source that emits `per_poll` points numbered 0, 1, 2... and counts them.

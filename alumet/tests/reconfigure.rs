@@ -16,14 +16,7 @@ use alumet::pipeline::*;
 use alumet::testing::{CollectingOutput, FnSource};
 
 fn gauge(ctx: &mut PluginStartContext, name: &str) -> MetricId {
-    ctx.create_metric(Metric::new(
-        name,
-        Unit::Unity,
-        ValueType::U64,
-        MetricKind::Gauge,
-        "test",
-    ))
-    .unwrap()
+    alumet::testing::test_gauge(ctx, name).unwrap()
 }
 
 /// Emits 0, 1, 2... one per poll, and counts what it emitted.

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::measurement::{MeasurementBuffer, MeasurementPoint, Timestamp};
-use crate::metrics::MetricRegistry;
+use crate::metrics::{Metric, MetricError, MetricId, MetricKind, MetricRegistry, Unit, ValueType};
 use crate::pipeline::stats::PipelineStatsSnapshot;
 use crate::pipeline::{
     ElementContext, Output, OutputOptions, PipelineBuilder, PipelineConfig, PipelineHandle,
@@ -259,4 +259,16 @@ impl TestResult {
             None => Vec::new(),
         }
     }
+}
+
+/// Registers a unitless `u64` gauge named `name`: the metric tests' sources
+/// emit when what they measure does not matter.
+pub fn test_gauge(ctx: &mut PluginStartContext, name: &str) -> Result<MetricId, MetricError> {
+    ctx.create_metric(Metric::new(
+        name,
+        Unit::Unity,
+        ValueType::U64,
+        MetricKind::Gauge,
+        "test",
+    ))
 }
