@@ -30,6 +30,24 @@ fn agent(dir: &Path) -> Command {
     c
 }
 
+/// `exec` of a short python3 loop (`--json report.json`) with RAPL on a
+/// 40 W fixture, `extra` arguments before `exec`: its stderr (the exit code
+/// checked to be 0) and the CSV's rows.
+fn exec_busy_loop_with_rapl(dir: &Path, extra: &[&str]) -> (String, Vec<Row>) {
+    let rapl = RaplFixture::start(dir, 40.0);
+    let mut c = agent(dir);
+    with_rapl(&mut c, &rapl);
+    let out = c
+        .args(extra)
+        .args(["exec", "--json", "report.json", "--"])
+        .args(["python3", "-c", "sum(range(3000000))"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (stderr, read_csv(&dir.join("out.csv")))
+}
+
 fn with_rapl(c: &mut Command, rapl: &RaplFixture) {
     c.args([
         "--plugins",
@@ -86,24 +104,7 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn carbon_of_rapl_and_attributed_energy_is_energy_times_intensity_times_pue() {
     let dir = tempfile::tempdir().unwrap();
-    let rapl = RaplFixture::start(dir.path(), 40.0);
-    let mut c = agent(dir.path());
-    with_rapl(&mut c, &rapl);
-    let out = c
-        .args([
-            "exec",
-            "--json",
-            "report.json",
-            "--",
-            "python3",
-            "-c",
-            "sum(range(3000000))",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let rows = read_csv(&dir.path().join("out.csv"));
+    let (stderr, rows) = exec_busy_loop_with_rapl(dir.path(), &[]);
     let energy: BTreeMap<_, f64> = rows
         .iter()
         .filter(|r| r.metric != "carbon_emission")
@@ -186,25 +187,8 @@ fn carbon_of_rapl_and_attributed_energy_is_energy_times_intensity_times_pue() {
 #[test]
 fn with_rapl_the_model_runs_only_when_forced_and_is_reported_beside_it() {
     let dir = tempfile::tempdir().unwrap();
-    let rapl = RaplFixture::start(dir.path(), 40.0);
-    let mut c = agent(dir.path());
-    with_rapl(&mut c, &rapl);
-    let out = c
-        .args(["--set", "plugins.cpu-power-model.force=true"])
-        .args([
-            "exec",
-            "--json",
-            "report.json",
-            "--",
-            "python3",
-            "-c",
-            "sum(range(3000000))",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let rows = read_csv(&dir.path().join("out.csv"));
+    let (_, rows) =
+        exec_busy_loop_with_rapl(dir.path(), &["--set", "plugins.cpu-power-model.force=true"]);
     let estimated: Vec<&Row> = rows
         .iter()
         .filter(|r| r.metric == "estimated_cpu_energy")
