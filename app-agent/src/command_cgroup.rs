@@ -19,12 +19,12 @@ const NAME_PREFIX: &str = "alumet-exec-";
 
 /// Creates the command's cgroup (and removes those that killed agents left
 /// behind beside it). Err: why the command runs without a cgroup of its own.
-pub fn create(config: &LoadedConfig, cgroups_running: bool) -> Result<CommandCgroup, String> {
+pub fn create(config: &LoadedConfig) -> Result<CommandCgroup, String> {
     if !config.agent.exec_in_cgroup {
         return Err("agent.exec_in_cgroup is false".into());
     }
-    if !cgroups_running {
-        return Err("the cgroups plugin is not running".into());
+    if !config.is_enabled("cgroups") {
+        return Err("the cgroups plugin is not enabled".into());
     }
     let Some((_, table, _)) = config.plugins.iter().find(|(m, _, _)| m.name == "cgroups") else {
         return Err("the cgroups plugin is not built in".into());

@@ -164,6 +164,15 @@ pub struct LoadedConfig {
     pub output_file_requested: bool,
 }
 
+impl LoadedConfig {
+    /// Whether plugin `name` is enabled (it may still turn out unable to run).
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|(m, _, enabled)| m.name == name && *enabled)
+    }
+}
+
 /// `--config`, else `$ALUMET_CONFIG` (handled by clap), else `./alumet-config.toml`.
 pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
     cli.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE))

@@ -36,11 +36,7 @@ pub fn exec(
 ) -> i32 {
     // The cgroup first, then the command forked into it (v2: created inside,
     // see `launch`) and moved into the other hierarchies (see `Placement`).
-    let cgroups_enabled = config
-        .plugins
-        .iter()
-        .any(|(m, _, enabled)| m.name == "cgroups" && *enabled);
-    let cgroup = command_cgroup::create(config, cgroups_enabled);
+    let cgroup = command_cgroup::create(config);
     let forked = PendingCommand::fork_into(
         &command,
         cgroup.as_ref().ok().and_then(|cg| cg.cpu_v2_dir()),

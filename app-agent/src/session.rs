@@ -79,11 +79,7 @@ impl Session {
 
     /// Whether plugin `name` is running.
     pub fn is_running(&self, name: &str, config: &LoadedConfig) -> bool {
-        config
-            .plugins
-            .iter()
-            .any(|(m, _, enabled)| m.name == name && *enabled)
-            && !self.agent.unavailable.iter().any(|u| u.name == name)
+        config.is_enabled(name) && !self.agent.unavailable.iter().any(|u| u.name == name)
     }
 
     /// Also gathers what `--plot` draws.
