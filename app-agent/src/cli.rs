@@ -174,7 +174,7 @@ pub enum CtlCommand {
         /// Source name or glob.
         source: Option<String>,
     },
-    /// Reload the configuration (as SIGHUP does).
+    /// Reload the configuration (as SIGHUP does) and wait for the outcome: exit 1 if the new one was refused.
     #[command(after_help = "Example:\n  alumet-agent ctl reload")]
     Reload,
 }

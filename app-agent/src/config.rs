@@ -299,7 +299,14 @@ fn validate(
         }
     }
     for meta in plugins {
-        (meta.check_config_in_document)(&document).map_err(toml_error)?;
+        (meta.check_config_in_document)(&document).map_err(|e| {
+            Box::new(diagnostics::from_toml_error_also_valid(
+                origin.clone(),
+                text,
+                &e,
+                &[ENABLED_KEY],
+            ))
+        })?;
     }
     Ok(Validated {
         agent: shape.agent,

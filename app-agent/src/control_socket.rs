@@ -5,7 +5,8 @@
 //! Protocol: one request line (`status`, `pause GLOB`, `resume GLOB`,
 //! `set-interval GLOB DURATION`, `trigger [GLOB]`, `reload`), one JSON
 //! answer line (`{"ok":true,...}` or `{"ok":false,"error":"..."}`), then the
-//! connection closes. Every command goes to the pipeline's
+//! connection closes. `reload` answers when the reload it asked for is
+//! done, with its outcome. Every command goes to the pipeline's
 //! [`PipelineHandle`]; sources are named as `status` prints them
 //! (`plugin/source`), `*` and `?` allowed.
 
@@ -13,8 +14,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alumet::pipeline::{PipelineHandle, SourceSelector};
 use alumet_kernelfs::glob::Glob;
@@ -26,6 +28,11 @@ const MAX_REQUEST_BYTES: u64 = 4096;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `trigger` waits for the polls.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `reload` waits for the reload it requested (a whole restart
+/// includes the last poll and the outputs' flush); `ctl` waits longer.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// `reload` requests waiting at once; more are refused.
+const MAX_WAITING_RELOADS: usize = 8;
 
 /// What the socket serves: the current pipeline (swapped at each reload)
 /// and the plugins running it.
@@ -35,6 +42,23 @@ pub struct Running {
     pub handle: Option<PipelineHandle>,
     /// Names of the running plugins.
     pub plugins: Vec<String>,
+    /// The reloads the service loop began and finished.
+    pub reloads: Reloads,
+    /// The agent is stopping: no reload will be done any more.
+    pub stopping: bool,
+}
+
+/// The service loop's reloads, so that `ctl reload` can wait for the one
+/// its request started and answer with its outcome.
+#[derive(Default)]
+pub struct Reloads {
+    /// Reloads begun (one per SIGHUP the service loop took).
+    pub begun: u64,
+    /// Reloads finished, whatever their outcome.
+    pub finished: u64,
+    /// The outcome of the last finished one: `Ok(what was done)` or
+    /// `Err(why the previous configuration goes on)`.
+    pub last: Option<Result<String, String>>,
 }
 
 /// Shared between the service loop and the socket thread.
@@ -134,12 +158,81 @@ fn serve_one(stream: UnixStream, running: &SharedRunning) {
         Ok(n) if n as u64 >= MAX_REQUEST_BYTES && !line.ends_with('\n') => {
             fail(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
         }
+        Ok(_) if line.split_whitespace().collect::<Vec<_>>() == ["reload"] => {
+            // Waits for the service loop: from a thread of its own, so that
+            // `status` is answered meanwhile.
+            return answer_reload_later(stream, running.clone());
+        }
         Ok(_) => answer(line.trim(), running),
         Err(e) => json!({"ok": false, "error": format!("cannot read the request: {e}")}),
     };
+    send(&stream, &answer);
+}
+
+fn send(stream: &UnixStream, answer: &Value) {
     let mut out = answer.to_string();
     out.push('\n');
-    let _ = (&stream).write_all(out.as_bytes());
+    let _ = (&*stream).write_all(out.as_bytes());
+}
+
+fn answer_reload_later(stream: UnixStream, running: SharedRunning) {
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    if WAITING.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_RELOADS {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        return send(
+            &stream,
+            &fail(format!(
+                "{MAX_WAITING_RELOADS} reload requests are already waiting; try again"
+            )),
+        );
+    }
+    let spawned = std::thread::Builder::new()
+        .name("control-reload".into())
+        .spawn(move || {
+            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            send(&stream, &reload(&running, RELOAD_TIMEOUT));
+            WAITING.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Asks the service loop for a reload (the same path as `kill -HUP`) and
+/// waits, at most `timeout`, for a reload begun after the request to
+/// finish; answers with its outcome.
+pub fn reload(running: &SharedRunning, timeout: Duration) -> Value {
+    let Ok(begun_before) = running.lock().map(|r| r.reloads.begun) else {
+        return fail("internal error: the agent state is poisoned");
+    };
+    // SAFETY: kill() on our own pid.
+    unsafe {
+        libc::kill(std::process::id() as libc::pid_t, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match running.lock() {
+            // A reload that began before this request may have read the
+            // file before it changed: wait for one begun after.
+            Ok(r) if r.reloads.finished > begun_before => {
+                return match &r.reloads.last {
+                    Some(Ok(done)) => json!({"ok": true, "message": format!("reloaded: {done}")}),
+                    Some(Err(why)) => fail(format!("reload failed: {why}")),
+                    None => fail("internal error: a reload finished without an outcome"),
+                };
+            }
+            Ok(r) if r.stopping => return fail("the agent is stopping; the reload was not done"),
+            Ok(_) => {}
+            Err(_) => return fail("internal error: the agent state is poisoned"),
+        }
+        if Instant::now() >= deadline {
+            return fail(format!(
+                "the reload was requested but has not finished after {} s; see the agent's log",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> Value {
@@ -149,23 +242,22 @@ fn fail(message: impl std::fmt::Display) -> Value {
 /// The answer to one request line.
 pub fn answer(request: &str, running: &SharedRunning) -> Value {
     let words: Vec<&str> = request.split_whitespace().collect();
-    if words.first() == Some(&"reload") {
-        // The same path as `kill -HUP`: the service loop does the reload.
-        // SAFETY: kill() on our own pid.
-        unsafe {
-            libc::kill(std::process::id() as libc::pid_t, libc::SIGHUP);
-        }
-        return json!({"ok": true, "message": "reload requested (see the agent's log for its outcome)"});
+    if words.as_slice() == ["reload"] {
+        return reload(running, RELOAD_TIMEOUT);
     }
-    let (handle, plugins) = match running.lock() {
+    let (handle, plugins, reloads) = match running.lock() {
         Ok(r) => match &r.handle {
-            Some(h) => (h.clone(), r.plugins.clone()),
+            Some(h) => (h.clone(), r.plugins.clone(), reloads_json(&r.reloads)),
             None => return fail("no pipeline is running right now (reloading?); try again"),
         },
         Err(_) => return fail("internal error: the agent state is poisoned"),
     };
     match words.as_slice() {
-        ["status"] => status(&handle, &plugins),
+        ["status"] => {
+            let mut answer = status(&handle, &plugins);
+            answer["reloads"] = reloads;
+            answer
+        }
         ["pause", pattern] => for_each(&handle, pattern, |h, s| h.pause(s)),
         ["resume", pattern] => for_each(&handle, pattern, |h, s| h.resume(s)),
         ["set-interval", pattern, interval] => match alumet::config::parse_duration(interval) {
@@ -207,6 +299,16 @@ fn for_each(
         }
     }
     json!({"ok": true, "sources": names})
+}
+
+/// `{"done": N, "last": {"ok": bool, "message": "..."} or null}`.
+fn reloads_json(reloads: &Reloads) -> Value {
+    let last = match &reloads.last {
+        Some(Ok(done)) => json!({"ok": true, "message": done}),
+        Some(Err(why)) => json!({"ok": false, "message": why}),
+        None => Value::Null,
+    };
+    json!({"done": reloads.finished, "last": last})
 }
 
 /// Every counter, queue depth and last error, per source, transform and

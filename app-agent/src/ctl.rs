@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use crate::cli::CtlCommand;
 
-/// How long to wait for the agent's answer (`trigger` waits for polls).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long to wait for the agent's answer (`trigger` waits for polls,
+/// `reload` for the reload).
+const ANSWER_TIMEOUT: Duration =
+    Duration::from_secs(crate::control_socket::RELOAD_TIMEOUT.as_secs() + 5);
 
 /// Runs one `ctl` command; returns the exit code (0 done, 1 refused or unreachable).
 pub fn run(socket: &Path, command: &CtlCommand) -> i32 {
@@ -80,6 +82,19 @@ fn print_status(answer: &Value) {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     println!("plugins: {}", plugins.join(", "));
+    let reloads = &answer["reloads"];
+    if let Some(done) = reloads["done"].as_u64().filter(|n| *n > 0) {
+        let last = &reloads["last"];
+        let outcome = if last["ok"].as_bool() == Some(true) {
+            "done"
+        } else {
+            "failed"
+        };
+        println!(
+            "reloads: {done}; the last {outcome}: {}",
+            last["message"].as_str().unwrap_or("?")
+        );
+    }
     println!(
         "{:<32} {:>10} {:>12} {:>8} {:>8} {:>10} {:>9}",
         "SOURCE", "POLLS", "POINTS OUT", "MISSED", "ERRORS", "DROPPED", "BUFFERED"

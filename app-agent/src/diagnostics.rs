@@ -97,6 +97,18 @@ fn first_backticked(message: &str) -> Option<&str> {
 
 /// Builds a diagnostic from a TOML/serde error on `text`.
 pub fn from_toml_error(origin: Origin, text: &str, error: &toml::de::Error) -> ConfigDiagnostic {
+    from_toml_error_also_valid(origin, text, error, &[])
+}
+
+/// [`from_toml_error`] where `also_valid` are names valid beside those the
+/// error expects (a plugin's section also takes `enabled`, which the agent
+/// reads before the plugin sees the section).
+pub fn from_toml_error_also_valid(
+    origin: Origin,
+    text: &str,
+    error: &toml::de::Error,
+    also_valid: &[&str],
+) -> ConfigDiagnostic {
     let message = error.message().trim().to_owned();
     let (position, line_text, span_len) = match error.span() {
         Some(span) => {
@@ -113,7 +125,14 @@ pub fn from_toml_error(origin: Origin, text: &str, error: &toml::de::Error) -> C
     let mut help = None;
     if message.starts_with("unknown field") || message.starts_with("unknown variant") {
         if let Some(unknown) = first_backticked(&message) {
-            let names = expected_names(&message);
+            let mut names = expected_names(&message);
+            if message.starts_with("unknown field") {
+                for name in also_valid {
+                    if !names.contains(name) {
+                        names.push(name);
+                    }
+                }
+            }
             help = match closest(unknown, names.iter().copied()) {
                 Some(best) => Some(format!("did you mean `{best}`?")),
                 None if !names.is_empty() => Some(format!("valid names: {}", names.join(", "))),

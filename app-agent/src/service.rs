@@ -67,6 +67,7 @@ pub fn run(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration",
             notify::monotonic_usec()
         ));
+        record_reload(&running, None);
         match reload().map_err(|e| e.to_string()).and_then(|c| {
             agent::check_plugin_configs(&c)?;
             Ok(c)
@@ -75,26 +76,37 @@ pub fn run(
                 log::error!(
                     "SIGHUP: the configuration is invalid; still running on the previous one: {e}"
                 );
+                record_reload(
+                    &running,
+                    Some(Err(format!(
+                        "the configuration is invalid; still running on the previous one: {e}"
+                    ))),
+                );
             }
             Ok(new_config) => {
                 let new_config = continue_files(new_config);
                 let outcome = match reload::plan(&config, &new_config, &agent.plugin_names()) {
                     Plan::Plugins { stop, start } => {
-                        log::info!(
-                            "SIGHUP: reloading {}: {}",
-                            new_config.path.display(),
-                            describe(&stop, &start)
-                        );
+                        let what = describe(&stop, &start);
+                        log::info!("SIGHUP: reloading {}: {what}", new_config.path.display());
                         match agent.restart_plugins(&stop, &start, &new_config, &config) {
                             Ok(on_previous) => {
                                 agent.reopen_outputs();
                                 set_running(&running, Some(&agent));
+                                let what = if on_previous.is_empty() {
+                                    what
+                                } else {
+                                    format!(
+                                        "{what}; {} could not run on the new section and went back to the previous one (see the agent's log)",
+                                        on_previous.join(", ")
+                                    )
+                                };
                                 // What runs is what the next reload compares with.
                                 let mut new_config = new_config;
                                 keep_sections(&mut new_config, &config, &on_previous);
                                 config = new_config;
                                 log::info!("reloaded");
-                                Ok(agent)
+                                Ok((agent, Ok(what)))
                             }
                             Err(e) => {
                                 log::error!("SIGHUP: {e}; restarting the whole pipeline");
@@ -111,8 +123,12 @@ pub fn run(
                     }
                 };
                 match outcome {
-                    Ok(a) => agent = a,
+                    Ok((a, done)) => {
+                        agent = a;
+                        record_reload(&running, Some(done));
+                    }
                     Err(code) => {
+                        stopping(&running);
                         health.stop();
                         notifier.send("STOPPING=1");
                         return code;
@@ -125,32 +141,58 @@ pub fn run(
     health.stop();
     notifier.send("STOPPING=1\nSTATUS=stopping: last poll, flushing outputs");
     signals.force_exit_on_next();
+    stopping(&running);
     set_running(&running, None);
     agent.stop();
     log::info!("stopped");
     0
 }
 
-/// The whole pipeline restarted on `new`; back on `config` if `new` cannot
-/// run. `Err`: not even that can run (the exit code).
+/// The whole pipeline restarted on `new`, with the reload's outcome; back
+/// on `config` if `new` cannot run (outcome `Err`). `Err`: not even that
+/// can run (the exit code).
 fn restart_whole(
     agent: Agent,
     config: &mut LoadedConfig,
     new: LoadedConfig,
     running: &SharedRunning,
-) -> Result<Agent, i32> {
+) -> Result<(Agent, Result<String, String>), i32> {
     set_running(running, None);
     agent.stop();
     match start(&new, running) {
         Ok(a) => {
             *config = new;
             log::info!("reloaded");
-            Ok(a)
+            Ok((a, Ok("the whole pipeline restarted".into())))
         }
         Err(_) => {
             log::error!("SIGHUP: the new configuration cannot run (see above); going back to the previous one");
-            start(config, running)
+            let a = start(config, running)?;
+            Ok((
+                a,
+                Err("the new configuration cannot run (see the agent's log); the whole pipeline restarted on the previous one".into()),
+            ))
         }
+    }
+}
+
+/// A reload begun (`None`) or finished with its outcome, for `ctl reload`.
+fn record_reload(running: &SharedRunning, outcome: Option<Result<String, String>>) {
+    if let Ok(mut r) = running.lock() {
+        match outcome {
+            None => r.reloads.begun += 1,
+            Some(o) => {
+                r.reloads.finished += 1;
+                r.reloads.last = Some(o);
+            }
+        }
+    }
+}
+
+/// No reload will be done any more.
+fn stopping(running: &SharedRunning) {
+    if let Ok(mut r) = running.lock() {
+        r.stopping = true;
     }
 }
 

@@ -78,11 +78,11 @@ impl StopSignals {
     }
 
     /// Waits for the next stop signal (SIGINT or SIGTERM); a SIGHUP is
-    /// logged and ignored.
-    pub fn wait_stop(&mut self) -> StopSignal {
+    /// logged (`SIGHUP: ignored, {why}`) and ignored.
+    pub fn wait_stop(&mut self, why: &str) -> StopSignal {
         loop {
             match self.wait() {
-                StopSignal::Hangup => log::info!("SIGHUP: ignored, still measuring"),
+                StopSignal::Hangup => log::info!("SIGHUP: ignored, {why}"),
                 s => return s,
             }
         }
@@ -115,7 +115,7 @@ impl StopSignals {
     pub fn force_exit_on_next(mut self) {
         let first = std::time::Instant::now();
         std::thread::spawn(move || loop {
-            let s = self.wait_stop();
+            let s = self.wait_stop("the agent is stopping");
             if first.elapsed() < SAME_REQUEST_WINDOW {
                 log::debug!(
                     "{}: arrived with the first; still stopping gracefully",

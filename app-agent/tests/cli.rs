@@ -305,6 +305,12 @@ fn config_errors_name_the_line_and_the_closest_valid_name() {
     assert!(err.contains("bad.toml:2:1"), "{err}");
     assert!(err.contains("did you mean `system_poll_interval`"), "{err}");
 
+    // `enabled` is read by the agent, not the plugin: still a valid name.
+    let (code, err) = with_config("[plugins.csv]\nenabeld = true\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bad.toml:2:1"), "{err}");
+    assert!(err.contains("did you mean `enabled`"), "{err}");
+
     let (code, err) = with_config("[plugins.procfs]\nper_cpu = \"yes\"\n", &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("bad.toml:2:"), "{err}");

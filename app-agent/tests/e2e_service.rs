@@ -350,11 +350,30 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
 
     refused_outside_the_mode(dir.path());
 
-    // `ctl reload` takes the SIGHUP path; the new pipeline answers again.
-    assert!(ctl_ok(dir.path(), &["reload"]).contains("reload requested"));
-    assert!(common::wait_until(Duration::from_secs(5), || {
-        ctl(dir.path(), &["status"]).status.success()
-    }));
+    // `ctl reload` takes the SIGHUP path and answers when it is done, with
+    // its outcome; the pipeline answers again at once.
+    let reloaded = ctl_ok(dir.path(), &["reload"]);
+    assert!(reloaded.starts_with("reloaded: "), "{reloaded}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ctl_ok(dir.path(), &["status", "--json"])).unwrap();
+    assert_eq!(status["reloads"]["done"], 1, "{status}");
+    assert_eq!(status["reloads"]["last"]["ok"], true, "{status}");
+    // A broken file: the answer says so and names the file and line; the
+    // previous configuration goes on.
+    let config = dir.path().join("alumet-config.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("enabled = true", "enabeld = true")).unwrap();
+    let refused = ctl(dir.path(), &["reload"]);
+    let refused_stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{refused_stderr}");
+    assert!(
+        refused_stderr.contains("reload failed")
+            && refused_stderr.contains("alumet-config.toml:2")
+            && refused_stderr.contains("enabled"),
+        "{refused_stderr}"
+    );
+    assert!(ctl_ok(dir.path(), &["status"]).contains("reloads: 2; the last failed"));
+    std::fs::write(&config, good).unwrap();
 
     let (code, stderr) = sigterm_and_wait(child);
     assert_eq!(code, Some(0), "{stderr}");
