@@ -7,12 +7,12 @@
 //! measured by its process tree instead, and the report says so.
 
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
-use alumet_kernelfs::cgroup::{CgroupError, CommandCgroup, ParentChoice};
+use alumet_kernelfs::cgroup::{CommandCgroup, ParentChoice};
 use plugin_cgroups::CgroupsConfig;
 
 use crate::config::LoadedConfig;
+use crate::launch::PendingCommand;
 
 /// The name of a command's cgroup, before the agent's pid.
 const NAME_PREFIX: &str = "alumet-exec-";
@@ -77,77 +77,28 @@ pub fn describe(cgroup: &CommandCgroup) -> String {
         .join(", ")
 }
 
-/// The command's way into its cgroup: already inside the CPU hierarchy
-/// (created there, see `launch`), and moved into the others on a thread of
-/// its own, since the kernel makes the first move into a cgroup after a
-/// while wait for an RCU grace period (4-20 ms measured, BENCHMARKS.md),
-/// which then passes while the plugins start and the baseline is polled.
-pub struct Placement {
-    path: String,
-    created_inside: bool,
-    mover: Option<JoinHandle<(CommandCgroup, Result<(), CgroupError>)>>,
-    cgroup: Option<CommandCgroup>,
-}
-
-impl Placement {
-    /// Starts moving process `pid` into `cgroup` (every hierarchy, or all
-    /// but the CPU one when it was `created_inside` it).
-    pub fn start(cgroup: CommandCgroup, pid: u32, created_inside: bool) -> Self {
-        let path = cgroup.path().to_owned();
-        let mover = std::thread::spawn(move || {
-            let moved = if created_inside {
-                cgroup.add_process_except_cpu(pid)
-            } else {
-                cgroup.add_process(pid)
-            };
-            (cgroup, moved)
-        });
-        Self {
-            path,
-            created_inside,
-            mover: Some(mover),
-            cgroup: None,
-        }
+/// Whether the command, forked to join `cgroup` (see `launch`), is in it:
+/// Ok when its CPU time is counted there from its first instruction. Not
+/// joining the other hierarchies (v1 memory or blkio, on hybrid machines)
+/// is only a warning: its memory and I/O are then not the cgroup's.
+pub fn check_joined(cgroup: &CommandCgroup, pending: &mut PendingCommand) -> Result<(), String> {
+    let Err(failure) = pending.joined() else {
+        return Ok(());
+    };
+    let file = cgroup
+        .join_paths()
+        .get(failure.index)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| cgroup.path().to_owned());
+    if failure.index == 0 {
+        return Err(format!(
+            "the command cannot join its cgroup ({file}: {})",
+            failure.error
+        ));
     }
-
-    /// The cgroup's path in the CPU hierarchy (the consumer id).
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// Once Ok, the command's CPU time is counted in the cgroup from its
-    /// first instruction: it was created inside, or its move is done. Only
-    /// moves into v1 memory/blkio hierarchies (hybrid machines) may be left,
-    /// which finish while the command runs (descendants it forks before then
-    /// stay out of those two: best effort, as v1 I/O accounting is).
-    pub fn cpu_ready(&mut self) -> Result<(), String> {
-        if self.created_inside {
-            return Ok(());
-        }
-        match self.join() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(format!(
-                "cannot move the command into cgroup {}: {e}",
-                self.path
-            )),
-            None => Err("the thread moving the command into its cgroup failed".to_owned()),
-        }
-    }
-
-    /// The cgroup, every move done (to remove it).
-    pub fn into_cgroup(mut self) -> Option<CommandCgroup> {
-        if let Some(Err(e)) = self.join() {
-            if self.created_inside {
-                log::warn!("exec: {e}: the command's memory and I/O are not those of its cgroup");
-            }
-        }
-        self.cgroup
-    }
-
-    /// Waits for the mover (once); its outcome, None if it panicked.
-    fn join(&mut self) -> Option<Result<(), CgroupError>> {
-        let (cgroup, moved) = self.mover.take()?.join().ok()?;
-        self.cgroup = Some(cgroup);
-        Some(moved)
-    }
+    log::warn!(
+        "exec: the command cannot join {file} ({}): its memory and I/O are not those of its cgroup",
+        failure.error
+    );
+    Ok(())
 }

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command_cgroup::{self, Placement};
+use crate::command_cgroup;
 use crate::config::LoadedConfig;
-use crate::launch::PendingCommand;
+use crate::launch::{Join, PendingCommand};
 use crate::session::{Outcome, ReportFiles, Session};
 use crate::signals::StopSignals;
 use crate::suggest::closest;
@@ -34,29 +34,39 @@ pub fn exec(
     files: ReportFiles,
     mut signals: StopSignals,
 ) -> i32 {
-    // The cgroup first, then the command forked into it (v2: created inside,
-    // see `launch`) and moved into the other hierarchies (see `Placement`).
+    // The cgroup first, then the command forked to join it at once (see
+    // `launch`), while the plugins start.
     let cgroup = command_cgroup::create(config);
-    let forked = PendingCommand::fork_into(
-        &command,
-        cgroup.as_ref().ok().and_then(|cg| cg.cpu_v2_dir()),
-    );
-    let (mut pending, created_inside) = match forked {
-        Ok(f) => f,
+    let join_fds = cgroup.as_ref().map(|cg| cg.join_fds()).unwrap_or_default();
+    let join = cgroup.as_ref().ok().map(|cg| Join {
+        create_in: cg.cpu_v2_dir(),
+        join_fds: &join_fds,
+    });
+    let mut pending = match PendingCommand::fork_into(&command, join) {
+        Ok((pending, created_inside)) => {
+            if let Ok(cg) = &cgroup {
+                log::debug!(
+                    "exec: created {}; the command {}",
+                    command_cgroup::describe(cg),
+                    if created_inside {
+                        "was created inside"
+                    } else {
+                        "joins it"
+                    }
+                );
+            }
+            pending
+        }
         Err(e) => {
             remove(cgroup.ok());
             eprintln!("alumet-agent: cannot run `{}`: {e}", command.join(" "));
             return EXIT_CANNOT_EXECUTE;
         }
     };
-    let mut placement = cgroup.map(|cg| {
-        log::debug!("exec: created {}", command_cgroup::describe(&cg));
-        Placement::start(cg, pending.pid(), created_inside)
-    });
     let mut session = match Session::start(config) {
         Ok(s) => s,
         Err(code) => {
-            remove(placement.ok().and_then(Placement::into_cgroup));
+            remove(cgroup.ok());
             return code;
         }
     };
@@ -68,14 +78,16 @@ pub fn exec(
     }
     // The cgroups source measures the cgroup from the baseline on.
     let cgroups_running = session.is_running("cgroups", config);
-    if let (Ok(p), true) = (&placement, cgroups_running) {
-        session.exec_target().set_cgroup(p.path());
+    if let (Ok(cg), true) = (&cgroup, cgroups_running) {
+        session.exec_target().set_cgroup(cg.path());
     }
     // Poll every source right before the command starts (the cgroup, holding
     // only the waiting child, is the baseline)...
     session.begin_window();
-    let in_cgroup = match &mut placement {
-        Ok(p) if cgroups_running => p.cpu_ready().map(|()| p.path().to_owned()),
+    let in_cgroup = match &cgroup {
+        Ok(cg) if cgroups_running => {
+            command_cgroup::check_joined(cg, &mut pending).map(|()| cg.path().to_owned())
+        }
         Ok(_) => Err("the cgroups plugin is not running".to_owned()),
         Err(why) => Err(why.clone()),
     };
@@ -98,7 +110,7 @@ pub fn exec(
     if let Err(e) = started {
         let (code, message) = explain_spawn_error(&command[0], &e);
         session.stop();
-        remove(placement.ok().and_then(Placement::into_cgroup));
+        remove(cgroup.ok());
         eprintln!("alumet-agent: {message}");
         return code;
     }
@@ -146,7 +158,7 @@ pub fn exec(
     }
     // ...and right after it exits: the agent's last poll, the zombie still there.
     // Kept until the end (the command may be in it already), then removed.
-    let cgroup = placement.ok().and_then(Placement::into_cgroup);
+    let cgroup = cgroup.ok();
     let (wall, finished) = session.finish();
     let (exit_code, wait4) = match reap(pid) {
         Ok((code, usage)) => (code, Some(usage)),

@@ -4,20 +4,18 @@
 //! Why not `std::process::Command`: to be in its cgroup from its first
 //! instruction, the command must join it before it execs, and a `pre_exec`
 //! hook makes std fork the whole running agent (threads, buffers, kept
-//! descriptors) instead of using posix_spawn; and the join itself is a
-//! move, which the kernel makes wait for an RCU grace period (the 0.75–13
-//! ms measured for that spawn were mostly this wait; BENCHMARKS.md). The
-//! command is forked as soon as the configuration is loaded and its cgroup
-//! created, while the agent is one small thread; the child waits on a pipe
-//! while the agent starts and execs the command when
+//! descriptors) instead of using posix_spawn. The command is forked as
+//! soon as the configuration is loaded and its cgroup created, while the
+//! agent is one small thread; the child joins its cgroup at once, then
+//! waits on a pipe while the agent starts, and execs the command when
 //! [`PendingCommand::start`] releases it. Until then it runs no code of the
 //! command, so nothing of the command is missed.
 //!
-//! Where the command's cgroup is v2, the child is created straight inside
-//! it (clone3 `CLONE_INTO_CGROUP`, Linux 5.7+): a move into a cgroup makes
-//! the kernel wait for an RCU grace period (4–20 ms measured here), the
-//! largest cost `exec` had. Elsewhere (v1 hierarchies, older kernels) it is
-//! moved, on a thread of the agent's, while the plugins start.
+//! How it joins (see `alumet_kernelfs::cgroup::run_in` for the kernel's
+//! side): in a v2 hierarchy it is created inside (clone3
+//! `CLONE_INTO_CGROUP`, Linux 5.7+), in v1 ones it writes `0` to `tasks`;
+//! both spare the RCU grace period (4–20 ms measured here) that a move of
+//! a process waits for, the largest cost `exec` had.
 //!
 //! Between fork and exec the child only calls async-signal-safe functions
 //! on memory prepared before the fork (`read`, `sigprocmask`, `signal`,
@@ -27,6 +25,8 @@
 use std::ffi::{CString, NulError};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use alumet_kernelfs::cgroup::join_raw_each;
 
 /// Exit status of the waiting child when the agent gives up before
 /// releasing it (it never ran the command).
@@ -38,10 +38,41 @@ pub struct PendingCommand {
     /// Writing one byte releases the child; closing it without writing makes
     /// the child exit without running the command.
     release: Option<OwnedFd>,
-    /// Closed by the child's successful exec (close-on-exec), or carries its
-    /// errno when exec fails.
+    /// Carries the outcome of the child's join first ([`JOINED`]), then is
+    /// closed by its successful exec (close-on-exec), or carries its errno
+    /// when exec fails.
     exec_status: Option<OwnedFd>,
+    /// The outcome of the join, once read.
+    joined: Option<Result<(), JoinFailure>>,
     started: bool,
+    /// The first join descriptor was skipped (created inside): the child's
+    /// indices are one off.
+    skipped_first: bool,
+}
+
+/// What the child writes after joining: (index of the first descriptor it
+/// could not write to, or -1; errno).
+const JOINED: usize = 8;
+
+/// The cgroup the child joins before it waits: created inside `create_in`
+/// (a v2 directory) where the kernel can, and writing `0` to each of
+/// `join_fds` (one per hierarchy, the first one that same v2 cgroup,
+/// skipped when created inside).
+#[derive(Debug, Clone, Copy)]
+pub struct Join<'a> {
+    /// The v2 directory of the first of `join_fds`, if it is v2.
+    pub create_in: Option<&'a std::path::Path>,
+    /// Descriptors to write `0` to, kept open by the caller until the fork returns.
+    pub join_fds: &'a [std::os::fd::RawFd],
+}
+
+/// A descriptor of [`Join::join_fds`] the child could not write to.
+#[derive(Debug)]
+pub struct JoinFailure {
+    /// Its index in `join_fds`.
+    pub index: usize,
+    /// The error.
+    pub error: io::Error,
 }
 
 /// Why the command could not be forked.
@@ -80,15 +111,12 @@ impl PendingCommand {
         Self::fork_into(command, None).map(|(p, _)| p)
     }
 
-    /// Like `fork`, creating the process straight inside the cgroup v2
-    /// directory `cgroup` when given (clone3 `CLONE_INTO_CGROUP`: no move,
-    /// so no RCU grace period to wait for). The flag says whether it is in
-    /// there: false where the kernel cannot (before 5.7) or may not, and
-    /// the process was forked where the agent is.
-    pub fn fork_into(
-        command: &[String],
-        cgroup: Option<&std::path::Path>,
-    ) -> Result<(Self, bool), LaunchError> {
+    /// Like `fork`, the process joining the cgroup `join` before it waits
+    /// (see [`Join`]; [`PendingCommand::joined`] tells how that went). The
+    /// flag says whether it was created inside `join.create_in`: false
+    /// where the kernel cannot (before 5.7) or may not, and the child then
+    /// joins that cgroup too by writing to its descriptor.
+    pub fn fork_into(command: &[String], join: Option<Join>) -> Result<(Self, bool), LaunchError> {
         let args: Vec<CString> = command
             .iter()
             .map(|a| CString::new(a.as_bytes()).map_err(|_: NulError| LaunchError::Nul(a.clone())))
@@ -103,7 +131,10 @@ impl PendingCommand {
         argv.push(std::ptr::null());
         let (release_read, release_write) = pipe().map_err(LaunchError::Fork)?;
         let (status_read, status_write) = pipe().map_err(LaunchError::Fork)?;
-        let cgroup_dir = cgroup.and_then(|dir| std::fs::File::open(dir).ok());
+        let join_fds = join.map(|j| j.join_fds).unwrap_or_default();
+        let cgroup_dir = join
+            .and_then(|j| j.create_in)
+            .and_then(|dir| std::fs::File::open(dir).ok());
         let mut in_cgroup = false;
         let mut pid = -1;
         if let Some(dir) = &cgroup_dir {
@@ -129,6 +160,7 @@ impl PendingCommand {
             unsafe {
                 child(
                     [release_write.as_raw_fd(), status_read.as_raw_fd()],
+                    &join_fds[usize::from(in_cgroup).min(join_fds.len())..],
                     release_read.as_raw_fd(),
                     status_write.as_raw_fd(),
                     program.as_ptr(),
@@ -144,7 +176,9 @@ impl PendingCommand {
                 pid,
                 release: Some(release_write),
                 exec_status: Some(status_read),
+                joined: None,
                 started: false,
+                skipped_first: in_cgroup,
             },
             in_cgroup,
         ))
@@ -159,6 +193,8 @@ impl PendingCommand {
     /// failed to (the exec error: not found, not executable...). On error
     /// the child has exited and is reaped.
     pub fn start(&mut self) -> io::Result<()> {
+        // The join's outcome comes first on the status pipe.
+        let _ = self.joined();
         let (Some(release), Some(status)) = (self.release.take(), self.exec_status.take()) else {
             return Err(io::Error::other("the command was already released"));
         };
@@ -181,33 +217,52 @@ impl PendingCommand {
         }
         drop(release);
         let mut errno = [0u8; 4];
-        let mut got = 0;
-        while got < errno.len() {
-            // SAFETY: valid descriptor; the buffer has errno.len() - got bytes left.
-            let n = unsafe {
-                libc::read(
-                    status.as_raw_fd(),
-                    errno[got..].as_mut_ptr().cast(),
-                    errno.len() - got,
-                )
-            };
-            if n == 0 {
-                break;
-            }
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            got += n as usize;
-        }
-        if got == 0 {
+        if read_full(status.as_raw_fd(), &mut errno)? == 0 {
             return Ok(()); // closed by exec
         }
         let _ = self.reap_quietly();
         Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+    }
+
+    /// Waits until the child has joined its cgroup (it does so right after
+    /// the fork); the first descriptor of [`Join::join_fds`] it could not
+    /// write to. Ok when there was nothing to join.
+    pub fn joined(&mut self) -> Result<(), &JoinFailure> {
+        if self.joined.is_none() {
+            let outcome = match &self.exec_status {
+                Some(status) => {
+                    let mut report = [0u8; JOINED];
+                    match read_full(status.as_raw_fd(), &mut report) {
+                        Ok(JOINED) => {
+                            let [i0, i1, i2, i3, e0, e1, e2, e3] = report;
+                            let index = i32::from_ne_bytes([i0, i1, i2, i3]);
+                            let errno = i32::from_ne_bytes([e0, e1, e2, e3]);
+                            match usize::try_from(index) {
+                                Err(_) => Ok(()),
+                                Ok(i) => Err(JoinFailure {
+                                    index: i + usize::from(self.skipped_first),
+                                    error: io::Error::from_raw_os_error(errno),
+                                }),
+                            }
+                        }
+                        Ok(_) => Err(JoinFailure {
+                            index: 0,
+                            error: io::Error::other("the command ended before it joined"),
+                        }),
+                        Err(error) => Err(JoinFailure { index: 0, error }),
+                    }
+                }
+                None => Err(JoinFailure {
+                    index: 0,
+                    error: io::Error::other("the command was already released"),
+                }),
+            };
+            self.joined = Some(outcome);
+        }
+        match &self.joined {
+            Some(Err(f)) => Err(f),
+            _ => Ok(()),
+        }
     }
 
     /// Waits for the child to end; its wait status, if it could be had.
@@ -237,6 +292,27 @@ impl Drop for PendingCommand {
             let _ = self.reap_quietly();
         }
     }
+}
+
+/// Reads until `buf` is full or end of file; the bytes read.
+fn read_full(fd: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: valid descriptor; the buffer has buf.len() - got bytes left.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n == 0 {
+            break;
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += n as usize;
+    }
+    Ok(got)
 }
 
 /// `clone3` with `CLONE_INTO_CGROUP`, otherwise a plain fork (a copy of the
@@ -277,7 +353,8 @@ fn clone_into_cgroup(cgroup_fd: libc::c_int) -> libc::pid_t {
     }
 }
 
-/// The forked child: wait for the release, restore what a new program
+/// The forked child: join the cgroup (write `0` to each of `join_fds`) and
+/// say how that went, wait for the release, restore what a new program
 /// expects (no blocked signals, SIGPIPE by default: Rust ignores it), exec.
 ///
 /// # Safety
@@ -285,6 +362,7 @@ fn clone_into_cgroup(cgroup_fd: libc::c_int) -> libc::pid_t {
 /// memory prepared before the fork.
 unsafe fn child(
     parent_ends: [libc::c_int; 2],
+    join_fds: &[libc::c_int],
     release: libc::c_int,
     status: libc::c_int,
     program: *const libc::c_char,
@@ -302,6 +380,15 @@ unsafe fn child(
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             libc::signal(sig, libc::SIG_DFL);
         }
+        // Every hierarchy is tried; the first failure is reported.
+        let failed: (i32, i32) = match join_raw_each(join_fds) {
+            Ok(()) => (-1, 0),
+            Err((i, e)) => (i as i32, e.raw_os_error().unwrap_or(0)),
+        };
+        let mut report = [0u8; JOINED];
+        report[..4].copy_from_slice(&failed.0.to_ne_bytes());
+        report[4..].copy_from_slice(&failed.1.to_ne_bytes());
+        libc::write(status, report.as_ptr().cast(), report.len());
         let mut go = 0u8;
         loop {
             let n = libc::read(release, (&mut go as *mut u8).cast(), 1);
@@ -384,6 +471,45 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let e = cmd.start().unwrap_err();
         assert!(e.to_string().contains("signal 2"), "{e}");
+    }
+
+    #[test]
+    fn the_child_says_which_join_descriptor_it_could_not_write_to() {
+        use std::os::fd::AsRawFd;
+        let writable = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let read_only = std::fs::File::open("/dev/null").unwrap();
+        let fds = [
+            writable.as_raw_fd(),
+            read_only.as_raw_fd(),
+            writable.as_raw_fd(),
+        ];
+        let join = Join {
+            create_in: None,
+            join_fds: &fds,
+        };
+        let (mut cmd, inside) = PendingCommand::fork_into(&["true".into()], Some(join)).unwrap();
+        assert!(!inside);
+        let failure = cmd.joined().unwrap_err();
+        assert_eq!(failure.index, 1);
+        assert_eq!(failure.error.raw_os_error(), Some(libc::EBADF));
+        // The command still runs once released.
+        let pid = cmd.pid();
+        cmd.start().unwrap();
+        assert_eq!(wait(pid), 0);
+
+        let fds = [writable.as_raw_fd()];
+        let join = Join {
+            create_in: None,
+            join_fds: &fds,
+        };
+        let (mut cmd, _) = PendingCommand::fork_into(&["true".into()], Some(join)).unwrap();
+        assert!(cmd.joined().is_ok());
+        let pid = cmd.pid();
+        cmd.start().unwrap();
+        assert_eq!(wait(pid), 0);
     }
 
     #[test]

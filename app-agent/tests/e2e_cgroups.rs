@@ -27,7 +27,7 @@ use alumet_kernelfs::cgroup::{
 use common::{read_csv, wait_until};
 
 fn spin_in(cgroup: &CommandCgroup, flag: &Path) -> std::process::Child {
-    let fds = cgroup.procs_fds();
+    let fds = cgroup.join_fds();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!("while [ -e '{}' ]; do :; done", flag.display()));

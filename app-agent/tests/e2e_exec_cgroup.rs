@@ -325,9 +325,17 @@ fn the_command_is_in_its_cgroup_from_its_first_instruction() {
     }
     let dir = tempfile::tempdir().unwrap();
     let rapl = RaplFixture::start(dir.path(), 50.0);
-    // `cat` reads its own cgroup before anything else it does: already the command's.
+    // The shell's first `cat` reads its cgroups before anything else: already
+    // the command's, in every hierarchy the cgroup was made in (on a hybrid
+    // machine, v1 ones beside v2), which `find` then lists.
     let child = agent(dir.path(), &rapl)
-        .args(["exec", "--", "cat", "/proc/self/cgroup"])
+        .args([
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; echo ---; find /sys/fs/cgroup -maxdepth 7 -type d -name \"alumet-exec-$PPID\"",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -338,14 +346,17 @@ fn the_command_is_in_its_cgroup_from_its_first_instruction() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (cgroups, dirs) = stdout.split_once("---").unwrap();
     let name = format!("/alumet-exec-{pid}");
-    let in_own: Vec<&str> = stdout
+    let in_own = cgroups
         .lines()
         .filter(|l| l.trim_end().ends_with(&name))
-        .collect();
-    assert!(
-        !in_own.is_empty(),
-        "the command's /proc/self/cgroup names no {name}:\n{stdout}\n{stderr}"
+        .count();
+    let made = dirs.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(made >= 1, "{stdout}\n{stderr}");
+    assert_eq!(
+        in_own, made,
+        "the command's /proc/self/cgroup names {name} in {in_own} of the {made} hierarchies it was made in:\n{stdout}\n{stderr}"
     );
     // The cgroup the report names is that one.
     assert!(

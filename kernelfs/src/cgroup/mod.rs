@@ -16,7 +16,9 @@ pub use layout::{
 };
 pub use mountinfo::cgroup_mounts;
 pub use proc_cgroup::{parse_proc_cgroup, ProcCgroupEntry};
-pub use run_in::{join_raw, CgroupError, CommandCgroup, ParentChoice, RemoveOutcome};
+pub use run_in::{
+    join_raw, join_raw_each, CgroupError, CommandCgroup, ParentChoice, RemoveOutcome,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -1,12 +1,24 @@
 //! A cgroup created to run one command in, so that the kernel accounts for
 //! its whole process tree, however short-lived its processes are.
 //!
-//! A process joins it before it runs the command, in one of two ways: moved
-//! from outside ([`CommandCgroup::add_process`]: the agent's `exec` moves
-//! the child it forked early and holds before exec), or from inside between
-//! fork and exec ([`CommandCgroup::join_on_exec`]: the child writes `0`
-//! (itself) to `cgroup.procs` descriptors the parent opened, a plain
-//! `write(2)`, safe after fork; std then forks instead of using posix_spawn).
+//! A process joins it before it runs the command, from inside, between fork
+//! and exec: it writes `0` (itself) to descriptors the parent opened
+//! ([`CommandCgroup::join_fds`], [`join_raw`]: plain `write(2)`s, safe after
+//! fork), or, in a v2 hierarchy, it is created inside (clone3
+//! `CLONE_INTO_CGROUP`, [`CommandCgroup::cpu_v2_dir`]).
+//!
+//! Why from inside, and through v1's `tasks` file: a move of a process
+//! (`cgroup.procs`, or another thread's id) write-locks the kernel's
+//! `cgroup_threadgroup_rwsem`, which after a while idle waits for an RCU
+//! grace period (4.5–20 ms measured here, BENCHMARKS.md) while holding
+//! `cgroup_mutex`, so mkdir, rmdir and the command's exit wait too. A
+//! thread moving itself (`0`) through `tasks` is exempt from that lock on
+//! current kernels (0.5 ms measured here on 6.18; older ones take it and
+//! cost what a move costs), and between fork and exec the child is a
+//! single thread, so that moves the whole process. v2 has no such file for domain
+//! cgroups: there the child is created inside, or joins through
+//! `cgroup.procs` where clone3 cannot.
+//!
 //! At the end, processes that outlived the command (daemons) are moved to
 //! the parent cgroup so that the directory can be removed.
 
@@ -62,7 +74,9 @@ pub struct CommandCgroup {
     path: String,
     /// (mount point, parent path, directory) per hierarchy, the CPU one first.
     dirs: Vec<(PathBuf, String, PathBuf)>,
-    procs: Vec<File>,
+    /// Per hierarchy (same order), the file a process writes `0` to, to
+    /// join: `tasks` in v1, `cgroup.procs` in v2.
+    join_files: Vec<File>,
     /// Whether the CPU hierarchy (the first of `dirs`) is cgroup v2.
     cpu_is_v2: bool,
     removed: bool,
@@ -101,7 +115,7 @@ impl CommandCgroup {
         let mut created = CommandCgroup {
             path: String::new(),
             dirs: Vec::new(),
-            procs: Vec::new(),
+            join_files: Vec::new(),
             cpu_is_v2: accounting.version == super::CgroupVersion::V2,
             removed: false,
         };
@@ -118,15 +132,19 @@ impl CommandCgroup {
             created
                 .dirs
                 .push((mount.to_path_buf(), parent.clone(), dir.clone()));
-            let procs_path = dir.join("cgroup.procs");
+            // Only v1 has `tasks` (see the module's comment).
+            let mut join_path = dir.join("tasks");
+            if !join_path.exists() {
+                join_path = dir.join("cgroup.procs");
+            }
             let file = OpenOptions::new()
                 .write(true)
-                .open(&procs_path)
+                .open(&join_path)
                 .map_err(|source| CgroupError::Procs {
-                    path: procs_path,
+                    path: join_path,
                     source,
                 })?;
-            created.procs.push(file);
+            created.join_files.push(file);
         }
         Ok(created)
     }
@@ -183,7 +201,7 @@ impl CommandCgroup {
     /// posix_spawn: a few ms for a large parent; see BENCHMARKS.md.)
     pub fn join_on_exec(&self, cmd: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
-        let fds = self.procs_fds();
+        let fds = self.join_fds();
         // SAFETY: the closure only calls write(2) on descriptors opened
         // before the fork, which is safe between fork and exec.
         unsafe {
@@ -191,24 +209,11 @@ impl CommandCgroup {
         }
     }
 
-    /// Moves process `pid` (all its threads) into this cgroup, in every
-    /// hierarchy. The writer needs write access to the `cgroup.procs` of the
-    /// common ancestor of the process's current cgroup and this one, as for
-    /// joining from inside.
-    pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
-        self.add_process_from(pid, 0)
-    }
-
-    /// Like [`CommandCgroup::add_process`], in every hierarchy but the CPU
-    /// one: for a process already created in it ([`CommandCgroup::cpu_v2_dir`]).
-    pub fn add_process_except_cpu(&self, pid: u32) -> Result<(), CgroupError> {
-        self.add_process_from(pid, 1)
-    }
-
     /// The directory in the CPU hierarchy when that is cgroup v2: a process
     /// can be created straight into it (clone3 `CLONE_INTO_CGROUP`), which
-    /// spares the move, and the RCU grace period the kernel makes the first
-    /// move after a while wait for (4–20 ms measured).
+    /// spares the move, and the RCU grace period the kernel makes a move of
+    /// a process after a while wait for (4–20 ms measured). Its descriptor
+    /// is then the first of [`CommandCgroup::join_fds`], to skip.
     pub fn cpu_v2_dir(&self) -> Option<&Path> {
         if self.cpu_is_v2 {
             self.dirs.first().map(|(_, _, d)| d.as_path())
@@ -217,24 +222,26 @@ impl CommandCgroup {
         }
     }
 
-    fn add_process_from(&self, pid: u32, first: usize) -> Result<(), CgroupError> {
-        use std::io::Write;
-        let line = format!("{pid}\n");
-        for (file, (_, _, dir)) in self.procs.iter().zip(&self.dirs).skip(first) {
-            // One write(2) per hierarchy: the kernel takes a whole pid per write.
-            (&*file)
-                .write_all(line.as_bytes())
-                .map_err(|source| CgroupError::Procs {
-                    path: dir.join("cgroup.procs"),
-                    source,
-                })?;
-        }
-        Ok(())
+    /// The descriptors a single-threaded process writes `0` to, one per
+    /// hierarchy, the CPU one first, to join this cgroup (see [`join_raw`]
+    /// and the module's comment); valid while `self` lives.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.join_files.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// The descriptors the child writes to, to join the cgroup (see [`join_raw`]).
-    pub fn procs_fds(&self) -> Vec<RawFd> {
-        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    /// The file behind each of [`CommandCgroup::join_fds`], for messages.
+    pub fn join_paths(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|(_, _, dir)| {
+                let tasks = dir.join("tasks");
+                if tasks.exists() {
+                    tasks
+                } else {
+                    dir.join("cgroup.procs")
+                }
+            })
+            .collect()
     }
 
     /// Moves every process still inside to the parent cgroup, then removes
@@ -242,7 +249,7 @@ impl CommandCgroup {
     /// finishes releasing exited tasks.
     pub fn remove(mut self, patience: Duration) -> Result<RemoveOutcome, CgroupError> {
         self.removed = true;
-        self.procs.clear();
+        self.join_files.clear();
         let mut outcome = RemoveOutcome::default();
         let mut first_error = None;
         // Children first would matter only for nested cgroups, which we never create.
@@ -364,7 +371,7 @@ impl Drop for CommandCgroup {
             let leftover = CommandCgroup {
                 path: std::mem::take(&mut self.path),
                 dirs: std::mem::take(&mut self.dirs),
-                procs: Vec::new(),
+                join_files: Vec::new(),
                 cpu_is_v2: self.cpu_is_v2,
                 removed: false,
             };
@@ -381,19 +388,31 @@ fn pids_in(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Makes the calling process join the cgroup whose `cgroup.procs`
-/// descriptors are `fds`. Only `write(2)`: safe to call between fork and exec.
+/// Makes the calling process, single-threaded (between fork and exec), join
+/// the cgroup whose [`CommandCgroup::join_fds`] are `fds`. Only `write(2)`:
+/// safe to call between fork and exec.
 pub fn join_raw(fds: &[RawFd]) -> io::Result<()> {
-    for &fd in fds {
+    join_raw_each(fds).map_err(|(_, e)| e)
+}
+
+/// Like [`join_raw`], trying every descriptor even after one failed; the
+/// index of the first that failed and its error. (No allocation: an
+/// `io::Error` from an errno is a plain value.)
+pub fn join_raw_each(fds: &[RawFd]) -> Result<(), (usize, io::Error)> {
+    let mut first_failure = None;
+    for (i, &fd) in fds.iter().enumerate() {
         let msg = b"0\n";
         // SAFETY: fd is a descriptor the parent opened for writing; the
         // buffer is a static slice of the given length.
         let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        if n < 0 && first_failure.is_none() {
+            first_failure = Some((i, io::Error::last_os_error()));
         }
     }
-    Ok(())
+    match first_failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
