@@ -12,9 +12,21 @@ use std::time::{Duration, Instant};
 pub mod reload;
 
 /// The agent binary, with the caller's config and log environment removed.
+/// The agent is killed when the test's thread ends, so that a test that
+/// fails (panics) before it stops its agent leaves none running.
 pub fn agent_command() -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(env!("CARGO_BIN_EXE_alumet-agent"));
     c.env_remove("ALUMET_CONFIG").env_remove("RUST_LOG");
+    // SAFETY: prctl(2) only, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     c
 }
 
