@@ -426,3 +426,38 @@ fn an_output_file_that_cannot_be_written_is_an_error_naming_it() {
         stderr(&o)
     );
 }
+
+/// Every plugin README that shows its default block shows it exactly as
+/// `config regen` writes it (a new key, a changed default or doc line must
+/// reach the README).
+#[test]
+fn every_readme_default_block_is_what_config_regen_writes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let dir = entry.file_name().to_string_lossy().into_owned();
+        let Some(plugin) = dir.strip_prefix("plugin-") else {
+            continue;
+        };
+        let readme = entry.path().join("README.md");
+        let Ok(text) = std::fs::read_to_string(&readme) else {
+            continue;
+        };
+        if text.contains("as `alumet-agent config regen` writes it") {
+            common::assert_readme_shows_regen_block(plugin, &readme);
+            checked.push(plugin.to_owned());
+        }
+    }
+    checked.sort();
+    for expected in [
+        "cgroups",
+        "csv",
+        "influxdb",
+        "opentelemetry",
+        "procfs",
+        "prometheus",
+        "rapl",
+    ] {
+        assert!(checked.iter().any(|c| c == expected), "{checked:?}");
+    }
+}

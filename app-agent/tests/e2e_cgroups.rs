@@ -261,9 +261,3 @@ fn without_a_cgroup_filesystem_one_line_says_so_and_the_others_run() {
     assert!(said.is_some(), "{stderr}");
     assert!(fs::read_to_string(&csv_path).unwrap().contains("cpu_time"));
 }
-
-#[test]
-fn the_readme_shows_the_default_block_as_regen_writes_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    common::assert_readme_shows_regen_block("cgroups", &root.join("plugin-cgroups/README.md"));
-}

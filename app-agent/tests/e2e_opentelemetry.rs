@@ -219,13 +219,3 @@ fn every_csv_row_arrives_once_over_otlp_and_sums_are_the_csv_running_totals() {
     assert!(energy_rows >= 9, "only {energy_rows} energy rows");
     assert!(int_rows >= 3, "only {int_rows} integer rows");
 }
-
-#[test]
-fn readme_blocks_are_what_config_regen_writes() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    common::assert_readme_shows_regen_block(
-        "opentelemetry",
-        &root.join("plugin-opentelemetry/README.md"),
-    );
-    common::assert_readme_shows_regen_block("influxdb", &root.join("plugin-influxdb/README.md"));
-}

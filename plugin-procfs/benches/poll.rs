@@ -83,6 +83,7 @@ fn sources(c: &mut Criterion) {
         },
         refresh_interval_ns: refresh.as_nanos() as u64,
         open_budget: 4096,
+        idle_full_read_max_age_ns: 30_000_000_000,
     };
     let mut no_scan = ProcessSource::new(
         root,

@@ -60,6 +60,10 @@ pub struct ProcfsConfig {
     /// How often the process list is scanned for new processes (default 1s).
     #[serde(with = "alumet::config::duration")]
     pub process_refresh_interval: Duration,
+    /// An idle process is re-read in full at least this often (default 30s),
+    /// which bounds how old its reported resident size can be ("0s": every poll).
+    #[serde(with = "alumet::config::duration")]
+    pub idle_process_memory_max_age: Duration,
     /// Watch every process (default true: energy attribution needs them all).
     /// When true, the three rules below are moot.
     pub watch_all: bool,
@@ -100,6 +104,7 @@ impl Default for ProcfsConfig {
             processes: true,
             process_poll_interval: Duration::from_secs(1),
             process_refresh_interval: Duration::from_secs(1),
+            idle_process_memory_max_age: Duration::from_secs(30),
             watch_all: true,
             watch_pids: Vec::new(),
             watch_patterns: Vec::new(),
@@ -272,6 +277,10 @@ impl ProcfsPlugin {
             refresh_interval_ns: u64::try_from(self.config.process_refresh_interval.as_nanos())
                 .unwrap_or(u64::MAX),
             open_budget: alumet_kernelfs::file::open_file_budget(),
+            idle_full_read_max_age_ns: u64::try_from(
+                self.config.idle_process_memory_max_age.as_nanos(),
+            )
+            .unwrap_or(u64::MAX),
         };
         let source = ProcessSource::new(
             &self.config.proc_root,
@@ -333,6 +342,7 @@ impl PluginDefinition for ProcfsPlugin {
             ("processes", "Read per-process CPU time, CPU usage and memory from /proc/PID/stat."),
             ("process_poll_interval", "Time between two reads of the watched processes."),
             ("process_refresh_interval", "Time between two scans of /proc for new processes."),
+            ("idle_process_memory_max_age", "An idle process (no CPU time since its last read) is not re-read, except this often: how old its resident memory may be (\"0s\": every poll)."),
             ("watch_all", "Watch every process (energy attribution needs them all); watch_exec_tree, watch_patterns and watch_pids then do not matter."),
             ("watch_pids", "Pids to watch when watch_all = false."),
             ("watch_patterns", "Glob patterns (* and ?) on the process name or command line, e.g. \"python*\"."),

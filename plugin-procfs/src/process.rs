@@ -22,12 +22,18 @@
 //!
 //! A single-threaded process whose CPU runtime in /proc/PID/schedstat (ns,
 //! cheap for the kernel to print) has not moved since the last full read has
-//! not run: its CPU time, children's CPU time, parent, name and virtual size
-//! cannot have changed, so /proc/PID/stat (the costly file: 71 % of the
-//! agent's CPU time with 3 000 processes, BENCHMARKS.md) is not re-read and
-//! its last values are reported again; at least every
-//! [`FULL_READ_MAX_AGE_NS`] it is re-read anyway, which bounds how stale the
-//! resident size of an idle process (which reclaim can shrink) gets. A
+//! not run: its CPU time, children's CPU time (a parent reaps a child by
+//! running `wait`), name and virtual size cannot have changed, so
+//! /proc/PID/stat (the costly file: 71 % of the agent's CPU time with 3 000
+//! processes, BENCHMARKS.md) is not re-read and its last values are
+//! reported again. Two things can change without the process running: its
+//! resident size (reclaim, swap), bounded by a full read at least every
+//! [`ProcessOptions::idle_full_read_max_age_ns`] (`idle_process_memory_max_age`),
+//! and its parent, when the parent ends and the kernel re-parents it: the
+//! processes whose recorded parent ended are re-read for their parent in the
+//! same poll (see [`ProcessSource::recheck_orphans`]), else the CPU time
+//! reported for such a process would, when it ends, not be subtracted from
+//! its new parent's reaped children's time, and would count twice. A
 //! process with several threads is always read in full (schedstat covers
 //! the main thread only), and so is one whose schedstat cannot be read
 //! through a kept descriptor (absent file, spent fd budget, new process).
@@ -89,9 +95,6 @@ const UPTIME_RESOLUTION_S: f64 = 0.01;
 /// Longest parent chain followed to decide whether a process descends from
 /// the exec target (guards against cycles made of recycled pids).
 const MAX_TREE_DEPTH: usize = 4096;
-
-/// Longest time an idle process goes without a full read of /proc/PID/stat.
-pub const FULL_READ_MAX_AGE_NS: u64 = 5_000_000_000;
 
 /// Full reads of /proc/PID/stat before /proc/PID/schedstat is opened: a
 /// process seen at one or two polls only (a short-lived one, or every
@@ -191,6 +194,11 @@ pub struct ProcessSource {
     /// (last parent, CPU ticks reported so far) of watched processes that
     /// vanished since the previous poll: their parent's `cutime` now holds them.
     vanished: Vec<(u32, u64)>,
+    /// Pids of the watched processes that ended since the previous poll
+    /// (their children have a new parent).
+    ended: Vec<u32>,
+    /// Longest time an idle process goes without a full read.
+    idle_full_read_max_age_ns: u64,
     /// How many descriptors of /proc/PID/stat may be kept open.
     open_budget: usize,
     open_count: usize,
@@ -208,6 +216,9 @@ pub struct ProcessOptions {
     /// How many /proc/PID/stat descriptors may be kept open; beyond that,
     /// processes are read with open/read/close.
     pub open_budget: usize,
+    /// Longest time an idle process goes without a full read of
+    /// /proc/PID/stat: how old its resident size may be (0: every poll).
+    pub idle_full_read_max_age_ns: u64,
 }
 
 /// What reading one process needs from its source.
@@ -227,6 +238,8 @@ struct PollContext<'a> {
     exec_started_ticks: Option<u64>,
     closed: usize,
     vanished: &'a mut Vec<(u32, u64)>,
+    ended: &'a mut Vec<u32>,
+    idle_full_read_max_age_ns: u64,
     names: &'a mut Names,
 }
 
@@ -266,6 +279,8 @@ impl ProcessSource {
             listing: Vec::new(),
             parents: Vec::new(),
             vanished: Vec::new(),
+            ended: Vec::new(),
+            idle_full_read_max_age_ns: options.idle_full_read_max_age_ns,
             open_budget: options.open_budget,
             open_count: 0,
             names: Names::default(),
@@ -357,12 +372,14 @@ impl ProcessSource {
         let listing = &self.listing;
         let mut closed = 0;
         let vanished = &mut self.vanished;
+        let ended_pids = &mut self.ended;
         self.watched.retain(|w| {
             // Listed or not, a process that ended fails its next read.
             let alive = kind == Listing::New || listing.binary_search(&w.pid).is_ok();
             if !alive {
                 log::debug!("process {} ({}) ended", w.pid, w.exe);
                 closed += w.open_fds();
+                ended_pids.push(w.pid);
                 if let Some(prev) = w.previous {
                     vanished.push((w.ppid, prev.total_ticks()));
                 }
@@ -475,6 +492,44 @@ impl ProcessSource {
 }
 
 impl ProcessSource {
+    /// Re-reads the parent of each process whose recorded parent ended since
+    /// the previous poll: the kernel gave it another (init, or the nearest
+    /// subreaper), which an idle process, not re-read, would not show. Only
+    /// the parent is taken from this read; the process's points of this
+    /// poll are already out.
+    fn recheck_orphans(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        self.ended.sort_unstable();
+        for w in &mut self.watched {
+            if self.ended.binary_search(&w.ppid).is_err() || w.start_ticks.is_none() {
+                continue;
+            }
+            // Gone too: its next read ends its series.
+            if w.file.read_into(&mut self.buf).is_err() {
+                continue;
+            }
+            match parse::parse_pid_stat(self.buf.bytes()) {
+                Some(stat) if Some(stat.start_ticks) == w.start_ticks => {
+                    if stat.ppid != w.ppid {
+                        log::debug!(
+                            "process {} ({}): parent {} ended, now {}",
+                            w.pid,
+                            w.exe,
+                            w.ppid,
+                            stat.ppid
+                        );
+                    }
+                    w.ppid = stat.ppid;
+                }
+                // Another process with this pid: its next poll starts it over.
+                _ => {}
+            }
+        }
+        self.ended.clear();
+    }
+
     /// Reports, for each process, the CPU time of the children it reaped in
     /// the interval that was not reported for them already.
     fn emit_children(&mut self, into: &mut MeasurementBuffer, ts: Timestamp) {
@@ -589,7 +644,7 @@ fn poll_unchanged(w: &mut Watched, runtime: Option<(u64, bool)>, ctx: &mut PollC
         return false;
     };
     if runtime_ns != last.runtime_ns
-        || ctx.now_ns.saturating_sub(last.at_ns) >= FULL_READ_MAX_AGE_NS
+        || ctx.now_ns.saturating_sub(last.at_ns) >= ctx.idle_full_read_max_age_ns
     {
         return false;
     }
@@ -628,6 +683,7 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
     if let Err(e) = w.file.read_into(buf) {
         log::debug!("process {} ({}) ended: {e}", w.pid, w.exe);
         ctx.closed += w.open_fds();
+        ctx.ended.push(w.pid);
         if let Some(prev) = w.previous {
             ctx.vanished.push((w.ppid, prev.total_ticks()));
         }
@@ -808,10 +864,13 @@ impl Source for ProcessSource {
             exec_started_ticks,
             closed: 0,
             vanished: &mut self.vanished,
+            ended: &mut self.ended,
+            idle_full_read_max_age_ns: self.idle_full_read_max_age_ns,
             names: &mut self.names,
         };
         self.watched.retain_mut(|w| poll_process(w, buf, &mut ctx));
         self.open_count = self.open_count.saturating_sub(ctx.closed);
+        self.recheck_orphans();
         self.emit_children(into, timestamp);
         if let Some(command) = self.exec_target.get() {
             self.decide_exec_tree(command);

@@ -35,8 +35,9 @@ use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 /// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
-const CASES: [&str; 11] = [
+const CASES: [&str; 12] = [
     "schedstat_idle",
+    "orphan_reparented",
     "reaped_children",
     "exec_child_same_tick",
     "basic",
@@ -169,8 +170,13 @@ fn exec_child_born_in_the_same_tick_as_the_previous_poll_keeps_its_first_interva
 }
 
 #[test]
-fn idle_single_threaded_process_is_not_re_read_until_its_runtime_moves_or_5_s() {
+fn idle_single_threaded_process_is_not_re_read_until_its_runtime_moves_or_its_memory_max_age() {
     run_case("schedstat_idle");
+}
+
+#[test]
+fn an_idle_orphan_is_re_read_for_its_new_parent_so_its_cpu_time_counts_once() {
+    run_case("orphan_reparented");
 }
 
 #[test]
