@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::MetricId;
 
+mod attributes;
+pub use attributes::{Attribute, Attributes};
+
 /// Wall-clock time of a measurement, in nanoseconds since the Unix epoch.
 ///
 /// Wall clock (not monotonic) because outputs and databases store it and
@@ -324,8 +327,9 @@ pub struct MeasurementPoint {
     pub consumer: ResourceConsumer,
     /// The value, of the metric's value type.
     pub value: MeasurementValue,
-    /// Extra key/value context (e.g. `domain=package`); usually empty, so it costs nothing.
-    pub attributes: Vec<(Cow<'static, str>, AttributeValue)>,
+    /// Extra key/value context (e.g. `domain=package`): empty costs nothing,
+    /// and points built with the same list share it ([`Attributes`]).
+    pub attributes: Attributes,
 }
 
 impl MeasurementPoint {
@@ -343,7 +347,7 @@ impl MeasurementPoint {
             resource,
             consumer,
             value: value.into(),
-            attributes: Vec::new(),
+            attributes: Attributes::new(),
         }
     }
 
@@ -354,6 +358,14 @@ impl MeasurementPoint {
         value: impl Into<AttributeValue>,
     ) -> Self {
         self.attributes.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the attributes to `attributes`, a list shared with other points
+    /// (builder style): no allocation. Attributes added later with
+    /// [`MeasurementPoint::with_attr`] go after them, on a copy.
+    pub fn with_attributes(mut self, attributes: &Attributes) -> Self {
+        self.attributes = attributes.clone();
         self
     }
 

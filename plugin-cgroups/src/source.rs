@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alumet::exec::ExecTarget;
 use alumet::measurement::{
-    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
+    AttributeValue, Attributes, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
     ResourceConsumer, Timestamp,
 };
 use alumet::metrics::MetricId;
@@ -69,7 +69,12 @@ pub struct SourceOptions {
 struct Tracked {
     files: CgroupFiles,
     consumer: ResourceConsumer,
-    attributes: Vec<(Cow<'static, str>, AttributeValue)>,
+    /// Its points' attributes (the job's, pod's... labels, `workload`),
+    /// built once and shared by every point; with `mode=user` and
+    /// `mode=system` added for CPU time.
+    attributes: Attributes,
+    user_attributes: Attributes,
+    system_attributes: Attributes,
     previous: Option<(CgroupReading, u64)>,
     /// Bytes read and written at the last reading of I/O.
     previous_io: Option<(u64, u64)>,
@@ -178,6 +183,12 @@ impl CgroupSource {
             Cow::Borrowed("workload"),
             AttributeValue::from(class.workload),
         ));
+        let with_mode = |mode: &'static str| {
+            let mut list = attributes.clone();
+            list.push((Cow::Borrowed("mode"), AttributeValue::from(mode)));
+            Attributes::from(list)
+        };
+        let (user_attributes, system_attributes) = (with_mode("user"), with_mode("system"));
         log::debug!("cgroups: measuring {path} ({})", class.workload);
         self.tracked.insert(
             path.to_owned(),
@@ -186,7 +197,9 @@ impl CgroupSource {
                 consumer: ResourceConsumer::ControlGroup {
                     path: Cow::Owned(path.to_owned()),
                 },
-                attributes,
+                attributes: attributes.into(),
+                user_attributes,
+                system_attributes,
                 previous: None,
                 previous_io: None,
                 born_after_previous_poll,
@@ -278,31 +291,25 @@ impl Emit<'_> {
         t: &Tracked,
         metric: MetricId,
         value: MeasurementValue,
-        mode: Option<&'static str>,
+        attributes: &Attributes,
     ) {
-        // Sized once: a clone then a push would allocate twice per point.
-        let mut attributes = Vec::with_capacity(t.attributes.len() + usize::from(mode.is_some()));
-        attributes.extend_from_slice(&t.attributes);
-        if let Some(mode) = mode {
-            attributes.push((Cow::Borrowed("mode"), AttributeValue::from(mode)));
-        }
         self.into.push(MeasurementPoint {
             timestamp: self.ts,
             metric,
             resource: Resource::LocalMachine,
             consumer: t.consumer.clone(),
             value,
-            attributes,
+            attributes: attributes.clone(),
         });
     }
 
     fn cgroup(&mut self, path: &str, t: &Tracked, now: &CgroupReading, now_ns: u64) {
         let ids = self.ids;
         if let Some(v) = now.memory_current {
-            self.point(t, ids.memory_current, v.into(), None);
+            self.point(t, ids.memory_current, v.into(), &t.attributes);
         }
         if let Some(v) = now.memory_peak {
-            self.point(t, ids.memory_peak, v.into(), None);
+            self.point(t, ids.memory_peak, v.into(), &t.attributes);
         }
         let (before, interval_ns) = match t.previous {
             Some((prev, at_ns)) => (prev, now_ns.saturating_sub(at_ns)),
@@ -318,12 +325,12 @@ impl Emit<'_> {
         }
         let user_s = (now.user_ns - before.user_ns) as f64 / 1e9;
         let system_s = (now.system_ns - before.system_ns) as f64 / 1e9;
-        self.point(t, ids.cpu_time, user_s.into(), Some("user"));
-        self.point(t, ids.cpu_time, system_s.into(), Some("system"));
+        self.point(t, ids.cpu_time, user_s.into(), &t.user_attributes);
+        self.point(t, ids.cpu_time, system_s.into(), &t.system_attributes);
         if interval_ns > 0 {
             let usage = ((user_s + system_s) / (interval_ns as f64 / 1e9) * 100.0)
                 .min(self.max_usage_percent);
-            self.point(t, ids.cpu_usage, usage.into(), None);
+            self.point(t, ids.cpu_usage, usage.into(), &t.attributes);
         }
     }
 
@@ -341,8 +348,8 @@ impl Emit<'_> {
             return;
         }
         let ids = self.ids;
-        self.point(t, ids.io_read, (read - before.0).into(), None);
-        self.point(t, ids.io_write, (write - before.1).into(), None);
+        self.point(t, ids.io_read, (read - before.0).into(), &t.attributes);
+        self.point(t, ids.io_write, (write - before.1).into(), &t.attributes);
     }
 }
 

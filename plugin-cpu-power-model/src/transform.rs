@@ -195,7 +195,8 @@ impl PowerModelTransform {
                     (Cow::Borrowed("estimated"), AttributeValue::Bool(true)),
                     (Cow::Borrowed("model"), self.model.clone()),
                     (Cow::Borrowed("idle_power_w"), AttributeValue::F64(idle_w)),
-                ],
+                ]
+                .into(),
             });
         }
     }

@@ -281,7 +281,8 @@ impl CgroupActivity {
                     (Cow::Borrowed("domain"), interval.domain.clone()),
                     (Cow::Borrowed("part"), AttributeValue::from(part)),
                     (Cow::Borrowed("level"), AttributeValue::from("cgroup")),
-                ],
+                ]
+                .into(),
             };
             let mut attributed = 0.0;
             if no_share_reason.is_none() {

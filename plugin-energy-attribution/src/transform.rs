@@ -501,7 +501,8 @@ impl AttributionTransform {
                     Cow::Borrowed("estimated"),
                     AttributeValue::Bool(domain.idle.is_estimated()),
                 ),
-            ],
+            ]
+            .into(),
         });
         let static_j = energy_j.min(idle_power_w * duration_s).max(0.0);
         let dynamic_j = (energy_j - static_j).max(0.0);
@@ -572,7 +573,8 @@ impl AttributionTransform {
                             (Cow::Borrowed("domain"), domain.name.clone()),
                             (Cow::Borrowed("part"), AttributeValue::from(part)),
                             (Cow::Borrowed("reason"), AttributeValue::from(reason)),
-                        ],
+                        ]
+                        .into(),
                     });
                 }
             }
@@ -611,7 +613,7 @@ impl AttributionTransform {
                     resource: domain.resource.clone(),
                     consumer: ResourceConsumer::Process { pid },
                     value: MeasurementValue::F64(energy * share),
-                    attributes,
+                    attributes: attributes.into(),
                 });
             }
         }

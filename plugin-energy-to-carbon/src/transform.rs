@@ -122,7 +122,7 @@ impl CarbonTransform {
                 resource: p.resource.clone(),
                 consumer: p.consumer.clone(),
                 value: MeasurementValue::F64(self.carbon_g(energy_j, t)),
-                attributes,
+                attributes: attributes.into(),
             };
             buffer.push(point);
             self.stats.points += 1;

@@ -51,7 +51,8 @@ use std::path::{Path, PathBuf};
 
 use alumet::exec::ExecTarget;
 use alumet::measurement::{
-    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
+    AttributeValue, Attributes, MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer,
+    Timestamp,
 };
 use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
@@ -148,6 +149,8 @@ struct Watched {
     start_ticks: Option<u64>,
     ppid: u32,
     exe: Cow<'static, str>,
+    /// The attribute lists of its points, built when its name is learnt.
+    attrs: ProcessAttributes,
     previous: Option<Sample>,
     /// Growth of the reaped children's CPU time this poll, not yet reported.
     children_delta_ticks: u64,
@@ -342,6 +345,7 @@ impl ProcessSource {
             start_ticks: None,
             ppid: 0,
             exe: Cow::Borrowed(""),
+            attrs: ProcessAttributes::default(),
             previous: None,
             children_delta_ticks: 0,
             in_exec_tree: None,
@@ -559,8 +563,7 @@ impl ProcessSource {
                     ResourceConsumer::Process { pid: w.pid },
                     seconds,
                 )
-                .with_attr("mode", "children")
-                .with_attr("exe", w.exe.clone()),
+                .with_attributes(&w.attrs.children),
             );
         }
         vanished.clear();
@@ -721,8 +724,9 @@ fn poll_process(w: &mut Watched, buf: &mut ReadBuf, ctx: &mut PollContext) -> bo
     w.start_ticks = Some(stat.start_ticks);
     w.ppid = stat.ppid;
     let comm = String::from_utf8_lossy(stat.comm);
-    if w.exe != comm {
+    if w.exe != comm || w.attrs.exe.is_empty() {
         w.exe = ctx.names.get(&comm);
+        w.attrs = ProcessAttributes::of(w.exe.clone());
     }
     w.children_delta_ticks = match w.previous {
         Some(prev) => stat.children_ticks.saturating_sub(prev.children_ticks),
@@ -779,26 +783,64 @@ fn cpu_delta(w: &Watched, stat: &PidStat, ctx: &PollContext) -> Option<(u64, u64
     }
 }
 
+/// The attribute lists of one process's points, shared by all of them (no
+/// allocation per point; see `alumet::measurement::Attributes`).
+#[derive(Debug, Default)]
+struct ProcessAttributes {
+    /// `exe`: memory and CPU usage points.
+    exe: Attributes,
+    /// `mode=user`, `exe`.
+    user: Attributes,
+    /// `mode=system`, `exe`.
+    system: Attributes,
+    /// `mode=children`, `exe`.
+    children: Attributes,
+}
+
+impl ProcessAttributes {
+    fn of(exe: Cow<'static, str>) -> Self {
+        let exe_attr = || (Cow::Borrowed("exe"), AttributeValue::Str(exe.clone()));
+        let with_mode = |mode: &'static str| {
+            Attributes::from(vec![
+                (
+                    Cow::Borrowed("mode"),
+                    AttributeValue::Str(Cow::Borrowed(mode)),
+                ),
+                exe_attr(),
+            ])
+        };
+        Self {
+            exe: vec![exe_attr()].into(),
+            user: with_mode("user"),
+            system: with_mode("system"),
+            children: with_mode("children"),
+        }
+    }
+}
+
 fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
     let consumer = ResourceConsumer::Process { pid: w.pid };
     let ts = ctx.ts;
-    // Attributes sized exactly: one allocation per point, no slack.
-    let exe = || ("exe".into(), w.exe.clone().into());
-    let point =
-        |metric, value: alumet::measurement::MeasurementValue, attributes| MeasurementPoint {
+    let point = |metric, value: alumet::measurement::MeasurementValue, attributes: &Attributes| {
+        MeasurementPoint {
             timestamp: ts,
             metric,
             resource: Resource::LocalMachine,
             consumer: consumer.clone(),
             value,
-            attributes,
-        };
+            attributes: attributes.clone(),
+        }
+    };
     // Kernel threads (and zombies) have no address space: no memory points.
     if stat.vsize_bytes > 0 {
         let resident = stat.rss_pages.saturating_mul(ctx.page_size_bytes);
         ctx.into.extend([
-            point(ctx.ids.memory_resident, resident.into(), vec![exe()]),
-            point(ctx.ids.memory_virtual, stat.vsize_bytes.into(), vec![exe()]),
+            point(ctx.ids.memory_resident, resident.into(), &w.attrs.exe),
+            point(
+                ctx.ids.memory_virtual,
+                stat.vsize_bytes.into(),
+                &w.attrs.exe,
+            ),
         ]);
     }
 
@@ -807,11 +849,10 @@ fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
     };
     let user_s = user as f64 * ctx.seconds_per_tick;
     let system_s = system as f64 * ctx.seconds_per_tick;
-    for (mode, seconds) in [("user", user_s), ("system", system_s)] {
-        let attributes = vec![("mode".into(), mode.into()), exe()];
-        ctx.into
-            .push(point(ctx.ids.cpu_time, seconds.into(), attributes));
-    }
+    ctx.into.extend([
+        point(ctx.ids.cpu_time, user_s.into(), &w.attrs.user),
+        point(ctx.ids.cpu_time, system_s.into(), &w.attrs.system),
+    ]);
     if interval_ns > 0 {
         // Ticks are sampled, so over a short interval a process can be
         // charged more ticks than the wall time allows; clamp to what the
@@ -819,7 +860,7 @@ fn emit_process(w: &Watched, stat: &PidStat, ctx: &mut PollContext) {
         let usage = (user_s + system_s) / (interval_ns as f64 / 1e9) * 100.0;
         let usage = usage.min(ctx.max_usage_percent);
         ctx.into
-            .push(point(ctx.ids.cpu_usage, usage.into(), vec![exe()]));
+            .push(point(ctx.ids.cpu_usage, usage.into(), &w.attrs.exe));
     }
 }
 

@@ -410,7 +410,7 @@ impl Source for EnergySource {
                         resource: d.resource.clone(),
                         consumer: ResourceConsumer::LocalMachine,
                         value: MeasurementValue::F64(joules),
-                        attributes,
+                        attributes: attributes.into(),
                     })
                 }
                 Ok(None) => {}

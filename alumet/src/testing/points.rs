@@ -243,7 +243,7 @@ fn point(p: &Value, index: usize) -> Result<FixturePoint, Error> {
             resource: resource(field(p, "resource", &what)?).map_err(at)?,
             consumer: consumer(field(p, "consumer", &what)?).map_err(at)?,
             value: value(field(p, "value", &what)?).map_err(at)?,
-            attributes,
+            attributes: attributes.into(),
         },
     })
 }

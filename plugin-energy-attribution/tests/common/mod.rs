@@ -358,7 +358,7 @@ pub fn load_fixture(
             resource: parse_resource(&r[3]),
             consumer: parse_consumer(&r[4]),
             value: MeasurementValue::F64(value),
-            attributes: Vec::new(),
+            attributes: Default::default(),
         };
         for pair in r[6].split(';').filter(|s| !s.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap();
