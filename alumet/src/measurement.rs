@@ -270,8 +270,9 @@ pub enum ResourceConsumer {
     },
     /// A control group, by its path relative to the cgroup root.
     ControlGroup {
-        /// Path such as `/system.slice/alumet.service`.
-        path: Cow<'static, str>,
+        /// Path such as `/system.slice/alumet.service`; shared, so that the
+        /// many points of one cgroup do not copy it (`String::into()`).
+        path: std::sync::Arc<str>,
     },
     /// Anything else; `kind` must be a stable lowercase identifier.
     Custom {
@@ -298,7 +299,7 @@ impl ResourceConsumer {
         match self {
             ResourceConsumer::LocalMachine => Cow::Borrowed(""),
             ResourceConsumer::Process { pid } => Cow::Owned(pid.to_string()),
-            ResourceConsumer::ControlGroup { path } => Cow::Borrowed(path),
+            ResourceConsumer::ControlGroup { path } => Cow::Borrowed(&**path),
             ResourceConsumer::Custom { id, .. } => Cow::Borrowed(id),
         }
     }

@@ -205,7 +205,7 @@ impl Output for SummaryCollector {
                     }
                 }
                 ResourceConsumer::ControlGroup { path } => {
-                    if matches!(&c.method, Method::Cgroup(own) if own == path) {
+                    if matches!(&c.method, Method::Cgroup(own) if **own == **path) {
                         c.command.entry(key(true)).or_default().add(value);
                     }
                 }
@@ -470,7 +470,7 @@ fn plot_points(c: &mut Collected, buffer: &MeasurementBuffer, ctx: &ElementConte
             {
                 Consumer::Command
             }
-            ResourceConsumer::ControlGroup { path } if matches!(&*method, Method::Cgroup(own) if own == path) => {
+            ResourceConsumer::ControlGroup { path } if matches!(&*method, Method::Cgroup(own) if **own == **path) => {
                 Consumer::Command
             }
             _ => Consumer::Other,

@@ -194,9 +194,7 @@ impl CgroupSource {
             path.to_owned(),
             Tracked {
                 files,
-                consumer: ResourceConsumer::ControlGroup {
-                    path: Cow::Owned(path.to_owned()),
-                },
+                consumer: ResourceConsumer::ControlGroup { path: path.into() },
                 attributes: attributes.into(),
                 user_attributes,
                 system_attributes,

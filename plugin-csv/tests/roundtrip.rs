@@ -43,7 +43,7 @@ fn tricky_points(
                 id: Cow::Borrowed("sda,1"),
             },
             ResourceConsumer::ControlGroup {
-                path: Cow::Borrowed("/system.slice/a;b.service"),
+                path: "/system.slice/a;b.service".into(),
             },
             1e-7,
         ),

@@ -419,13 +419,17 @@ fn write_fixed(fixed: &Fixed, point: &MeasurementPoint, out: &mut Vec<u8>) {
                 out.extend_from_slice(&fixed.prefix);
                 write_u64(u64::from(*pid), out);
             }
-            ResourceConsumer::ControlGroup { path: id } | ResourceConsumer::Custom { id, .. } => {
-                if !id.is_empty() {
-                    out.extend_from_slice(&fixed.prefix);
-                    escape_key(id, out);
-                }
-            }
+            ResourceConsumer::ControlGroup { path } => write_consumer_id(path, &fixed.prefix, out),
+            ResourceConsumer::Custom { id, .. } => write_consumer_id(id, &fixed.prefix, out),
         },
+    }
+}
+
+/// A consumer id tag, left out when empty.
+fn write_consumer_id(id: &str, prefix: &[u8], out: &mut Vec<u8>) {
+    if !id.is_empty() {
+        out.extend_from_slice(prefix);
+        escape_key(id, out);
     }
 }
 

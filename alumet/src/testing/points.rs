@@ -178,7 +178,7 @@ fn consumer(v: &Value) -> Result<ResourceConsumer, Error> {
             pid: number(id, what)?,
         },
         "cgroup" => ResourceConsumer::ControlGroup {
-            path: owned(id, what)?,
+            path: owned(id, what)?.into(),
         },
         _ => ResourceConsumer::Custom {
             kind: owned(&v[0], what)?,

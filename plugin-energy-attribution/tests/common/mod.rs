@@ -258,9 +258,7 @@ fn parse_consumer(text: &str) -> ResourceConsumer {
         Some(("process", pid)) => ResourceConsumer::Process {
             pid: pid.parse().unwrap(),
         },
-        Some(("cgroup", path)) => ResourceConsumer::ControlGroup {
-            path: Cow::Owned(path.to_owned()),
-        },
+        Some(("cgroup", path)) => ResourceConsumer::ControlGroup { path: path.into() },
         _ => panic!("unknown consumer {text}"),
     }
 }
