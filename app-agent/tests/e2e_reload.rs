@@ -9,7 +9,8 @@
 mod common;
 
 use common::reload::{
-    assert_continuous, hup, median_gap_ms, now_ns, poll_times, spawn_run, write_config,
+    assert_continuous, hup, hup_and_wait, median_gap_ms, now_ns, poll_times, spawn_run,
+    write_config,
 };
 use common::{read_csv, sigterm_and_wait};
 
@@ -26,12 +27,12 @@ fn two_reloads_with_new_intervals_keep_every_poll_once() {
 
     write_config(dir.path(), 100);
     let first_hup = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(1500));
 
     write_config(dir.path(), 300);
     let second_hup = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(1800));
 
     let (code, stderr) = sigterm_and_wait(child);
@@ -69,7 +70,7 @@ fn an_invalid_file_at_reload_keeps_the_old_configuration() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("\"100ms\"", "\"100 parsecs\"")).unwrap();
     let hup_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(1000));
     assert!(
         child.try_wait().unwrap().is_none(),

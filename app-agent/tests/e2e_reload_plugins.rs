@@ -10,9 +10,9 @@
 mod common;
 
 use common::reload::{
-    assert_continuous, counter, ctl_ok, ctl_status, element_names, hup, listening_inode,
-    median_gap_ms, now_ns, poll_times, prometheus_section, spawn_run, spawn_run_with, write_config,
-    write_config_with,
+    assert_continuous, counter, ctl_ok, ctl_status, element_names, hup, hup_and_wait,
+    listening_inode, median_gap_ms, now_ns, poll_times, prometheus_section, spawn_run,
+    spawn_run_with, write_config, write_config_with,
 };
 use common::{read_csv, sigterm_and_wait};
 
@@ -33,7 +33,7 @@ fn a_change_in_procfs_restarts_it_alone_and_the_endpoint_keeps_its_socket_and_co
 
     write_config_with(dir.path(), 200, &prometheus_section(port));
     let hup_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(1500));
     let after = ctl_status(dir.path());
     assert_eq!(
@@ -99,7 +99,7 @@ fn a_change_in_the_endpoint_moves_it_and_procfs_keeps_its_ticks() {
 
     write_config_with(dir.path(), 100, &prometheus_section(new_port));
     let hup_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::http(new_port, "GET", "/metrics").is_some_and(|(s, _)| s == 200)
     }));
@@ -148,7 +148,7 @@ fn a_change_in_agent_restarts_the_whole_pipeline_and_says_which_key() {
     let before = ctl_status(dir.path());
     write_config_with(dir.path(), 100, "\n[agent]\noutput_queue_capacity = 64\n");
     let hup_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(600));
     let after = ctl_status(dir.path());
     // 1.5 s of counts before, 0.6 s after: every element started again from 0.
@@ -192,7 +192,7 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     let carbon = "\n[plugins.energy-to-carbon]\ncountry = \"FR\"\n";
     write_config_with(dir.path(), 100, &(prometheus_section(port) + carbon));
     let hup_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::http(port, "GET", "/metrics")
             .is_some_and(|(_, body)| body.contains("carbon_emission"))
@@ -226,7 +226,7 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
 
     // Without an intensity again: it cannot run so, and goes on as it was.
     write_config_with(dir.path(), 100, &prometheus_section(port));
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(800));
     let carbon_rows_at = |rows: &[common::Row]| {
         rows.iter()
@@ -236,7 +236,7 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     };
     let last_carbon = carbon_rows_at(&read_csv(&dir.path().join("out.csv")));
     // The same file again: what runs is still not what it says, so it is tried again.
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(600));
 
     let (code, stderr) = sigterm_and_wait(child);
@@ -310,7 +310,7 @@ fn a_plugin_disabled_by_a_reload_stops_alone_and_enabled_again_starts() {
     );
 
     write_config_with(dir.path(), 100, &endpoint(port, false));
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::http(port, "GET", "/metrics").is_none()
     }));
@@ -331,7 +331,7 @@ fn a_plugin_disabled_by_a_reload_stops_alone_and_enabled_again_starts() {
 
     write_config_with(dir.path(), 100, &endpoint(port, true));
     let on_at = now_ns();
-    hup(&child);
+    hup_and_wait(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(5), serves));
     let on = ctl_status(dir.path());
     assert_eq!(element_names(&on), element_names(&before));

@@ -66,6 +66,30 @@ pub fn hup(child: &Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
 }
 
+/// SIGHUP, then waits until the agent has finished that reload (`ctl
+/// status`'s `reloads.done` grew), whatever its outcome: what the test
+/// reads next is the reloaded pipeline, not a race with it (the endpoint
+/// of a stopped plugin closes before the plugin list is updated).
+pub fn hup_and_wait(dir: &Path, child: &Child) {
+    let done = || {
+        let out = super::agent_command()
+            .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+            .args(["ctl", "status", "--json"])
+            .output()
+            .ok()?;
+        // No pipeline while a whole restart runs: not done yet.
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        status["reloads"]["done"].as_u64()
+    };
+    let before = done().unwrap_or_else(|| panic!("no status before the reload"));
+    hup(child);
+    assert!(
+        super::wait_until(std::time::Duration::from_secs(15), || done()
+            .is_some_and(|n| n > before)),
+        "the reload did not finish within 15 s"
+    );
+}
+
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
