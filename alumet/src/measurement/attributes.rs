@@ -5,8 +5,8 @@
 //! `mode` on five points per process per poll, the cgroups plugin's job or
 //! pod labels on every point of a cgroup. With a list of its own per point,
 //! each point cost an allocation when built and a free when written, in two
-//! different threads (the allocator's slow path); with 3 000 processes that
-//! was a tenth of the agent's CPU time (BENCHMARKS.md, "Node scale"). An
+//! different threads; with 3 000 processes that was ~5 % of the agent's
+//! CPU time (BENCHMARKS.md, "Node scale"). An
 //! [`Attributes`] is reference-counted: a source builds a list once (per
 //! process, per cgroup) and every point takes a clone, which copies a
 //! pointer. Changing a shared list (a transform adding a key) copies it
