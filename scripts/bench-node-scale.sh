@@ -20,7 +20,7 @@
 #                 process (taken from the extra processes, so the process
 #                 count does not change); removed at the end. Needs root.
 # Prints CPU in % of one core (utime + stime over wall time, from 2 s after
-# start), peak RSS (VmHWM), RSS after 1 s, 1 and 10 minutes (when the run is
+# start), peak RSS (VmHWM), RSS after 1 s, 1 and 10 minutes and at every minute (when the run is
 # that long), polls/s of the process source (distinct timestamps of
 # process_memory_resident rows), of rapl and of cgroups when enabled, the
 # cgroups measured, and CSV rows/s, with the load average at start and end:
@@ -160,13 +160,15 @@ if [ -n "${PERF_OUT:-}" ]; then
     # shellcheck disable=SC2086 # PERF_CALL_GRAPH is a list of words
     perf record -q -e cpu-clock ${PERF_CALL_GRAPH:--g} -o "$PERF_OUT" -p "$pid" -- sleep 20 >/dev/null 2>&1 &
 fi
-rss_1m=-; rss_10m=-
+rss_1m=-; rss_10m=-; rss_minutes=""
 elapsed=$WARMUP_S
 while [ "$elapsed" -lt $((DURATION + WARMUP_S)) ]; do
     sleep 1
     elapsed=$((elapsed + 1))
     [ "$elapsed" -eq 60 ] && rss_1m=$(rss_kb "$pid")
     [ "$elapsed" -eq 600 ] && rss_10m=$(rss_kb "$pid")
+    # Every minute, to see whether the RSS is flat or still growing.
+    [ $((elapsed % 60)) -eq 0 ] && rss_minutes="$rss_minutes $(awk -v kb="$(rss_kb "$pid")" 'BEGIN { printf "%.2f", kb / 1024 }')"
 done
 t1=$(now_ns); c1=$(cpu_ticks "$pid")
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
@@ -179,7 +181,7 @@ rc=0; wait "$pid" || rc=$?
 awk -F, -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$HZ" -v hwm="$hwm" \
     -v rc="$rc" -v procs="$procs" -v r1s="$rss_1s" -v r1m="$rss_1m" -v r10m="$rss_10m" \
     -v rend="$rss_end" -v l0="$load_start" -v l1="$load_end" -v extra="$EXTRA" -v churn="$CHURN" \
-    -v plugins="$PLUGINS" '
+    -v plugins="$PLUGINS" -v minutes="$rss_minutes" '
     function mib(kb) { return kb == "-" ? "-" : sprintf("%.2f", kb / 1024) }
     NR > 1 && $1 >= t0 && $1 <= t1 {
         rows++
@@ -197,6 +199,7 @@ awk -F, -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$HZ" -v hwm="$hwm
         printf "  CPU:        %.3f %% of one core (%d ticks in %.1f s)\n", (c1 - c0) / hz / wall * 100, c1 - c0, wall
         printf "  peak RSS:   %.2f MiB\n", hwm / 1024
         printf "  RSS:        after 1 s %s MiB, 1 min %s MiB, 10 min %s MiB, end %s MiB\n", mib(r1s), mib(r1m), mib(r10m), mib(rend)
+        if (minutes != "") printf "  RSS/minute:%s MiB\n", minutes
         printf "  polls/s:    processes %.2f", np / wall
         if (plugins ~ /rapl/) printf ", rapl %.2f (%d attributed_energy rows/s)", nr / wall, attributed / wall
         if (plugins ~ /cgroups/) printf ", cgroups %.2f (%d cgroups measured)", nc / wall, measured
