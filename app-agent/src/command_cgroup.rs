@@ -87,7 +87,7 @@ pub fn check_joined(cgroup: &CommandCgroup, pending: &mut PendingCommand) -> Res
     };
     let file = cgroup
         .join_paths()
-        .get(failure.index)
+        .nth(failure.index)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| cgroup.path().to_owned());
     if failure.index == 0 {

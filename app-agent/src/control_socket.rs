@@ -239,12 +239,10 @@ fn fail(message: impl std::fmt::Display) -> Value {
     json!({"ok": false, "error": message.to_string()})
 }
 
-/// The answer to one request line.
-pub fn answer(request: &str, running: &SharedRunning) -> Value {
+/// The answer to one request line (but `reload`, which [`serve_one`]
+/// answers from a thread of its own).
+fn answer(request: &str, running: &SharedRunning) -> Value {
     let words: Vec<&str> = request.split_whitespace().collect();
-    if words.as_slice() == ["reload"] {
-        return reload(running, RELOAD_TIMEOUT);
-    }
     let (handle, plugins, reloads) = match running.lock() {
         Ok(r) => match &r.handle {
             Some(h) => (h.clone(), r.plugins.clone(), reloads_json(&r.reloads)),

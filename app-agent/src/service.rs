@@ -67,7 +67,7 @@ pub fn run(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration",
             notify::monotonic_usec()
         ));
-        record_reload(&running, None);
+        reload_begun(&running);
         match reload().map_err(|e| e.to_string()).and_then(|c| {
             agent::check_plugin_configs(&c)?;
             Ok(c)
@@ -76,11 +76,11 @@ pub fn run(
                 log::error!(
                     "SIGHUP: the configuration is invalid; still running on the previous one: {e}"
                 );
-                record_reload(
+                reload_finished(
                     &running,
-                    Some(Err(format!(
+                    Err(format!(
                         "the configuration is invalid; still running on the previous one: {e}"
-                    ))),
+                    )),
                 );
             }
             Ok(new_config) => {
@@ -125,7 +125,7 @@ pub fn run(
                 match outcome {
                     Ok((a, done)) => {
                         agent = a;
-                        record_reload(&running, Some(done));
+                        reload_finished(&running, done);
                     }
                     Err(code) => {
                         stopping(&running);
@@ -176,16 +176,18 @@ fn restart_whole(
     }
 }
 
-/// A reload begun (`None`) or finished with its outcome, for `ctl reload`.
-fn record_reload(running: &SharedRunning, outcome: Option<Result<String, String>>) {
+/// A reload begun, for `ctl reload` (see `control_socket::reload`).
+fn reload_begun(running: &SharedRunning) {
     if let Ok(mut r) = running.lock() {
-        match outcome {
-            None => r.reloads.begun += 1,
-            Some(o) => {
-                r.reloads.finished += 1;
-                r.reloads.last = Some(o);
-            }
-        }
+        r.reloads.begun += 1;
+    }
+}
+
+/// A reload finished with its outcome, for `ctl reload`.
+fn reload_finished(running: &SharedRunning, outcome: Result<String, String>) {
+    if let Ok(mut r) = running.lock() {
+        r.reloads.finished += 1;
+        r.reloads.last = Some(outcome);
     }
 }
 

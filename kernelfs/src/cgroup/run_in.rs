@@ -75,8 +75,8 @@ pub struct CommandCgroup {
     /// (mount point, parent path, directory) per hierarchy, the CPU one first.
     dirs: Vec<(PathBuf, String, PathBuf)>,
     /// Per hierarchy (same order), the file a process writes `0` to, to
-    /// join: `tasks` in v1, `cgroup.procs` in v2.
-    join_files: Vec<File>,
+    /// join (`tasks` in v1, `cgroup.procs` in v2), and its path.
+    join_files: Vec<(File, PathBuf)>,
     /// Whether the CPU hierarchy (the first of `dirs`) is cgroup v2.
     cpu_is_v2: bool,
     removed: bool,
@@ -141,10 +141,10 @@ impl CommandCgroup {
                 .write(true)
                 .open(&join_path)
                 .map_err(|source| CgroupError::Procs {
-                    path: join_path,
+                    path: join_path.clone(),
                     source,
                 })?;
-            created.join_files.push(file);
+            created.join_files.push((file, join_path));
         }
         Ok(created)
     }
@@ -226,22 +226,12 @@ impl CommandCgroup {
     /// hierarchy, the CPU one first, to join this cgroup (see [`join_raw`]
     /// and the module's comment); valid while `self` lives.
     pub fn join_fds(&self) -> Vec<RawFd> {
-        self.join_files.iter().map(AsRawFd::as_raw_fd).collect()
+        self.join_files.iter().map(|(f, _)| f.as_raw_fd()).collect()
     }
 
     /// The file behind each of [`CommandCgroup::join_fds`], for messages.
-    pub fn join_paths(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .map(|(_, _, dir)| {
-                let tasks = dir.join("tasks");
-                if tasks.exists() {
-                    tasks
-                } else {
-                    dir.join("cgroup.procs")
-                }
-            })
-            .collect()
+    pub fn join_paths(&self) -> impl Iterator<Item = &Path> {
+        self.join_files.iter().map(|(_, p)| p.as_path())
     }
 
     /// Moves every process still inside to the parent cgroup, then removes
