@@ -20,6 +20,13 @@ fn gauge(ctx: &mut PluginStartContext, name: &str) -> MetricId {
 }
 
 /// Emits 0, 1, 2... one per poll, and counts what it emitted.
+/// Outputs written at every batch, never on a timer.
+fn unflushed() -> OutputOptions {
+    OutputOptions {
+        flush_interval: None,
+    }
+}
+
 fn counting_source(metric: MetricId, emitted: Arc<AtomicU64>) -> Box<dyn Source> {
     let mut next = 0u64;
     Box::new(FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
@@ -122,9 +129,7 @@ fn a_plugin_stopped_and_started_again_leaves_the_others_running_and_loses_nothin
             kept_metric = Some(gauge(ctx, "kept"));
             let source = counting_source(kept_metric.unwrap(), kept_emitted.clone());
             ctx.add_source("s", source, SourceTrigger::every(interval));
-            let out = OutputOptions {
-                flush_interval: None,
-            };
+            let out = unflushed();
             ctx.add_output("all", Box::new(all.clone()), out);
             Ok(())
         })
@@ -247,9 +252,7 @@ fn a_restarted_plugin_s_transform_keeps_its_place_in_the_plugin_order() {
             let m = gauge(ctx, "n");
             let source = counting_source(m, Arc::default());
             ctx.add_source("s", source, SourceTrigger::every(Duration::from_secs(3600)));
-            let out = OutputOptions {
-                flush_interval: None,
-            };
+            let out = unflushed();
             ctx.add_output("all", Box::new(all.clone()), out);
             Ok(())
         })
@@ -336,9 +339,7 @@ fn logging_pipeline(config: PipelineConfig) -> (RunningPipeline, LoggingOutput) 
             let m = gauge(ctx, "n");
             let source = counting_source(m, Arc::default());
             ctx.add_source("s", source, SourceTrigger::every(Duration::from_secs(3600)));
-            let options = OutputOptions {
-                flush_interval: None,
-            };
+            let options = unflushed();
             ctx.add_output("log", Box::new(output.clone()), options);
             Ok(())
         })
@@ -408,9 +409,7 @@ fn a_stopped_plugin_s_autonomous_source_is_told_to_stop_and_what_it_sent_arrives
     let all = CollectingOutput::new();
     builder
         .with_plugin_context("sink", |ctx| {
-            let out = OutputOptions {
-                flush_interval: None,
-            };
+            let out = unflushed();
             ctx.add_output("all", Box::new(all.clone()), out);
             // A source, so that the pipeline has one after `auto` is gone.
             let m = gauge(ctx, "tick");
@@ -528,9 +527,7 @@ fn an_output_restarted_gets_every_buffer_that_came_while_it_was_down() {
         })
         .unwrap();
     let first = CollectingOutput::new();
-    let no_flush = || OutputOptions {
-        flush_interval: None,
-    };
+    let no_flush = unflushed;
     builder
         .with_plugin_context("out", |ctx| {
             ctx.add_output("o", Box::new(first.clone()), no_flush());
@@ -586,9 +583,7 @@ fn held_buffers_go_on_when_released_without_new_elements() {
             metric = Some(gauge(ctx, "n"));
             let source = counting_source(metric.unwrap(), Arc::default());
             ctx.add_source("s", source, SourceTrigger::every(Duration::from_secs(3600)));
-            let options = OutputOptions {
-                flush_interval: None,
-            };
+            let options = unflushed();
             ctx.add_output("o", Box::new(kept.clone()), options);
             Ok(())
         })

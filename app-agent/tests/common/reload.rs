@@ -71,16 +71,7 @@ pub fn hup(child: &Child) {
 /// reads next is the reloaded pipeline, not a race with it (the endpoint
 /// of a stopped plugin closes before the plugin list is updated).
 pub fn hup_and_wait(dir: &Path, child: &Child) {
-    let done = || {
-        let out = super::agent_command()
-            .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
-            .args(["ctl", "status", "--json"])
-            .output()
-            .ok()?;
-        // No pipeline while a whole restart runs: not done yet.
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        status["reloads"]["done"].as_u64()
-    };
+    let done = || try_ctl_status(dir)?["reloads"]["done"].as_u64();
     let before = done().unwrap_or_else(|| panic!("no status before the reload"));
     hup(child);
     assert!(
@@ -193,6 +184,17 @@ pub fn ctl_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
 /// `ctl status --json` of the agent in `dir`.
 pub fn ctl_status(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&ctl_ok(dir, &["status", "--json"])).unwrap()
+}
+
+/// [`ctl_status`], or None where the agent does not answer one (no
+/// pipeline while a whole restart runs).
+pub fn try_ctl_status(dir: &Path) -> Option<serde_json::Value> {
+    let out = super::agent_command()
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .args(["ctl", "status", "--json"])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
 }
 
 /// Counter `key` of the element `name` in a `ctl status` answer.
