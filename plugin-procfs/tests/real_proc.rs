@@ -194,15 +194,25 @@ fn processes_started_between_refreshes_are_found_with_all_their_cpu_time() {
     };
     let first = spinner();
     let first_pid = first.0.id();
-    // Its CPU time stops moving once it sleeps (the comm becomes "sleep").
+    // Its CPU time stops moving once it sleeps: the comm is "sleep" (exec'd)
+    // and the ticks no longer move (exec and sleep's own start still count,
+    // after the comm changed).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(format!("/proc/{first_pid}/comm")).unwrap_or_default()
-        != "sleep\n"
-    {
+    let mut first_ticks = None;
+    while first_ticks.is_none() {
         assert!(Instant::now() < deadline, "the spinner never slept");
-        std::thread::sleep(Duration::from_millis(10));
+        let comm = std::fs::read_to_string(format!("/proc/{first_pid}/comm")).unwrap_or_default();
+        if comm == "sleep\n" {
+            let before = cpu_ticks_of(first_pid);
+            std::thread::sleep(Duration::from_millis(100));
+            if cpu_ticks_of(first_pid) == before {
+                first_ticks = Some(before);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
-    let first_ticks = cpu_ticks_of(first_pid);
+    let first_ticks = first_ticks.unwrap();
     running.trigger_all();
     drop(first);
     running.trigger_all();
