@@ -199,7 +199,9 @@ impl RowFormatter {
         self.order.extend(
             (0..attrs.len()).filter(|&i| !self.attribute_columns.iter().any(|c| *c == attrs[i].0)),
         );
-        if self.order.len() > 1 {
+        // Most sources build their lists in key order already: checking is
+        // cheaper than sorting (the sort was 2 % of the agent's samples).
+        if self.order.len() > 1 && !self.order.is_sorted_by(|&a, &b| attrs[a].0 <= attrs[b].0) {
             self.order
                 .sort_unstable_by(|&a, &b| attrs[a].0.cmp(&attrs[b].0));
         }
