@@ -7,7 +7,9 @@
 //! a fixture tree on a tmpfs-like temporary directory stands in.
 //!
 //! Run: `cargo bench -p plugin-cgroups --bench poll` (prints the figures);
-//! `ALUMET_BENCH_FIXTURE=1` forces the fixture tree (with memory and I/O files).
+//! `ALUMET_BENCH_FIXTURE=1` forces the fixture tree (with memory and I/O files);
+//! `ALUMET_BENCH_NO_PRUNE=1` reads every cgroup's CPU time at every poll
+//! (see `prune.rs`), for the figure without pruning.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,12 +21,10 @@ use alumet::measurement::{MeasurementBuffer, Timestamp};
 use alumet::metrics::MetricRegistry;
 use alumet::pipeline::Source;
 use alumet_kernelfs::cgroup::{Accounting, CgroupLayout, CgroupVersion, HierarchyChoice};
-use alumet_kernelfs::glob::Glob;
 use alumet_kernelfs::host::HostParams;
 use plugin_cgroups::discovery::Discovery;
-use plugin_cgroups::reader::Wanted;
-use plugin_cgroups::select::{SelectMode, Selection};
-use plugin_cgroups::source::{CgroupMetricIds, CgroupSource, SourceOptions};
+use plugin_cgroups::source::{CgroupMetricIds, CgroupSource};
+use plugin_cgroups::CgroupsConfig;
 
 const CGROUPS: usize = 1000;
 const POLLS: usize = 200;
@@ -36,23 +36,6 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn ids() -> CgroupMetricIds {
-    let mut r = MetricRegistry::new();
-    let m: Vec<_> = plugin_cgroups::metric_definitions()
-        .into_iter()
-        .map(|d| r.register(d).unwrap())
-        .collect();
-    CgroupMetricIds {
-        cpu_time: m[0],
-        cpu_usage: m[1],
-        memory_current: m[2],
-        memory_peak: m[3],
-        io_read: m[4],
-        io_write: m[5],
-        measured: m[6],
-    }
 }
 
 /// Real cgroups under the CPU hierarchy, or a fixture tree: (accounting, base path, cleanup dir).
@@ -119,25 +102,21 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let (accounting, base, cleanup, kind) = setup(tmp.path());
     let rss_before = rss_kib();
-    let options = SourceOptions {
-        selection: Selection {
-            mode: SelectMode::Workloads,
-            include: vec![Glob::new(&format!("{base}/*"))],
-            exclude: vec![],
-        },
-        max_cgroups: 4096,
-        rescan_interval_ns: 30_000_000_000,
-        watch_after_ns: 0,
-        memory_io_interval_ns: std::env::var("ALUMET_BENCH_MEMORY_IO_EVERY_NS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5_000_000_000),
-        wanted: Wanted {
-            memory: true,
-            io: true,
-        },
-        open_budget: alumet_kernelfs::file::open_file_budget() / 2,
+    let config = CgroupsConfig {
+        include: vec![format!("{base}/*")],
+        inotify_delay: Duration::ZERO,
+        memory_io_interval: Duration::from_nanos(
+            std::env::var("ALUMET_BENCH_MEMORY_IO_EVERY_NS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5_000_000_000),
+        ),
+        ..CgroupsConfig::default()
     };
+    let mut options = config.source_options(&accounting);
+    if std::env::var_os("ALUMET_BENCH_NO_PRUNE").is_some() {
+        options.prune_idle_subtrees = false;
+    }
     let discovery = Discovery::new(&accounting.cpu, 12, true);
     let mut source = CgroupSource::new(
         accounting,
@@ -146,7 +125,7 @@ fn main() {
         ExecTarget::new(),
         HostParams::detect(),
         2,
-        ids(),
+        CgroupMetricIds::register_in(&mut MetricRegistry::new()).unwrap(),
     );
     let mut buf = MeasurementBuffer::with_capacity(8 * CGROUPS);
     source.poll(&mut buf, Timestamp::now()).unwrap();
@@ -167,6 +146,13 @@ fn main() {
         "  one poll: {:.0} us, {} points -> {core_percent:.3} % of one core at a 1 s interval",
         per_poll.as_secs_f64() * 1e6,
         points / POLLS
+    );
+    println!(
+        "  CPU-time reads carried over from an idle ancestor: {} of {} ({} guard(s): {:?}; ALUMET_BENCH_NO_PRUNE=1 reads every one)",
+        source.cpu_reads_skipped(),
+        (POLLS + 1) * (measured + source.guard_paths().len()),
+        source.guard_paths().len(),
+        source.guard_paths(),
     );
     println!(
         "  memory held by the source: {} KiB of RSS ({:.1} KiB per cgroup)",

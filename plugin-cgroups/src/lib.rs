@@ -10,6 +10,7 @@
 
 pub mod classify;
 pub mod discovery;
+pub mod prune;
 pub mod reader;
 pub mod select;
 pub mod source;
@@ -92,6 +93,10 @@ pub struct CgroupsConfig {
     /// Time between two reads of memory and I/O (default 5s; CPU time is read at every poll).
     #[serde(with = "alumet::config::duration")]
     pub memory_io_interval: Duration,
+    /// A cgroup that used no CPU since its last read of memory and I/O is
+    /// read again only this often (default 30s); its last values are reported meanwhile.
+    #[serde(with = "alumet::config::duration")]
+    pub idle_memory_io_max_age: Duration,
     /// Read memory figures (default true).
     pub memory: bool,
     /// Read block I/O figures (default true).
@@ -115,6 +120,7 @@ impl Default for CgroupsConfig {
             inotify_delay: Duration::from_secs(1),
             rescan_interval: Duration::from_secs(30),
             memory_io_interval: Duration::from_secs(5),
+            idle_memory_io_max_age: Duration::from_secs(30),
             memory: true,
             io: true,
         }
@@ -158,6 +164,30 @@ impl CgroupsConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The settings of the source over `accounting`.
+    pub fn source_options(&self, accounting: &Accounting) -> SourceOptions {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        SourceOptions {
+            selection: Selection {
+                mode: self.select,
+                include: self.include.iter().map(|p| Glob::new(p)).collect(),
+                exclude: self.exclude.iter().map(|p| Glob::new(p)).collect(),
+            },
+            max_cgroups: self.max_cgroups,
+            watch_after_ns: ns(self.inotify_delay),
+            memory_io_interval_ns: ns(self.memory_io_interval),
+            idle_memory_io_max_age_ns: ns(self.idle_memory_io_max_age),
+            rescan_interval_ns: ns(self.rescan_interval),
+            wanted: Wanted {
+                memory: self.memory,
+                io: self.io,
+            },
+            // procfs keeps half of the limit; a quarter is ours.
+            open_budget: alumet_kernelfs::file::open_file_budget() / 2,
+            prune_idle_subtrees: alumet_kernelfs::cgroup::is_cgroup_filesystem(&accounting.cpu),
+        }
     }
 
     /// The hierarchy this configuration reads, or why there is none.
@@ -238,26 +268,7 @@ impl Plugin for CgroupsPlugin {
             measured: ctx.create_metric(g)?,
         };
         let host = self.host.clone().unwrap_or_else(HostParams::detect);
-        let selection = Selection {
-            mode: self.config.select,
-            include: self.config.include.iter().map(|p| Glob::new(p)).collect(),
-            exclude: self.config.exclude.iter().map(|p| Glob::new(p)).collect(),
-        };
-        let options = SourceOptions {
-            selection,
-            max_cgroups: self.config.max_cgroups,
-            watch_after_ns: u64::try_from(self.config.inotify_delay.as_nanos()).unwrap_or(u64::MAX),
-            memory_io_interval_ns: u64::try_from(self.config.memory_io_interval.as_nanos())
-                .unwrap_or(u64::MAX),
-            rescan_interval_ns: u64::try_from(self.config.rescan_interval.as_nanos())
-                .unwrap_or(u64::MAX),
-            wanted: Wanted {
-                memory: self.config.memory,
-                io: self.config.io,
-            },
-            // procfs keeps half of the limit; a quarter is ours.
-            open_budget: alumet_kernelfs::file::open_file_budget() / 2,
-        };
+        let options = self.config.source_options(&accounting);
         let discovery = Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);
         let source = CgroupSource::new(
             accounting,
@@ -308,6 +319,7 @@ impl PluginDefinition for CgroupsPlugin {
             ("inotify_delay", "Time after the start before inotify starts: closing an inotify instance costs the kernel an RCU grace period (~15 ms), which a short exec would pay; until then, the tree is walked at start and every rescan_interval."),
             ("rescan_interval", "Time between two full walks of the tree (the safety net of inotify)."),
             ("memory_io_interval", "Time between two reads of memory and I/O, which cost the kernel more than CPU time (read at every poll); the command of exec is read in full at every poll."),
+            ("idle_memory_io_max_age", "A cgroup that used no CPU since its last read of memory and I/O is read again only this often (its last values are reported meanwhile): how old the memory of an idle cgroup can be (reclaim shrinks it while it sleeps), and how late the writeback of its dirty pages can show; \"0s\": every cgroup at every memory_io_interval."),
             ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),
             ("io", "Report cgroup_io_read and cgroup_io_write."),
         ]

@@ -17,13 +17,20 @@ use alumet_kernelfs::cgroup::{dir_of, Accounting, CgroupVersion};
 use alumet_kernelfs::file::{KernelFile, ReadBuf};
 use alumet_kernelfs::parse::{self, fields, lines, parse_key_value, parse_u64, trim};
 
+/// CPU time of a cgroup (its descendants' included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// In user mode, ns.
+    pub user_ns: u64,
+    /// In kernel mode, ns.
+    pub system_ns: u64,
+}
+
 /// One reading of a cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupReading {
-    /// CPU time in user mode, ns.
-    pub user_ns: u64,
-    /// CPU time in kernel mode, ns.
-    pub system_ns: u64,
+    /// CPU time.
+    pub cpu: CpuTime,
     /// Memory charged now, bytes.
     pub memory_current: Option<u64>,
     /// Highest memory charged so far, bytes.
@@ -160,18 +167,30 @@ impl CgroupFiles {
     /// readable (else the cgroup is gone or broken); the other figures are
     /// skipped when they fail.
     pub fn read(&mut self, buf: &mut ReadBuf, details: bool) -> Result<CgroupReading, ReadError> {
-        let mut r = CgroupReading::default();
+        let mut r = CgroupReading {
+            cpu: self.read_cpu(buf)?,
+            ..CgroupReading::default()
+        };
+        if details {
+            self.read_details(buf, &mut r);
+        }
+        Ok(r)
+    }
+
+    /// Reads CPU time only.
+    pub fn read_cpu(&mut self, buf: &mut ReadBuf) -> Result<CpuTime, ReadError> {
+        let mut cpu = CpuTime::default();
         match &mut self.cpu {
             CpuFiles::V2 { stat } => {
                 stat.read_into(buf).map_err(classify_error)?;
                 let (user_us, system_us) = parse_cpu_stat(buf.bytes())
                     .ok_or_else(|| ReadError::Other(odd(stat.path())))?;
-                r.user_ns = user_us.saturating_mul(1000);
-                r.system_ns = system_us.saturating_mul(1000);
+                cpu.user_ns = user_us.saturating_mul(1000);
+                cpu.system_ns = system_us.saturating_mul(1000);
             }
             CpuFiles::V1Split { user, system } => {
-                r.user_ns = read_number(user, buf)?;
-                r.system_ns = read_number(system, buf)?;
+                cpu.user_ns = read_number(user, buf)?;
+                cpu.system_ns = read_number(system, buf)?;
             }
             CpuFiles::V1Total { usage, stat } => {
                 let total = read_number(usage, buf)?;
@@ -180,16 +199,18 @@ impl CgroupFiles {
                 // The exact total, split in the proportion of the sampled ticks.
                 let ticks = user_ticks.saturating_add(system_ticks);
                 if ticks == 0 {
-                    r.user_ns = total;
+                    cpu.user_ns = total;
                 } else {
-                    r.user_ns = (total as f64 * user_ticks as f64 / ticks as f64).round() as u64;
-                    r.system_ns = total.saturating_sub(r.user_ns);
+                    cpu.user_ns = (total as f64 * user_ticks as f64 / ticks as f64).round() as u64;
+                    cpu.system_ns = total.saturating_sub(cpu.user_ns);
                 }
             }
         }
-        if !details {
-            return Ok(r);
-        }
+        Ok(cpu)
+    }
+
+    /// Reads memory and I/O into `r`; a figure that fails stays `None`.
+    pub fn read_details(&mut self, buf: &mut ReadBuf, r: &mut CgroupReading) {
         r.memory_current = self
             .memory_current
             .as_mut()
@@ -208,7 +229,6 @@ impl CgroupFiles {
                 r.io_write = Some(write);
             }
         }
-        Ok(r)
     }
 }
 

@@ -8,6 +8,8 @@
 //! the previous poll had a complete view of the tree (inotify without loss,
 //! or a walk at that poll): then everything it used belongs to this interval.
 //! A cgroup that disappears ends its series, logged at debug level only.
+//! On a cgroup filesystem, cgroups under an ancestor whose CPU time did not
+//! move are not read for it (see [`crate::prune`]): the figures are the same.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,7 +19,7 @@ use alumet::measurement::{
     AttributeValue, Attributes, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
     ResourceConsumer, Timestamp,
 };
-use alumet::metrics::MetricId;
+use alumet::metrics::{MetricError, MetricId, MetricRegistry};
 use alumet::pipeline::{PollError, Source};
 use alumet_kernelfs::cgroup::Accounting;
 use alumet_kernelfs::file::ReadBuf;
@@ -25,7 +27,8 @@ use alumet_kernelfs::host::HostParams;
 
 use crate::classify::classify;
 use crate::discovery::Discovery;
-use crate::reader::{CgroupFiles, CgroupReading, ReadError, Wanted};
+use crate::prune::{guard_paths, CgroupKey, KnownCpu, PruneWalk};
+use crate::reader::{CgroupFiles, CgroupReading, CpuTime, ReadError, Wanted};
 use crate::select::Selection;
 
 /// Ids of the metrics the source emits.
@@ -47,6 +50,23 @@ pub struct CgroupMetricIds {
     pub measured: MetricId,
 }
 
+impl CgroupMetricIds {
+    /// Registers the plugin's metrics in `registry`: for a source used
+    /// outside a pipeline (benchmarks, tests).
+    pub fn register_in(registry: &mut MetricRegistry) -> Result<Self, MetricError> {
+        let [a, b, c, d, e, f, g] = crate::metric_definitions();
+        Ok(Self {
+            cpu_time: registry.register(a)?,
+            cpu_usage: registry.register(b)?,
+            memory_current: registry.register(c)?,
+            memory_peak: registry.register(d)?,
+            io_read: registry.register(e)?,
+            io_write: registry.register(f)?,
+            measured: registry.register(g)?,
+        })
+    }
+}
+
 /// Settings of a [`CgroupSource`].
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -60,10 +80,17 @@ pub struct SourceOptions {
     pub watch_after_ns: u64,
     /// Read memory and I/O at most this often (ns); CPU time at every poll.
     pub memory_io_interval_ns: u64,
+    /// Re-read the memory and I/O of a cgroup whose CPU time did not move
+    /// since their last reading only this often (ns); 0: at every reading.
+    pub idle_memory_io_max_age_ns: u64,
     /// Figures besides CPU time.
     pub wanted: Wanted,
     /// Descriptors this source may keep open.
     pub open_budget: usize,
+    /// Carry the CPU time of cgroups under an idle ancestor over instead of
+    /// reading it (see [`crate::prune`]): only where the files are the
+    /// kernel's, whose figures include their descendants'.
+    pub prune_idle_subtrees: bool,
 }
 
 struct Tracked {
@@ -75,11 +102,19 @@ struct Tracked {
     attributes: Attributes,
     user_attributes: Attributes,
     system_attributes: Attributes,
-    previous: Option<(CgroupReading, u64)>,
+    cpu: KnownCpu,
     /// Bytes read and written at the last reading of I/O.
     previous_io: Option<(u64, u64)>,
+    /// The last reading of memory and I/O (its CPU time too), and when (ns).
+    details: Option<(CgroupReading, u64)>,
     /// Created after the previous poll: its first reading is all new.
     born_after_previous_poll: bool,
+}
+
+/// A directory that is not measured, read only to prune (see [`crate::prune`]).
+struct Guard {
+    files: CgroupFiles,
+    cpu: KnownCpu,
 }
 
 /// The source.
@@ -92,8 +127,14 @@ pub struct CgroupSource {
     online_cpus: u32,
     /// Every cgroup of the hierarchy we know of.
     known: BTreeSet<String>,
-    /// The measured ones, by path.
-    tracked: BTreeMap<String, Tracked>,
+    /// The measured ones, by path, in depth-first order.
+    tracked: BTreeMap<CgroupKey, Tracked>,
+    /// Where measured cgroups branch off (when pruning).
+    guards: BTreeMap<CgroupKey, Guard>,
+    /// `tracked` changed since `guards` were chosen.
+    guards_stale: bool,
+    /// CPU-time reads not made since the start (carried over from an idle ancestor).
+    cpu_reads_skipped: u64,
     open_count: usize,
     first_poll_ns: Option<u64>,
     last_scan_ns: Option<u64>,
@@ -125,6 +166,9 @@ impl CgroupSource {
             online_cpus: online_cpus.max(1),
             known: BTreeSet::new(),
             tracked: BTreeMap::new(),
+            guards: BTreeMap::new(),
+            guards_stale: false,
+            cpu_reads_skipped: 0,
             open_count: 0,
             first_poll_ns: None,
             last_scan_ns: None,
@@ -139,7 +183,18 @@ impl CgroupSource {
 
     /// Paths measured now (for tests and diagnostics).
     pub fn measured_paths(&self) -> Vec<String> {
-        self.tracked.keys().cloned().collect()
+        self.tracked.keys().map(|k| k.as_str().to_owned()).collect()
+    }
+
+    /// The directories read only to prune, now.
+    pub fn guard_paths(&self) -> Vec<String> {
+        self.guards.keys().map(|k| k.as_str().to_owned()).collect()
+    }
+
+    /// CPU-time reads of measured cgroups and guards not made since the
+    /// start, their figures carried over from an idle ancestor.
+    pub fn cpu_reads_skipped(&self) -> u64 {
+        self.cpu_reads_skipped
     }
 
     fn is_exec_cgroup(&self, path: &str) -> bool {
@@ -148,7 +203,8 @@ impl CgroupSource {
 
     /// Starts measuring `path` if the rules select it and the cap allows.
     fn consider(&mut self, path: &str, born_after_previous_poll: bool) {
-        if self.tracked.contains_key(path) {
+        let key = CgroupKey::from(path);
+        if self.tracked.contains_key(&key) {
             return;
         }
         let class = classify(path);
@@ -190,16 +246,18 @@ impl CgroupSource {
         };
         let (user_attributes, system_attributes) = (with_mode("user"), with_mode("system"));
         log::debug!("cgroups: measuring {path} ({})", class.workload);
+        self.guards_stale = true;
         self.tracked.insert(
-            path.to_owned(),
+            key,
             Tracked {
                 files,
                 consumer: ResourceConsumer::ControlGroup { path: path.into() },
                 attributes: attributes.into(),
                 user_attributes,
                 system_attributes,
-                previous: None,
+                cpu: KnownCpu::default(),
                 previous_io: None,
+                details: None,
                 born_after_previous_poll,
             },
         );
@@ -207,9 +265,46 @@ impl CgroupSource {
 
     fn forget(&mut self, path: &str) {
         self.known.remove(path);
-        if let Some(t) = self.tracked.remove(path) {
+        if let Some(t) = self.tracked.remove(&CgroupKey::from(path)) {
             log::debug!("cgroups: {path} is gone; its series ends");
             self.open_count = self.open_count.saturating_sub(t.files.kept_descriptors());
+            self.guards_stale = true;
+        }
+    }
+
+    /// Chooses the guards again after `tracked` changed.
+    fn refresh_guards(&mut self) {
+        if !self.options.prune_idle_subtrees || !self.guards_stale {
+            return;
+        }
+        self.guards_stale = false;
+        let wanted = guard_paths(self.tracked.keys().map(CgroupKey::as_str));
+        let open_count = &mut self.open_count;
+        self.guards.retain(|key, guard| {
+            let keep = wanted.contains(key.as_str());
+            if !keep {
+                *open_count = open_count.saturating_sub(guard.files.kept_descriptors());
+            }
+            keep
+        });
+        let budget = self.options.open_budget;
+        let cpu_only = Wanted {
+            memory: false,
+            io: false,
+        };
+        for path in wanted {
+            let key = CgroupKey::from(path.as_str());
+            if self.guards.contains_key(&key) {
+                continue;
+            }
+            let open_count = &mut self.open_count;
+            let files = CgroupFiles::open(&self.accounting, &path, cpu_only, || {
+                let keep = *open_count < budget;
+                *open_count += usize::from(keep);
+                keep
+            });
+            let cpu = KnownCpu::default();
+            self.guards.insert(key, Guard { files, cpu });
         }
     }
 
@@ -266,7 +361,7 @@ impl CgroupSource {
             complete = true;
         }
         if let Some(exec) = self.exec_target.cgroup().map(str::to_owned) {
-            if !self.tracked.contains_key(&exec) {
+            if !self.tracked.contains_key(&CgroupKey::from(exec.as_str())) {
                 self.known.insert(exec.clone());
                 self.consider(&exec, false);
             }
@@ -301,7 +396,15 @@ impl Emit<'_> {
         });
     }
 
-    fn cgroup(&mut self, path: &str, t: &Tracked, now: &CgroupReading, now_ns: u64) {
+    /// `before`: the CPU time known before this poll, and when.
+    fn cgroup(
+        &mut self,
+        path: &str,
+        t: &Tracked,
+        before: Option<(CpuTime, u64)>,
+        now: &CgroupReading,
+        now_ns: u64,
+    ) {
         let ids = self.ids;
         if let Some(v) = now.memory_current {
             self.point(t, ids.memory_current, v.into(), &t.attributes);
@@ -309,14 +412,15 @@ impl Emit<'_> {
         if let Some(v) = now.memory_peak {
             self.point(t, ids.memory_peak, v.into(), &t.attributes);
         }
-        let (before, interval_ns) = match t.previous {
+        let (before, interval_ns) = match before {
             Some((prev, at_ns)) => (prev, now_ns.saturating_sub(at_ns)),
             None if t.born_after_previous_poll => match self.interval_ns {
-                Some(i) => (CgroupReading::default(), i),
+                Some(i) => (CpuTime::default(), i),
                 None => return,
             },
             None => return,
         };
+        let now = now.cpu;
         if now.user_ns < before.user_ns || now.system_ns < before.system_ns {
             log::debug!("cgroups: CPU time of {path} went backwards (cgroup re-created?); no delta this interval");
             return;
@@ -359,6 +463,7 @@ impl Source for CgroupSource {
     ) -> Result<(), PollError> {
         let now_ns = self.host.clock.now_ns();
         let complete = self.discover(now_ns);
+        self.refresh_guards();
         let mut emit = Emit {
             into,
             ts: timestamp,
@@ -375,26 +480,90 @@ impl Source for CgroupSource {
             self.last_details_ns = Some(now_ns);
         }
         let exec_cgroup = self.exec_target.cgroup();
-        for (path, t) in &mut self.tracked {
-            // A new cgroup's first reading is its baseline for every figure;
-            // the command of `exec` is read in full at every poll.
-            let details = details_due || t.previous.is_none() || exec_cgroup == Some(path.as_str());
-            match t.files.read(buf, details) {
-                Ok(reading) => {
-                    emit.cgroup(path, t, &reading, now_ns);
-                    if details {
+        let max_age_ns = self.options.idle_memory_io_max_age_ns;
+        // Without a complete view, a cgroup removed since the last poll may
+        // still be listed: read everything, so that it is found gone.
+        let prune = self.options.prune_idle_subtrees && complete;
+        let previous_poll_ns = self.previous_poll_ns;
+        let mut walk = PruneWalk::default();
+        let mut skipped = 0u64;
+        let mut guards = self.guards.iter_mut().peekable();
+        for (key, t) in &mut self.tracked {
+            // The guards above this cgroup come first (depth-first order).
+            while let Some((guard_key, guard)) = guards.next_if(|(g, _)| *g < key) {
+                let path = guard_key.as_str();
+                let carry = walk.ancestor_idle(path) && prune;
+                let idle =
+                    match guard
+                        .cpu
+                        .update(&mut guard.files, buf, carry, previous_poll_ns, now_ns)
+                    {
+                        Ok(u) => {
+                            skipped += u64::from(u.carried);
+                            u.idle
+                        }
+                        Err(_) => false,
+                    };
+                walk.enter(path, idle);
+            }
+            let path = key.as_str();
+            let is_exec = exec_cgroup == Some(path);
+            // The command of `exec` is read in full at every poll.
+            let carry = walk.ancestor_idle(path) && prune && !is_exec;
+            // A new cgroup's first reading is its baseline for every figure.
+            let first = !t.cpu.is_known();
+            match t
+                .cpu
+                .update(&mut t.files, buf, carry, previous_poll_ns, now_ns)
+            {
+                Ok(update) => {
+                    skipped += u64::from(update.carried);
+                    walk.enter(path, update.idle);
+                    let mut reading = CgroupReading {
+                        cpu: update.now,
+                        ..CgroupReading::default()
+                    };
+                    let report_details = details_due || first || is_exec;
+                    if report_details {
+                        match &t.details {
+                            // An idle cgroup's memory and I/O are re-read only
+                            // once their last reading is old enough; till then
+                            // its last values stand.
+                            Some((last, at))
+                                if last.cpu == update.now
+                                    && now_ns.saturating_sub(*at) < max_age_ns
+                                    && !is_exec =>
+                            {
+                                reading = CgroupReading {
+                                    cpu: update.now,
+                                    ..*last
+                                };
+                            }
+                            _ => {
+                                t.files.read_details(buf, &mut reading);
+                                t.details = Some((reading, now_ns));
+                            }
+                        }
+                    }
+                    emit.cgroup(path, t, update.before, &reading, now_ns);
+                    if report_details {
                         emit.io(t, &reading);
                         if let (Some(r), Some(w)) = (reading.io_read, reading.io_write) {
                             t.previous_io = Some((r, w));
                         }
                     }
-                    t.previous = Some((reading, now_ns));
                     t.born_after_previous_poll = false;
                 }
-                Err(ReadError::Gone) => gone.push(path.clone()),
-                Err(ReadError::Other(e)) => log::debug!("cgroups: cannot read {path}: {e}"),
+                Err(e) => {
+                    walk.enter(path, false);
+                    match e {
+                        ReadError::Gone => gone.push(path.to_owned()),
+                        ReadError::Other(e) => log::debug!("cgroups: cannot read {path}: {e}"),
+                    }
+                }
             }
         }
+        self.cpu_reads_skipped += skipped;
         let measured = self.tracked.len() as u64;
         emit.into.push(MeasurementPoint::new(
             timestamp,

@@ -21,8 +21,9 @@ use alumet::testing::TestPipeline;
 use alumet_kernelfs::host::{HostParams, ManualClock};
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "cap",
+    "idle_memory_io",
     "v2_systemd",
     "v1_cgroupfs",
     "hybrid",
@@ -51,6 +52,11 @@ fn run_case(name: &str) {
     table.insert(
         "memory_io_interval".to_owned(),
         toml::Value::String("1s".to_owned()),
+    );
+    // Idle cgroups' memory and I/O too.
+    table.insert(
+        "idle_memory_io_max_age".to_owned(),
+        toml::Value::String("0s".to_owned()),
     );
     // inotify from the first poll, as in a long run.
     table.insert(
@@ -122,6 +128,11 @@ fn without_inotify_a_new_cgroup_waits_for_the_rescan() {
 #[test]
 fn select_all_with_a_depth_limit_and_an_exclusion() {
     run_case("select_all_depth");
+}
+
+#[test]
+fn an_idle_cgroup_keeps_its_last_memory_and_io_until_they_are_old_enough() {
+    run_case("idle_memory_io");
 }
 
 #[test]

@@ -58,6 +58,26 @@ pub fn kernel_cpu_seconds(accounting: &Accounting, rel: &str) -> std::io::Result
     }
 }
 
+/// Whether `dir` lies on a cgroup filesystem (v1 or v2) rather than on
+/// ordinary files (a fixture tree, a copy). The kernel's own files keep
+/// invariants that a copy need not, such as a cgroup's CPU time including
+/// its descendants'.
+pub fn is_cgroup_filesystem(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string we own; statfs writes into
+    // the struct we own and we read it only when it succeeded.
+    if unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statfs succeeded, so the struct is initialised (it was zeroed anyway).
+    let kind = unsafe { stat.assume_init() }.f_type;
+    kind == libc::CGROUP2_SUPER_MAGIC || kind == libc::CGROUP_SUPER_MAGIC
+}
+
 /// The parent of cgroup path `rel`; `None` for the root.
 pub fn parent_of(rel: &str) -> Option<&str> {
     if rel == "/" || rel.is_empty() {
@@ -102,5 +122,20 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup")
         );
         assert_eq!(dir_of(Path::new("/x"), "/a/b"), PathBuf::from("/x/a/b"));
+    }
+
+    #[test]
+    fn only_cgroupfs_is_a_cgroup_filesystem() {
+        let tmp = std::env::temp_dir();
+        assert!(!is_cgroup_filesystem(&tmp));
+        assert!(!is_cgroup_filesystem(Path::new("/nonexistent/alumet")));
+        // This machine's hierarchies, where there are some (every CI machine).
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for hierarchy in cgroup_mounts(&mountinfo) {
+            assert!(
+                is_cgroup_filesystem(&hierarchy.mount_point),
+                "{hierarchy:?}"
+            );
+        }
     }
 }
