@@ -257,16 +257,7 @@ impl Plugin for CgroupsPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let accounting = self.config.accounting()?;
         log::info!("cgroups: reading {}", accounting.describe());
-        let [a, b, c, d, e, f, g] = metric_definitions();
-        let ids = CgroupMetricIds {
-            cpu_time: ctx.create_metric(a)?,
-            cpu_usage: ctx.create_metric(b)?,
-            memory_current: ctx.create_metric(c)?,
-            memory_peak: ctx.create_metric(d)?,
-            io_read: ctx.create_metric(e)?,
-            io_write: ctx.create_metric(f)?,
-            measured: ctx.create_metric(g)?,
-        };
+        let ids = CgroupMetricIds::register_with(|m| ctx.create_metric(m))?;
         let host = self.host.clone().unwrap_or_else(HostParams::detect);
         let options = self.config.source_options(&accounting);
         let discovery = Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);

@@ -19,7 +19,7 @@ use alumet::measurement::{
     AttributeValue, Attributes, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
     ResourceConsumer, Timestamp,
 };
-use alumet::metrics::{MetricError, MetricId, MetricRegistry};
+use alumet::metrics::{Metric, MetricError, MetricId, MetricRegistry};
 use alumet::pipeline::{PollError, Source};
 use alumet_kernelfs::cgroup::Accounting;
 use alumet_kernelfs::file::ReadBuf;
@@ -51,19 +51,27 @@ pub struct CgroupMetricIds {
 }
 
 impl CgroupMetricIds {
+    /// Registers the plugin's metrics with `register` (a plugin's start
+    /// context, or a registry of its own outside a pipeline).
+    pub fn register_with<E>(
+        mut register: impl FnMut(Metric) -> Result<MetricId, E>,
+    ) -> Result<Self, E> {
+        let [a, b, c, d, e, f, g] = crate::metric_definitions();
+        Ok(Self {
+            cpu_time: register(a)?,
+            cpu_usage: register(b)?,
+            memory_current: register(c)?,
+            memory_peak: register(d)?,
+            io_read: register(e)?,
+            io_write: register(f)?,
+            measured: register(g)?,
+        })
+    }
+
     /// Registers the plugin's metrics in `registry`: for a source used
     /// outside a pipeline (benchmarks, tests).
     pub fn register_in(registry: &mut MetricRegistry) -> Result<Self, MetricError> {
-        let [a, b, c, d, e, f, g] = crate::metric_definitions();
-        Ok(Self {
-            cpu_time: registry.register(a)?,
-            cpu_usage: registry.register(b)?,
-            memory_current: registry.register(c)?,
-            memory_peak: registry.register(d)?,
-            io_read: registry.register(e)?,
-            io_write: registry.register(f)?,
-            measured: registry.register(g)?,
-        })
+        Self::register_with(|m| registry.register(m))
     }
 }
 
