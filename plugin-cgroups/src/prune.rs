@@ -115,12 +115,47 @@ pub fn guard_paths<'a>(measured: impl IntoIterator<Item = &'a str>) -> BTreeSet<
 pub struct PruneWalk<'a> {
     /// The ancestors of the current cgroup seen at this poll, outermost first.
     open: Vec<(&'a str, bool)>,
+    /// Whether figures may be carried over at this poll.
+    enabled: bool,
+    previous_poll_ns: Option<u64>,
+    now_ns: u64,
+    /// Reads not made at this poll.
+    pub skipped: u64,
 }
 
 impl<'a> PruneWalk<'a> {
+    /// The walk of the poll at `now_ns`; carrying over only when `enabled`.
+    pub fn new(enabled: bool, previous_poll_ns: Option<u64>, now_ns: u64) -> Self {
+        Self {
+            enabled,
+            previous_poll_ns,
+            now_ns,
+            ..Self::default()
+        }
+    }
+
+    /// This poll's CPU time of `path` (next in depth-first order), whose
+    /// last known figure is `cpu`: carried over when its nearest ancestor
+    /// was idle and `may_carry`, else read from `files`.
+    pub fn cpu_of(
+        &mut self,
+        path: &'a str,
+        cpu: &mut KnownCpu,
+        files: &mut CgroupFiles,
+        buf: &mut ReadBuf,
+        may_carry: bool,
+    ) -> Result<CpuUpdate, ReadError> {
+        let carry = self.ancestor_idle(path) && self.enabled && may_carry;
+        let update = cpu.update(files, buf, carry, self.previous_poll_ns, self.now_ns);
+        let idle = update.as_ref().is_ok_and(|u| u.idle);
+        self.skipped += u64::from(update.as_ref().is_ok_and(|u| u.carried));
+        self.enter(path, idle);
+        update
+    }
+
     /// Whether the nearest ancestor of `path` seen so far was idle since
     /// the previous poll. Call it for every cgroup, in depth-first order.
-    pub fn ancestor_idle(&mut self, path: &str) -> bool {
+    fn ancestor_idle(&mut self, path: &str) -> bool {
         while let Some((top, _)) = self.open.last() {
             if is_strict_ancestor(top, path) {
                 break;
@@ -132,7 +167,7 @@ impl<'a> PruneWalk<'a> {
 
     /// Records `path` (just read or carried over) as an ancestor for what
     /// follows; the root never prunes.
-    pub fn enter(&mut self, path: &'a str, idle: bool) {
+    fn enter(&mut self, path: &'a str, idle: bool) {
         self.open.push((path, idle && path != "/"));
     }
 }

@@ -491,42 +491,26 @@ impl Source for CgroupSource {
         let max_age_ns = self.options.idle_memory_io_max_age_ns;
         // Without a complete view, a cgroup removed since the last poll may
         // still be listed: read everything, so that it is found gone.
-        let prune = self.options.prune_idle_subtrees && complete;
-        let previous_poll_ns = self.previous_poll_ns;
-        let mut walk = PruneWalk::default();
-        let mut skipped = 0u64;
+        let mut walk = PruneWalk::new(
+            self.options.prune_idle_subtrees && complete,
+            self.previous_poll_ns,
+            now_ns,
+        );
         let mut guards = self.guards.iter_mut().peekable();
         for (key, t) in &mut self.tracked {
             // The guards above this cgroup come first (depth-first order).
             while let Some((guard_key, guard)) = guards.next_if(|(g, _)| *g < key) {
                 let path = guard_key.as_str();
-                let carry = walk.ancestor_idle(path) && prune;
-                let idle =
-                    match guard
-                        .cpu
-                        .update(&mut guard.files, buf, carry, previous_poll_ns, now_ns)
-                    {
-                        Ok(u) => {
-                            skipped += u64::from(u.carried);
-                            u.idle
-                        }
-                        Err(_) => false,
-                    };
-                walk.enter(path, idle);
+                // A guard that cannot be read only does not prune.
+                let _ = walk.cpu_of(path, &mut guard.cpu, &mut guard.files, buf, true);
             }
             let path = key.as_str();
             let is_exec = exec_cgroup == Some(path);
-            // The command of `exec` is read in full at every poll.
-            let carry = walk.ancestor_idle(path) && prune && !is_exec;
             // A new cgroup's first reading is its baseline for every figure.
             let first = !t.cpu.is_known();
-            match t
-                .cpu
-                .update(&mut t.files, buf, carry, previous_poll_ns, now_ns)
-            {
+            // The command of `exec` is read in full at every poll.
+            match walk.cpu_of(path, &mut t.cpu, &mut t.files, buf, !is_exec) {
                 Ok(update) => {
-                    skipped += u64::from(update.carried);
-                    walk.enter(path, update.idle);
                     let mut reading = CgroupReading {
                         cpu: update.now,
                         ..CgroupReading::default()
@@ -562,16 +546,11 @@ impl Source for CgroupSource {
                     }
                     t.born_after_previous_poll = false;
                 }
-                Err(e) => {
-                    walk.enter(path, false);
-                    match e {
-                        ReadError::Gone => gone.push(path.to_owned()),
-                        ReadError::Other(e) => log::debug!("cgroups: cannot read {path}: {e}"),
-                    }
-                }
+                Err(ReadError::Gone) => gone.push(path.to_owned()),
+                Err(ReadError::Other(e)) => log::debug!("cgroups: cannot read {path}: {e}"),
             }
         }
-        self.cpu_reads_skipped += skipped;
+        self.cpu_reads_skipped += walk.skipped;
         let measured = self.tracked.len() as u64;
         emit.into.push(MeasurementPoint::new(
             timestamp,
