@@ -20,6 +20,11 @@ pub enum PluginError {
         reason: String,
         /// What to do about it, if anything.
         fix: Option<String>,
+        /// Whether what the plugin reads is simply not on this machine (no
+        /// GPU, no RAPL, a virtual machine's counters that do not count):
+        /// information, not a fault. `false`: something a person can fix
+        /// (a permission, a driver, a counter that should count).
+        absent: bool,
     },
     /// Registering a metric failed.
     #[error(transparent)]
@@ -30,12 +35,30 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// The plugin cannot run here: `reason`, and what the user can do.
+    /// The plugin cannot run here because of a fault a person can fix:
+    /// `reason`, and what to do.
     pub fn unavailable(reason: impl Into<String>, fix: impl Into<String>) -> Self {
         PluginError::Unavailable {
             reason: reason.into(),
             fix: Some(fix.into()),
+            absent: false,
         }
+    }
+
+    /// The plugin has nothing to read on this machine (the hardware or
+    /// driver is not there): `reason`, and what would change that.
+    pub fn absent(reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        PluginError::Unavailable {
+            reason: reason.into(),
+            fix: Some(fix.into()),
+            absent: true,
+        }
+    }
+
+    /// Whether the plugin cannot run only because what it reads is not on
+    /// this machine (see [`PluginError::Unavailable`]).
+    pub fn is_absent(&self) -> bool {
+        matches!(self, PluginError::Unavailable { absent: true, .. })
     }
 
     /// Wraps any error.

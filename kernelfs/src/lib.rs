@@ -10,6 +10,7 @@
 //! - [`cgroup`]: where the cgroup hierarchies are (v1, v2, hybrid), which one
 //!   accounts CPU time, `/proc/PID/cgroup`, and creating a cgroup to run a
 //!   command in.
+//! - [`virt`]: whether the machine is a virtual machine, and which hypervisor.
 //!
 //! One mechanism, one place: procfs, cgroups, energy-attribution and the
 //! agent's `exec` all go through this crate for these files.
@@ -20,3 +21,4 @@ pub mod glob;
 pub mod host;
 pub mod parse;
 pub mod pids;
+pub mod virt;

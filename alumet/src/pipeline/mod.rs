@@ -201,6 +201,17 @@ impl SourceTrigger {
         self
     }
 
+    /// The same trigger, polled at least every `max` (a slower poll
+    /// interval is shortened to `max`, and so is its flush interval;
+    /// faster ones are left as they are).
+    pub fn polled_at_most_every(mut self, max: Duration) -> Self {
+        if !max.is_zero() && self.poll_interval > max {
+            self.poll_interval = max;
+            self.flush_interval = self.flush_interval.min(max);
+        }
+        self
+    }
+
     /// Gives the source its own poller thread.
     pub fn on_dedicated_thread(mut self) -> Self {
         self.dedicated_thread = true;
@@ -245,6 +256,10 @@ pub struct PipelineConfig {
     /// poll is the one it asks for right before the command starts, so a
     /// short command costs one poll of every source less.
     pub first_poll_at_start: bool,
+    /// Every managed source is polled at least this often (`None`: each at
+    /// its own interval). `exec` sets it so that a short command gets
+    /// enough points (a plot and a CSV of a 1 s command have ten).
+    pub max_poll_interval: Option<Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -257,6 +272,30 @@ impl Default for PipelineConfig {
             retry_max_delay: Duration::from_secs(10),
             max_points_per_buffer: 8_192,
             first_poll_at_start: true,
+            max_poll_interval: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_is_polled_at_most_every_the_cap_and_faster_ones_are_kept() {
+        let ms = Duration::from_millis;
+        let slow = SourceTrigger::every(ms(1000)).flush_every(ms(5000));
+        let capped = slow.polled_at_most_every(ms(100));
+        assert_eq!(
+            (capped.poll_interval, capped.flush_interval),
+            (ms(100), ms(100))
+        );
+        let fast = SourceTrigger::every(ms(10)).flush_every(ms(5000));
+        let kept = fast.polled_at_most_every(ms(100));
+        assert_eq!(
+            (kept.poll_interval, kept.flush_interval),
+            (ms(10), ms(5000))
+        );
+        assert_eq!(slow.polled_at_most_every(Duration::ZERO), slow);
     }
 }

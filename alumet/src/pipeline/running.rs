@@ -216,9 +216,16 @@ impl RunningPipeline {
             topology = inner.topology();
         }
 
+        let max_poll_interval = inner.config.max_poll_interval;
         let (dedicated, shared): (Vec<ManagedSource>, Vec<ManagedSource>) = elements
             .sources
             .into_iter()
+            .map(|mut s| {
+                if let Some(max) = max_poll_interval {
+                    s.trigger = s.trigger.polled_at_most_every(max);
+                }
+                s
+            })
             .partition(|s| s.trigger.dedicated_thread);
         for s in dedicated.iter().chain(&shared) {
             inner.stats.sources.add(&s.plugin, &s.name, s.stats.clone());
