@@ -14,11 +14,11 @@ use std::hint::black_box;
 use std::path::Path;
 
 use alumet::measurement::Timestamp;
-use alumet::metrics::{Metric, MetricKind, MetricRegistry, Unit, ValueType};
+use alumet::metrics::MetricRegistry;
 use alumet::pipeline::Source;
 use criterion::{criterion_group, criterion_main, Criterion};
 use plugin_rapl::powercap::{self, EnergyFile, StdFileOpener};
-use plugin_rapl::source::EnergySource;
+use plugin_rapl::source::{EnergySource, SourceMetrics};
 
 fn zone(root: &Path, dir: &str, name: &str) {
     let d = root.join("class/powercap").join(dir);
@@ -42,16 +42,9 @@ fn bench_poll(c: &mut Criterion) {
     let opened = powercap::open(dir.path(), &StdFileOpener, 500_000_000).unwrap();
     assert_eq!(opened.readers.len(), 5);
     let mut registry = MetricRegistry::new();
-    let metric = registry
-        .register(Metric::new(
-            "rapl_consumed_energy",
-            Unit::Joule,
-            ValueType::F64,
-            MetricKind::Delta,
-            "bench",
-        ))
-        .unwrap();
-    let mut source = EnergySource::new(metric, opened.readers);
+    let energy = registry.register(plugin_rapl::energy_metric()).unwrap();
+    let unmeasured = registry.register(plugin_rapl::unmeasured_metric()).unwrap();
+    let mut source = EnergySource::new(SourceMetrics { energy, unmeasured }, opened.readers);
     let mut buffer = Vec::with_capacity(16);
     source.poll(&mut buffer, Timestamp::now()).unwrap(); // primes
 

@@ -15,6 +15,13 @@
 //! for perf). So a backward step is a wrap only when the energy it implies
 //! fits the caller's bound (elapsed time × highest power); otherwise the
 //! counter is re-primed at the new value.
+//!
+//! What a reading is worth is decided here too ([`CounterTruth`]): a
+//! package or psys counter that stops advancing (a hypervisor's migration,
+//! firmware) is *frozen*, and its intervals are not measured, not 0 J; an
+//! advance larger than the domain can draw in the interval is *implausible*
+//! and skipped. Wraps, resets, freezes and jumps: one place for the rules
+//! that say whether a counter's figure is true.
 
 use std::time::Duration;
 
@@ -130,6 +137,160 @@ impl EnergyCounter {
     }
 }
 
+/// Why an interval's energy is not known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unmeasured {
+    /// The counter did not advance for longer than a real one can stay still.
+    Frozen,
+    /// The counter advanced by more than the domain can draw in the interval.
+    Implausible {
+        /// The energy the advance would mean, J.
+        joules: f64,
+        /// The most the domain could have drawn, J.
+        bound_j: f64,
+    },
+    /// The counter went back by more than a wrap can explain (see [`Reading::Reset`]).
+    Reset,
+}
+
+impl Unmeasured {
+    /// The value of the `reason` attribute.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unmeasured::Frozen => "frozen",
+            Unmeasured::Implausible { .. } => "implausible",
+            Unmeasured::Reset => "reset",
+        }
+    }
+}
+
+/// What one reading of a counter is worth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// The first reading (or the first after a reset): the start of the next interval.
+    Start,
+    /// The energy consumed over the interval, J.
+    Consumed(f64),
+    /// The interval's energy is not known.
+    Unmeasured(Unmeasured),
+}
+
+/// A change in a counter's state worth one line in the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transition {
+    /// The counter has not advanced for `still_for`: from now on frozen.
+    Froze {
+        /// How long it has not advanced.
+        still_for: Duration,
+    },
+    /// A frozen counter advances again, after `still_for` without advancing.
+    Thawed {
+        /// How long it did not advance.
+        still_for: Duration,
+    },
+}
+
+/// Extra time allowed over an interval when bounding its energy: RAPL
+/// updates its register about every millisecond, so an interval read
+/// between two updates can carry a few milliseconds more.
+const UPDATE_SLACK: Duration = Duration::from_millis(10);
+
+/// How much more than its highest power a domain's advance may mean before
+/// it is implausible: constraints give the long-term limit, and short-term
+/// boosts (PL2) exceed it for seconds. Real jumps (a stale counter catching
+/// up after a migration) are orders of magnitude larger.
+const JUMP_FACTOR: f64 = 2.0;
+
+/// Whether a counter's readings are true, reading after reading.
+#[derive(Debug, Clone, Default)]
+pub struct CounterTruth {
+    /// How long the counter has not advanced.
+    still_for: Duration,
+    frozen: bool,
+    frozen_intervals: u64,
+    implausible_intervals: u64,
+}
+
+impl CounterTruth {
+    /// A counter with nothing judged yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Judges `reading`, taken `elapsed` after the previous one.
+    /// `freeze_after`: how long a counter that must count (package, psys)
+    /// may stay still before it is frozen (`None`: never frozen, for
+    /// domains that may legitimately stay at 0, or with the check off).
+    /// `max_power_w` bounds a plausible advance.
+    pub fn judge(
+        &mut self,
+        reading: Reading,
+        joules_per_unit: f64,
+        elapsed: Duration,
+        freeze_after: Option<Duration>,
+        max_power_w: f64,
+    ) -> (Verdict, Option<Transition>) {
+        match reading {
+            Reading::Primed => {
+                self.still_for = Duration::ZERO;
+                (Verdict::Start, None)
+            }
+            Reading::Reset { .. } => {
+                self.still_for = Duration::ZERO;
+                (Verdict::Unmeasured(Unmeasured::Reset), None)
+            }
+            Reading::Advanced(0) => {
+                self.still_for = self.still_for.saturating_add(elapsed);
+                let Some(limit) = freeze_after else {
+                    return (Verdict::Consumed(0.0), None);
+                };
+                if self.still_for < limit {
+                    return (Verdict::Consumed(0.0), None);
+                }
+                self.frozen_intervals += 1;
+                let transition = (!self.frozen).then_some(Transition::Froze {
+                    still_for: self.still_for,
+                });
+                self.frozen = true;
+                (Verdict::Unmeasured(Unmeasured::Frozen), transition)
+            }
+            Reading::Advanced(units) => {
+                let transition = self.frozen.then_some(Transition::Thawed {
+                    still_for: self.still_for,
+                });
+                self.frozen = false;
+                self.still_for = Duration::ZERO;
+                let joules = units as f64 * joules_per_unit;
+                let bound_j =
+                    JUMP_FACTOR * max_power_w * elapsed.saturating_add(UPDATE_SLACK).as_secs_f64();
+                if joules > bound_j {
+                    self.implausible_intervals += 1;
+                    return (
+                        Verdict::Unmeasured(Unmeasured::Implausible { joules, bound_j }),
+                        transition,
+                    );
+                }
+                (Verdict::Consumed(joules), transition)
+            }
+        }
+    }
+
+    /// Whether the counter is frozen now.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Intervals judged frozen so far.
+    pub fn frozen_intervals(&self) -> u64 {
+        self.frozen_intervals
+    }
+
+    /// Intervals whose advance was implausible so far.
+    pub fn implausible_intervals(&self) -> u64 {
+        self.implausible_intervals
+    }
+}
+
 /// The shortest time a powercap counter with range `max_energy_range_uj`
 /// takes to wrap at `max_power_uw` (the highest power the domain can draw).
 /// `None` when the power is zero (no bound to reason with).
@@ -208,6 +369,106 @@ mod tests {
     #[test]
     fn inconsistent_previous_above_range_does_not_panic() {
         assert_eq!(advance(2000, 5, Wrap::AtMax(1000)), 5);
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_still_counter_is_frozen_once_past_the_limit_and_thaws_when_it_advances() {
+        let mut t = CounterTruth::new();
+        let limit = Some(100 * MS);
+        let j = 1e-6;
+        assert_eq!(
+            t.judge(Reading::Primed, j, MS, limit, 500.0).0,
+            Verdict::Start
+        );
+        // still for 60 ms: a real counter may not have updated yet, 0 J
+        assert_eq!(
+            t.judge(Reading::Advanced(0), j, 60 * MS, limit, 500.0),
+            (Verdict::Consumed(0.0), None)
+        );
+        // still for 120 ms in all: frozen, said once
+        assert_eq!(
+            t.judge(Reading::Advanced(0), j, 60 * MS, limit, 500.0),
+            (
+                Verdict::Unmeasured(Unmeasured::Frozen),
+                Some(Transition::Froze {
+                    still_for: 120 * MS
+                })
+            )
+        );
+        assert_eq!(
+            t.judge(Reading::Advanced(0), j, 60 * MS, limit, 500.0),
+            (Verdict::Unmeasured(Unmeasured::Frozen), None)
+        );
+        assert!(t.is_frozen());
+        assert_eq!(t.frozen_intervals(), 2);
+        // 5 J in 100 ms: counts again
+        let (v, tr) = t.judge(Reading::Advanced(5_000_000), j, 100 * MS, limit, 500.0);
+        assert_eq!(v, Verdict::Consumed(5.0));
+        assert_eq!(
+            tr,
+            Some(Transition::Thawed {
+                still_for: 180 * MS
+            })
+        );
+        assert!(!t.is_frozen());
+    }
+
+    #[test]
+    fn domains_that_may_stay_at_zero_are_never_frozen() {
+        let mut t = CounterTruth::new();
+        for _ in 0..10 {
+            assert_eq!(
+                t.judge(
+                    Reading::Advanced(0),
+                    1.0,
+                    Duration::from_secs(1),
+                    None,
+                    500.0
+                ),
+                (Verdict::Consumed(0.0), None)
+            );
+        }
+    }
+
+    #[test]
+    fn an_advance_beyond_twice_the_highest_power_is_implausible() {
+        let mut t = CounterTruth::new();
+        // 100 W bound over 1 s (+10 ms): 202 J plausible, 203 J not.
+        assert_eq!(
+            t.judge(
+                Reading::Advanced(202),
+                1.0,
+                Duration::from_secs(1),
+                None,
+                100.0
+            )
+            .0,
+            Verdict::Consumed(202.0)
+        );
+        match t
+            .judge(
+                Reading::Advanced(203),
+                1.0,
+                Duration::from_secs(1),
+                None,
+                100.0,
+            )
+            .0
+        {
+            Verdict::Unmeasured(Unmeasured::Implausible { joules, bound_j }) => {
+                assert_eq!(joules, 203.0);
+                assert!((bound_j - 202.0).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.implausible_intervals(), 1);
+        assert_eq!(
+            t.judge(Reading::Reset { implied: 9 }, 1.0, MS, None, 100.0)
+                .0,
+            Verdict::Unmeasured(Unmeasured::Reset)
+        );
     }
 
     #[test]

@@ -44,6 +44,14 @@ impl Domain {
         }
     }
 
+    /// Whether a real counter of this domain always advances, even at idle
+    /// (a package, the platform): one that does not is dead or frozen. The
+    /// others (core, uncore without an integrated GPU, sometimes dram on
+    /// servers) may legitimately stay at 0.
+    pub fn must_count(self) -> bool {
+        matches!(self, Domain::Package | Domain::Psys)
+    }
+
     /// The resource this domain measures on package `package_id`
     /// (ignored for psys, which covers the whole machine).
     pub fn resource(self, package_id: u32) -> Resource {

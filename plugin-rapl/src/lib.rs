@@ -2,10 +2,11 @@
 //! Intel and AMD RAPL counters.
 //!
 //! This file holds the configuration, the metric, and the choice of the
-//! interface: perf_event ([`perf`]) when its counters can be opened, else
-//! powercap ([`powercap`]), else an error that says why neither works. The
-//! source itself ([`source`]) is the same for both.
+//! interface: perf_event ([`perf`]) when its counters can be opened and
+//! count ([`check`]), else powercap ([`powercap`]), else an error that says
+//! why neither works. The source itself ([`source`]) is the same for both.
 
+pub mod check;
 pub mod counters;
 pub mod domain;
 pub mod perf;
@@ -21,14 +22,64 @@ use alumet::config::{format_duration, ConfigError};
 use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
 use alumet::pipeline::{PluginStartContext, SourceTrigger};
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
+use alumet_kernelfs::virt::{self, MachineKind};
 use serde::{Deserialize, Serialize};
 
+use crate::check::{check_counting, SilentCounter};
 use crate::perf::{PerfCounterOpener, PerfError, PerfEventOpener};
 use crate::powercap::{EnergyFileOpener, PowercapError, StdFileOpener};
-use crate::source::{DomainReader, EnergySource};
+use crate::source::{DomainReader, EnergySource, SourceMetrics};
 
 /// Name of the metric this plugin emits.
 pub const METRIC_NAME: &str = "rapl_consumed_energy";
+
+/// Name of the metric that marks intervals whose energy is not known (a
+/// frozen counter, an implausible advance, a reset): their energy is not
+/// reported as 0 J, and estimates can take over for them.
+pub const UNMEASURED_METRIC_NAME: &str = "energy_unmeasured_time";
+
+/// The definition of [`METRIC_NAME`].
+pub fn energy_metric() -> Metric {
+    Metric::new(
+        METRIC_NAME,
+        Unit::Joule,
+        ValueType::F64,
+        MetricKind::Delta,
+        "Energy consumed by the RAPL domain during the interval ending at the timestamp (0 J at a counter's first reading: the start of its first interval); domains overlap (psys includes package, package includes core and uncore): never sum them.",
+    )
+}
+
+/// One line naming the counters the start-up check dropped, if any.
+pub fn silent_domains_line(silent: &[SilentCounter], window: Duration) -> Option<String> {
+    if silent.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "not reading {}: {} did not advance in {} (servers often do not report these domains)",
+        silent
+            .iter()
+            .map(|s| format!("{} of {}", s.domain, s.resource))
+            .collect::<Vec<_>>()
+            .join(", "),
+        silent
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        format_duration(window)
+    ))
+}
+
+/// The definition of [`UNMEASURED_METRIC_NAME`].
+pub fn unmeasured_metric() -> Metric {
+    Metric::new(
+        UNMEASURED_METRIC_NAME,
+        Unit::Second,
+        ValueType::F64,
+        MetricKind::Delta,
+        "Time of the interval ending at the timestamp during which the energy counter of the resource and domain did not measure (attribute reason: frozen, implausible, reset; energy_metric: the energy metric it stands in for). No energy point is emitted for that interval.",
+    )
+}
 
 /// Which kernel interface to read RAPL through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -80,6 +131,13 @@ pub struct RaplConfig {
     /// interval is too long to see every counter wrap, for zones that do not
     /// give their own maximum (default 500).
     pub max_power_w_bound: f64,
+    /// How long every counter is watched at start to show that it counts,
+    /// and how long a package or psys counter may stay still while running
+    /// before it is taken as frozen (default 100ms; "0s": no check).
+    #[serde(with = "alumet::config::duration")]
+    pub counting_check: Duration,
+    /// Where procfs is mounted (`cpuinfo` says whether this is a virtual machine).
+    pub proc_root: PathBuf,
 }
 
 impl Default for RaplConfig {
@@ -90,12 +148,27 @@ impl Default for RaplConfig {
             poll_interval: Duration::from_secs(1),
             flush_interval: Duration::from_secs(5),
             max_power_w_bound: 500.0,
+            counting_check: DEFAULT_COUNTING_CHECK,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
 
+/// The default `counting_check`: a real package counter advances within a
+/// millisecond or two, even at idle.
+pub const DEFAULT_COUNTING_CHECK: Duration = Duration::from_millis(100);
+
 impl RaplConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.counting_check > Duration::from_secs(10) {
+            return Err(ConfigError::Invalid {
+                key: "counting_check".into(),
+                reason: format!(
+                    "{} would hold the agent's start that long; a real counter advances within milliseconds (e.g. \"100ms\", or \"0s\" for no check)",
+                    format_duration(self.counting_check)
+                ),
+            });
+        }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "poll_interval".into(),
@@ -172,6 +245,10 @@ pub struct Probe {
     pub shortest_wrap: Option<Duration>,
     /// Warnings to show (zones skipped, why perf was not used).
     pub warnings: Vec<String>,
+    /// Counters dropped because they did not count at start.
+    pub silent: Vec<SilentCounter>,
+    /// The machine, as the configured roots describe it.
+    pub machine: MachineKind,
 }
 
 /// How to fix permission problems, for both interfaces. `alumet-agent
@@ -198,10 +275,74 @@ fn permission_fix(config: &RaplConfig, perf: bool, powercap: bool) -> String {
 
 const NO_RAPL_FIX: &str = "this CPU or kernel does not expose RAPL, as in most virtual machines; disable the plugin with `enabled = false` in [plugins.rapl]";
 
+/// What to do about counters that do not count.
+fn not_counting_fix(machine: &MachineKind) -> String {
+    if machine.is_virtual() {
+        "a virtual machine's RAPL counters measure nothing here; cpu-power-model estimates the CPU's energy instead (enabled by default), or disable the plugin with `enabled = false` in [plugins.rapl]".to_owned()
+    } else {
+        "on bare metal this is a fault: check that the firmware reports power (RAPL) and the kernel modules intel_rapl_msr and intel_rapl_common; `perf stat -a -e power/energy-pkg/ sleep 1` shows what the kernel reads".to_owned()
+    }
+}
+
+/// " on this virtual machine (KVM)", or nothing on bare metal.
+fn on_machine(machine: &MachineKind) -> String {
+    if machine.is_virtual() {
+        format!(" on this {machine}")
+    } else {
+        String::new()
+    }
+}
+
+/// Counters that opened but did not count: absent on a virtual machine
+/// (nothing to fix), a fault on bare metal. `also` adds what the other
+/// interface said.
+fn not_counting(
+    silent: &[SilentCounter],
+    window: Duration,
+    machine: &MachineKind,
+    also: Option<String>,
+) -> PluginError {
+    let list = silent
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut reason = format!(
+        "RAPL counters do not count{}: {list} did not advance in {}",
+        on_machine(machine),
+        format_duration(window)
+    );
+    if let Some(also) = also {
+        reason.push_str("; ");
+        reason.push_str(&also);
+    }
+    let fix = not_counting_fix(machine);
+    if machine.is_virtual() {
+        PluginError::absent(reason, fix)
+    } else {
+        PluginError::unavailable(reason, fix)
+    }
+}
+
+/// The opened counters that count, or those that do not when none of
+/// them can stand for the CPU's energy.
+fn keep_counting(mut probe: Probe, window: Duration) -> Result<Probe, Vec<SilentCounter>> {
+    let checked = check_counting(std::mem::take(&mut probe.readers), window);
+    if !checked.counts() {
+        return Err(checked.silent);
+    }
+    probe.readers = checked.counting;
+    probe.silent = checked.silent;
+    Ok(probe)
+}
+
 /// Opens the counters of the configured interface (for `auto`: perf, then
-/// powercap), or explains in one line why none can be read.
+/// powercap), keeps those that count (see [`check`]), or explains in one
+/// line why none can be read.
 pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginError> {
     let root = &config.sysfs_root;
+    let machine = virt::detect(&config.proc_root, root);
+    let window = config.counting_check;
     let try_perf = || perf::open(root, backends.perf.as_ref(), config.max_power_w_bound);
     let try_powercap =
         || powercap::open(root, backends.files.as_ref(), config.max_power_uw_bound());
@@ -220,6 +361,8 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
             readers: opened.readers,
             shortest_wrap: opened.shortest_wrap,
             warnings,
+            silent: Vec::new(),
+            machine: machine.clone(),
         }
     };
     let from_perf = |opened: perf::OpenedPerf| Probe {
@@ -227,46 +370,111 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
         readers: opened.readers,
         shortest_wrap: opened.shortest_wrap,
         warnings: Vec::new(),
+        silent: Vec::new(),
+        machine: machine.clone(),
+    };
+    let silent_error = |silent: &[SilentCounter], also: Option<String>| {
+        not_counting(silent, window, &machine, also)
     };
 
     match config.interface {
-        InterfaceChoice::Perf => try_perf().map(from_perf).map_err(|e| {
-            let fix = match &e {
-                e if e.is_permission_denied() => permission_fix(config, true, false),
-                PerfError::NoPmu(_) => format!("{NO_RAPL_FIX}, or try interface = \"powercap\""),
-                _ => "try interface = \"auto\" or \"powercap\"".to_owned(),
-            };
-            PluginError::unavailable(e.to_string(), fix)
-        }),
-        InterfaceChoice::Powercap => try_powercap()
-            .map(|o| from_powercap(o, Vec::new()))
-            .map_err(|e| {
+        InterfaceChoice::Perf => {
+            let opened = try_perf().map(from_perf).map_err(|e| {
                 let fix = match &e {
-                    e if e.is_permission_denied() => permission_fix(config, false, true),
-                    PowercapError::NoZones(_) => {
-                        format!("{NO_RAPL_FIX}, or try interface = \"perf\"")
+                    e if e.is_permission_denied() => permission_fix(config, true, false),
+                    PerfError::NoPmu(_) => {
+                        format!("{NO_RAPL_FIX}, or try interface = \"powercap\"")
                     }
-                    _ => "try interface = \"auto\" or \"perf\"".to_owned(),
+                    _ => "try interface = \"auto\" or \"powercap\"".to_owned(),
                 };
-                PluginError::unavailable(e.to_string(), fix)
-            }),
+                match e {
+                    PerfError::NoPmu(_) => PluginError::absent(e.to_string(), fix),
+                    _ => PluginError::unavailable(e.to_string(), fix),
+                }
+            })?;
+            keep_counting(opened, window).map_err(|silent| silent_error(&silent, None))
+        }
+        InterfaceChoice::Powercap => {
+            let opened = try_powercap()
+                .map(|o| from_powercap(o, Vec::new()))
+                .map_err(|e| {
+                    let fix = match &e {
+                        e if e.is_permission_denied() => permission_fix(config, false, true),
+                        PowercapError::NoZones(_) => {
+                            format!("{NO_RAPL_FIX}, or try interface = \"perf\"")
+                        }
+                        _ => "try interface = \"auto\" or \"perf\"".to_owned(),
+                    };
+                    match e {
+                        PowercapError::NoZones(_) => PluginError::absent(e.to_string(), fix),
+                        _ => PluginError::unavailable(e.to_string(), fix),
+                    }
+                })?;
+            keep_counting(opened, window).map_err(|silent| silent_error(&silent, None))
+        }
         InterfaceChoice::Auto => {
-            let perf_error = match try_perf() {
-                Ok(opened) => return Ok(from_perf(opened)),
-                Err(e) => e,
+            // What perf gave: counting counters, or why not.
+            let perf_outcome = match try_perf() {
+                Ok(opened) => match keep_counting(from_perf(opened), window) {
+                    Ok(probe) => return Ok(probe),
+                    Err(silent) => PerfOutcome::Silent(silent),
+                },
+                Err(e) => PerfOutcome::Failed(e),
+            };
+            let why_not_perf = match &perf_outcome {
+                PerfOutcome::Failed(e) => e.to_string(),
+                PerfOutcome::Silent(silent) => format!(
+                    "its counters do not count: {}",
+                    silent
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             let powercap_error = match try_powercap() {
                 Ok(opened) => {
-                    let why = format!("perf_event not used ({perf_error}); reading powercap");
-                    return Ok(from_powercap(opened, vec![why]));
+                    let why = format!("perf_event not used ({why_not_perf}); reading powercap");
+                    match keep_counting(from_powercap(opened, vec![why]), window) {
+                        Ok(probe) => return Ok(probe),
+                        Err(silent) => {
+                            let mut all = match perf_outcome {
+                                PerfOutcome::Silent(perf_silent) => perf_silent,
+                                PerfOutcome::Failed(e) => {
+                                    return Err(silent_error(&silent, Some(format!("perf: {e}"))))
+                                }
+                            };
+                            all.extend(silent);
+                            return Err(silent_error(&all, None));
+                        }
+                    }
                 }
                 Err(e) => e,
+            };
+            let perf_error = match perf_outcome {
+                PerfOutcome::Silent(silent) => {
+                    // perf opens but does not count; powercap says why it
+                    // cannot be read (absent, or a permission to fix).
+                    if powercap_error.is_permission_denied() {
+                        return Err(PluginError::unavailable(
+                            format!(
+                                "RAPL counters do not count through perf ({why_not_perf}), and powercap cannot be read: {powercap_error}"
+                            ),
+                            permission_fix(config, false, true),
+                        ));
+                    }
+                    return Err(silent_error(&silent, Some(powercap_error.to_string())));
+                }
+                PerfOutcome::Failed(e) => e,
             };
             if matches!(perf_error, PerfError::NoPmu(_))
                 && matches!(powercap_error, PowercapError::NoZones(_))
             {
-                return Err(PluginError::unavailable(
-                    format!("no RAPL interface found ({perf_error}, {powercap_error})"),
+                return Err(PluginError::absent(
+                    format!(
+                        "no RAPL interface found{} ({perf_error}, {powercap_error})",
+                        on_machine(&machine)
+                    ),
                     NO_RAPL_FIX,
                 ));
             }
@@ -284,6 +492,14 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
             ))
         }
     }
+}
+
+/// Why perf was not used, in `auto`.
+enum PerfOutcome {
+    /// It could not be opened.
+    Failed(PerfError),
+    /// Its counters opened but did not count.
+    Silent(Vec<SilentCounter>),
 }
 
 /// What is wrong with `poll_interval` given the counters opened: below
@@ -373,7 +589,15 @@ impl PluginDefinition for RaplPlugin {
             ),
             (
                 "max_power_w_bound",
-                "Power bound (W) for zones without a constraint, to warn when poll_interval is too long to see every counter wrap.",
+                "Power bound (W) for zones without a constraint, to warn when poll_interval is too long to see every counter wrap, and to skip an advance larger than twice what a domain can draw.",
+            ),
+            (
+                "counting_check",
+                "How long each counter is watched at start to show that it counts (virtual machines' counters often open and never move); a package or psys counter still for that long while running is frozen, its intervals reported as energy_unmeasured_time. \"0s\": no check.",
+            ),
+            (
+                "proc_root",
+                "Where procfs is mounted (cpuinfo says whether this is a virtual machine).",
             ),
         ]
     }
@@ -388,6 +612,9 @@ impl Plugin for RaplPlugin {
         )) {
             log::warn!("rapl: {w}");
         }
+        if let Some(line) = silent_domains_line(&probe.silent, self.config.counting_check) {
+            log::info!("rapl: {line}");
+        }
         log::info!(
             "rapl: reading {} counters through {}: {}",
             probe.readers.len(),
@@ -399,16 +626,27 @@ impl Plugin for RaplPlugin {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let metric = ctx.create_metric(Metric::new(
-            METRIC_NAME,
-            Unit::Joule,
-            ValueType::F64,
-            MetricKind::Delta,
-            "Energy consumed by the RAPL domain during the interval ending at the timestamp; domains overlap (psys includes package, package includes core and uncore): never sum them.",
-        ))?;
+        if probe.machine.is_virtual() {
+            log::info!(
+                "rapl: these counters are read from inside a {}: they usually show the host's package, shared with other guests; every point carries virtual_machine",
+                probe.machine
+            );
+        }
+        let energy = ctx.create_metric(energy_metric())?;
+        let unmeasured = ctx.create_metric(unmeasured_metric())?;
+        let freeze_after = Some(self.config.counting_check).filter(|d| !d.is_zero());
+        let readers = probe
+            .readers
+            .into_iter()
+            .map(|r| r.with_freeze_after(freeze_after))
+            .collect();
+        let mut source = EnergySource::new(SourceMetrics { energy, unmeasured }, readers);
+        if probe.machine.is_virtual() {
+            source = source.seen_from_vm(probe.machine.hypervisor());
+        }
         ctx.add_source(
             "energy",
-            Box::new(EnergySource::new(metric, probe.readers)),
+            Box::new(source),
             SourceTrigger::every(self.config.poll_interval).flush_every(self.config.flush_interval),
         );
         self.interface = Some(probe.interface);

@@ -16,7 +16,7 @@ use alumet::measurement::{
 use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
 
-use crate::counters::{EnergyCounter, Reading, Wrap};
+use crate::counters::{CounterTruth, EnergyCounter, Reading, Transition, Verdict, Wrap};
 use crate::domain::Domain;
 
 /// A raw energy counter: a powercap `energy_uj` file or a perf event.
@@ -48,6 +48,20 @@ pub struct DomainReader {
     candidates: Vec<Candidate>,
     last_read: Option<Instant>,
     reset_warned: bool,
+    truth: CounterTruth,
+    /// How long the counter may stay still before it is frozen (package
+    /// and psys only: the others may legitimately stay at 0).
+    freeze_after: Option<Duration>,
+    implausible_warned: bool,
+}
+
+/// One reading of a domain: what it is worth, over how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DomainReading {
+    /// The energy, or why it is not known.
+    pub verdict: Verdict,
+    /// The time since the previous reading (zero for the first).
+    pub elapsed: Duration,
 }
 
 impl fmt::Debug for DomainReader {
@@ -121,7 +135,18 @@ impl DomainReader {
                 .collect(),
             last_read: None,
             reset_warned: false,
+            truth: CounterTruth::new(),
+            freeze_after: None,
+            implausible_warned: false,
         }
+    }
+
+    /// The same reader, whose counter is taken as frozen once it has not
+    /// advanced for `limit` (`None`: never). Only package and psys
+    /// counters must count: the setting is ignored for the other domains.
+    pub fn with_freeze_after(mut self, limit: Option<Duration>) -> Self {
+        self.freeze_after = limit.filter(|_| self.domain.must_count());
+        self
     }
 
     /// The same reader, reported with a `die` attribute.
@@ -169,9 +194,67 @@ impl DomainReader {
         }
     }
 
-    /// Reads the counter once; `Ok(None)` when this read only primed it (the
-    /// first read, or one after a reset).
-    pub fn read_consumed_joules(&mut self) -> io::Result<Option<f64>> {
+    /// Reads every candidate counter without updating anything (the
+    /// start-up check compares such samples).
+    pub fn sample_raw(&mut self) -> io::Result<Vec<u64>> {
+        self.candidates
+            .iter_mut()
+            .map(|c| c.reader.read_raw())
+            .collect()
+    }
+
+    /// Reads the counter once and judges the reading (see
+    /// [`CounterTruth`]); logs a freeze, a thaw and an implausible advance.
+    pub fn read(&mut self) -> io::Result<DomainReading> {
+        let (reading, elapsed) = self.read_counter()?;
+        let (verdict, transition) = self.truth.judge(
+            reading,
+            self.joules_per_unit,
+            elapsed,
+            self.freeze_after,
+            self.max_power_w,
+        );
+        match transition {
+            Some(Transition::Froze { still_for }) => log::warn!(
+                "rapl: {} of {} ({}) has not counted for {:.3} s: frozen (a hypervisor's migration, firmware?); its intervals are reported as energy_unmeasured_time, not as 0 J, until it counts again",
+                self.domain,
+                self.resource,
+                self.origin,
+                still_for.as_secs_f64()
+            ),
+            Some(Transition::Thawed { still_for }) => log::info!(
+                "rapl: {} of {} ({}) counts again after {:.3} s frozen",
+                self.domain,
+                self.resource,
+                self.origin,
+                still_for.as_secs_f64()
+            ),
+            None => {}
+        }
+        if let Verdict::Unmeasured(crate::counters::Unmeasured::Implausible { joules, bound_j }) =
+            verdict
+        {
+            let message = format!(
+                "rapl: {} of {} ({}) advanced by {joules:.3} J in {:.3} s, more than it can draw ({bound_j:.3} J at twice {} W): skipped, reported as energy_unmeasured_time",
+                self.domain,
+                self.resource,
+                self.origin,
+                elapsed.as_secs_f64(),
+                self.max_power_w
+            );
+            if self.implausible_warned {
+                log::debug!("{message}");
+            } else {
+                log::warn!("{message} (further ones are logged at debug level)");
+                self.implausible_warned = true;
+            }
+        }
+        Ok(DomainReading { verdict, elapsed })
+    }
+
+    /// Reads the counter once: its raw reading (one candidate chosen) and
+    /// the time since the previous read.
+    fn read_counter(&mut self) -> io::Result<(Reading, Duration)> {
         let now = Instant::now();
         let limits = WrapLimits {
             max_power_w: self.max_power_w,
@@ -182,7 +265,7 @@ impl DomainReader {
             let raw = c.reader.read_raw()?;
             let elapsed = elapsed_since(&mut self.last_read, now);
             let reading = c.update(raw, elapsed, limits, &mut self.reset_warned);
-            return Ok(limits.joules(reading));
+            return Ok((reading, elapsed));
         }
         // Read every candidate first: a failed read leaves all counters as
         // they were.
@@ -218,7 +301,7 @@ impl DomainReader {
                 None => readings.first().copied().unwrap_or(Reading::Primed),
             },
         };
-        Ok(limits.joules(chosen))
+        Ok((chosen, elapsed))
     }
 }
 
@@ -234,16 +317,6 @@ fn elapsed_since(last_read: &mut Option<Instant>, now: Instant) -> Duration {
 struct WrapLimits {
     max_power_w: f64,
     joules_per_unit: f64,
-}
-
-impl WrapLimits {
-    /// The joules a reading reports, if any.
-    fn joules(self, reading: Reading) -> Option<f64> {
-        match reading {
-            Reading::Advanced(units) => Some(units as f64 * self.joules_per_unit),
-            Reading::Primed | Reading::Reset { .. } => None,
-        }
-    }
 }
 
 impl Candidate {
@@ -368,14 +441,40 @@ fn dies_share_a_counter(group: &mut [DomainReader]) -> bool {
 
 /// The managed source of the plugin.
 pub struct EnergySource {
-    metric: MetricId,
+    metrics: SourceMetrics,
     domains: Vec<DomainReader>,
+    /// The hypervisor's name when the counters are read inside a virtual
+    /// machine (`unknown` when nothing names it): they then show the
+    /// host's package, shared with other guests, and every point says so.
+    virtual_machine: Option<AttributeValue>,
+}
+
+/// The metrics the source emits.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceMetrics {
+    /// `rapl_consumed_energy`.
+    pub energy: MetricId,
+    /// `energy_unmeasured_time`: intervals whose energy is not known.
+    pub unmeasured: MetricId,
 }
 
 impl EnergySource {
-    /// A source emitting `metric` for each of `domains`.
-    pub fn new(metric: MetricId, domains: Vec<DomainReader>) -> Self {
-        Self { metric, domains }
+    /// A source emitting `metrics` for each of `domains`.
+    pub fn new(metrics: SourceMetrics, domains: Vec<DomainReader>) -> Self {
+        Self {
+            metrics,
+            domains,
+            virtual_machine: None,
+        }
+    }
+
+    /// The same source, whose points say that they are seen from a virtual
+    /// machine of `hypervisor`.
+    pub fn seen_from_vm(mut self, hypervisor: Option<&str>) -> Self {
+        self.virtual_machine = Some(AttributeValue::Str(Cow::Owned(
+            hypervisor.unwrap_or("unknown").to_owned(),
+        )));
+        self
     }
 }
 
@@ -395,29 +494,51 @@ impl Source for EnergySource {
     ) -> Result<(), PollError> {
         let mut failures = Vec::new();
         for d in &mut self.domains {
-            match d.read_consumed_joules() {
-                Ok(Some(joules)) => {
-                    let mut attributes = vec![(
-                        Cow::Borrowed("domain"),
-                        AttributeValue::Str(Cow::Borrowed(d.domain.as_str())),
-                    )];
-                    if let Some(die) = d.die {
-                        attributes.push((Cow::Borrowed("die"), AttributeValue::U64(die.into())));
-                    }
-                    into.push(MeasurementPoint {
-                        timestamp,
-                        metric: self.metric,
-                        resource: d.resource.clone(),
-                        consumer: ResourceConsumer::LocalMachine,
-                        value: MeasurementValue::F64(joules),
-                        attributes: attributes.into(),
-                    })
-                }
-                Ok(None) => {}
+            let reading = match d.read() {
+                Ok(r) => r,
                 // The counter keeps its previous value: the next good read
                 // reports everything consumed since, so nothing is lost.
-                Err(e) => failures.push(format!("{}: {e}", d.origin)),
+                Err(e) => {
+                    failures.push(format!("{}: {e}", d.origin));
+                    continue;
+                }
+            };
+            let mut attributes = vec![(
+                Cow::Borrowed("domain"),
+                AttributeValue::Str(Cow::Borrowed(d.domain.as_str())),
+            )];
+            if let Some(die) = d.die {
+                attributes.push((Cow::Borrowed("die"), AttributeValue::U64(die.into())));
             }
+            if let Some(vm) = &self.virtual_machine {
+                attributes.push((Cow::Borrowed(VIRTUAL_MACHINE_ATTRIBUTE), vm.clone()));
+            }
+            let (metric, value) = match reading.verdict {
+                // The first reading gives the start of the first interval:
+                // a point of 0 J says when it began, so that the energy of
+                // the first interval can be attributed like the others.
+                Verdict::Start => (self.metrics.energy, 0.0),
+                Verdict::Consumed(joules) => (self.metrics.energy, joules),
+                Verdict::Unmeasured(why) => {
+                    attributes.push((
+                        Cow::Borrowed("reason"),
+                        AttributeValue::Str(Cow::Borrowed(why.as_str())),
+                    ));
+                    attributes.push((
+                        Cow::Borrowed("energy_metric"),
+                        AttributeValue::Str(Cow::Borrowed(crate::METRIC_NAME)),
+                    ));
+                    (self.metrics.unmeasured, reading.elapsed.as_secs_f64())
+                }
+            };
+            into.push(MeasurementPoint {
+                timestamp,
+                metric,
+                resource: d.resource.clone(),
+                consumer: ResourceConsumer::LocalMachine,
+                value: MeasurementValue::F64(value),
+                attributes: attributes.into(),
+            });
         }
         if failures.is_empty() {
             Ok(())
@@ -426,3 +547,6 @@ impl Source for EnergySource {
         }
     }
 }
+
+/// The attribute of points read inside a virtual machine: the hypervisor.
+pub const VIRTUAL_MACHINE_ATTRIBUTE: &str = "virtual_machine";

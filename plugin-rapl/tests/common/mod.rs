@@ -152,8 +152,9 @@ pub fn assert_rows_match(actual: &[Row], expected: &[Row]) {
 
 /// What a run of the plugin produced.
 pub struct Run {
-    /// Points of every poll after the priming one, by poll (1-based),
-    /// including the last poll at shutdown.
+    /// Points of every poll after the priming one (whose points, all 0 J,
+    /// are checked and left out), by poll (1-based), including the last
+    /// poll at shutdown.
     pub polls: Vec<Vec<Row>>,
     /// The interface the plugin chose.
     pub interface: Interface,
@@ -186,14 +187,22 @@ fn to_row(poll: usize, p: &MeasurementPoint) -> Row {
 }
 
 /// A config reading `root`, polled only by hand (the interval is a day).
+/// The fixture's counters move only when the test says, so the start-up
+/// check that they count is off (`tests/counting.rs` tests it), and so is
+/// the proc root's say on virtual machines (an empty directory: bare metal).
 pub fn manual_config(root: &Path) -> RaplConfig {
     RaplConfig {
         sysfs_root: root.to_owned(),
         poll_interval: Duration::from_secs(24 * 3600),
         flush_interval: Duration::from_secs(24 * 3600),
+        counting_check: Duration::ZERO,
+        proc_root: root.join("no-proc"),
         ..RaplConfig::default()
     }
 }
+
+/// How long a step of [`run_plugin`] lasts.
+pub const STEP: Duration = Duration::from_millis(160);
 
 /// Starts the plugin, waits for its priming poll, then for each step calls
 /// `before_step(step)` and polls; shuts down (one last poll) and returns
@@ -225,6 +234,10 @@ pub fn run_plugin(
         std::thread::sleep(Duration::from_millis(1));
     }
     for step in 1..=steps {
+        // Each step lasts a real STEP: the fixtures advance by up to
+        // 150 J a step, within what a domain can draw (an advance of more
+        // than twice its highest power is implausible and skipped).
+        std::thread::sleep(STEP);
         before_step(step);
         running.trigger_all();
     }
@@ -239,17 +252,25 @@ pub fn run_plugin(
     let points = result.points_of(METRIC_NAME);
     let mut timestamps: Vec<_> = points.iter().map(|p| p.timestamp).collect();
     timestamps.dedup();
-    let polls = timestamps
+    let mut polls = timestamps
         .iter()
         .enumerate()
         .map(|(i, ts)| {
             points
                 .iter()
                 .filter(|p| p.timestamp == *ts)
-                .map(|p| to_row(i + 1, p))
+                .map(|p| to_row(i, p))
                 .collect()
         })
         .collect::<Vec<Vec<Row>>>();
+    // The priming poll says when the first interval starts: 0 J for every
+    // counter it reads.
+    assert!(!polls.is_empty(), "no priming poll");
+    let priming = polls.remove(0);
+    assert!(
+        !priming.is_empty() && priming.iter().all(|r| r.energy_j == 0.0),
+        "the priming poll gives 0 J for every counter: {priming:?}"
+    );
     assert_eq!(
         polls.len(),
         steps + 1,
@@ -266,13 +287,10 @@ pub fn check_powercap_case(case: &str) {
         ..manual_config(tree.root())
     };
     let steps = tree.snapshot_count();
-    let run = run_plugin(config, Backends::real(), steps, |i| {
-        // Intervals of a real length: a counter going backwards is taken for
-        // a wrap only when the energy it implies fits the elapsed time at
-        // max_power_w_bound (10 ms at 500 W: 5 J).
-        std::thread::sleep(Duration::from_millis(10));
-        tree.advance_to(i)
-    });
+    // Intervals of a real length (STEP): a counter going backwards is taken
+    // for a wrap only when the energy it implies fits the elapsed time at
+    // max_power_w_bound (160 ms at 500 W: 80 J).
+    let run = run_plugin(config, Backends::real(), steps, |i| tree.advance_to(i));
     assert_eq!(run.interface, Interface::Powercap);
     assert_rows_match(&run.rows_up_to(steps), &expected_rows(case));
     // Nothing changed after the last snapshot: the shutdown poll says 0 J.
