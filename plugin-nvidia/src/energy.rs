@@ -20,6 +20,11 @@ impl EnergyCounter {
         Self::default()
     }
 
+    /// Whether a reading has been taken (the next one gives a difference).
+    pub fn is_primed(&self) -> bool {
+        self.previous_mj.is_some()
+    }
+
     /// Takes a new reading; returns the joules since the previous one.
     ///
     /// The first reading only primes. A reading below the previous one means
@@ -43,6 +48,11 @@ impl PowerIntegrator {
     /// An integrator that has not seen a reading yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether a reading has been taken (the next one gives a difference).
+    pub fn is_primed(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// Takes the power `power_mw` read at `at`; returns the joules since the

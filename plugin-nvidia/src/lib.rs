@@ -18,6 +18,7 @@ mod processes;
 pub mod source;
 pub mod testing;
 
+use std::path::Path;
 use std::time::Duration;
 
 use alumet::config::ConfigError;
@@ -150,7 +151,37 @@ impl NvidiaPlugin {
 }
 
 fn unavailable(e: OpenError) -> PluginError {
-    PluginError::unavailable(e.to_string(), e.fix())
+    // No library, or a driver that is not loaded on a machine without an
+    // NVIDIA device, is a machine without NVIDIA GPUs: information, not a
+    // fault. The same on a machine that has one is a broken install.
+    let absent = match e {
+        OpenError::LibraryNotFound => !has_nvidia_pci_device(Path::new(SYS_PCI_DEVICES)),
+        OpenError::DriverNotLoaded => !has_nvidia_pci_device(Path::new(SYS_PCI_DEVICES)),
+        _ => false,
+    };
+    if absent {
+        PluginError::absent(e.to_string(), e.fix())
+    } else {
+        PluginError::unavailable(e.to_string(), e.fix())
+    }
+}
+
+/// Where the kernel lists PCI devices.
+const SYS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// NVIDIA's PCI vendor id (the PCI-SIG registry).
+const NVIDIA_PCI_VENDOR: &str = "0x10de";
+
+/// Whether a PCI device of NVIDIA's is present under `devices` (each
+/// device's `vendor` file). A tree that cannot be read says no.
+pub fn has_nvidia_pci_device(devices: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(devices) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("vendor"))
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(NVIDIA_PCI_VENDOR))
+    })
 }
 
 /// Opens and probes the GPUs `config` selects. Errors are one-line
@@ -169,7 +200,7 @@ pub fn open_gpus(
         PluginError::unavailable(format!("NVML cannot count the GPUs: {e}"), DISABLE_HINT)
     })?;
     if count == 0 {
-        return Err(PluginError::unavailable(
+        return Err(PluginError::absent(
             "the NVIDIA driver is loaded but reports no GPU",
             DISABLE_HINT,
         ));
@@ -312,7 +343,7 @@ impl PluginDefinition for NvidiaPlugin {
         config.validate()?;
         let backend = NvmlBackend::open().map_err(unavailable)?;
         match backend.device_count() {
-            Ok(0) => Err(PluginError::unavailable(
+            Ok(0) => Err(PluginError::absent(
                 "the NVIDIA driver is loaded but reports no GPU",
                 DISABLE_HINT,
             )),
@@ -328,6 +359,20 @@ impl PluginDefinition for NvidiaPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_nvidia_pci_device_is_found_by_its_vendor_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_nvidia_pci_device(&dir.path().join("missing")));
+        for (slot, vendor) in [("0000:00:02.0", "0x8086\n"), ("0000:00:03.0", "0x1af4\n")] {
+            std::fs::create_dir_all(dir.path().join(slot)).unwrap();
+            std::fs::write(dir.path().join(slot).join("vendor"), vendor).unwrap();
+        }
+        assert!(!has_nvidia_pci_device(dir.path()));
+        std::fs::create_dir_all(dir.path().join("0000:3b:00.0")).unwrap();
+        std::fs::write(dir.path().join("0000:3b:00.0/vendor"), "0x10DE\n").unwrap();
+        assert!(has_nvidia_pci_device(dir.path()));
+    }
 
     #[test]
     fn device_selectors_parse_and_match() {

@@ -393,8 +393,13 @@ fn poll_target(
         let r = device.total_energy_mj();
         if let Some(total_mj) = read(&mut f.energy_counter, resource, "energy", r, failures) {
             if let EnergyMethod::Counter(counter) = &mut t.energy {
-                if let Some(joules) = counter.update(total_mj) {
-                    into.push(point(m.consumed_energy, joules.into()));
+                // The first reading gives 0 J: its timestamp is where the
+                // first interval starts, so that interval is attributed too.
+                let first = !counter.is_primed();
+                match counter.update(total_mj) {
+                    Some(joules) => into.push(point(m.consumed_energy, joules.into())),
+                    None if first => into.push(point(m.consumed_energy, 0.0.into())),
+                    None => {}
                 }
             }
         }
@@ -403,7 +408,13 @@ fn poll_target(
         if let Some(mw) = read(&mut f.power, resource, "power", device.power_mw(), failures) {
             into.push(point(m.power, (f64::from(mw) / 1000.0).into()));
             if let EnergyMethod::PowerIntegration(integrator) = &mut t.energy {
-                if let Some(joules) = integrator.update(timestamp, mw) {
+                let first = !integrator.is_primed();
+                let joules = match integrator.update(timestamp, mw) {
+                    Some(joules) => Some(joules),
+                    None if first => Some(0.0),
+                    None => None,
+                };
+                if let Some(joules) = joules {
                     into.push(point(m.consumed_energy, joules.into()).with_attr("estimated", true));
                 }
             }

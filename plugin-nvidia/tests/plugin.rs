@@ -88,9 +88,10 @@ fn energy_is_the_exact_delta_of_the_counter() {
     };
     let steps: [&dyn Fn(); 4] = [&set(1_000), &set(3_500), &set(3_000), &set(4_250)];
     let result = run(manual(), backend, &steps).unwrap();
-    // poll 1 primes, poll 2: +2.5 J, poll 3: the counter went back (driver reload): re-primes, poll 4: +1.25 J
+    // poll 1 primes (0 J: the start of the first interval), poll 2: +2.5 J,
+    // poll 3: the counter went back (driver reload): re-primes, poll 4: +1.25 J
     let energy = result.points_of("gpu_consumed_energy");
-    assert_eq!(values(&energy), vec![2.5, 1.25]);
+    assert_eq!(values(&energy), vec![0.0, 2.5, 1.25]);
     for p in &energy {
         assert_eq!(p.resource, gpu_resource("0000:3b:00.0"));
         assert_eq!(p.consumer, ResourceConsumer::LocalMachine);
@@ -114,8 +115,11 @@ fn without_the_counter_energy_is_integrated_from_power_over_the_poll_timestamps(
     let power = result.points_of("gpu_power");
     assert_eq!(values(&power), vec![100.0, 300.0, 200.0]);
     let energy = result.points_of("gpu_consumed_energy");
-    assert_eq!(energy.len(), 2);
-    for (i, e) in energy.iter().enumerate() {
+    assert_eq!(energy.len(), 3);
+    // The first reading: 0 J at the start of the first interval.
+    assert_eq!(energy[0].timestamp, power[0].timestamp);
+    assert_eq!(energy[0].value.as_f64(), 0.0);
+    for (i, e) in energy.iter().skip(1).enumerate() {
         // The trapezoid over the timestamps the points carry, computed the same way.
         let (before, after) = (power[i], power[i + 1]);
         assert_eq!(e.timestamp, after.timestamp);
@@ -383,7 +387,10 @@ fn mig_instances_report_memory_and_processes_by_uuid_and_a_failing_slot_skips_on
             "{metric} only for the whole GPU"
         );
     }
-    assert_eq!(values(&result.points_of("gpu_consumed_energy")), vec![2.0]);
+    assert_eq!(
+        values(&result.points_of("gpu_consumed_energy")),
+        vec![0.0, 2.0]
+    );
     for g in [&a, &b] {
         assert_eq!(g.calls("total_energy_mj"), 0);
         assert_eq!(g.calls("power_mw"), 0);
