@@ -42,8 +42,10 @@ pub struct EnergyInterval {
     pub start: Timestamp,
     /// End (the point's timestamp).
     pub end: Timestamp,
-    /// Energy in joules, as received (may be invalid: checked when attributed).
-    pub energy_j: f64,
+    /// Energy in joules, as received (may be invalid: checked when
+    /// attributed); `None` when the sensor did not measure the interval
+    /// (a frozen counter: an estimate covers it, not this domain).
+    pub energy_j: Option<f64>,
 }
 
 /// State of one domain.
@@ -64,8 +66,8 @@ pub struct Domain {
     pub idle: IdlePower,
     /// End of the last interval attributed (or of the first point).
     resolved_until: Option<Timestamp>,
-    /// Interval end → energy, waiting for activity data.
-    pending: BTreeMap<Timestamp, f64>,
+    /// Interval end → energy (`None`: not measured), waiting for activity data.
+    pending: BTreeMap<Timestamp, Option<f64>>,
 }
 
 impl Domain {
@@ -106,6 +108,16 @@ impl Domain {
 
     /// Adds the energy point ending at `end`.
     pub fn insert(&mut self, end: Timestamp, energy_j: f64) -> Inserted {
+        self.insert_interval(end, Some(energy_j))
+    }
+
+    /// Marks the interval ending at `end` as not measured: it ends the
+    /// previous interval and starts the next, and is attributed to no one.
+    pub fn insert_unmeasured(&mut self, end: Timestamp) -> Inserted {
+        self.insert_interval(end, None)
+    }
+
+    fn insert_interval(&mut self, end: Timestamp, energy_j: Option<f64>) -> Inserted {
         match self.resolved_until {
             None => {
                 self.resolved_until = Some(end);
@@ -175,7 +187,7 @@ mod tests {
         assert_eq!(d.front(), None);
         assert_eq!(d.insert(ms(200), 1.0), Inserted::Pending);
         let i = d.front().unwrap();
-        assert_eq!((i.start, i.end, i.energy_j), (ms(100), ms(200), 1.0));
+        assert_eq!((i.start, i.end, i.energy_j), (ms(100), ms(200), Some(1.0)));
     }
 
     #[test]
@@ -190,6 +202,23 @@ mod tests {
         d.pop_front();
         let second = d.front().unwrap();
         assert_eq!((second.start, second.end), (ms(100), ms(200)));
+    }
+
+    #[test]
+    fn an_unmeasured_interval_bounds_its_neighbours() {
+        let mut d = domain();
+        d.insert(ms(0), 0.0);
+        d.insert(ms(100), 1.0);
+        assert_eq!(d.insert_unmeasured(ms(200)), Inserted::Pending);
+        d.insert(ms(300), 3.0);
+        let i = d.front().unwrap();
+        assert_eq!((i.start, i.end, i.energy_j), (ms(0), ms(100), Some(1.0)));
+        d.pop_front();
+        let i = d.front().unwrap();
+        assert_eq!((i.start, i.end, i.energy_j), (ms(100), ms(200), None));
+        d.pop_front();
+        let i = d.front().unwrap();
+        assert_eq!((i.start, i.end, i.energy_j), (ms(200), ms(300), Some(3.0)));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
 /// where RAPL is absent. Attributed like RAPL's; every point derived from it
 /// carries `estimated=true`.
 pub const ESTIMATED_CPU_ENERGY_METRIC: &str = "estimated_cpu_energy";
+/// Input metric: intervals a sensor did not measure (a frozen counter),
+/// with the energy metric they stand in for (`energy_metric`). Nothing is
+/// attributed over them from that sensor: an estimate covers them.
+pub const UNMEASURED_METRIC: &str = "energy_unmeasured_time";
 /// Input metric: process CPU time per mode.
 pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
 /// Input metric: process SM utilisation per GPU.
@@ -71,12 +75,19 @@ pub struct AttributionStats {
     pub energy_points_too_late: u64,
     /// Energy values that were NaN, infinite or negative (interval skipped).
     pub invalid_energy_values: u64,
+    /// Intervals the sensor did not measure (nothing to attribute).
+    pub intervals_unmeasured: u64,
+    /// First points of a domain that carried energy over an interval whose
+    /// start is unknown (reported as unattributed, reason
+    /// `interval_start_unknown`).
+    pub energy_with_unknown_start: u64,
     /// Activity values that were NaN, infinite or negative (ignored).
     pub invalid_activity_values: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct EnergyInput {
+    name: &'static str,
     id: MetricId,
     scale: f64,
     gpu: bool,
@@ -92,6 +103,7 @@ struct Inputs {
     gpu_utilisation: Option<MetricId>,
     cgroup_cpu_time: Option<(MetricId, f64)>,
     cgroup_poll_marker: Option<MetricId>,
+    unmeasured: Option<MetricId>,
 }
 
 #[derive(Debug)]
@@ -158,6 +170,8 @@ pub struct AttributionTransform {
     /// Latest timestamp of any input point: the transform's notion of "now",
     /// taken from the data so that results do not depend on processing speed.
     now: Option<Timestamp>,
+    /// Points made while ingesting, appended with the next results.
+    early: MeasurementBuffer,
     stats: AttributionStats,
 }
 
@@ -183,6 +197,7 @@ impl AttributionTransform {
             activity: Activity::new(),
             exe_by_pid: HashMap::new(),
             now: None,
+            early: MeasurementBuffer::new(),
             stats: AttributionStats::default(),
         }
     }
@@ -219,6 +234,7 @@ impl AttributionTransform {
         ] {
             if let Some((id, scale)) = lookup(name, Unit::Joule) {
                 inputs.energy.push(EnergyInput {
+                    name,
                     id,
                     scale,
                     gpu,
@@ -236,6 +252,7 @@ impl AttributionTransform {
         inputs.gpu_utilisation = metrics.by_name(GPU_PROCESS_UTILISATION_METRIC);
         inputs.cgroup_cpu_time = lookup(CGROUP_CPU_TIME_METRIC, Unit::Second);
         inputs.cgroup_poll_marker = metrics.by_name(CGROUP_POLL_MARKER_METRIC);
+        inputs.unmeasured = metrics.by_name(UNMEASURED_METRIC);
         if inputs.energy.is_empty() && inputs.cpu_time.is_none() {
             log::info!(
                 "energy-attribution: none of {RAPL_ENERGY_METRIC}, {GPU_ENERGY_METRIC}, {PROCESS_CPU_TIME_METRIC} is measured; nothing to attribute"
@@ -288,7 +305,19 @@ impl AttributionTransform {
                 .enumerate()
                 .find(|(_, e)| e.id == p.metric)
             {
-                self.ingest_energy(p, index, *input);
+                self.ingest_energy(p, index, *input, Some(p.value.as_f64() * input.scale));
+                continue;
+            }
+            if inputs.unmeasured == Some(p.metric) {
+                let of = p.attr("energy_metric").map(ToString::to_string);
+                if let Some((index, input)) = inputs
+                    .energy
+                    .iter()
+                    .enumerate()
+                    .find(|(_, e)| of.as_deref() == Some(e.name))
+                {
+                    self.ingest_energy(p, index, *input, None);
+                }
             }
         }
     }
@@ -353,7 +382,15 @@ impl AttributionTransform {
         }
     }
 
-    fn ingest_energy(&mut self, p: &MeasurementPoint, input_index: usize, input: EnergyInput) {
+    /// An energy point (`energy_j`), or an interval its sensor did not
+    /// measure (`None`).
+    fn ingest_energy(
+        &mut self,
+        p: &MeasurementPoint,
+        input_index: usize,
+        input: EnergyInput,
+        energy_j: Option<f64>,
+    ) {
         self.advance_now(p.timestamp);
         let name: Cow<'static, str> = if input.gpu {
             Cow::Borrowed("gpu")
@@ -400,8 +437,43 @@ impl AttributionTransform {
                 self.domains.len() - 1
             }
         };
-        let energy_j = p.value.as_f64() * input.scale;
-        if self.domains[index].insert(p.timestamp, energy_j) == Inserted::TooLate {
+        let inserted = match energy_j {
+            Some(j) => self.domains[index].insert(p.timestamp, j),
+            None => self.domains[index].insert_unmeasured(p.timestamp),
+        };
+        if let (Inserted::StartLearned, Some(j)) = (inserted, energy_j) {
+            // Energy over an interval that starts before anything this
+            // transform saw (a source that does not mark its first poll):
+            // it cannot be shared by activity, but it is not dropped.
+            if j.is_finite() && j > 0.0 {
+                self.stats.energy_with_unknown_start += 1;
+                let domain = &self.domains[index];
+                let mut point = MeasurementPoint {
+                    timestamp: p.timestamp,
+                    metric: self.outputs.unattributed_energy,
+                    resource: domain.resource.clone(),
+                    consumer: ResourceConsumer::LocalMachine,
+                    value: MeasurementValue::F64(j),
+                    attributes: vec![
+                        (Cow::Borrowed("domain"), domain.name.clone()),
+                        (Cow::Borrowed("part"), AttributeValue::from("total")),
+                        (
+                            Cow::Borrowed("reason"),
+                            AttributeValue::from("interval_start_unknown"),
+                        ),
+                    ]
+                    .into(),
+                };
+                if let Some(die) = &domain.die {
+                    point.attributes.push((Cow::Borrowed("die"), die.clone()));
+                }
+                if input.estimated {
+                    mark_estimated(std::slice::from_mut(&mut point));
+                }
+                self.early.push(point);
+            }
+        }
+        if inserted == Inserted::TooLate {
             self.stats.energy_points_too_late += 1;
             if should_log(self.stats.energy_points_too_late) {
                 log::warn!(
@@ -417,6 +489,7 @@ impl AttributionTransform {
     /// Attributes every interval that is covered by activity data, expired,
     /// or (when `force`) anything pending, appending the results to `out`.
     fn attribute(&mut self, inputs: &Inputs, force: bool, out: &mut MeasurementBuffer) {
+        out.append(&mut self.early);
         let now = self.now.map_or(0, |t| t.unix_nanos());
         for di in 0..self.domains.len() {
             let kind = self.domains[di].activity;
@@ -473,6 +546,11 @@ impl AttributionTransform {
             end,
             energy_j,
         } = interval;
+        let Some(energy_j) = energy_j else {
+            // Not measured: an estimate (cpu-power-model) covers it.
+            self.stats.intervals_unmeasured += 1;
+            return;
+        };
         let domain = &mut self.domains[di];
         let duration_ns = end.unix_nanos() - start.unix_nanos();
         let duration_s = duration_ns as f64 / 1e9;
@@ -691,11 +769,13 @@ impl Transform for AttributionTransform {
             self.attribute(inputs, true, buffer);
             let s = &self.stats;
             log::info!(
-                "energy-attribution: {} energy intervals attributed ({} only partly covered by CPU data), {} unattributed, {} without dynamic energy; {} late energy points dropped, {} invalid energy values, {} invalid activity values",
+                "energy-attribution: {} energy intervals attributed ({} only partly covered by CPU data), {} unattributed, {} without dynamic energy, {} not measured, {} with an unknown start; {} late energy points dropped, {} invalid energy values, {} invalid activity values",
                 s.intervals_attributed,
                 s.intervals_partially_covered,
                 s.intervals_unattributed,
                 s.intervals_without_dynamic_energy,
+                s.intervals_unmeasured,
+                s.energy_with_unknown_start,
                 s.energy_points_too_late,
                 s.invalid_energy_values,
                 s.invalid_activity_values

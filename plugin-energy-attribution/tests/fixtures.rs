@@ -15,6 +15,19 @@ fn two_processes_with_3_to_1_cpu_time_split_dynamic_energy_3_to_1() {
 }
 
 #[test]
+fn a_first_point_carrying_energy_is_unattributed_with_its_reason_not_dropped() {
+    let run = check_fixture("first_point_with_energy");
+    assert_eq!(run.stats.energy_with_unknown_start, 1);
+    assert_eq!(run.stats.intervals_attributed, 4);
+}
+
+#[test]
+fn an_unmeasured_interval_is_attributed_from_the_estimate_alone() {
+    let run = check_fixture("frozen_interval_left_to_the_estimate");
+    assert_eq!(run.stats.intervals_unmeasured, 1);
+}
+
+#[test]
 fn shared_static_energy_follows_the_same_shares() {
     check_fixture("two_processes_share_static");
 }

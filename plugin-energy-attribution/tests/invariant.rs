@@ -44,6 +44,9 @@ struct Scenario {
     buffers: Vec<MeasurementBuffer>,
     /// (domain index, end ms) → (start ms, energy J), for every interval after a domain's first point.
     intervals: HashMap<(usize, u64), (u64, f64)>,
+    /// (domain index, ms) → energy J of each domain's first point, whose
+    /// start is unknown: it must come back whole as unattributed.
+    firsts: HashMap<(usize, u64), f64>,
 }
 
 fn scenario(seed: u64) -> Scenario {
@@ -66,6 +69,7 @@ fn scenario(seed: u64) -> Scenario {
     // rapl: all domains polled together, flushed every 1..5 polls.
     let mut rapl_buffers = Vec::new();
     let mut intervals = HashMap::new();
+    let mut firsts = HashMap::new();
     let mut last: [Option<u64>; 4] = [None; 4];
     let mut t = rng.below(300);
     let mut pending = MeasurementBuffer::new();
@@ -88,8 +92,13 @@ fn scenario(seed: u64) -> Scenario {
                 )
                 .with_attr("domain", *name),
             );
-            if let Some(start) = last[d] {
-                intervals.insert((d, t), (start, energy));
+            match last[d] {
+                Some(start) => {
+                    intervals.insert((d, t), (start, energy));
+                }
+                None => {
+                    firsts.insert((d, t), energy);
+                }
             }
             last[d] = Some(t);
         }
@@ -149,6 +158,7 @@ fn scenario(seed: u64) -> Scenario {
         config,
         buffers,
         intervals,
+        firsts,
     }
 }
 
@@ -242,8 +252,22 @@ fn attributed_energy_adds_up_to_the_dynamic_energy_and_is_never_negative() {
                 }
             }
         }
+        // A first point's energy (its start unknown) comes back whole,
+        // unattributed; nothing else is emitted for it.
+        for (&(d, t), &energy) in &s.firsts {
+            let lost = unattributed.get(&(d, t, "total".to_owned())).copied();
+            if energy.is_finite() && energy > 0.0 {
+                assert_eq!(lost, Some(energy), "seed {seed}: first point of {d} at {t}");
+            } else {
+                assert_eq!(lost, None, "seed {seed}");
+            }
+        }
         // Nothing is emitted for an interval that does not exist.
-        for (d, end, _) in sums.keys().chain(unattributed.keys()) {
+        for (d, end, part) in sums.keys().chain(unattributed.keys()) {
+            if part == "total" {
+                assert!(s.firsts.contains_key(&(*d, *end)), "seed {seed}");
+                continue;
+            }
             assert!(s.intervals.contains_key(&(*d, *end)), "seed {seed}");
         }
     }

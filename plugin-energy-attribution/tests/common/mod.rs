@@ -73,6 +73,13 @@ pub fn input_metrics() -> Vec<Metric> {
             MetricKind::Gauge,
             "sm",
         ),
+        Metric::new(
+            "energy_unmeasured_time",
+            Unit::Second,
+            ValueType::F64,
+            MetricKind::Delta,
+            "unmeasured",
+        ),
     ]
 }
 
