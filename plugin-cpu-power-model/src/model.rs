@@ -1,6 +1,37 @@
-//! The power model: watts of one unit (a vCPU or a socket) at a CPU
-//! utilisation, linear between idle and max or piecewise-linear through
-//! configured points.
+//! The power model: watts of one unit (a vCPU, a socket, or a socket's
+//! TDP) at a CPU utilisation, linear between idle and max or
+//! piecewise-linear through points, times how many units the machine has.
+
+/// The TEADS utilisation curve: a CPU's power as a fraction of its TDP at
+/// 0, 10, 50 and 100 % utilisation, linear in between. Published by Teads
+/// Engineering ("Building an AWS EC2 Carbon Emissions Dataset", 2021) from
+/// SPECpower results, and used by Boavizta and the Green Software
+/// Foundation's Impact Framework (`teads-curve`).
+pub const TEADS_CURVE: [(f64, f64); 4] = [(0.0, 0.12), (0.10, 0.32), (0.50, 0.75), (1.0, 1.02)];
+
+/// The TEADS curve scaled to a TDP, W per socket.
+pub fn teads_curve(tdp_w: f64) -> PowerCurve {
+    PowerCurve::Points(TEADS_CURVE.iter().map(|&(u, f)| (u, f * tdp_w)).collect())
+}
+
+/// What the transform applies: `units` × the curve's watts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerModel {
+    /// Watts of one unit.
+    pub curve: PowerCurve,
+    /// How many units the machine counts for (vCPUs, sockets, or the
+    /// fraction of a socket a virtual machine's vCPUs are).
+    pub units: f64,
+    /// How it is described in the `model` attribute and the report (no commas).
+    pub name: String,
+}
+
+impl PowerModel {
+    /// The machine's power at utilisation `u` (0–1).
+    pub fn power_w(&self, u: f64) -> f64 {
+        self.units * self.curve.power_w(u)
+    }
+}
 
 /// Watts of one unit as a function of utilisation (0–1).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +89,21 @@ impl PowerCurve {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_teads_curve_is_a_fraction_of_the_tdp() {
+        let c = teads_curve(200.0);
+        assert_eq!(c.power_w(0.0), 24.0);
+        assert_eq!(c.power_w(0.1), 64.0);
+        assert!((c.power_w(0.3) - 107.0).abs() < 1e-9);
+        assert_eq!(c.power_w(1.0), 204.0);
+        let vm = PowerModel {
+            curve: c,
+            units: 2.0 / 64.0,
+            name: "x".into(),
+        };
+        assert_eq!(vm.power_w(1.0), 204.0 / 32.0);
+    }
 
     #[test]
     fn linear_and_points() {

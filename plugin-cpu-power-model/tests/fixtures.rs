@@ -10,7 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use std::time::Duration;
+
+use alumet::measurement::{
+    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
+};
+use alumet::metrics::{Metric, MetricId, MetricKind, Unit, ValueType};
+use alumet::pipeline::{PollError, Source, SourceTrigger};
 use alumet::plugin::PluginDefinition;
 use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of, Row};
 use alumet::testing::{TestPipeline, TestResult};
@@ -18,15 +24,71 @@ use plugin_cpu_power_model::{Config, CpuPowerModelPlugin};
 use plugin_procfs::host::{HostParams, ManualClock};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
-const CASES: [&str; 2] = ["linear_per_vcpu", "curve_per_socket_with_steal"];
+const CASES: [&str; 3] = [
+    "linear_per_vcpu",
+    "curve_per_socket_with_steal",
+    "tdp_from_the_table",
+];
+
+/// What stands for the rapl plugin in a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rapl {
+    /// No rapl plugin.
+    Absent,
+    /// Registered, and its package counter measures every poll.
+    Measuring,
+    /// Registered; its counter froze after the first poll (unmeasured intervals).
+    Frozen,
+    /// Registered, but no point ever comes (a plugin stopped by a reload).
+    Silent,
+}
+
+/// rapl's source as the plugin emits: 0 J at its first reading, then
+/// 5 J per poll, or `energy_unmeasured_time` once frozen.
+struct FakeRapl {
+    energy: MetricId,
+    unmeasured: MetricId,
+    frozen: bool,
+    polls: u32,
+}
+
+impl Source for FakeRapl {
+    fn poll(
+        &mut self,
+        into: &mut MeasurementBuffer,
+        timestamp: Timestamp,
+    ) -> Result<(), PollError> {
+        let first = self.polls == 0;
+        self.polls += 1;
+        let (metric, value, reason) = match (first, self.frozen) {
+            (true, _) => (self.energy, 0.0, None),
+            (false, false) => (self.energy, 5.0, None),
+            (false, true) => (self.unmeasured, 1.0, Some("frozen")),
+        };
+        let mut p = MeasurementPoint::new(
+            timestamp,
+            metric,
+            Resource::CpuPackage { id: 0 },
+            ResourceConsumer::LocalMachine,
+            value,
+        )
+        .with_attr("domain", "package");
+        if let Some(r) = reason {
+            p = p
+                .with_attr("reason", r)
+                .with_attr("energy_metric", "rapl_consumed_energy");
+        }
+        into.push(p);
+        Ok(())
+    }
+}
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Runs procfs on the case's snapshots with the model; `rapl` also registers
-/// `rapl_consumed_energy` as the rapl plugin does when it starts.
-fn run(name: &str, rapl: bool, force: bool) -> TestResult {
+/// Runs procfs on the case's snapshots with the model, beside `rapl`.
+fn run(name: &str, rapl: Rapl, force: bool) -> TestResult {
     let case = fixtures_dir().join(name);
     let root = tempfile::tempdir().unwrap();
     apply_snapshot(root.path(), &case.join("proc0"));
@@ -60,16 +122,35 @@ fn run(name: &str, rapl: bool, force: bool) -> TestResult {
 
     let mut pipeline = TestPipeline::builder();
     pipeline.start_plugin("procfs", &mut procfs).unwrap();
-    if rapl {
+    if rapl != Rapl::Absent {
         pipeline
             .plugin("rapl", |ctx| {
-                ctx.create_metric(Metric::new(
+                let energy = ctx.create_metric(Metric::new(
                     "rapl_consumed_energy",
                     Unit::Joule,
                     ValueType::F64,
                     MetricKind::Delta,
                     "rapl",
                 ))?;
+                let unmeasured = ctx.create_metric(Metric::new(
+                    "energy_unmeasured_time",
+                    Unit::Second,
+                    ValueType::F64,
+                    MetricKind::Delta,
+                    "unmeasured",
+                ))?;
+                if rapl != Rapl::Silent {
+                    ctx.add_source(
+                        "energy",
+                        Box::new(FakeRapl {
+                            energy,
+                            unmeasured,
+                            frozen: rapl == Rapl::Frozen,
+                            polls: 0,
+                        }),
+                        SourceTrigger::every(Duration::from_secs(24 * 3600)),
+                    );
+                }
                 Ok(())
             })
             .unwrap();
@@ -96,7 +177,7 @@ fn estimated_rows(result: &TestResult) -> Vec<Row> {
 #[test]
 fn estimated_energy_is_the_model_integral() {
     for name in CASES {
-        let result = run(name, false, false);
+        let result = run(name, Rapl::Absent, false);
         compare(
             name,
             read_expected(&fixtures_dir().join(name).join("expected.csv")),
@@ -106,16 +187,38 @@ fn estimated_energy_is_the_model_integral() {
 }
 
 #[test]
-fn with_rapl_the_model_stays_off_unless_forced() {
-    let off = run("linear_per_vcpu", true, false);
-    assert!(estimated_rows(&off).is_empty());
+fn where_rapl_measures_the_model_stays_off_unless_forced() {
+    let off = run("linear_per_vcpu", Rapl::Measuring, false);
+    assert!(
+        estimated_rows(&off).is_empty(),
+        "{:?}",
+        estimated_rows(&off)
+    );
     assert!(!off.points_of("cpu_time").is_empty(), "procfs did run");
-    let forced = run("linear_per_vcpu", true, true);
+    assert!(
+        off.points_of("rapl_consumed_energy").len() >= 2,
+        "rapl did measure"
+    );
+    let forced = run("linear_per_vcpu", Rapl::Measuring, true);
     compare(
         "forced",
         read_expected(&fixtures_dir().join("linear_per_vcpu/expected.csv")),
         estimated_rows(&forced),
     );
+}
+
+#[test]
+fn a_registered_rapl_that_does_not_measure_leaves_the_estimate_on() {
+    // Decided from what rapl reports, not from its registration: a frozen
+    // counter, or a rapl that says nothing at all.
+    for rapl in [Rapl::Frozen, Rapl::Silent] {
+        let result = run("linear_per_vcpu", rapl, false);
+        compare(
+            &format!("{rapl:?}"),
+            read_expected(&fixtures_dir().join("linear_per_vcpu/expected.csv")),
+            estimated_rows(&result),
+        );
+    }
 }
 
 #[test]
