@@ -20,7 +20,18 @@ pub enum Intensity {
     Fixed(f64),
     /// The bundled annual average of a country.
     Country(&'static Country),
+    /// Nothing configured: the world's average, an estimate for any grid.
+    WorldAverage,
 }
+
+/// The world's average carbon intensity of electricity generation in 2023,
+/// g CO2e/kWh: Ember, Global Electricity Review 2024 (the figure its data
+/// gives for the world, 481 g; life-cycle emissions, CO2 equivalent).
+pub const WORLD_AVERAGE_G_PER_KWH: f64 = 481.0;
+
+/// Where [`WORLD_AVERAGE_G_PER_KWH`] comes from.
+pub const WORLD_AVERAGE_SOURCE: &str =
+    "world average 2023 (Ember Global Electricity Review 2024) - no country configured";
 
 impl Intensity {
     /// The intensity at `unix_ns` (the end of the energy interval). Before the
@@ -29,6 +40,7 @@ impl Intensity {
         match self {
             Intensity::Fixed(v) => *v,
             Intensity::Country(c) => c.g_co2e_per_kwh,
+            Intensity::WorldAverage => WORLD_AVERAGE_G_PER_KWH,
             Intensity::TimeSeries { rows, .. } => {
                 let i = rows.partition_point(|(t, _)| *t <= unix_ns);
                 rows[i.saturating_sub(1)].1
@@ -44,12 +56,19 @@ impl Intensity {
         }
     }
 
+    /// Whether the intensity is a stand-in for the grid's, not the grid's
+    /// own figure (the world average where nothing is configured).
+    pub fn is_estimated(&self) -> bool {
+        matches!(self, Intensity::WorldAverage)
+    }
+
     /// The `intensity_source` attribute: what a reader needs to judge the
     /// figure (without commas, which would split it in `k=v,...` lists).
     pub fn source(&self) -> String {
         let text = match self {
             Intensity::TimeSeries { label, .. } => format!("time series {label}"),
             Intensity::Fixed(_) => "configured intensity_g_per_kwh".to_owned(),
+            Intensity::WorldAverage => WORLD_AVERAGE_SOURCE.to_owned(),
             Intensity::Country(c) => format!(
                 "{} {} annual average {} ({})",
                 c.alpha_3,

@@ -59,8 +59,16 @@ fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
 
 impl Config {
     /// The intensity this configuration asks for: the time series file,
-    /// else the fixed value, else the country; `None` when none is set.
-    pub fn intensity(&self) -> Result<Option<Intensity>, PluginError> {
+    /// else the fixed value, else the country, else the world average
+    /// (marked estimated).
+    pub fn intensity(&self) -> Result<Intensity, PluginError> {
+        Ok(self
+            .configured_intensity()?
+            .unwrap_or(Intensity::WorldAverage))
+    }
+
+    /// The intensity the configuration sets, if any.
+    pub fn configured_intensity(&self) -> Result<Option<Intensity>, PluginError> {
         let as_config = |e: intensity::IntensityError| invalid(e.key, e.reason);
         if !self.intensity_file.as_os_str().is_empty() {
             return intensity::time_series(&self.intensity_file)
@@ -107,18 +115,11 @@ pub fn carbon_metric() -> Metric {
     )
 }
 
-fn not_configured() -> PluginError {
-    PluginError::unavailable(
-        "no carbon intensity is configured",
-        "set plugins.energy-to-carbon.country = \"FR\" (ISO 3166 code), intensity_g_per_kwh or intensity_file",
-    )
-}
-
 /// The `energy-to-carbon` plugin.
 #[derive(Debug)]
 pub struct EnergyToCarbonPlugin {
     config: Config,
-    intensity: Option<Intensity>,
+    intensity: Intensity,
 }
 
 impl PluginDefinition for EnergyToCarbonPlugin {
@@ -135,17 +136,14 @@ impl PluginDefinition for EnergyToCarbonPlugin {
     }
 
     fn check_availability(config: &Config) -> Result<(), PluginError> {
-        match config.intensity()? {
-            Some(_) => Ok(()),
-            None => Err(not_configured()),
-        }
+        config.intensity().map(|_| ())
     }
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {
         &[
             ("intensity_file", "CSV of timestamp,g_co2e_per_kwh rows (RFC 3339 or unix seconds), e.g. hourly grid data; preferred over intensity_g_per_kwh and country; \"\" for none"),
             ("intensity_g_per_kwh", "fixed carbon intensity in g CO2e/kWh, e.g. intensity_g_per_kwh = 56.0; preferred over country"),
-            ("country", "ISO 3166-1 code (\"FR\" or \"FRA\") whose annual average intensity, from the bundled table, applies; \"\" for none. A fixed intensity_g_per_kwh = 56.0 (unset by default) is preferred over it"),
+            ("country", "ISO 3166-1 code (\"FR\" or \"FRA\") whose annual average intensity, from the bundled table, applies; \"\" for none (then the world average, marked intensity_estimated). A fixed intensity_g_per_kwh = 56.0 (unset by default) is preferred over it"),
             ("pue", "power usage effectiveness of the data centre (>= 1.0): carbon is computed from energy x pue"),
         ]
     }
@@ -153,9 +151,13 @@ impl PluginDefinition for EnergyToCarbonPlugin {
 
 impl Plugin for EnergyToCarbonPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
-        let Some(intensity) = self.intensity.clone() else {
-            return Err(not_configured());
-        };
+        let intensity = self.intensity.clone();
+        if intensity.is_estimated() {
+            log::info!(
+                "energy-to-carbon: no carbon intensity is configured: the world average, {} g CO2e/kWh, is used and every carbon point says so (intensity_estimated=true); set plugins.energy-to-carbon.country = \"FR\" (ISO 3166 code), intensity_g_per_kwh or intensity_file for your grid",
+                intensity::WORLD_AVERAGE_G_PER_KWH
+            );
+        }
         let output = ctx.create_metric(carbon_metric())?;
         ctx.add_transform(
             "carbon",
@@ -174,16 +176,19 @@ mod tests {
     }
 
     #[test]
-    fn default_round_trips_and_is_not_configured() {
+    fn by_default_the_world_average_is_used_and_marked_estimated() {
         let table = alumet::config::serialize_config(&Config::default()).unwrap();
         let back: Config = alumet::config::deserialize_config(table).unwrap();
         assert_eq!(back, Config::default());
         let plugin = EnergyToCarbonPlugin::init(back).unwrap();
-        assert!(plugin.intensity.is_none());
-        assert!(matches!(
-            EnergyToCarbonPlugin::check_availability(&Config::default()),
-            Err(PluginError::Unavailable { .. })
-        ));
+        assert_eq!(plugin.intensity, Intensity::WorldAverage);
+        assert!(plugin.intensity.is_estimated());
+        assert_eq!(plugin.intensity.at(0), 481.0);
+        assert!(plugin
+            .intensity
+            .source()
+            .starts_with("world average 2023 (Ember"));
+        assert!(EnergyToCarbonPlugin::check_availability(&Config::default()).is_ok());
     }
 
     #[test]
@@ -195,14 +200,13 @@ mod tests {
         c.intensity_file = file;
         assert!(matches!(
             c.intensity().unwrap(),
-            Some(Intensity::TimeSeries { .. })
+            Intensity::TimeSeries { .. }
         ));
         c.intensity_file = PathBuf::new();
-        assert_eq!(c.intensity().unwrap(), Some(Intensity::Fixed(5.0)));
+        assert_eq!(c.intensity().unwrap(), Intensity::Fixed(5.0));
         c.intensity_g_per_kwh = None;
-        assert!(
-            matches!(c.intensity().unwrap(), Some(Intensity::Country(d)) if d.alpha_3 == "DEU")
-        );
+        assert!(matches!(c.intensity().unwrap(), Intensity::Country(d) if d.alpha_3 == "DEU"));
+        assert!(!c.intensity().unwrap().is_estimated());
     }
 
     #[test]

@@ -116,6 +116,12 @@ impl CarbonTransform {
             attributes.push((Cow::Borrowed("energy_metric"), input.name.clone()));
             attributes.push((Cow::Borrowed("intensity_source"), self.source.clone()));
             attributes.push((Cow::Borrowed("pue"), AttributeValue::F64(self.pue)));
+            if self.intensity.is_estimated() {
+                attributes.push((
+                    Cow::Borrowed("intensity_estimated"),
+                    AttributeValue::Bool(true),
+                ));
+            }
             let point = MeasurementPoint {
                 timestamp: p.timestamp,
                 metric: self.output,

@@ -126,7 +126,7 @@ fn every_fixture_case() {
             config.intensity_file = case.join(&config.intensity_file);
         }
         config.validate().unwrap();
-        let intensity = config.intensity().unwrap().unwrap();
+        let intensity = config.intensity().unwrap();
         let metrics = registry();
         let carbon = metrics.by_name("carbon_emission").unwrap();
         let mut transform = CarbonTransform::new(intensity, config.pue, carbon);
