@@ -26,6 +26,44 @@ pub struct UnavailablePlugin {
     pub name: String,
     /// One line: reason and fix.
     pub reason: String,
+    /// The reason alone, without the fix.
+    pub why: String,
+    /// Whether what it reads is simply not on this machine (no GPU, no
+    /// RAPL): information, not a fault.
+    pub absent: bool,
+}
+
+impl UnavailablePlugin {
+    /// What the `exec` report says of it: the reason alone where the
+    /// hardware is absent (nothing to fix), with the fix otherwise.
+    pub fn report_line(&self) -> String {
+        if self.absent {
+            format!("{}: {}", self.name, self.why)
+        } else {
+            format!("{}: {}", self.name, self.reason)
+        }
+    }
+
+    /// Records `name`'s start failure `e`, and says it in one line: at
+    /// info level when the hardware is absent, as a warning otherwise.
+    pub fn logged(name: &str, e: &PluginError) -> Self {
+        let absent = e.is_absent();
+        if absent {
+            log::info!("plugin {name} has nothing to measure here: {e}");
+        } else {
+            log::warn!("plugin {name} cannot run here: {e}");
+        }
+        let why = match e {
+            PluginError::Unavailable { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        Self {
+            name: name.to_owned(),
+            reason: e.to_string(),
+            why,
+            absent,
+        }
+    }
 }
 
 /// A running agent.
@@ -91,11 +129,7 @@ pub fn start_with(
                 )))
             }
             Err(e) => {
-                log::warn!("plugin {} cannot run here: {e}", meta.name);
-                unavailable.push(UnavailablePlugin {
-                    name: meta.name.to_owned(),
-                    reason: e.to_string(),
-                });
+                unavailable.push(UnavailablePlugin::logged(meta.name, &e));
                 continue;
             }
         };
@@ -112,11 +146,7 @@ pub fn start_with(
                 )));
             }
             Err(e) => {
-                log::warn!("plugin {} cannot run here: {e}", meta.name);
-                unavailable.push(UnavailablePlugin {
-                    name: meta.name.to_owned(),
-                    reason: e.to_string(),
-                });
+                unavailable.push(UnavailablePlugin::logged(meta.name, &e));
             }
         }
     }
@@ -233,11 +263,8 @@ impl Agent {
             match result {
                 Ok(plugin) => started.push((meta.name.to_owned(), plugin)),
                 Err(e) => {
-                    log::warn!("plugin {name} cannot run here: {e}");
-                    self.unavailable.push(UnavailablePlugin {
-                        name: meta.name.to_owned(),
-                        reason: e.to_string(),
-                    });
+                    self.unavailable
+                        .push(UnavailablePlugin::logged(meta.name, &e));
                 }
             }
         }

@@ -41,7 +41,16 @@ pub struct AgentOptions {
     /// Parent of `exec`'s cgroup (path in the hierarchy); empty: the agent's
     /// own cgroup, else the root when run as root.
     pub exec_cgroup_parent: String,
+    /// `exec` and `watch` poll every source at least this often, so that a
+    /// short command gets enough points ("0s": each source's own interval).
+    #[serde(with = "duration")]
+    pub exec_poll_interval: Duration,
 }
+
+/// The default `exec_poll_interval`: ten points a second, so that the plot
+/// and the CSV of a 1 s command have ten (RAPL updates every millisecond;
+/// NVML wants at least 50 ms).
+pub const DEFAULT_EXEC_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Default for AgentOptions {
     fn default() -> Self {
@@ -54,11 +63,21 @@ impl Default for AgentOptions {
             retry_max_delay: p.retry_max_delay,
             exec_in_cgroup: true,
             exec_cgroup_parent: String::new(),
+            exec_poll_interval: DEFAULT_EXEC_POLL_INTERVAL,
         }
     }
 }
 
 impl AgentOptions {
+    /// The pipeline configuration of `exec` and `watch`: every source polled
+    /// at least every `exec_poll_interval`.
+    pub fn exec_pipeline_config(&self) -> PipelineConfig {
+        PipelineConfig {
+            max_poll_interval: Some(self.exec_poll_interval).filter(|d| !d.is_zero()),
+            ..self.pipeline_config()
+        }
+    }
+
     /// The pipeline configuration these options describe.
     pub fn pipeline_config(&self) -> PipelineConfig {
         PipelineConfig {
@@ -94,6 +113,10 @@ const AGENT_DOCS: &[(&str, &str)] = &[
     (
         "exec_cgroup_parent",
         "Where that cgroup is created, as a path in the hierarchy (e.g. \"/user.slice\"); \"\": under the agent's own cgroup, else the root when run as root.",
+    ),
+    (
+        "exec_poll_interval",
+        "`exec` and `watch` poll every source at least this often, so that a short command gets enough points (a 1 s command: ten); \"0s\": each source's own poll_interval.",
     ),
 ];
 
@@ -170,6 +193,22 @@ impl LoadedConfig {
         self.plugins
             .iter()
             .any(|(m, _, enabled)| m.name == name && *enabled)
+    }
+
+    /// `[plugins.NAME]` as its plugin reads it (defaults where it does not parse).
+    pub fn section<C: serde::de::DeserializeOwned + Default>(&self, name: &str) -> C {
+        self.plugins
+            .iter()
+            .find(|(meta, _, _)| meta.name == name)
+            .and_then(|(_, table, _)| alumet::config::deserialize_config::<C>(table.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The machine, as the roots of `[plugins.rapl]` describe it (the
+    /// host's /proc and /sys by default): bare metal or a virtual machine.
+    pub fn machine_kind(&self) -> alumet_kernelfs::virt::MachineKind {
+        let rapl: plugin_rapl::RaplConfig = self.section("rapl");
+        alumet_kernelfs::virt::detect(&rapl.proc_root, &rapl.sysfs_root)
     }
 }
 

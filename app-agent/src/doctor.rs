@@ -371,7 +371,10 @@ fn explain_rapl(rapl: &RaplConfig, proc_root: &Path, machine: &Machine) {
 }
 
 /// Runs the checks and prints the report. Exits 0 when every enabled plugin
-/// can run, 1 otherwise.
+/// can run or has simply nothing to measure here (no GPU, no RAPL, the dead
+/// counters of a virtual machine); 1 when one cannot run because of a fault
+/// a person can fix (a permission, a counter that does not count on bare
+/// metal, a broken driver).
 pub fn run(config: &LoadedConfig, config_found: bool) -> i32 {
     let machine = Machine::read();
     let uid = machine
@@ -391,33 +394,45 @@ pub fn run(config: &LoadedConfig, config_found: bool) -> i32 {
             config.path.display()
         );
     }
+    println!("machine: {}", config.machine_kind());
     println!();
     println!("{:<20} {:<8} CAN RUN", "PLUGIN", "ENABLED");
     let mut failures = Vec::new();
-    let mut enabled_failing = 0;
+    let mut faults = 0;
     for (meta, table, enabled) in &config.plugins {
         let result = (meta.check_availability)(table.clone());
+        let can_run = match &result {
+            Ok(()) => "yes",
+            Err(e) if e.is_absent() => "absent",
+            Err(_) => "no",
+        };
         println!(
-            "{:<20} {:<8} {}",
+            "{:<20} {:<8} {can_run}",
             meta.name,
             if *enabled { "yes" } else { "no" },
-            if result.is_ok() { "yes" } else { "no" }
         );
         if let Err(e) = result {
-            if *enabled {
-                enabled_failing += 1;
+            if *enabled && !e.is_absent() {
+                faults += 1;
             }
             failures.push((meta.name, table, *enabled, e));
         }
     }
+    let rapl_runs = config.is_enabled("rapl") && !failures.iter().any(|f| f.0 == "rapl");
     if failures.is_empty() {
         println!("\nevery plugin can run here as {}", machine.user);
-        return 0;
+    } else if faults > 0 {
+        println!("\nwhy, and how to fix it:");
+    } else {
+        println!("\nwhy some plugins do not run (information: nothing to fix):");
     }
-    println!("\nwhy, and how to fix it:");
     for (name, table, enabled, error) in failures {
         if !enabled {
             println!("{name} (disabled): {error}");
+            continue;
+        }
+        if error.is_absent() {
+            println!("{name} (nothing to measure here, not a fault): {error}");
             continue;
         }
         println!("{name}: {error}");
@@ -428,24 +443,42 @@ pub fn run(config: &LoadedConfig, config_found: bool) -> i32 {
             explain_rapl(&rapl, &proc_root, &machine);
         }
     }
-    if enabled_failing > 0 {
+    println!();
+    println!("CPU energy: {}", cpu_energy_line(config, rapl_runs));
+    if faults > 0 {
         1
     } else {
         0
     }
 }
 
+/// How the CPU's energy will be known: measured by rapl, estimated by
+/// cpu-power-model (and with which model), or not at all.
+fn cpu_energy_line(config: &LoadedConfig, rapl_runs: bool) -> String {
+    if rapl_runs {
+        return "measured by rapl".to_owned();
+    }
+    if !config.is_enabled("cpu-power-model") {
+        return "not measured and not estimated (enable cpu-power-model for an estimate)"
+            .to_owned();
+    }
+    let model: plugin_cpu_power_model::Config = config.section("cpu-power-model");
+    let topology = plugin_cpu_power_model::topology::read(&model.proc_root, &model.sys_root);
+    let cpu = plugin_cpu_power_model::cpus::cpuinfo_model_name(&model.proc_root);
+    match topology.map_err(|e| e.to_string()).and_then(|t| {
+        plugin_cpu_power_model::choose_model(&model, &t, cpu.as_deref()).map_err(|e| e.to_string())
+    }) {
+        Ok(m) => format!(
+            "will be ESTIMATED by cpu-power-model (model {}), not measured",
+            m.name
+        ),
+        Err(e) => format!("not measured, and cpu-power-model cannot estimate it: {e}"),
+    }
+}
+
 /// Where procfs is, from `[plugins.procfs]` (for `perf_event_paranoid`).
 fn procfs_root(config: &LoadedConfig) -> PathBuf {
-    config
-        .plugins
-        .iter()
-        .find(|(meta, _, _)| meta.name == "procfs")
-        .and_then(|(_, table, _)| {
-            alumet::config::deserialize_config::<ProcfsConfig>(table.clone()).ok()
-        })
-        .map(|c| c.proc_root)
-        .unwrap_or_else(|| PathBuf::from("/proc"))
+    config.section::<ProcfsConfig>("procfs").proc_root
 }
 
 #[cfg(test)]

@@ -328,7 +328,7 @@ fn list_plugins(config: &LoadedConfig) -> i32 {
             Ok(()) => "yes".to_owned(),
             Err(e) => {
                 reasons.push(format!("  {}: {e}", meta.name));
-                "no".to_owned()
+                if e.is_absent() { "absent" } else { "no" }.to_owned()
             }
         };
         println!(

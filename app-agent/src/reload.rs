@@ -46,6 +46,9 @@ fn changed_agent_key(old: &LoadedConfig, new: &LoadedConfig) -> Option<String> {
     keys.sort();
     keys.dedup();
     keys.into_iter()
+        // `exec_*` keys apply to `exec` and `watch` only: the service
+        // has nothing to restart for them.
+        .filter(|k| !k.starts_with("exec_"))
         .find(|k| old.get(*k) != new.get(*k))
         .cloned()
 }

@@ -26,10 +26,18 @@ pub struct EnergyLine {
     pub command_static_energy_j: Option<f64>,
     /// The metric of the line (`rapl_consumed_energy`, `gpu_consumed_energy`, `estimated_cpu_energy`).
     pub metric: String,
-    /// Whether the figure is a model's estimate, not a measurement.
+    /// Whether the figure is a model's estimate, not a measurement (false: measured).
     pub estimated: bool,
     /// The model that estimated it.
     pub model: Option<String>,
+    /// Why it is estimated (the sensor's absence or fault, in one line).
+    pub estimated_because: Option<String>,
+    /// The hypervisor, when a measured counter was read inside a virtual
+    /// machine (it then shows the host's package, shared with other guests).
+    pub seen_from_vm: Option<String>,
+    /// Seconds of the run its sensor did not measure (a frozen counter):
+    /// not counted as 0 J; an estimate covers them where one runs.
+    pub unmeasured_s: f64,
     /// Its carbon, when energy-to-carbon ran.
     pub carbon: Option<CarbonLine>,
 }
@@ -43,6 +51,8 @@ pub struct CarbonLine {
     pub command_carbon_g: Option<f64>,
     /// Data-centre overhead applied: carbon is computed from energy × pue.
     pub pue: f64,
+    /// Whether the intensity is a stand-in (the world average where none is configured).
+    pub intensity_estimated: bool,
     /// g CO2e/kWh of facility energy over the run (the mean for a time series).
     pub intensity_g_per_kwh: f64,
     /// Where the intensity comes from.
@@ -130,6 +140,8 @@ pub struct Report {
     pub exit_code: i32,
     /// Wall time of the command.
     pub wall_s: f64,
+    /// `bare metal`, or `virtual machine (KVM)`.
+    pub machine: String,
     /// Energy per resource and domain.
     pub energy: Vec<EnergyLine>,
     /// Why energy is missing, when it is.
@@ -207,8 +219,8 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            " Energy and activity summary for '{cmd}' (wall {:.2} s, exit {}):",
-            self.wall_s, self.exit_code
+            " Energy and activity summary for '{cmd}' (wall {:.2} s, exit {}, {}):",
+            self.wall_s, self.exit_code, self.machine
         );
         let _ = writeln!(out);
         let width = self
@@ -242,12 +254,37 @@ impl Report {
                     "     ^ ESTIMATED, not measured: model {}",
                     e.model.as_deref().unwrap_or("unknown")
                 );
+                if let Some(why) = &e.estimated_because {
+                    let _ = writeln!(out, "       because {why}");
+                }
+            } else {
+                let mut how = "     ^ measured".to_owned();
+                if let Some(vm) = &e.seen_from_vm {
+                    let _ = write!(
+                        how,
+                        ", from inside a virtual machine ({vm}): the host's counter, shared with other guests"
+                    );
+                }
+                if e.unmeasured_s > 0.0 {
+                    let _ = write!(
+                        how,
+                        "; NOT measured for {:.2} s of the run (counter frozen or implausible: not counted as 0 J)",
+                        e.unmeasured_s
+                    );
+                }
+                if how.len() > "     ^ measured".len() {
+                    let _ = writeln!(out, "{how}");
+                }
             }
             if let Some(c) = &e.carbon {
                 let mut line = format!(
                     "     carbon {} CO2e{}",
                     format_grams(c.carbon_g),
-                    if e.estimated { " (estimated)" } else { "" }
+                    if e.estimated || c.intensity_estimated {
+                        " (estimated)"
+                    } else {
+                        ""
+                    }
                 );
                 if let Some(cmd) = c.command_carbon_g {
                     let _ = write!(line, ", command {}", format_grams(cmd));
@@ -269,7 +306,7 @@ impl Report {
                 let _ = write!(line, " (command: {})", format_grams(cmd));
             }
             if self.carbon_total_estimated {
-                line.push_str(", includes ESTIMATED energy");
+                line.push_str(", ESTIMATED (estimated energy or the world-average intensity)");
             }
             let _ = writeln!(out, "{line}");
         }

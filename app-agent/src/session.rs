@@ -9,10 +9,11 @@ use alumet::exec::ExecTarget;
 use alumet::measurement::Timestamp;
 use alumet::metrics::MetricRegistry;
 use alumet::pipeline::{OutputOptions, PipelineConfig, PipelineHandle, SourceSelector};
+use alumet_kernelfs::virt::MachineKind;
 
 use crate::agent::{self, Agent, StartError, UnavailablePlugin};
 use crate::config::LoadedConfig;
-use crate::summary::{Method, SummaryCollector, Wait4Usage};
+use crate::summary::{Method, RunFacts, SummaryCollector, Wait4Usage};
 
 /// How long a poll of every source may take when asked for.
 pub const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,6 +25,7 @@ pub struct Session {
     handle: PipelineHandle,
     metrics: std::sync::Arc<MetricRegistry>,
     started: Option<Instant>,
+    machine: MachineKind,
 }
 
 impl Session {
@@ -34,7 +36,7 @@ impl Session {
         // No poll at start: the first is the window's, once what is measured is ready.
         let pipeline = PipelineConfig {
             first_poll_at_start: false,
-            ..config.agent.pipeline_config()
+            ..config.agent.exec_pipeline_config()
         };
         let agent = match agent::start_with(config, pipeline, move |ctx| {
             ctx.add_output(
@@ -64,6 +66,7 @@ impl Session {
             handle,
             metrics,
             started: None,
+            machine: config.machine_kind(),
         })
     }
 
@@ -122,6 +125,7 @@ impl Session {
             collector: self.collector,
             metrics: self.metrics,
             unavailable,
+            machine: self.machine,
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct Finished {
     collector: SummaryCollector,
     metrics: std::sync::Arc<MetricRegistry>,
     unavailable: Vec<UnavailablePlugin>,
+    machine: MachineKind,
 }
 
 /// The files the report is written to besides the terminal.
@@ -162,11 +167,14 @@ impl Finished {
         let plot = self.collector.take_plot();
         let mut report = self.collector.report(
             &self.metrics,
-            outcome.label,
-            outcome.exit_code,
-            outcome.wall.as_secs_f64(),
-            outcome.wait4,
-            &self.unavailable,
+            RunFacts {
+                command: outcome.label,
+                exit_code: outcome.exit_code,
+                wall_s: outcome.wall.as_secs_f64(),
+                wait4: outcome.wait4,
+                unavailable: &self.unavailable,
+                machine: &self.machine,
+            },
         );
         report.outlived = outcome.outlived;
         eprint!("{}", report.to_text());

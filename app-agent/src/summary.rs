@@ -225,6 +225,8 @@ pub(crate) const ENERGY_METRICS: [&str; 3] = [
 ];
 /// The carbon of each energy point (energy-to-carbon).
 pub(crate) const CARBON_METRIC: &str = "carbon_emission";
+/// Intervals a sensor did not measure (rapl: a frozen counter).
+pub(crate) const UNMEASURED_METRIC: &str = "energy_unmeasured_time";
 
 pub(crate) fn is_estimated(attrs: &str) -> bool {
     attribute(attrs, "estimated").as_deref() == Some("true")
@@ -247,17 +249,33 @@ pub(crate) fn energy_label(resource: &Resource, domain: &str) -> String {
     }
 }
 
+/// What the report says beside the measurements: the run and the machine.
+pub struct RunFacts<'a> {
+    /// The command line, or what was watched.
+    pub command: Vec<String>,
+    /// The exit code the agent returns.
+    pub exit_code: i32,
+    /// Wall time of the window, s.
+    pub wall_s: f64,
+    /// The kernel's figures at reaping, for a spawned command.
+    pub wait4: Option<Wait4Usage>,
+    /// Plugins that could not start, and why.
+    pub unavailable: &'a [crate::agent::UnavailablePlugin],
+    /// Bare metal, or a virtual machine.
+    pub machine: &'a alumet_kernelfs::virt::MachineKind,
+}
+
 impl SummaryCollector {
     /// Builds the report once the pipeline has stopped.
-    pub fn report(
-        &self,
-        metrics: &MetricRegistry,
-        command: Vec<String>,
-        exit_code: i32,
-        wall_s: f64,
-        wait4: Option<Wait4Usage>,
-        unavailable: &[crate::agent::UnavailablePlugin],
-    ) -> Report {
+    pub fn report(&self, metrics: &MetricRegistry, facts: RunFacts<'_>) -> Report {
+        let RunFacts {
+            command,
+            exit_code,
+            wall_s,
+            wait4,
+            unavailable,
+            machine: machine_kind,
+        } = facts;
         let c = self.lock();
         let kinds: HashMap<&str, (MetricKind, &Unit, String)> = metrics
             .iter()
@@ -296,12 +314,29 @@ impl SummaryCollector {
             let any_attribution = metrics.by_name("attributed_energy").is_some();
             let carbon = carbon_of(&machine, &c.command, key, &same_domain);
             let label = energy_label(&key.resource, &domain);
+            // The time the sensor of this line did not measure (frozen...).
+            let unmeasured_s: f64 = machine
+                .iter()
+                .filter(|(k, _)| {
+                    k.metric == UNMEASURED_METRIC
+                        && attribute(&k.attributes, "energy_metric").as_deref()
+                            == Some(key.metric.as_str())
+                        && k.resource == key.resource
+                        && attribute(&k.attributes, "domain").as_deref() == Some(domain.as_str())
+                        && attribute(&k.attributes, "die") == die
+                })
+                .map(|(_, a)| a.sum)
+                .sum::<f64>()
+                + 0.0;
             energy.push(EnergyLine {
                 label: if estimated {
                     format!("{label} (estimated)")
                 } else {
                     label
                 },
+                seen_from_vm: attribute(&key.attributes, "virtual_machine"),
+                unmeasured_s,
+                estimated_because: None,
                 resource_kind: key.resource.kind().to_owned(),
                 resource_id: key.resource.id().into_owned(),
                 domain: domain.clone(),
@@ -319,7 +354,7 @@ impl SummaryCollector {
             carbon_totals(&energy);
         let carbon_unavailable =
             if let Some(u) = unavailable.iter().find(|u| u.name == "energy-to-carbon") {
-                Some(format!("{}: {}", u.name, u.reason))
+                Some(u.report_line())
             } else if metrics.by_name(CARBON_METRIC).is_none() {
                 Some("energy-to-carbon: the plugin is disabled".into())
             } else if energy.is_empty() {
@@ -330,8 +365,48 @@ impl SummaryCollector {
         let mut energy_unavailable = Vec::new();
         for plugin in ["rapl", "nvidia"] {
             if let Some(u) = unavailable.iter().find(|u| u.name == plugin) {
-                energy_unavailable.push(format!("{}: {}", u.name, u.reason));
+                energy_unavailable.push(u.report_line());
             }
+        }
+        // Why each estimate was made: the CPU's sensor is absent or broken,
+        // disabled, or did not measure part of the run.
+        let rapl_reason = unavailable
+            .iter()
+            .find(|u| u.name == "rapl")
+            .map(|u| format!("rapl: {}", u.why))
+            .or_else(|| {
+                metrics
+                    .by_name("rapl_consumed_energy")
+                    .is_none()
+                    .then(|| "rapl: the plugin is disabled".to_owned())
+            });
+        let measured_gaps: Vec<(String, String, f64)> = energy
+            .iter()
+            .filter(|e| !e.estimated && e.unmeasured_s > 0.0)
+            .map(|e| {
+                (
+                    e.resource_kind.clone(),
+                    e.resource_id.clone(),
+                    e.unmeasured_s,
+                )
+            })
+            .collect();
+        if energy.iter().any(|e| e.estimated) {
+            // The estimate's line says why rapl did not measure: once is enough.
+            energy_unavailable.retain(|line| !line.starts_with("rapl: "));
+        }
+        for e in energy.iter_mut().filter(|e| e.estimated) {
+            let gap = measured_gaps
+                .iter()
+                .find(|(k, id, _)| *k == e.resource_kind && *id == e.resource_id)
+                .or(measured_gaps.first());
+            e.estimated_because = Some(match (&rapl_reason, gap) {
+                (Some(reason), _) => reason.clone(),
+                (None, Some((_, _, s))) => format!(
+                    "the RAPL counter did not measure {s:.2} s of the run (see energy_unmeasured_time); the estimate covers that time"
+                ),
+                (None, None) => "forced (force = true): beside the measurement".to_owned(),
+            });
         }
         if !energy.iter().any(|e| e.domain != "gpu")
             && !unavailable.iter().any(|u| u.name == "rapl")
@@ -379,6 +454,7 @@ impl SummaryCollector {
             command,
             exit_code,
             wall_s,
+            machine: machine_kind.to_string(),
             energy,
             energy_unavailable,
             carbon_total_g,
@@ -575,7 +651,17 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        let report = c.report(&reg, vec!["x".into()], 0, 1.0, None, &[]);
+        let report = c.report(
+            &reg,
+            RunFacts {
+                command: vec!["x".into()],
+                exit_code: 0,
+                wall_s: 1.0,
+                wait4: None,
+                unavailable: &[],
+                machine: &alumet_kernelfs::virt::MachineKind::BareMetal,
+            },
+        );
         assert_eq!(report.energy.len(), 1);
         assert_eq!(report.energy[0].energy_j, 2.0);
         assert_eq!(report.energy[0].label, "CPU package 0");

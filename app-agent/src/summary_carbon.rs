@@ -55,6 +55,8 @@ pub(crate) fn carbon_of(
             0.0
         },
         intensity_source: attribute(&first.attributes, "intensity_source").unwrap_or_default(),
+        intensity_estimated: attribute(&first.attributes, "intensity_estimated").as_deref()
+            == Some("true"),
     })
 }
 
@@ -91,5 +93,8 @@ pub(crate) fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>,
         .filter_map(|e| e.carbon.as_ref()?.command_carbon_g)
         .collect();
     let command = (!command.is_empty()).then(|| command.iter().sum());
-    (Some(total), command, counted.iter().any(|e| e.estimated))
+    let estimated = counted
+        .iter()
+        .any(|e| e.estimated || e.carbon.as_ref().is_some_and(|c| c.intensity_estimated));
+    (Some(total), command, estimated)
 }

@@ -213,7 +213,7 @@ fn exec_returns_the_command_exit_code_and_prints_a_summary() {
     );
     assert!(err.contains("exit 3"), "{err}");
     assert!(
-        err.contains("energy not measured"),
+        err.contains("energy not measured: rapl: the plugin is disabled"),
         "no RAPL here, and the report says so: {err}"
     );
     let summary: serde_json::Value =

@@ -111,6 +111,15 @@ impl Machine {
                 "plugins.procfs.proc_root={:?}",
                 self.dir.path().join("proc").to_str().unwrap()
             ))
+            // A bare-metal machine (no cpuinfo: no hypervisor flag) whose
+            // static counters are about permissions here, not about
+            // counting (tests/e2e_trust.rs has the doctor on dead counters).
+            .arg("--set")
+            .arg(format!(
+                "plugins.rapl.proc_root={:?}",
+                self.dir.path().join("proc").to_str().unwrap()
+            ))
+            .args(["--set", "plugins.rapl.counting_check=\"0s\""])
             .arg("doctor")
             .output()
             .unwrap()

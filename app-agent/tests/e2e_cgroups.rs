@@ -95,7 +95,7 @@ fn two_real_cgroups_busy_3_to_1_get_energy_3_to_1_and_nothing_is_lost() {
             dir.path().join("alumet-config.toml").to_str().unwrap(),
         ])
         .args(["--plugins", "cgroups,rapl,procfs,energy-attribution,csv"])
-        .args(["--set", &rapl.sysfs_root_arg])
+        .args(&rapl.args)
         .args(["--set", "plugins.rapl.interface=\"powercap\""])
         .args(["--set", "plugins.rapl.poll_interval=\"100ms\""])
         .args(["--set", "plugins.rapl.flush_interval=\"100ms\""])

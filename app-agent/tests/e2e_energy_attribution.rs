@@ -57,10 +57,6 @@ fn exec_child_gets_a_share_of_the_dynamic_energy_and_the_report_shows_it() {
     // A shell that spins for 1.5 s without forking in its loop (`[` is a builtin).
     let script =
         "echo $$ > pid; touch flag; (sleep 1.5; rm -f flag) & while [ -e flag ]; do :; done";
-    let sysfs_root = format!(
-        "plugins.rapl.sysfs_root={:?}",
-        dir.path().join("sys").to_str().unwrap()
-    );
     let idle = format!("plugins.energy-attribution.idle_power_w={{ package = {IDLE_POWER_W:.1} }}");
     let mut agent = common::agent_command()
         .current_dir(dir.path())
@@ -69,7 +65,7 @@ fn exec_child_gets_a_share_of_the_dynamic_energy_and_the_report_shows_it() {
             dir.path().join("alumet-config.toml").to_str().unwrap(),
         ])
         .args(["--plugins", "rapl,procfs,energy-attribution,csv"])
-        .args(["--set", &sysfs_root])
+        .args(common::rapl_root_args(&dir.path().join("sys"), true))
         .args(["--set", "plugins.rapl.interface=\"powercap\""])
         .args(["--set", "plugins.rapl.poll_interval=\"100ms\""])
         .args(["--set", "plugins.rapl.flush_interval=\"100ms\""])

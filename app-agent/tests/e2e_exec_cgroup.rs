@@ -73,7 +73,7 @@ fn agent(dir: &Path, rapl: &RaplFixture) -> Command {
     c.current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--plugins", "cgroups,rapl,procfs,energy-attribution,csv"])
-        .args(["--set", &rapl.sysfs_root_arg])
+        .args(&rapl.args)
         .args(["--set", "plugins.rapl.interface=\"powercap\""])
         .args(["--set", "plugins.rapl.poll_interval=\"200ms\""])
         .args(["--set", "plugins.rapl.flush_interval=\"200ms\""])

@@ -96,7 +96,7 @@ fn exec_plot_svg_and_plot_csv_png_render_in_a_browser() {
         .current_dir(d)
         .args(["--config", d.join("alumet-config.toml").to_str().unwrap()])
         .args(["--plugins", "rapl,procfs,energy-attribution,csv"])
-        .args(["--set", &rapl.sysfs_root_arg])
+        .args(&rapl.args)
         .args(["--set", "plugins.rapl.interface=\"powercap\""])
         .args(["--set", "plugins.rapl.poll_interval=\"100ms\""])
         .args(["--set", "plugins.rapl.flush_interval=\"100ms\""])

@@ -170,7 +170,6 @@ fn zones(powercap: &Path) -> Vec<Zone> {
 
 fn spawn_agent(dir: &Path, sys: &Path, csv: &Path, port: u16) -> Child {
     let sets = [
-        format!("plugins.rapl.sysfs_root={:?}", sys.to_str().unwrap()),
         "plugins.rapl.interface=\"powercap\"".into(),
         "plugins.rapl.poll_interval=\"100ms\"".into(),
         "plugins.rapl.flush_interval=\"100ms\"".into(),
@@ -184,6 +183,8 @@ fn spawn_agent(dir: &Path, sys: &Path, csv: &Path, port: u16) -> Child {
         .current_dir(dir)
         .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
         .args(["--plugins", "procfs,rapl,csv,prometheus"])
+        // the test moves the fixture's counters by hand
+        .args(common::rapl_root_args(sys, false))
         .args(["--output-file", csv.to_str().unwrap()])
         .args(sets.iter().flat_map(|kv| ["--set", kv.as_str()]))
         .arg("run")
@@ -353,13 +354,13 @@ fn prometheus_scrapes_the_agent_and_promql_agrees_with_the_csv() {
     // Energy added in 20 steps of 100 ms, distinct per zone, then frozen.
     for step in 0..20u64 {
         for (i, z) in zones.iter_mut().enumerate() {
-            let delta_uj = (i as u64 + 1) * 1_000_003 + step * 7_919;
+            let delta_uj = (i as u64 + 1) * 200_003 + step * 7_919;
             write_in_place(&z.energy_uj, read_u64(&z.energy_uj) + delta_uj);
             z.added_uj += delta_uj;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let largest_step_j = zones.len() as f64 * 1_000_003e-6 + 19.0 * 7_919e-6;
+    let largest_step_j = zones.len() as f64 * 200_003e-6 + 19.0 * 7_919e-6;
     // Prometheus has the final value twice (a stable end for increase()).
     let settled = |zones: &[Zone]| {
         zones.iter().all(|z| {

@@ -85,51 +85,47 @@ fn csv_totals_equal_the_energy_added_to_the_microjoule() {
     ];
     let mmio = powercap.join("intel-rapl-mmio:0/energy_uj");
 
+    let top = zones[5].max_energy_range_uj - 5_000;
+    write_in_place(&zones[5].energy_uj, top);
     let csv = dir.path().join("out.csv");
-    let sysfs_root = format!("plugins.rapl.sysfs_root={:?}", sys.to_str().unwrap());
-    let mut child = agent(
-        dir.path(),
-        &[
-            "--plugins",
-            "rapl,csv",
-            "--set",
-            &sysfs_root,
-            "--set",
-            "plugins.rapl.interface=\"powercap\"",
-            "--set",
-            "plugins.rapl.poll_interval=\"20ms\"",
-            "--set",
-            "plugins.rapl.flush_interval=\"20ms\"",
-            "--set",
-            "plugins.csv.flush_interval=\"20ms\"",
-            "--output-file",
-            csv.to_str().unwrap(),
-            "run",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    // The test moves the counters by hand: no start-up check.
+    let roots = common::rapl_root_args(&sys, false);
+    let mut args: Vec<&str> = roots.iter().map(String::as_str).collect();
+    args.extend([
+        "--plugins",
+        "rapl,csv",
+        "--set",
+        "plugins.rapl.interface=\"powercap\"",
+        "--set",
+        "plugins.rapl.poll_interval=\"20ms\"",
+        "--set",
+        "plugins.rapl.flush_interval=\"20ms\"",
+        "--set",
+        "plugins.csv.flush_interval=\"20ms\"",
+        "--output-file",
+        csv.to_str().unwrap(),
+        "run",
+    ]);
+    let mut child = agent(dir.path(), &args).spawn().unwrap();
     // Rows mean at least two polls: the counters are primed, so everything
     // added from now on must show up.
     wait_for_csv_rows(&csv, &mut child);
 
-    // Package 1 goes to the top of its range, then wraps. Its total stays
-    // below one range, so even polls delayed across several steps can never
-    // see two wraps in one interval.
+    // Package 1 starts 5 mJ below the top of its range (set before the agent
+    // started) and wraps at the second step. Its total stays below one
+    // range, so even polls delayed across several steps can never see two
+    // wraps in one interval; each step is what a package can draw in 50 ms.
     let package1 = 5;
-    let wrap_steps = {
-        let range = zones[package1].max_energy_range_uj;
-        let start = read_u64(&zones[package1].energy_uj);
-        [range - 100 - start, 12_345, 1_000_000, 0, 777, 31]
-    };
+    let wrap_steps = [1_000, 12_345, 1_000_000, 0, 777, 31];
     let helper = std::thread::spawn(move || {
         for (step, wrap_delta) in wrap_steps.iter().enumerate() {
             for (i, z) in zones.iter_mut().enumerate() {
                 let delta_uj = if i == package1 {
                     *wrap_delta
                 } else {
-                    // Distinct, non-round amounts per zone and step.
-                    (i as u64 + 1) * 1_000_003 + step as u64 * 7_919
+                    // Distinct, non-round amounts per zone and step, each what a
+                    // domain can draw in the few ms a late poll may leave.
+                    (i as u64 + 1) * 100_003 + step as u64 * 7_919
                 };
                 let current = read_u64(&z.energy_uj);
                 let mut next = current + delta_uj;
@@ -204,25 +200,20 @@ fn without_rapl_the_agent_says_why_in_one_line_and_goes_on() {
     let empty_sys = dir.path().join("no-rapl");
     fs::create_dir(&empty_sys).unwrap();
     let csv = dir.path().join("out.csv");
-    let sysfs_root = format!("plugins.rapl.sysfs_root={:?}", empty_sys.to_str().unwrap());
-    let mut child = agent(
-        dir.path(),
-        &[
-            "--plugins",
-            "rapl,procfs,csv",
-            "--set",
-            &sysfs_root,
-            "--set",
-            "plugins.procfs.flush_interval=\"100ms\"",
-            "--set",
-            "plugins.csv.flush_interval=\"100ms\"",
-            "--output-file",
-            csv.to_str().unwrap(),
-            "run",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let roots = common::rapl_root_args(&empty_sys, true);
+    let mut args: Vec<&str> = roots.iter().map(String::as_str).collect();
+    args.extend([
+        "--plugins",
+        "rapl,procfs,csv",
+        "--set",
+        "plugins.procfs.flush_interval=\"100ms\"",
+        "--set",
+        "plugins.csv.flush_interval=\"100ms\"",
+        "--output-file",
+        csv.to_str().unwrap(),
+        "run",
+    ]);
+    let mut child = agent(dir.path(), &args).spawn().unwrap();
     wait_for_csv_rows(&csv, &mut child);
     let (code, stderr) = stop(child);
     assert_eq!(code, Some(0), "{stderr}");

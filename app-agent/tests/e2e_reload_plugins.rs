@@ -179,9 +179,16 @@ fn a_change_in_agent_restarts_the_whole_pipeline_and_says_which_key() {
 fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let plugins = "procfs,cpu-power-model,energy-to-carbon,csv,prometheus";
-    write_config_with(dir.path(), 100, &prometheus_section(port));
-    let child = spawn_run_with(dir.path(), plugins);
+    // procfs, csv, prometheus and cpu-power-model run; energy-to-carbon is off.
+    let base = |carbon: &str| {
+        format!(
+            "{}\n[plugins.cpu-power-model]\nenabled = true\nmodel = \"linear\"\n{carbon}\n[plugins.cgroups]\nenabled = false\n[plugins.rapl]\nenabled = false\n[plugins.nvidia]\nenabled = false\n[plugins.energy-attribution]\nenabled = false\n",
+            prometheus_section(port)
+        )
+    };
+    let carbon_off = "[plugins.energy-to-carbon]\nenabled = false\n";
+    write_config_with(dir.path(), 100, &base(carbon_off));
+    let child = spawn_run_with(dir.path(), "");
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::http(port, "GET", "/metrics").is_some_and(|(s, _)| s == 200)
     }));
@@ -189,14 +196,15 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     let socket = listening_inode(port).expect("the endpoint listens");
     let before = ctl_status(dir.path());
 
-    let carbon = "\n[plugins.energy-to-carbon]\ncountry = \"FR\"\n";
-    write_config_with(dir.path(), 100, &(prometheus_section(port) + carbon));
+    let carbon = "[plugins.energy-to-carbon]\nenabled = true\ncountry = \"FR\"\n";
+    write_config_with(dir.path(), 100, &base(carbon));
     let hup_at = now_ns();
     hup_and_wait(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::http(port, "GET", "/metrics")
             .is_some_and(|(_, body)| body.contains("carbon_emission"))
     }));
+    std::thread::sleep(Duration::from_millis(300));
     let after = ctl_status(dir.path());
     assert_eq!(
         listening_inode(port),
@@ -224,8 +232,21 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
         "{transforms:?}"
     );
 
-    // Without an intensity again: it cannot run so, and goes on as it was.
-    write_config_with(dir.path(), 100, &prometheus_section(port));
+    // The TDP model on a CPU that the table does not know (a fixture
+    // cpuinfo): the model cannot start so, and goes on as it was.
+    let proc = dir.path().join("proc");
+    std::fs::create_dir_all(&proc).unwrap();
+    std::fs::copy("/proc/stat", proc.join("stat")).unwrap();
+    std::fs::write(
+        proc.join("cpuinfo"),
+        "processor\t: 0\nmodel name\t: Unknown CPU 9000\n",
+    )
+    .unwrap();
+    let broken = base(carbon).replace(
+        "model = \"linear\"",
+        &format!("model = \"tdp\"\nproc_root = {:?}", proc.to_str().unwrap()),
+    );
+    write_config_with(dir.path(), 100, &broken);
     hup_and_wait(dir.path(), &child);
     std::thread::sleep(Duration::from_millis(800));
     let carbon_rows_at = |rows: &[common::Row]| {
@@ -247,9 +268,13 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     );
     assert_eq!(
         stderr
-            .matches("plugin energy-to-carbon cannot run with its new section")
+            .matches("plugin cpu-power-model cannot run with its new section")
             .count(),
         2,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"Unknown CPU 9000\" is not in the bundled table"),
         "{stderr}"
     );
     assert!(
@@ -266,7 +291,7 @@ fn a_transform_started_by_a_reload_feeds_the_outputs_that_kept_running() {
     assert!(first_carbon > hup_at, "carbon only after the reload");
     assert!(
         carbon_rows_at(&rows) > last_carbon,
-        "carbon goes on after the second reload (previous section)"
+        "carbon of the estimate goes on after the second reload (the model on its previous section)"
     );
     let times = poll_times(&rows);
     assert_continuous(&times, 100, &[]);

@@ -99,6 +99,18 @@ pub fn write(plot: &Prepared, path: &Path) -> Result<(), String> {
     result.map_err(|e| format!("cannot draw {}: {e}", path.display()))
 }
 
+/// Decimals the tick labels of an axis spanning `range` need to be told
+/// apart: plotters puts up to about ten ticks on 1-2-5 steps, so labels
+/// show down to the step's first significant digit (a 1.35 W axis: 0.2,
+/// 0.4...; a 0.013 W one: 0.002...).
+pub(crate) fn decimals_for(range: f64) -> usize {
+    if !(range.is_finite() && range > 0.0) {
+        return 0;
+    }
+    let step = range / 10.0;
+    (-step.log10().floor()).clamp(0.0, 9.0) as usize
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -142,13 +154,8 @@ where
     let plot = &in_unit(plot, per);
     let x_max = plot.span_s;
     let x_desc = format!("Time since start ({unit})");
-    let x_fmt = move |x: &f64| {
-        if x_max < 10.0 {
-            format!("{x:.1}")
-        } else {
-            format!("{x:.0}")
-        }
-    };
+    let x_decimals = decimals_for(x_max);
+    let x_fmt = move |x: &f64| format!("{x:.x_decimals$}");
 
     // Power panel.
     let y_max = plot
@@ -156,8 +163,9 @@ where
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
-        .max(1.0)
+        .max(1e-3)
         * 1.35; // headroom for the legend
+    let y_decimals = decimals_for(y_max);
     let mut chart = ChartBuilder::on(&upper)
         .margin(12)
         .margin_right(24)
@@ -170,7 +178,7 @@ where
         .x_desc(x_desc.as_str())
         .y_desc("Power (W)")
         .x_label_formatter(&x_fmt)
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .light_line_style(TRANSPARENT)
@@ -303,4 +311,39 @@ where
     }
 
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimals_for;
+
+    /// The ticks plotters would draw: 1-2-5 steps, at most ten over the range.
+    fn ticks(range: f64) -> Vec<f64> {
+        let mut step = 10f64.powf((range / 10.0).log10().floor());
+        for factor in [1.0, 2.0, 5.0, 10.0] {
+            if range / (step * factor) <= 10.0 {
+                step *= factor;
+                break;
+            }
+        }
+        (0..=((range / step).floor() as usize))
+            .map(|i| i as f64 * step)
+            .collect()
+    }
+
+    #[test]
+    fn tick_labels_carry_the_decimals_their_range_needs() {
+        for range in [0.0135, 0.27, 1.35, 2.0, 5.0, 9.9, 13.5, 120.0, 4000.0] {
+            let d = decimals_for(range);
+            let labels: Vec<String> = ticks(range).iter().map(|t| format!("{t:.d$}")).collect();
+            let mut distinct = labels.clone();
+            distinct.dedup();
+            assert_eq!(distinct, labels, "range {range}: {labels:?}");
+            assert!(labels.len() >= 3, "range {range}: {labels:?}");
+        }
+        // the short command's power axis, once labelled 1 1 1 1 0 0 0
+        assert_eq!(decimals_for(1.35), 1);
+        assert_eq!(decimals_for(135.0), 0);
+        assert_eq!(decimals_for(f64::NAN), 0);
+    }
 }

@@ -138,12 +138,99 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// `--set` arguments that point the rapl plugin at the fixture tree `sys`
+/// on a bare-metal machine (an empty proc root: no `hypervisor` flag), so
+/// that nothing of the host's RAPL or hypervisor reaches the test. With
+/// `check_counting` false the start-up check that the counters count is off:
+/// for tests that move a static fixture's counters by hand, at their pace
+/// (tests/e2e_trust.rs tests the check on moving and dead counters).
+pub fn rapl_root_args(sys: &Path, check_counting: bool) -> Vec<String> {
+    let proc_root = sys.with_file_name(format!(
+        "{}-proc",
+        sys.file_name().and_then(|n| n.to_str()).unwrap_or("sys")
+    ));
+    fs::create_dir_all(&proc_root).unwrap();
+    let mut args = rapl_machine_args(sys, &proc_root);
+    if !check_counting {
+        args.extend([
+            "--set".to_owned(),
+            "plugins.rapl.counting_check=\"0s\"".to_owned(),
+        ]);
+    }
+    args
+}
+
+/// Makes `proc` and `sys` describe a KVM guest: cpuinfo with the
+/// `hypervisor` flag, and the KVM clock source (as this project's CI
+/// machines are).
+pub fn kvm_guest(proc: &Path, sys: &Path) {
+    fs::create_dir_all(proc).unwrap();
+    fs::write(
+        proc.join("cpuinfo"),
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 hypervisor avx2\n",
+    )
+    .unwrap();
+    let clock = sys.join("devices/system/clocksource/clocksource0");
+    fs::create_dir_all(&clock).unwrap();
+    fs::write(clock.join("available_clocksource"), "tsc kvm-clock \n").unwrap();
+}
+
+/// A `power` PMU under `sys` whose only event, `energy-psys`, opens like
+/// the real one and never counts: the kernel's software PMU (type 1) and
+/// its `dummy` event (PERF_COUNT_SW_DUMMY, config 9), through the real
+/// `perf_event_open` (root or CAP_PERFMON needed, as for RAPL).
+pub fn dead_perf_psys(sys: &Path) {
+    let pmu = sys.join("bus/event_source/devices/power");
+    fs::create_dir_all(pmu.join("events")).unwrap();
+    fs::create_dir_all(pmu.join("format")).unwrap();
+    fs::write(pmu.join("type"), "1\n").unwrap();
+    fs::write(pmu.join("cpumask"), "0\n").unwrap();
+    fs::write(pmu.join("format/event"), "config:0-63\n").unwrap();
+    fs::write(pmu.join("events/energy-psys"), "event=0x09\n").unwrap();
+    fs::write(
+        pmu.join("events/energy-psys.scale"),
+        "2.3283064365386962890625e-10\n",
+    )
+    .unwrap();
+    fs::write(pmu.join("events/energy-psys.unit"), "Joules\n").unwrap();
+    let topology = sys.join("devices/system/cpu/cpu0/topology");
+    fs::create_dir_all(&topology).unwrap();
+    fs::write(topology.join("physical_package_id"), "0\n").unwrap();
+}
+
+/// A powercap package zone under `sys` whose `energy_uj` never moves.
+pub fn dead_powercap_zone(sys: &Path) {
+    let zone = sys.join("class/powercap/intel-rapl:0");
+    fs::create_dir_all(&zone).unwrap();
+    fs::write(zone.join("name"), "package-0\n").unwrap();
+    fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    fs::write(zone.join("energy_uj"), "123456789\n").unwrap();
+}
+
+/// `--set` arguments pointing the rapl plugin at the roots `sys` and `proc`.
+pub fn rapl_machine_args(sys: &Path, proc: &Path) -> Vec<String> {
+    vec![
+        "--set".to_owned(),
+        format!("plugins.rapl.sysfs_root={:?}", sys.to_str().unwrap()),
+        "--set".to_owned(),
+        format!("plugins.rapl.proc_root={:?}", proc.to_str().unwrap()),
+    ]
+}
+
+/// `--set` arguments for a machine without RAPL (an empty sysfs root), so
+/// that a test with the rapl plugin enabled does not depend on the host.
+pub fn no_rapl_args(dir: &Path) -> Vec<String> {
+    let sys = dir.join("no-rapl-sys");
+    fs::create_dir_all(&sys).unwrap();
+    rapl_root_args(&sys, true)
+}
+
 /// A powercap tree with one package zone under `<dir>/sys`, whose
 /// `energy_uj` a thread advances every 10 ms at `power_w` (in place, as the
 /// kernel does) until the fixture is dropped.
 pub struct RaplFixture {
-    /// `--set` argument pointing the rapl plugin at the tree.
-    pub sysfs_root_arg: String,
+    /// `--set` arguments pointing the rapl plugin at the tree, on a bare-metal machine.
+    pub args: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -190,8 +277,8 @@ impl RaplFixture {
         })
     }
 
-    /// The tree, and a thread adding `joules(step)` every 10 ms.
-    fn start_with(dir: &Path, mut joules: impl FnMut(u64) -> f64 + Send + 'static) -> Self {
+    /// The tree, and a thread adding `joules(step)` J at each 10 ms step.
+    pub fn start_with(dir: &Path, mut joules: impl FnMut(u64) -> f64 + Send + 'static) -> Self {
         let zone = dir.join("sys/class/powercap/intel-rapl:0");
         std::fs::create_dir_all(&zone).unwrap();
         std::fs::write(zone.join("name"), "package-0\n").unwrap();
@@ -213,10 +300,7 @@ impl RaplFixture {
             })
         };
         Self {
-            sysfs_root_arg: format!(
-                "plugins.rapl.sysfs_root={:?}",
-                dir.join("sys").to_str().unwrap()
-            ),
+            args: rapl_root_args(&dir.join("sys"), true),
             stop,
             thread: Some(thread),
         }
