@@ -13,8 +13,9 @@ pub mod perf;
 pub mod powercap;
 pub mod source;
 pub mod topology;
+pub mod verdict;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -297,12 +298,13 @@ fn on_machine(machine: &MachineKind) -> String {
 /// (nothing to fix), a fault on bare metal. `also` adds what the other
 /// interface said.
 fn not_counting(
-    silent: &[SilentCounter],
+    silent: &Silent,
     window: Duration,
     machine: &MachineKind,
     also: Option<String>,
 ) -> PluginError {
     let list = silent
+        .counters
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
@@ -312,6 +314,12 @@ fn not_counting(
         on_machine(machine),
         format_duration(window)
     );
+    if let Some(path) = &silent.kept_in {
+        reason.push_str(&format!(
+            " (at this boot's first check; the verdict is kept in {})",
+            path.display()
+        ));
+    }
     if let Some(also) = also {
         reason.push_str("; ");
         reason.push_str(&also);
@@ -324,12 +332,85 @@ fn not_counting(
     }
 }
 
+/// Counters that do not count, and where that verdict was kept, when it
+/// comes from an earlier check of this boot.
+#[derive(Debug)]
+struct Silent {
+    counters: Vec<SilentCounter>,
+    kept_in: Option<PathBuf>,
+}
+
+/// Where the verdict of a VM's check is kept for the boot ([`verdict`]),
+/// and whether this caller may write it (`doctor` only reads).
+#[derive(Debug, Clone)]
+pub struct VerdictKeeping {
+    /// The file; `None`: no keeping.
+    pub path: Option<PathBuf>,
+    /// Whether a new verdict is written.
+    pub write: bool,
+    /// Keep only what is read under the host's own sysfs (`/sys`), not a
+    /// container's view of another host or a fixture.
+    pub host_sysfs_only: bool,
+}
+
+impl VerdictKeeping {
+    /// Nothing kept, nothing reused: every start checks.
+    pub fn none() -> Self {
+        Self {
+            path: None,
+            write: false,
+            host_sysfs_only: true,
+        }
+    }
+
+    /// The default place for this user; `write`: whether to keep new verdicts.
+    pub fn default_place(write: bool) -> Self {
+        Self {
+            path: verdict::default_path(),
+            write,
+            host_sysfs_only: true,
+        }
+    }
+}
+
 /// The opened counters that count, or those that do not when none of
-/// them can stand for the CPU's energy.
-fn keep_counting(mut probe: Probe, window: Duration) -> Result<Probe, Vec<SilentCounter>> {
+/// them can stand for the CPU's energy. On a VM, under the host's sysfs, a
+/// verdict kept from this boot's first check is reused (and a new one kept).
+fn keep_counting(
+    mut probe: Probe,
+    config: &RaplConfig,
+    keeping: &VerdictKeeping,
+) -> Result<Probe, Silent> {
+    let window = config.counting_check;
+    let keep = keeping
+        .path
+        .as_ref()
+        .filter(|_| {
+            !window.is_zero()
+                && probe.machine.is_virtual()
+                && (!keeping.host_sysfs_only || config.sysfs_root == Path::new(verdict::HOST_SYSFS))
+        })
+        .and_then(|path| Some((path, verdict::boot_id(&config.proc_root)?)));
+    if let Some((path, boot)) = &keep {
+        let origins: Vec<&str> = probe.readers.iter().map(DomainReader::origin).collect();
+        if let Some(counters) = verdict::load(path, boot, &origins) {
+            return Err(Silent {
+                counters,
+                kept_in: Some(path.to_path_buf()),
+            });
+        }
+    }
     let checked = check_counting(std::mem::take(&mut probe.readers), window);
     if !checked.counts() {
-        return Err(checked.silent);
+        if let Some((path, boot)) = &keep {
+            if keeping.write && checked.counting.is_empty() {
+                verdict::store(path, boot, &checked.silent);
+            }
+        }
+        return Err(Silent {
+            counters: checked.silent,
+            kept_in: None,
+        });
     }
     probe.readers = checked.counting;
     probe.silent = checked.silent;
@@ -338,8 +419,18 @@ fn keep_counting(mut probe: Probe, window: Duration) -> Result<Probe, Vec<Silent
 
 /// Opens the counters of the configured interface (for `auto`: perf, then
 /// powercap), keeps those that count (see [`check`]), or explains in one
-/// line why none can be read.
+/// line why none can be read. Checks every time (no verdict kept).
 pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginError> {
+    probe_keeping(config, backends, &VerdictKeeping::none())
+}
+
+/// [`probe`], reusing (and keeping, as `keeping` says) a VM's verdict for
+/// the boot.
+pub fn probe_keeping(
+    config: &RaplConfig,
+    backends: &Backends,
+    keeping: &VerdictKeeping,
+) -> Result<Probe, PluginError> {
     let root = &config.sysfs_root;
     let machine = virt::detect(&config.proc_root, root);
     let window = config.counting_check;
@@ -373,9 +464,8 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
         silent: Vec::new(),
         machine: machine.clone(),
     };
-    let silent_error = |silent: &[SilentCounter], also: Option<String>| {
-        not_counting(silent, window, &machine, also)
-    };
+    let silent_error =
+        |silent: &Silent, also: Option<String>| not_counting(silent, window, &machine, also);
 
     match config.interface {
         InterfaceChoice::Perf => {
@@ -392,7 +482,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
                     _ => PluginError::unavailable(e.to_string(), fix),
                 }
             })?;
-            keep_counting(opened, window).map_err(|silent| silent_error(&silent, None))
+            keep_counting(opened, config, keeping).map_err(|silent| silent_error(&silent, None))
         }
         InterfaceChoice::Powercap => {
             let opened = try_powercap()
@@ -410,12 +500,12 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
                         _ => PluginError::unavailable(e.to_string(), fix),
                     }
                 })?;
-            keep_counting(opened, window).map_err(|silent| silent_error(&silent, None))
+            keep_counting(opened, config, keeping).map_err(|silent| silent_error(&silent, None))
         }
         InterfaceChoice::Auto => {
             // What perf gave: counting counters, or why not.
             let perf_outcome = match try_perf() {
-                Ok(opened) => match keep_counting(from_perf(opened), window) {
+                Ok(opened) => match keep_counting(from_perf(opened), config, keeping) {
                     Ok(probe) => return Ok(probe),
                     Err(silent) => PerfOutcome::Silent(silent),
                 },
@@ -426,6 +516,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
                 PerfOutcome::Silent(silent) => format!(
                     "its counters do not count: {}",
                     silent
+                        .counters
                         .iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
@@ -435,7 +526,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
             let powercap_error = match try_powercap() {
                 Ok(opened) => {
                     let why = format!("perf_event not used ({why_not_perf}); reading powercap");
-                    match keep_counting(from_powercap(opened, vec![why]), window) {
+                    match keep_counting(from_powercap(opened, vec![why]), config, keeping) {
                         Ok(probe) => return Ok(probe),
                         Err(silent) => {
                             let mut all = match perf_outcome {
@@ -444,7 +535,7 @@ pub fn probe(config: &RaplConfig, backends: &Backends) -> Result<Probe, PluginEr
                                     return Err(silent_error(&silent, Some(format!("perf: {e}"))))
                                 }
                             };
-                            all.extend(silent);
+                            all.counters.extend(silent.counters);
                             return Err(silent_error(&all, None));
                         }
                     }
@@ -499,7 +590,7 @@ enum PerfOutcome {
     /// It could not be opened.
     Failed(PerfError),
     /// Its counters opened but did not count.
-    Silent(Vec<SilentCounter>),
+    Silent(Silent),
 }
 
 /// What is wrong with `poll_interval` given the counters opened: below
@@ -530,6 +621,7 @@ pub fn timing_warnings(poll_interval: Duration, shortest_wrap: Option<Duration>)
 pub struct RaplPlugin {
     config: RaplConfig,
     backends: Backends,
+    keeping: VerdictKeeping,
     interface: Option<Interface>,
 }
 
@@ -541,8 +633,15 @@ impl RaplPlugin {
         Ok(Self {
             config,
             backends,
+            keeping: VerdictKeeping::none(),
             interface: None,
         })
+    }
+
+    /// The same plugin, reusing and keeping a VM's verdict as `keeping` says.
+    pub fn keeping_verdicts(mut self, keeping: VerdictKeeping) -> Self {
+        self.keeping = keeping;
+        self
     }
 
     /// The interface chosen by `start`, if it succeeded.
@@ -559,14 +658,22 @@ impl PluginDefinition for RaplPlugin {
     type Config = RaplConfig;
 
     fn init(config: RaplConfig) -> Result<Self, PluginError> {
-        Self::with_backends(config, Backends::real())
+        Ok(Self::with_backends(config, Backends::real())?
+            .keeping_verdicts(VerdictKeeping::default_place(true)))
     }
 
     fn check_availability(config: &RaplConfig) -> Result<(), PluginError> {
         config.validate()?;
         let config = config.clone().with_absolute_root()?;
         // Opening a few files and perf fds is cheap; they are closed at once.
-        probe(&config, &Backends::real()).map(|_| ())
+        // A VM's verdict kept for the boot is reused, never written here
+        // (`doctor` changes nothing).
+        probe_keeping(
+            &config,
+            &Backends::real(),
+            &VerdictKeeping::default_place(false),
+        )
+        .map(|_| ())
     }
 
     fn config_docs() -> &'static [(&'static str, &'static str)] {
@@ -605,7 +712,7 @@ impl PluginDefinition for RaplPlugin {
 
 impl Plugin for RaplPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
-        let probe = probe(&self.config, &self.backends)?;
+        let probe = probe_keeping(&self.config, &self.backends, &self.keeping)?;
         for w in probe.warnings.iter().chain(&timing_warnings(
             self.config.poll_interval,
             probe.shortest_wrap,

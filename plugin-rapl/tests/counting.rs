@@ -487,3 +487,62 @@ fn points_read_inside_a_vm_say_so() {
         );
     }
 }
+
+#[test]
+fn a_vms_verdict_is_kept_for_the_boot_and_reused_without_watching_again() {
+    let dir = tempfile::tempdir().unwrap();
+    power_pmu(&dir.path().join("sys"), &["energy-psys"]);
+    kvm_guest(&dir.path().join("proc"), &dir.path().join("sys"));
+    let boot = dir.path().join("proc/sys/kernel/random");
+    fs::create_dir_all(&boot).unwrap();
+    fs::write(boot.join("boot_id"), "4b2e-boot\n").unwrap();
+    let kept = dir.path().join("run/alumet/rapl-not-counting");
+    let keeping = plugin_rapl::VerdictKeeping {
+        path: Some(kept.clone()),
+        write: true,
+        host_sysfs_only: false,
+    };
+    let config = config(dir.path(), InterfaceChoice::Perf);
+    let backends = perf_backends(vec![("energy-psys", dead())]);
+    let first = plugin_rapl::probe_keeping(&config, &backends, &keeping);
+    let (reason, absent) = unavailable(first);
+    assert!(
+        absent && !reason.contains("this boot's first check"),
+        "{reason}"
+    );
+    assert!(kept.exists());
+    // The next start of the boot: no 100 ms watch, the same verdict.
+    let started = Instant::now();
+    let (again, absent) = unavailable(plugin_rapl::probe_keeping(&config, &backends, &keeping));
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(absent);
+    assert!(
+        again.contains("perf event power/energy-psys/ on CPU 0 (stayed at 0) did not advance in 100ms (at this boot's first check; the verdict is kept in"),
+        "{again}"
+    );
+    // Another boot checks again.
+    fs::write(boot.join("boot_id"), "another-boot\n").unwrap();
+    let started = Instant::now();
+    let (_, _) = unavailable(plugin_rapl::probe_keeping(&config, &backends, &keeping));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    // Bare metal never keeps a verdict: a dead counter there is a fault, checked each time.
+    let metal = tempfile::tempdir().unwrap();
+    power_pmu(&metal.path().join("sys"), &["energy-pkg"]);
+    bare_metal(&metal.path().join("proc"));
+    let kept = metal.path().join("kept");
+    let keeping = plugin_rapl::VerdictKeeping {
+        path: Some(kept.clone()),
+        ..keeping
+    };
+    let (_, absent) = unavailable(plugin_rapl::probe_keeping(
+        &self::config(metal.path(), InterfaceChoice::Perf),
+        &perf_backends(vec![("energy-pkg", dead())]),
+        &keeping,
+    ));
+    assert!(!absent);
+    assert!(!kept.exists());
+}
