@@ -187,6 +187,15 @@ impl FixtureSysfs {
                 "plugins.rapl.sysfs_root={:?}",
                 self.sys().to_str().unwrap()
             ))
+            // A bare-metal machine (an empty proc root: no hypervisor flag)
+            // whose static counters are about permissions here, not about
+            // counting (tests/e2e_trust.rs has the doctor on dead counters).
+            .arg("--set")
+            .arg(format!(
+                "plugins.rapl.proc_root={:?}",
+                self.dir.path().join("no-proc").to_str().unwrap()
+            ))
+            .args(["--set", "plugins.rapl.counting_check=\"0s\""])
             .arg("doctor")
             .env_remove("ALUMET_CONFIG")
             .env_remove("RUST_LOG"));
