@@ -160,6 +160,12 @@ impl OpenTelemetryConfig {
                 "opentelemetry: cannot read the host name; no host.name resource attribute"
             ),
         }
+        resource_attributes.extend(machine_attributes(&alumet_kernelfs::virt::detect(
+            std::path::Path::new("/proc"),
+            std::path::Path::new("/sys"),
+        )));
+        // The configured ones last: a user's `cloud.provider` wins.
+        resource_attributes.retain(|(k, _)| !self.resource_attributes.contains_key(k));
         resource_attributes.extend(
             self.resource_attributes
                 .iter()
@@ -172,6 +178,25 @@ impl OpenTelemetryConfig {
             start_time_unix_nano,
         }
     }
+}
+
+/// What the resource says of the machine: `alumet.machine` (`bare metal`,
+/// `virtual machine (KVM)`), and on a cloud the semantic conventions'
+/// `cloud.provider` and `cloud.platform` (only where the hypervisor names
+/// one cloud's compute service).
+pub fn machine_attributes(machine: &alumet_kernelfs::virt::MachineKind) -> Vec<(String, String)> {
+    let mut attributes = vec![("alumet.machine".to_owned(), machine.to_string())];
+    let cloud = match machine.hypervisor() {
+        Some("Amazon EC2") => Some(("aws", "aws_ec2")),
+        Some("Google Compute Engine") => Some(("gcp", "gcp_compute_engine")),
+        Some("Alibaba Cloud") => Some(("alibaba_cloud", "alibaba_cloud_ecs")),
+        _ => None,
+    };
+    if let Some((provider, platform)) = cloud {
+        attributes.push(("cloud.provider".to_owned(), provider.to_owned()));
+        attributes.push(("cloud.platform".to_owned(), platform.to_owned()));
+    }
+    attributes
 }
 
 /// Decodes `%XX` escapes (the W3C baggage form the OTLP headers use).
@@ -233,6 +258,28 @@ fn parse_headers(key: &str, text: &str) -> Result<Vec<(String, Secret)>, PluginE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_and_its_cloud_are_resource_attributes() {
+        use alumet_kernelfs::virt::MachineKind;
+        let vm = |h: &str| MachineKind::VirtualMachine {
+            hypervisor: Some(h.to_owned()),
+        };
+        assert_eq!(
+            machine_attributes(&MachineKind::BareMetal),
+            [("alumet.machine".to_owned(), "bare metal".to_owned())]
+        );
+        assert_eq!(
+            machine_attributes(&vm("KVM")),
+            [(
+                "alumet.machine".to_owned(),
+                "virtual machine (KVM)".to_owned()
+            )]
+        );
+        let ec2 = machine_attributes(&vm("Amazon EC2"));
+        assert!(ec2.contains(&("cloud.provider".to_owned(), "aws".to_owned())));
+        assert!(ec2.contains(&("cloud.platform".to_owned(), "aws_ec2".to_owned())));
+    }
 
     fn no_env(_: &str) -> Option<String> {
         None
