@@ -136,6 +136,10 @@ fn short_commands_get_their_share_of_every_interval_and_energy_is_conserved() {
         let line = &json["energy"][0];
         assert_eq!(line["metric"], "rapl_consumed_energy", "{json}");
         let command = line["command_dynamic_energy_j"].as_f64().unwrap();
+        eprintln!(
+            "{seconds} s: the command got {command:.3} J of {dynamic_total:.3} J dynamic ({:.1} %)",
+            100.0 * command / dynamic_total
+        );
         assert!(
             command >= 0.9 * dynamic_total,
             "{seconds} s: the command got {command:.3} J of {dynamic_total:.3} J dynamic\n{err}"
