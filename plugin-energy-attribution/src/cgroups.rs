@@ -25,7 +25,7 @@ use alumet::measurement::{
 use alumet_kernelfs::cgroup::parse_proc_cgroup;
 
 use crate::activity::{ActivityStore, SampleKind};
-use crate::transform::OutputMetrics;
+use crate::outputs::OutputMetrics;
 
 /// Path of the hierarchy root: the whole machine.
 const ROOT: &str = "/";

@@ -7,6 +7,7 @@ pub mod activity;
 mod cgroups;
 pub mod domain;
 pub mod idle;
+pub mod outputs;
 pub mod transform;
 
 use std::collections::BTreeMap;

@@ -14,6 +14,7 @@ use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
 
 use crate::activity::Activity;
+pub use crate::outputs::OutputMetrics;
 use crate::cgroups::{CgroupActivity, IntervalToShare};
 use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
 use crate::idle::{IdlePower, IdlePowerEstimator};
@@ -46,17 +47,6 @@ pub const CGROUP_POLL_MARKER_METRIC: &str = "cgroups_measured";
 /// mark procfs polls, so the first CPU-time delta gets a known start.
 pub const PROCESS_POLL_MARKER_METRICS: [&str; 2] =
     ["process_memory_resident", "process_memory_virtual"];
-
-/// The ids of the metrics this transform produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputMetrics {
-    /// `attributed_energy`.
-    pub attributed_energy: MetricId,
-    /// `idle_power`.
-    pub idle_power: MetricId,
-    /// `unattributed_energy`.
-    pub unattributed_energy: MetricId,
-}
 
 /// Counters of what the transform did, for tests and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,7 +12,8 @@ use std::fmt::Write;
 
 use crate::naming::{self, FamilyType};
 use crate::stats::ExporterStats;
-use crate::store::{Family, Series};
+pub use crate::family::push_f64;
+use crate::family::{Family, Series};
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,18 +76,6 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     accept_encoding
         .and_then(|h| best_quality(h, |e| e == "gzip" || e == "x-gzip"))
         .is_some_and(|q| q > 0.0)
-}
-
-/// Writes a float as both formats want it: shortest round-trip form,
-/// `NaN`, `+Inf`, `-Inf`.
-pub fn push_f64(v: f64, out: &mut String) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{v:?}");
-    }
 }
 
 fn push_seconds_of_ms(ms: u64, out: &mut String) {

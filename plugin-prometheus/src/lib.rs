@@ -6,7 +6,8 @@
 //! are right and a restart is a visible counter reset; gauges stay gauges.
 //!
 //! - [`naming`]: names, units, labels, escaping;
-//! - [`store`]: the bounded state of every series (TTL, `max_series`);
+//! - [`store`]: the bounded state of every series (TTL, `max_series`),
+//!   made of `family`'s families and series (what the exposition renders);
 //! - [`exposition`]: text 0.0.4 and OpenMetrics 1.0.0, content negotiation;
 //! - [`output`]: the pipeline output that updates the store;
 //! - [`server`] and [`tls`]: the HTTP(S) boundary (hyper, rustls), with
@@ -14,6 +15,7 @@
 //! - [`stats`]: the exporter's own counters.
 
 pub mod exposition;
+pub(crate) mod family;
 pub mod gzip;
 pub mod naming;
 pub mod output;

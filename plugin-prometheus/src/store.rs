@@ -20,48 +20,10 @@ use alumet::metrics::{MetricKind, MetricRegistry, ValueType};
 use alumet::pipeline::LossReporter;
 
 use crate::exposition::{self, Format};
+use crate::family::{Family, Series};
 use crate::gzip::{self, DeflatedPart};
-use crate::naming::{self, FamilyName, FamilyType};
+use crate::naming::{self, FamilyType};
 use crate::stats::ExporterStats;
-
-/// One series: its value and times (24 bytes; the key is its label set).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Series {
-    /// The value: `f64` bits, or a `u64` in an integer family.
-    pub value: u64,
-    /// For counters made of deltas: the first point's time, ms since the
-    /// epoch (OpenMetrics `_created`); 0 when unknown.
-    pub created_ms: u64,
-    /// When it was last updated, ms since the store was created (monotonic).
-    pub seen_ms: u64,
-}
-
-/// One exported metric and its series.
-#[derive(Debug)]
-pub(crate) struct Family {
-    pub meta: FamilyName,
-    /// What the Alumet metric is: deltas are summed, the others replaced.
-    pub source_kind: MetricKind,
-    /// Values are exact unsigned integers (u64 metric, no scaling).
-    pub integer: bool,
-    /// Whether its series count against `max_series`: all but the
-    /// pipeline's own `alumet_*` metrics (a handful of series that say
-    /// what was lost, which a full store must not hide).
-    pub capped: bool,
-    pub series: HashMap<Box<str>, Series>,
-}
-
-impl Family {
-    /// The value of a series as text.
-    pub fn format_value(&self, value: u64, out: &mut String) {
-        use std::fmt::Write;
-        if self.integer {
-            let _ = write!(out, "{value}");
-        } else {
-            exposition::push_f64(f64::from_bits(value), out);
-        }
-    }
-}
 
 /// Store settings.
 #[derive(Debug, Clone)]

@@ -8,51 +8,12 @@ use std::time::{Duration, Instant};
 use crate::exec::ExecTarget;
 use crate::metrics::MetricRegistry;
 
-use super::poller::ManagedSource;
+pub use super::messages::SourceSelector;
+use super::messages::{PollerCommand, StageCommand, StageMessage};
 use super::registry::MetricsCell;
-use super::running::Topology;
-use super::stage::{StageCommand, StageMessage};
 use super::stats::{PipelineStats, PipelineStatsSnapshot};
+use super::topology::Topology;
 use super::PipelineConfig;
-
-/// Which managed sources a command applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSelector {
-    /// Every source.
-    All,
-    /// Every source of a plugin.
-    Plugin(String),
-    /// One source by its full name, `plugin/source`.
-    Name(String),
-}
-
-impl SourceSelector {
-    pub(crate) fn matches(&self, plugin: &str, full_name: &str) -> bool {
-        match self {
-            SourceSelector::All => true,
-            SourceSelector::Plugin(p) => p == plugin,
-            SourceSelector::Name(n) => n == full_name,
-        }
-    }
-}
-
-/// A command to a poller thread.
-pub(crate) enum PollerCommand {
-    Pause(SourceSelector),
-    Resume(SourceSelector),
-    SetInterval(SourceSelector, Duration),
-    /// Poll now; the sender is told when done.
-    TriggerNow(SourceSelector, mpsc::Sender<()>),
-    /// Answer at once (between polls): the poller is alive.
-    Ping(mpsc::Sender<()>),
-    /// Schedule these sources too.
-    Add(Vec<ManagedSource>),
-    /// Last poll of these plugins' sources, queue their points, forget
-    /// them; answers whether the poller is left without sources (it then ends).
-    Remove(Vec<String>, mpsc::Sender<bool>),
-    /// Last poll, flush everything, stop.
-    Shutdown,
-}
 
 /// Why a control command failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

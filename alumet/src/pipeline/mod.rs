@@ -25,26 +25,44 @@
 pub mod builder;
 pub mod control;
 mod memory;
+mod messages;
 mod output;
 mod poller;
 mod registry;
 mod running;
 mod stage;
+mod staging;
 pub mod stats;
+mod topology;
 
 use std::time::Duration;
 
 use crate::error::BoxError;
 use crate::measurement::{MeasurementBuffer, Timestamp};
-use crate::metrics::MetricRegistry;
+use crate::metrics::{MetricError, MetricRegistry};
 
 pub use builder::{PipelineBuilder, PluginStartContext};
-pub use control::{PipelineHandle, SourceSelector};
+pub use control::PipelineHandle;
+pub use messages::SourceSelector;
 pub use running::{PipelineExtension, RunningPipeline};
 pub use stats::{
     LossReporter, OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot,
     TransformStatsSnapshot,
 };
+
+/// Why the pipeline could not start, or take new elements.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A thread or the runtime could not be created.
+    #[error("cannot start the pipeline: {0}")]
+    Io(#[from] std::io::Error),
+    /// The self-metric could not be registered.
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    /// The pipeline is shutting down: it takes no new element.
+    #[error("the pipeline is stopped")]
+    Stopped,
+}
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]

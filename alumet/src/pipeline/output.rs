@@ -8,17 +8,10 @@ use std::time::Instant;
 
 use crate::measurement::MeasurementBuffer;
 
+use super::messages::OutputMessage;
 use super::registry::LocalMetrics;
 use super::stats::{LossReporter, OutputStats};
 use super::{ElementContext, Output, OutputOptions, PipelineConfig, WriteError};
-
-/// What goes through an output's queue, in order.
-pub(crate) enum OutputMessage {
-    /// A batch to write (shared by every output).
-    Batch(Arc<MeasurementBuffer>),
-    /// Flush, then [`Output::reopen`]: what was queued before goes to the old file.
-    Reopen,
-}
 
 pub(crate) struct OutputRunner {
     pub name: String,

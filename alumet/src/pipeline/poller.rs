@@ -16,19 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::measurement::{MeasurementBuffer, Timestamp};
 
-use super::control::PollerCommand;
-use super::stage::StageMessage;
-use super::stats::{PipelineStats, SourceStats};
-use super::{PollError, Source, SourceTrigger};
-
-/// A managed source as the poller owns it.
-pub(crate) struct ManagedSource {
-    pub plugin: String,
-    pub name: String,
-    pub source: Box<dyn Source>,
-    pub trigger: SourceTrigger,
-    pub stats: Arc<SourceStats>,
-}
+use super::messages::{ManagedSource, PollerCommand, SourceSelector, StageMessage};
+use super::stats::{should_log, PipelineStats};
+use super::PollError;
 
 struct Scheduled {
     m: ManagedSource,
@@ -50,12 +40,6 @@ pub(crate) struct Poller {
     stats: Arc<PipelineStats>,
     max_points_per_buffer: usize,
     first_poll_at_start: bool,
-}
-
-/// Logs at the 1st, 2nd, 4th, 8th... occurrence, so a failing source at 1 kHz
-/// cannot flood the log while the count stays visible.
-pub(crate) fn should_log(count: u64) -> bool {
-    count.is_power_of_two()
 }
 
 impl Poller {
@@ -249,7 +233,7 @@ impl Poller {
 
     fn matching<'a>(
         &'a mut self,
-        sel: &'a super::control::SourceSelector,
+        sel: &'a SourceSelector,
     ) -> impl Iterator<Item = &'a mut Scheduled> + 'a {
         self.sources
             .iter_mut()

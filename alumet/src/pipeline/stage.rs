@@ -16,42 +16,10 @@ use crate::measurement::{
 };
 use crate::metrics::MetricId;
 
-use super::output::OutputMessage;
-use super::poller::should_log;
+use super::messages::{NamedTransform, OutputMessage, OutputQueue, StageCommand, StageMessage};
 use super::registry::LocalMetrics;
-use super::stats::{OutputStats, PipelineStats, TransformStats};
-use super::{ElementContext, Transform, TransformError};
-
-/// What the stage receives, in one queue.
-pub(crate) enum StageMessage {
-    /// Points from a source.
-    Buffer(MeasurementBuffer),
-    /// A change of the stage's elements.
-    Control(StageCommand),
-}
-
-/// A change of the stage's elements, or of its outputs' files.
-pub(crate) enum StageCommand {
-    /// New transforms (placed by rank) and outputs.
-    Add {
-        transforms: Vec<NamedTransform>,
-        outputs: Vec<OutputQueue>,
-    },
-    /// The transforms of these plugins emit what they hold and go; their
-    /// outputs' queues close (the output threads then flush and close).
-    Remove {
-        plugins: Vec<String>,
-        done: mpsc::Sender<()>,
-        /// The plugins start again: hold the buffers that come next until
-        /// their new elements are added (or [`StageCommand::Release`]), so
-        /// that a restarted output or transform misses none of them.
-        hold: bool,
-    },
-    /// Handles the buffers held since a `Remove` with `hold`.
-    Release,
-    /// Every output flushes and reopens, after what is queued before.
-    ReopenOutputs { done: mpsc::Sender<()> },
-}
+use super::stats::{should_log, PipelineStats};
+use super::{ElementContext, TransformError};
 
 /// How long a reopen request waits for room in an output's queue: a slow
 /// output gets it late, a stuck one (whose write never returns) must not
@@ -77,24 +45,6 @@ fn reopen(out: &OutputQueue) {
             }
         }
     }
-}
-
-/// The sending side of one output's queue.
-pub(crate) struct OutputQueue {
-    pub plugin: String,
-    pub name: String,
-    pub tx: mpsc::SyncSender<OutputMessage>,
-    pub stats: Arc<OutputStats>,
-}
-
-pub(crate) struct NamedTransform {
-    pub plugin: String,
-    pub name: String,
-    /// Its plugin's place in the plugin order: transforms run by rank.
-    pub rank: usize,
-    pub transform: Box<dyn Transform>,
-    pub stats: Arc<TransformStats>,
-    pub disabled: bool,
 }
 
 pub(crate) struct Stage {

@@ -338,3 +338,9 @@ impl PipelineStatsSnapshot {
         self.transforms.iter().find(|t| t.name == name)
     }
 }
+
+/// Logs at the 1st, 2nd, 4th, 8th... occurrence, so a failing source at 1 kHz
+/// cannot flood the log while the count stays visible.
+pub(crate) fn should_log(count: u64) -> bool {
+    count.is_power_of_two()
+}

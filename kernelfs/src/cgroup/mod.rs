@@ -6,14 +6,14 @@
 //! leading `/`: `/` is the root, `/system.slice/ssh.service` a service. That
 //! is the id of a `cgroup` consumer in every output.
 
+mod hierarchy;
 mod layout;
 mod mountinfo;
 mod proc_cgroup;
 mod run_in;
 
-pub use layout::{
-    Accounting, CgroupLayout, CgroupVersion, Hierarchy, HierarchyChoice, LayoutError,
-};
+pub use hierarchy::{CgroupVersion, Hierarchy};
+pub use layout::{Accounting, CgroupLayout, HierarchyChoice, LayoutError};
 pub use mountinfo::cgroup_mounts;
 pub use proc_cgroup::{parse_proc_cgroup, ProcCgroupEntry};
 pub use run_in::{

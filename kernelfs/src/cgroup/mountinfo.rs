@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::layout::{CgroupVersion, Hierarchy};
+use super::hierarchy::{CgroupVersion, Hierarchy};
 
 /// Mount options of the kernel that are not controller names.
 const NON_CONTROLLER_OPTIONS: [&str; 10] = [

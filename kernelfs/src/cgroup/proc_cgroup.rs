@@ -4,7 +4,8 @@
 //! for v2, `4:memory:/docker/ab12` or `2:cpu,cpuacct:/` for v1. The path may
 //! itself contain `:`, so a line is split at its first two colons only.
 
-use super::layout::{Accounting, CgroupVersion};
+use super::hierarchy::CgroupVersion;
+use super::layout::Accounting;
 
 /// One line of `/proc/PID/cgroup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
