@@ -8,7 +8,7 @@ use alumet::pipeline::{
 };
 use alumet::plugin::{Plugin, PluginError};
 
-use crate::config::LoadedConfig;
+use crate::config::load::LoadedConfig;
 
 /// Why the agent cannot run (after configuration loading).
 #[derive(Debug)]

@@ -1,35 +1,33 @@
 //! `alumet-agent`: the measurement agent. Parses the command line, loads the
 //! configuration, and runs, execs, or inspects.
+//!
+//! The crate has one room per use; a change goes to the room of its use:
+//! - [`cli`]: the command line (clap definition) and the commands that only
+//!   inspect (`doctor`);
+//! - [`config`]: loading the file with overrides, diagnostics with file,
+//!   line and did-you-mean, the static plugin list;
+//! - [`agent`]: the plugins started into a pipeline, stopped, restarted
+//!   (what the service and a measurement share);
+//! - [`service`]: `run` (signals, SIGHUP reload, sd_notify, the control
+//!   socket and its `ctl` client);
+//! - [`measure`]: `exec`, `exec --cgroup`, `watch` (the command's launch and
+//!   cgroup, the measured window);
+//! - [`report`]: what a measurement reports (summary, carbon lines, text
+//!   and JSON, plots).
 
 mod agent;
 mod cli;
-mod command_cgroup;
 mod config;
-mod control_socket;
-mod ctl;
-mod diagnostics;
-mod doctor;
-mod exec;
-mod launch;
-mod notify;
-mod plot;
-mod plugins;
-mod reload;
+mod measure;
 mod report;
 mod service;
-mod session;
-mod signals;
-mod suggest;
-mod summary;
-mod summary_carbon;
-mod watch;
 
 use std::io::Write;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand, PluginsCommand};
-use config::{ConfigFailure, LoadedConfig, Overrides};
+use cli::args::{Cli, Command, ConfigCommand, PluginsCommand};
+use config::load::{ConfigFailure, LoadedConfig, Overrides};
 
 /// Exit code for an invalid configuration or command line.
 const EXIT_INVALID_CONFIG: i32 = 2;
@@ -93,8 +91,8 @@ fn overrides(cli: &Cli) -> Overrides {
 }
 
 fn load(cli: &Cli) -> Result<LoadedConfig, i32> {
-    let path = config::resolve_path(cli.config.clone());
-    config::load(&path, &overrides(cli), &plugins::all()).map_err(|e| {
+    let path = config::load::resolve_path(cli.config.clone());
+    config::load::load(&path, &overrides(cli), &config::plugins::all()).map_err(|e| {
         eprintln!("alumet-agent: {e}");
         match e {
             ConfigFailure::Invalid(_) => EXIT_INVALID_CONFIG,
@@ -106,7 +104,7 @@ fn load(cli: &Cli) -> Result<LoadedConfig, i32> {
 fn run_cli(cli: Cli) -> i32 {
     match &cli.command {
         None | Some(Command::Run) => {
-            let signals = match signals::StopSignals::install() {
+            let signals = match service::signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("alumet-agent: cannot install signal handlers: {e}");
@@ -115,13 +113,13 @@ fn run_cli(cli: Cli) -> i32 {
             };
             match load(&cli) {
                 Ok(config) => {
-                    let path = config::resolve_path(cli.config.clone());
-                    let all = plugins::all();
+                    let path = config::load::resolve_path(cli.config.clone());
+                    let all = config::plugins::all();
                     let overrides = overrides(&cli);
-                    service::run(config, signals, cli.control_socket.as_deref(), || {
+                    service::run::run(config, signals, cli.control_socket.as_deref(), || {
                         // A file gone is an error here, not a new default one.
                         std::fs::metadata(&path).map_err(|e| ConfigFailure::Io(path.clone(), e))?;
-                        config::load(&path, &overrides, &all)
+                        config::load::load(&path, &overrides, &all)
                     })
                 }
                 Err(code) => code,
@@ -133,11 +131,11 @@ fn run_cli(cli: Cli) -> i32 {
             cgroup,
             command,
         }) => {
-            let files = session::ReportFiles {
+            let files = measure::session::ReportFiles {
                 json: json.clone(),
                 plot: plot.clone(),
             };
-            let signals = match signals::StopSignals::install() {
+            let signals = match service::signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("alumet-agent: cannot install signal handlers: {e}");
@@ -145,18 +143,18 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match (load(&cli), cgroup) {
-                (Ok(config), Some(path)) => watch::cgroup(&config, path, files, signals),
-                (Ok(config), None) => exec::exec(&config, command.clone(), files, signals),
+                (Ok(config), Some(path)) => measure::watch::cgroup(&config, path, files, signals),
+                (Ok(config), None) => measure::exec::exec(&config, command.clone(), files, signals),
                 (Err(code), _) => code,
             }
         }
-        Some(Command::Plot { csv, output }) => plot::plot_csv(csv, output.clone()),
+        Some(Command::Plot { csv, output }) => report::plot::plot_csv(csv, output.clone()),
         Some(Command::Watch { pid, json, plot }) => {
-            let files = session::ReportFiles {
+            let files = measure::session::ReportFiles {
                 json: json.clone(),
                 plot: plot.clone(),
             };
-            let signals = match signals::StopSignals::install() {
+            let signals = match service::signals::StopSignals::install() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("alumet-agent: cannot install signal handlers: {e}");
@@ -164,7 +162,7 @@ fn run_cli(cli: Cli) -> i32 {
                 }
             };
             match load(&cli) {
-                Ok(config) => watch::pid(&config, *pid, files, signals),
+                Ok(config) => measure::watch::pid(&config, *pid, files, signals),
                 Err(code) => code,
             }
         }
@@ -174,11 +172,11 @@ fn run_cli(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Some(Command::Config(ConfigCommand::Check))
-            if !config::resolve_path(cli.config.clone()).exists() =>
+            if !config::load::resolve_path(cli.config.clone()).exists() =>
         {
             eprintln!(
                 "alumet-agent: {}: no such configuration file",
-                config::resolve_path(cli.config.clone()).display()
+                config::load::resolve_path(cli.config.clone()).display()
             );
             EXIT_INVALID_CONFIG
         }
@@ -193,9 +191,9 @@ fn run_cli(cli: Cli) -> i32 {
         Some(Command::Ctl(command)) => match cli
             .control_socket
             .clone()
-            .or_else(control_socket::default_path)
+            .or_else(service::control_socket::default_path)
         {
-            Some(path) => ctl::run(&path, command),
+            Some(path) => service::ctl::run(&path, command),
             None => {
                 eprintln!("alumet-agent: ctl: no control socket path: give --control-socket PATH");
                 1
@@ -208,12 +206,12 @@ fn run_cli(cli: Cli) -> i32 {
 /// `doctor` reads the configuration like `plugins list` does, but writes
 /// no default file where there is none: it changes nothing.
 fn doctor(cli: &Cli) -> i32 {
-    let path = config::resolve_path(cli.config.clone());
-    let all = plugins::all();
+    let path = config::load::resolve_path(cli.config.clone());
+    let all = config::plugins::all();
     let (text, found) = match std::fs::read_to_string(&path) {
         Ok(text) => (text, true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            match config::default_document(&all, None) {
+            match config::load::default_document(&all, None) {
                 Ok(text) => (text, false),
                 Err(e) => {
                     eprintln!("alumet-agent: cannot generate the default configuration: {e}");
@@ -226,8 +224,8 @@ fn doctor(cli: &Cli) -> i32 {
             return EXIT_INVALID_CONFIG;
         }
     };
-    match config::load_text(&path, &text, &overrides(cli), &all) {
-        Ok(config) => doctor::run(&config, found),
+    match config::load::load_text(&path, &text, &overrides(cli), &all) {
+        Ok(config) => cli::doctor::run(&config, found),
         Err(e) => {
             eprintln!("alumet-agent: {e}");
             EXIT_INVALID_CONFIG
@@ -236,14 +234,14 @@ fn doctor(cli: &Cli) -> i32 {
 }
 
 fn regen(cli: &Cli) -> i32 {
-    let path = config::resolve_path(cli.config.clone());
-    let all = plugins::all();
+    let path = config::load::resolve_path(cli.config.clone());
+    let all = config::plugins::all();
     if let Some(list) = &cli.plugins {
         let names: Vec<&str> = all.iter().map(|m| m.name).collect();
         for wanted in list {
             if !names.contains(&wanted.as_str()) {
-                let d = diagnostics::unknown_name(
-                    diagnostics::Origin::Override(format!("--plugins {}", list.join(","))),
+                let d = config::diagnostics::unknown_name(
+                    config::diagnostics::Origin::Override(format!("--plugins {}", list.join(","))),
                     "",
                     None,
                     "plugin",
@@ -255,7 +253,7 @@ fn regen(cli: &Cli) -> i32 {
             }
         }
     }
-    let text = match config::default_document(&all, cli.plugins.as_deref()) {
+    let text = match config::load::default_document(&all, cli.plugins.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("alumet-agent: cannot generate the default configuration: {e}");
@@ -285,7 +283,7 @@ fn show(config: &LoadedConfig) -> i32 {
             return 1;
         }
     };
-    config::redact(&mut table);
+    config::load::redact(&mut table);
     println!(
         "# effective configuration from {} (secrets redacted)",
         config.path.display()

@@ -14,10 +14,10 @@ use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
 
 use crate::activity::Activity;
-pub use crate::outputs::OutputMetrics;
 use crate::cgroups::{CgroupActivity, IntervalToShare};
 use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
 use crate::idle::{IdlePower, IdlePowerEstimator};
+pub use crate::outputs::OutputMetrics;
 use crate::Config;
 
 /// Input metric: RAPL energy per domain.

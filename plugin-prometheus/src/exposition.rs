@@ -10,10 +10,10 @@
 
 use std::fmt::Write;
 
-use crate::naming::{self, FamilyType};
-use crate::stats::ExporterStats;
 pub use crate::family::push_f64;
 use crate::family::{Family, Series};
+use crate::naming::{self, FamilyType};
+use crate::stats::ExporterStats;
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,15 +17,14 @@ use super::control::{HandleInner, PipelineHandle};
 use super::registry::{LocalMetrics, MetricsCell};
 use super::running::RunningPipeline;
 use super::stage::Stage;
-use super::staging::{Elements, Staging};
 pub use super::staging::{
-    AutonomousContext, AutonomousFuture, AutonomousSourceFactory, BufferSender,
-    PluginStartContext,
+    AutonomousContext, AutonomousFuture, AutonomousSourceFactory, BufferSender, PluginStartContext,
 };
+use super::staging::{Elements, Staging};
 use super::stats::PipelineStats;
 use super::topology::Topology;
-pub use super::PipelineError;
 use super::PipelineConfig;
+pub use super::PipelineError;
 
 /// Collects metrics and elements, then starts the pipeline.
 pub struct PipelineBuilder {

@@ -116,4 +116,3 @@ pub(crate) struct ManagedSource {
     pub trigger: SourceTrigger,
     pub stats: Arc<SourceStats>,
 }
-

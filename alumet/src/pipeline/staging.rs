@@ -205,7 +205,7 @@ impl PluginStartContext<'_> {
     }
 
     /// Adds a transform. Transforms run in the order of their plugins (see
-    /// [`PipelineBuilder::plugin_order`]), then in the order they are added.
+    /// [`super::PipelineBuilder::plugin_order`]), then in the order they are added.
     pub fn add_transform(&mut self, name: &str, transform: Box<dyn Transform>) {
         let full = self.full_name(name);
         self.staged
@@ -221,4 +221,3 @@ impl PluginStartContext<'_> {
             .push((self.plugin.to_owned(), full, output, options));
     }
 }
-

@@ -16,7 +16,7 @@ use clap_complete::Shell;
 // The agent's command line, compiled here too: this binary only reads its
 // definition, never the parsed values.
 #[allow(dead_code)]
-#[path = "../cli.rs"]
+#[path = "../cli/args.rs"]
 mod cli;
 
 use cli::Cli;

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use plugin_procfs::ProcfsConfig;
 use plugin_rapl::{perf, powercap, RaplConfig};
 
-use crate::config::LoadedConfig;
+use crate::config::load::LoadedConfig;
 
 /// The system group whose members may read `energy_uj`.
 pub const GROUP: &str = "alumet";
 
 /// The udev rule that gives the group read access, as the package installs it.
-const UDEV_RULE: &str = include_str!("../debian/60-alumet-powercap.rules");
+const UDEV_RULE: &str = include_str!("../../debian/60-alumet-powercap.rules");
 
 /// Its file name.
 const UDEV_RULE_NAME: &str = "60-alumet-powercap.rules";

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::report::{CarbonLine, EnergyLine};
-use crate::summary::{attribute, Aggregate, SeriesKey, CARBON_METRIC};
+use crate::report::document::{CarbonLine, EnergyLine};
+use crate::report::series::{attribute, Aggregate, SeriesKey, CARBON_METRIC};
 
 /// Domains whose energy is inside another line's (cores and uncore inside
 /// the package): left out of the carbon total.

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use alumet::pipeline::PipelineHandle;
 
 use crate::agent::{self, Agent, StartError};
-use crate::config::{ConfigFailure, LoadedConfig};
-use crate::control_socket::{self, Running, SharedRunning};
-use crate::notify::{self, Notifier};
-use crate::reload::{self, Plan};
-use crate::signals::{StopSignal, StopSignals};
+use crate::config::load::{ConfigFailure, LoadedConfig};
+use crate::service::control_socket::{self, Running, SharedRunning};
+use crate::service::notify::{self, Notifier};
+use crate::service::reload::{self, Plan};
+use crate::service::signals::{StopSignal, StopSignals};
 
 /// Exit code for an invalid configuration.
 const EXIT_INVALID_CONFIG: i32 = 2;

@@ -12,8 +12,8 @@ use alumet::pipeline::{OutputOptions, PipelineConfig, PipelineHandle, SourceSele
 use alumet_kernelfs::virt::MachineKind;
 
 use crate::agent::{self, Agent, StartError, UnavailablePlugin};
-use crate::config::LoadedConfig;
-use crate::summary::{Method, RunFacts, SummaryCollector, Wait4Usage};
+use crate::config::load::LoadedConfig;
+use crate::report::summary::{Method, RunFacts, SummaryCollector, Wait4Usage};
 
 /// How long a poll of every source may take when asked for.
 pub const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -184,7 +184,7 @@ impl Finished {
             }
         }
         if let (Some(path), Some(plot)) = (files.plot, plot) {
-            match crate::plot::write(&plot, &path) {
+            match crate::report::plot::write(&plot, &path) {
                 Ok(()) => eprintln!("   plot written to {}", path.display()),
                 Err(e) => eprintln!("alumet-agent: {e}"),
             }

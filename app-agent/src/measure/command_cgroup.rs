@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use alumet_kernelfs::cgroup::{CommandCgroup, ParentChoice};
 use plugin_cgroups::CgroupsConfig;
 
-use crate::config::LoadedConfig;
-use crate::launch::PendingCommand;
+use crate::config::load::LoadedConfig;
+use crate::measure::launch::PendingCommand;
 
 /// The name of a command's cgroup, before the agent's pid.
 const NAME_PREFIX: &str = "alumet-exec-";

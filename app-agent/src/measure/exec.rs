@@ -1,8 +1,8 @@
 //! `alumet-agent exec -- CMD`: measure one command.
 //!
 //! The command runs in a cgroup of its own when one can be created (see
-//! [`crate::command_cgroup`]): forked before the agent started and waiting
-//! (see [`crate::launch`]), it is moved into the cgroup before it execs, so
+//! [`crate::measure::command_cgroup`]): forked before the agent started and waiting
+//! (see [`crate::measure::launch`]), it is moved into the cgroup before it execs, so
 //! its first instruction is already counted. Every source is polled right
 //! before it starts and right after it exits; the exit is awaited without
 //! reaping, so the command is still a zombie (its /proc entry and final CPU
@@ -11,13 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command_cgroup;
-use crate::config::LoadedConfig;
-use crate::launch::{Join, PendingCommand};
-use crate::session::{Outcome, ReportFiles, Session};
-use crate::signals::StopSignals;
-use crate::suggest::closest;
-use crate::summary::{Method, Wait4Usage};
+use crate::config::load::LoadedConfig;
+use crate::config::suggest::closest;
+use crate::measure::command_cgroup;
+use crate::measure::launch::{Join, PendingCommand};
+use crate::measure::session::{Outcome, ReportFiles, Session};
+use crate::report::summary::{Method, Wait4Usage};
+use crate::service::signals::StopSignals;
 
 /// Exit code of a shell for a command that cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;
@@ -134,9 +134,9 @@ pub fn exec(
                 // A SIGHUP too, as the terminal would have sent it to the
                 // command had it run there alone.
                 let forward = match signal {
-                    crate::signals::StopSignal::Terminate => Some(libc::SIGTERM),
-                    crate::signals::StopSignal::Hangup => Some(libc::SIGHUP),
-                    crate::signals::StopSignal::Interrupt => None,
+                    crate::service::signals::StopSignal::Terminate => Some(libc::SIGTERM),
+                    crate::service::signals::StopSignal::Hangup => Some(libc::SIGHUP),
+                    crate::service::signals::StopSignal::Interrupt => None,
                 };
                 if let Some(sig) = forward {
                     // SAFETY: kill() with a pid we spawned and have not reaped yet.

@@ -6,7 +6,7 @@
 
 use alumet::config::ConfigTable;
 
-use crate::config::LoadedConfig;
+use crate::config::load::LoadedConfig;
 
 /// How the new configuration is applied.
 #[derive(Debug, PartialEq, Eq)]

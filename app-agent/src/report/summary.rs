@@ -5,54 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use alumet::exec::ExecTarget;
-use alumet::measurement::{
-    MeasurementBuffer, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
-};
+use alumet::measurement::{MeasurementBuffer, MeasurementPoint, ResourceConsumer, Timestamp};
 use alumet::metrics::{MetricKind, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Output, WriteError};
-use serde::Serialize;
 
-use crate::plot::data::{Consumer, PlotData, Sample};
-use crate::summary_carbon::{carbon_of, carbon_totals};
+use crate::report::carbon::{carbon_of, carbon_totals};
+use crate::report::plot::data::{Consumer, PlotData, Sample};
+pub(crate) use crate::report::series::{
+    attribute, energy_label, is_estimated, Aggregate, SeriesKey, CARBON_METRIC, ENERGY_METRICS,
+    UNMEASURED_METRIC,
+};
 
-pub use crate::report::{CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage};
-
-/// Sum, mean, max... of one series.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Aggregate {
-    /// Number of points.
-    pub count: u64,
-    /// Sum of the values.
-    pub sum: f64,
-    /// Largest value.
-    pub max: f64,
-    /// First value (counters).
-    pub first: f64,
-    /// Last value (counters).
-    pub last: f64,
-}
-
-impl Aggregate {
-    fn add(&mut self, v: f64) {
-        if self.count == 0 {
-            self.first = v;
-            self.max = v;
-        }
-        self.count += 1;
-        self.sum += v;
-        self.max = self.max.max(v);
-        self.last = v;
-    }
-}
-
-/// Identifies a series in the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SeriesKey {
-    pub(crate) metric: String,
-    pub(crate) resource: Resource,
-    /// Sorted `k=v` pairs, without per-process attributes.
-    pub(crate) attributes: String,
-}
+pub use crate::report::document::{
+    CommandUsage, EnergyLine, MeasuredAs, MetricLine, Report, Wait4Usage,
+};
 
 /// How the command's own figures are measured.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -213,39 +179,6 @@ impl Output for SummaryCollector {
             }
         }
         Ok(())
-    }
-}
-
-/// The energy the report has a line for: measured, and estimated where
-/// nothing measures (the metric contract in ARCHITECTURE.md).
-pub(crate) const ENERGY_METRICS: [&str; 3] = [
-    "rapl_consumed_energy",
-    "gpu_consumed_energy",
-    "estimated_cpu_energy",
-];
-/// The carbon of each energy point (energy-to-carbon).
-pub(crate) const CARBON_METRIC: &str = "carbon_emission";
-/// Intervals a sensor did not measure (rapl: a frozen counter).
-pub(crate) const UNMEASURED_METRIC: &str = "energy_unmeasured_time";
-
-pub(crate) fn is_estimated(attrs: &str) -> bool {
-    attribute(attrs, "estimated").as_deref() == Some("true")
-}
-
-pub(crate) fn attribute(attrs: &str, key: &str) -> Option<String> {
-    attrs
-        .split(',')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-}
-
-/// The report's (and the plot's) name of an energy domain.
-pub(crate) fn energy_label(resource: &Resource, domain: &str) -> String {
-    match (resource, domain) {
-        (Resource::CpuPackage { .. }, "package")
-        | (Resource::Dram { .. }, "dram")
-        | (Resource::Gpu { .. }, _) => resource.to_string(),
-        (Resource::LocalMachine, "psys") => "Platform (psys, includes the packages)".into(),
-        (r, d) => format!("{r} ({d})"),
     }
 }
 
@@ -576,6 +509,7 @@ fn sorted<K: Ord + Clone, V: Clone>(m: &HashMap<K, V>) -> std::collections::BTre
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alumet::measurement::Resource;
     use alumet::metrics::{Metric, ValueType};
 
     #[test]

@@ -15,7 +15,7 @@ use alumet::plugin::{ParsedDocument, PluginMetadata, ENABLED_KEY};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::diagnostics::{self, ConfigDiagnostic, Origin};
+use crate::config::diagnostics::{self, ConfigDiagnostic, Origin};
 
 /// Default file name, in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "alumet-config.toml";
@@ -254,7 +254,7 @@ pub fn default_document(
         let mut table = Table::new();
         let enabled = match only {
             Some(list) => list.iter().any(|p| p == meta.name),
-            None => crate::plugins::enabled_by_default(meta.name),
+            None => crate::config::plugins::enabled_by_default(meta.name),
         };
         table.insert(ENABLED_KEY, value(enabled));
         for (k, v) in parsed.as_table().iter() {
@@ -562,7 +562,7 @@ pub fn load_text(
             let enabled = table
                 .remove(ENABLED_KEY)
                 .and_then(|v| v.as_bool())
-                .unwrap_or_else(|| crate::plugins::enabled_by_default(meta.name));
+                .unwrap_or_else(|| crate::config::plugins::enabled_by_default(meta.name));
             (*meta, table, enabled)
         })
         .collect();

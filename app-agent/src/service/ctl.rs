@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::CtlCommand;
+use crate::cli::args::CtlCommand;
 
 /// How long to wait for the agent's answer (`trigger` waits for polls,
 /// `reload` for the reload).
 const ANSWER_TIMEOUT: Duration =
-    Duration::from_secs(crate::control_socket::RELOAD_TIMEOUT.as_secs() + 5);
+    Duration::from_secs(crate::service::control_socket::RELOAD_TIMEOUT.as_secs() + 5);
 
 /// Runs one `ctl` command; returns the exit code (0 done, 1 refused or unreachable).
 pub fn run(socket: &Path, command: &CtlCommand) -> i32 {

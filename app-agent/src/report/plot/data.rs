@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::summary::{energy_label, ENERGY_METRICS};
+use crate::report::series::{energy_label, ENERGY_METRICS};
 
 /// Most points drawn per line: a 10-hour run at 1 kHz stays readable (and small).
 pub const MAX_POINTS: usize = 1500;

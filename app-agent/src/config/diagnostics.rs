@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::suggest::closest;
+use crate::config::suggest::closest;
 
 /// Where a configuration problem came from.
 #[derive(Debug, Clone)]

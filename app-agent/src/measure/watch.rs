@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use plugin_cgroups::CgroupsConfig;
 
-use crate::config::LoadedConfig;
+use crate::config::load::LoadedConfig;
 use alumet::pipeline::SourceSelector;
 
-use crate::session::{Outcome, ReportFiles, Session, TRIGGER_TIMEOUT};
-use crate::signals::StopSignals;
-use crate::summary::Method;
+use crate::measure::session::{Outcome, ReportFiles, Session, TRIGGER_TIMEOUT};
+use crate::report::summary::Method;
+use crate::service::signals::StopSignals;
 
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
@@ -49,7 +49,7 @@ fn wait_until_gone(
     let result = loop {
         match signals.wait_or(&mut rx) {
             Ok(_) => break None,
-            Err(crate::signals::StopSignal::Hangup) => {
+            Err(crate::service::signals::StopSignal::Hangup) => {
                 log::info!("SIGHUP: ignored, still measuring")
             }
             Err(signal) => break Some(signal.name()),
