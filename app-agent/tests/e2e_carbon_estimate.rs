@@ -13,22 +13,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{read_csv, RaplFixture, Row};
 
 const INTENSITY: f64 = 420.0;
 const PUE: f64 = 1.25;
 
-fn agent(dir: &Path) -> Command {
-    let mut c = common::agent_command();
-    c.current_dir(dir)
-        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
+use common::agent_in as agent;
 
 /// `exec` of a short python3 loop (`--json report.json`) with RAPL on a
 /// 40 W fixture, `extra` arguments before `exec`: its stderr (the exit code

@@ -21,7 +21,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,15 +32,7 @@ use common::{read_csv, RaplFixture, Row};
 /// test's busy loop would take a share.
 static CPU: Mutex<()> = Mutex::new(());
 
-fn agent(dir: &Path) -> Command {
-    let mut c = common::agent_command();
-    c.current_dir(dir)
-        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
+use common::agent_in as agent;
 
 fn busy_loop(seconds: f64) -> Vec<String> {
     vec![

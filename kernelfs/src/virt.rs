@@ -192,6 +192,20 @@ pub fn detect(proc_root: &Path, sys_root: &Path) -> MachineKind {
     MachineKind::VirtualMachine { hypervisor }
 }
 
+/// Writes under `proc` and `sys` what a KVM guest shows [`detect`]: the
+/// `hypervisor` flag in cpuinfo and the KVM clock source, as this project's
+/// CI machines have. A fixture for the tests of code that asks [`detect`].
+pub fn write_kvm_guest_fixture(proc: &Path, sys: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(proc)?;
+    std::fs::write(
+        proc.join("cpuinfo"),
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 hypervisor avx2\n",
+    )?;
+    let clock = sys.join("devices/system/clocksource/clocksource0");
+    std::fs::create_dir_all(&clock)?;
+    std::fs::write(clock.join("available_clocksource"), "tsc kvm-clock \n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +235,13 @@ mod tests {
 
     const FLAGS_VM: &str = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor avx2\n\nprocessor\t: 1\nflags\t\t: fpu vme sse2 hypervisor avx2\n";
     const FLAGS_METAL: &str = "processor\t: 0\nflags\t\t: fpu vme sse2 avx2 hypervisorx\n";
+
+    #[test]
+    fn the_kvm_guest_fixture_is_a_kvm_guest() {
+        let r = Roots::new();
+        write_kvm_guest_fixture(&r.dir.path().join("proc"), &r.dir.path().join("sys")).unwrap();
+        assert_eq!(r.detect().to_string(), "virtual machine (KVM)");
+    }
 
     #[test]
     fn nothing_readable_is_bare_metal() {

@@ -97,15 +97,7 @@ fn power_pmu(root: &Path, events: &[&str]) {
 /// A `proc` root whose cpuinfo has the `hypervisor` flag, and the KVM
 /// clock source under `sys`: a KVM guest, as this project's CI machines are.
 fn kvm_guest(proc_root: &Path, sys_root: &Path) {
-    fs::create_dir_all(proc_root).unwrap();
-    fs::write(
-        proc_root.join("cpuinfo"),
-        "processor\t: 0\nflags\t\t: fpu sse2 hypervisor avx2\n",
-    )
-    .unwrap();
-    let cs = sys_root.join("devices/system/clocksource/clocksource0");
-    fs::create_dir_all(&cs).unwrap();
-    fs::write(cs.join("available_clocksource"), "tsc kvm-clock \n").unwrap();
+    alumet_kernelfs::virt::write_kvm_guest_fixture(proc_root, sys_root).unwrap();
 }
 
 fn bare_metal(proc_root: &Path) {

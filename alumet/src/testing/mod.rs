@@ -229,6 +229,22 @@ impl RunningTest {
         self.collector.len() >= n
     }
 
+    /// Waits until source `name` (`plugin/source`) has been polled `n`
+    /// times (the poll at start is the first), at most `timeout`; whether it was.
+    pub fn wait_for_polls(&self, name: &str, n: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let polls = self.handle.stats().source(name).map_or(0, |s| s.polls);
+            if polls >= n {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Shuts down, waits, and returns everything collected.
     pub fn finish(self) -> TestResult {
         let metrics = self.handle.metrics().clone();

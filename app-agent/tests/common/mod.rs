@@ -30,6 +30,17 @@ pub fn agent_command() -> Command {
     c
 }
 
+/// The agent run in `dir` with `dir/alumet-config.toml`, its output piped.
+pub fn agent_in(dir: &Path) -> Command {
+    let mut c = agent_command();
+    c.current_dir(dir)
+        .args(["--config", dir.join("alumet-config.toml").to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
 /// One CSV row, as plugin-csv writes it (unix_ns timestamps).
 #[derive(Debug)]
 pub struct Row {
@@ -164,15 +175,7 @@ pub fn rapl_root_args(sys: &Path, check_counting: bool) -> Vec<String> {
 /// `hypervisor` flag, and the KVM clock source (as this project's CI
 /// machines are).
 pub fn kvm_guest(proc: &Path, sys: &Path) {
-    fs::create_dir_all(proc).unwrap();
-    fs::write(
-        proc.join("cpuinfo"),
-        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 hypervisor avx2\n",
-    )
-    .unwrap();
-    let clock = sys.join("devices/system/clocksource/clocksource0");
-    fs::create_dir_all(&clock).unwrap();
-    fs::write(clock.join("available_clocksource"), "tsc kvm-clock \n").unwrap();
+    alumet_kernelfs::virt::write_kvm_guest_fixture(proc, sys).unwrap();
 }
 
 /// A `power` PMU under `sys` whose only event, `energy-psys`, opens like

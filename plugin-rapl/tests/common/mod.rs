@@ -221,18 +221,10 @@ pub fn run_plugin(
     let running = t.start();
     // The pipeline polls every source once at start: that poll primes the
     // counters, and must happen before the files change.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while running
-        .handle()
-        .stats()
-        .source("rapl/energy")
-        .unwrap()
-        .polls
-        < 1
-    {
-        assert!(std::time::Instant::now() < deadline, "no first poll");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        running.wait_for_polls("rapl/energy", 1, Duration::from_secs(10)),
+        "no first poll"
+    );
     for step in 1..=steps {
         // Each step lasts a real STEP: the fixtures advance by up to
         // 150 J a step, within what a domain can draw (an advance of more
