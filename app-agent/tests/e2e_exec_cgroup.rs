@@ -371,29 +371,49 @@ fn a_command_cgroup_left_by_a_killed_agent_is_removed_by_the_next_exec() {
     if !can_create_cgroups() {
         return;
     }
-    // The agent creates its command's cgroup beside itself: in the cgroup
-    // of this test (its parent), in the v2 hierarchy here.
+    // The agent creates its command's cgroup beside itself, in the cgroup of
+    // this test (its parent), in the hierarchy that accounts CPU time: v2 or
+    // v1 cpuacct, depending on what managers left in cpuacct. A stale
+    // cgroup goes in both; the one in the agent's hierarchy must go.
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
-    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        eprintln!("skipped: no cgroup v2 line in /proc/self/cgroup");
+    let mut candidates = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mounts: &[&str] = if controllers.is_empty() {
+            &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        } else if controllers.split(',').any(|c| c == "cpuacct") {
+            &["/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct"]
+        } else {
+            &[]
+        };
+        let marker = if controllers.is_empty() {
+            "cgroup.controllers"
+        } else {
+            "cpuacct.usage"
+        };
+        if let Some(m) = mounts.iter().find(|m| Path::new(m).join(marker).exists()) {
+            candidates.push(format!("{m}{}", path.trim_end_matches('/')));
+        }
+    }
+    if candidates.is_empty() {
+        eprintln!("skipped: no cgroup v2 or v1 cpuacct mount");
         return;
-    };
-    let Some(v2) = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|m| Path::new(m).join("cgroup.controllers").exists())
-    else {
-        eprintln!("skipped: no cgroup v2 mount");
-        return;
-    };
+    }
     // A pid that ran and is gone: an agent killed before its cleanup.
     let mut gone = Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let stale = PathBuf::from(format!(
-        "{v2}{}/alumet-exec-{dead_pid}",
-        path.trim_end_matches('/')
-    ));
-    fs::create_dir(&stale).unwrap();
+    let stale: Vec<PathBuf> = candidates
+        .iter()
+        .map(|parent| PathBuf::from(format!("{parent}/alumet-exec-{dead_pid}")))
+        .collect();
+    for s in &stale {
+        fs::create_dir(s).unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let rapl = RaplFixture::start(dir.path(), 50.0);
     let out = agent(dir.path(), &rapl)
@@ -401,12 +421,19 @@ fn a_command_cgroup_left_by_a_killed_agent_is_removed_by_the_next_exec() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let _ = fs::remove_dir(&stale);
+    let removed: Vec<&PathBuf> = stale
+        .iter()
+        .filter(|s| stderr.contains(&format!("removed {}, left behind", s.display())))
+        .collect();
+    let still_there: Vec<bool> = removed.iter().map(|s| s.exists()).collect();
+    for s in &stale {
+        let _ = fs::remove_dir(s);
+    }
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("measured as cgroup"), "{stderr}");
+    assert!(!removed.is_empty(), "none of {stale:?} removed:\n{stderr}");
     assert!(
-        stderr.contains(&format!("removed {}, left behind", stale.display())),
-        "{stderr}"
+        still_there.iter().all(|e| !e),
+        "{removed:?} said removed but still there"
     );
-    assert!(!stale.exists());
 }

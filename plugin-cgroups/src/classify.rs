@@ -9,13 +9,14 @@
 //! cgroupfs' plain names) and both versions are covered.
 
 /// The kinds of workload, the values of the `workload` attribute.
-pub const WORKLOADS: [&str; 9] = [
+pub const WORKLOADS: [&str; 10] = [
     "slurm_job",
     "slurm_step",
     "oar_job",
     "k8s_pod",
     "k8s_container",
     "container",
+    "vm",
     "systemd_service",
     "user_session",
     "other",
@@ -54,6 +55,12 @@ enum Context {
     Kube,
     /// Inside cgroupfs' `/oar`.
     Oar,
+    /// Inside libvirt's `/machine` (cgroupfs) or machined's `machine.slice`.
+    Machine,
+    /// Inside a virtual machine's cgroup (its `emulator`, `vcpuN`...).
+    InVm,
+    /// Inside podman's cgroupfs `/libpod_parent`.
+    Libpod,
 }
 
 fn strip_unit_suffix(name: &str) -> &str {
@@ -74,6 +81,13 @@ fn all_digits(s: &str) -> bool {
 /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or
 /// a bare 64-hex id (cgroupfs driver). Conmon scopes are not containers.
 fn container_of(component: &str, parent: Option<&str>) -> Option<(&'static str, String)> {
+    // podman with the cgroupfs manager: `libpod-<id>` (its conmon is `conmon`).
+    if let Some(id) = component
+        .strip_prefix("libpod-")
+        .filter(|id| is_container_id(id))
+    {
+        return Some(("podman", id.to_owned()));
+    }
     if is_container_id(component) {
         let runtime = match parent {
             Some("docker") => "docker",
@@ -127,6 +141,52 @@ fn pod_of(component: &str, qos_from_parent: Option<&str>) -> Option<(String, Str
         .or(qos_from_parent)
         .unwrap_or("guaranteed");
     Some((qos.to_owned(), uid.replace('_', "-")))
+}
+
+/// Unescapes systemd's `\xNN` in a unit name (`qemu\x2d1\x2dweb` → `qemu-1-web`).
+fn unescape_unit(name: &str) -> String {
+    let mut out = Vec::with_capacity(name.len());
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
+            let hex = name
+                .get(i + 2..i + 4)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A virtual machine's cgroup: `(id, name)` from libvirt's cgroupfs
+/// `qemu-<id>-<name>.libvirt-qemu` (or the older `<name>.libvirt-qemu`),
+/// or machined's `machine-qemu\x2d<id>\x2d<name>.scope`.
+fn vm_of(component: &str) -> Option<(Option<String>, String)> {
+    let machine = match component.strip_suffix(".libvirt-qemu") {
+        Some(m) => m.to_owned(),
+        None => unescape_unit(component.strip_prefix("machine-")?.strip_suffix(".scope")?),
+    };
+    let Some(rest) = machine.strip_prefix("qemu-") else {
+        // machined scopes of other kinds (`machine-<name>.scope` of nspawn)
+        // are not VMs; libvirt's old names have no id.
+        return component
+            .ends_with(".libvirt-qemu")
+            .then(|| (None, machine.clone()))
+            .filter(|(_, n)| !n.is_empty());
+    };
+    match rest.split_once('-') {
+        Some((id, name)) if all_digits(id) && !name.is_empty() => {
+            Some((Some(id.to_owned()), name.to_owned()))
+        }
+        _ => None,
+    }
 }
 
 /// Classifies a cgroup path such as `/system.slice/ssh.service`.
@@ -201,6 +261,42 @@ pub fn classify(path: &str) -> Classification {
                 c.workload = "oar_job";
                 continue;
             }
+        }
+        // Virtual machines: libvirt's `/machine/qemu-1-web.libvirt-qemu`,
+        // machined's `/machine.slice/machine-qemu\x2d1\x2dweb.scope`; what
+        // is inside one (emulator, vCPU threads) is part of it, not a workload.
+        if i == 0 && (comp == "machine" || comp == "machine.slice") {
+            context = Context::Machine;
+            // podman's systemd scopes live in machine.slice too: fall through.
+        }
+        if context == Context::InVm {
+            c.workload = "other";
+            continue;
+        }
+        if context == Context::Machine && i > 0 {
+            if let Some((id, name)) = vm_of(comp) {
+                if let Some(id) = id {
+                    c.set("vm_id", id);
+                }
+                c.set("vm_name", name);
+                c.workload = "vm";
+                context = Context::InVm;
+                continue;
+            }
+        }
+        if i == 0 && comp == "machine" {
+            continue;
+        }
+        // podman, cgroupfs manager: `/libpod_parent/libpod-<id>`, and a pod's
+        // containers `/libpod_parent/<pod id>/libpod-<id>` (the pod is not a
+        // workload of its own: its containers are).
+        if i == 0 && comp == "libpod_parent" {
+            context = Context::Libpod;
+            continue;
+        }
+        if context == Context::Libpod && is_container_id(comp) && parent == Some("libpod_parent") {
+            c.set("podman_pod_id", comp);
+            continue;
         }
         // Kubernetes: `kubepods.slice`, `kubelet-kubepods.slice`, `/kubepods`.
         let unit_name = strip_unit_suffix(comp);
@@ -298,6 +394,7 @@ mod tests {
     }
 
     const ID: &str = "4f9d0e07a9b5c4a5f0a8b6a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1";
+    const POD: &str = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
 
     #[test]
     fn every_documented_pattern() {
@@ -325,6 +422,18 @@ mod tests {
             (format!("/docker/{ID}"), format!("container container_id={ID};runtime=docker")),
             (format!("/machine.slice/libpod-{ID}.scope"), format!("container container_id={ID};runtime=podman")),
             (format!("/machine.slice/libpod-conmon-{ID}.scope"), "other ".into()),
+            (format!("/libpod_parent/libpod-{ID}"), format!("container container_id={ID};runtime=podman")),
+            (format!("/libpod_parent/{POD}/libpod-{ID}"), format!("container container_id={ID};podman_pod_id={POD};runtime=podman")),
+            (format!("/libpod_parent/{POD}"), format!("other podman_pod_id={POD}")),
+            ("/libpod_parent/conmon".into(), "other ".into()),
+            ("/machine/qemu-1-probe-vm.libvirt-qemu".into(), "vm vm_id=1;vm_name=probe-vm".into()),
+            ("/machine/qemu-12-web.libvirt-qemu/emulator".into(), "other vm_id=12;vm_name=web".into()),
+            ("/machine/qemu-12-web.libvirt-qemu/libvirt/vcpu0".into(), "other vm_id=12;vm_name=web".into()),
+            ("/machine/web.libvirt-qemu".into(), "vm vm_name=web".into()),
+            ("/machine.slice/machine-qemu\\x2d3\\x2dprobe\\x2dvm.scope".into(), "vm vm_id=3;vm_name=probe-vm".into()),
+            ("/machine.slice/machine-qemu\\x2d3\\x2dprobe\\x2dvm.scope/libvirt/vcpu1".into(), "other vm_id=3;vm_name=probe-vm".into()),
+            ("/machine.slice/machine-ubuntu.scope".into(), "other ".into()),
+            ("/machine".into(), "other ".into()),
             ("/system.slice/ssh.service".into(), "systemd_service unit=ssh.service".into()),
             ("/user.slice/user-1000.slice/session-3.scope".into(), "user_session uid=1000;unit=session-3.scope".into()),
             ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service".into(), "systemd_service uid=1000;unit=foo.service".into()),
@@ -348,6 +457,10 @@ mod tests {
             "/a/.service",
             "/user-.slice",
             "/\u{e9}/x.service",
+            "/machine/qemu-.libvirt-qemu",
+            "/machine.slice/machine-qemu\\x2.scope",
+            "/machine.slice/machine-\\xzz.scope",
+            "/libpod_parent/libpod-",
         ] {
             let _ = classify(p);
         }

@@ -10,6 +10,7 @@
 
 pub mod classify;
 pub mod discovery;
+pub mod lanes;
 pub mod prune;
 pub mod reader;
 pub mod select;
@@ -187,23 +188,45 @@ impl CgroupsConfig {
             // procfs keeps half of the limit; a quarter is ours.
             open_budget: alumet_kernelfs::file::open_file_budget() / 2,
             prune_idle_subtrees: alumet_kernelfs::cgroup::is_cgroup_filesystem(&accounting.cpu),
+            unaccounted_by: None,
         }
     }
 
     /// The hierarchy this configuration reads, or why there is none.
     pub fn accounting(&self) -> Result<Accounting, PluginError> {
+        self.accountings().map(|(primary, _)| primary)
+    }
+
+    /// The hierarchy this configuration reads, and with `hierarchy =
+    /// "auto"` on a hybrid machine, the v2 tree for the cgroups that v1
+    /// `cpuacct` does not hold (see [`lanes`]); or why there is none.
+    pub fn accountings(&self) -> Result<(Accounting, Option<Accounting>), PluginError> {
         let layout = CgroupLayout::detect(&self.cgroup_root, &self.proc_root).map_err(|e| {
             PluginError::unavailable(
                 e.to_string(),
                 "mount cgroupfs there, or set plugins.cgroups.cgroup_root to where it is mounted (the host's /sys/fs/cgroup in a container)",
             )
         })?;
-        layout.accounting(self.hierarchy.into()).map_err(|e| {
+        let unavailable = |e: alumet_kernelfs::cgroup::LayoutError| {
             PluginError::unavailable(
                 e.to_string(),
                 "set plugins.cgroups.hierarchy = \"auto\", or mount the missing hierarchy",
             )
-        })
+        };
+        if self.hierarchy == HierarchyKey::Auto {
+            // Hybrid: cpuacct's root accounts the whole machine, and a
+            // manager may put a workload in either tree, so both are read.
+            if let (Ok(v1), Ok(v2)) = (
+                layout.accounting(HierarchyChoice::V1),
+                layout.accounting(HierarchyChoice::V2),
+            ) {
+                return Ok((v1, Some(v2)));
+            }
+        }
+        let primary = layout
+            .accounting(self.hierarchy.into())
+            .map_err(unavailable)?;
+        Ok((primary, None))
     }
 }
 
@@ -255,25 +278,46 @@ pub fn metric_definitions() -> [Metric; 7] {
 
 impl Plugin for CgroupsPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
-        let accounting = self.config.accounting()?;
+        let (accounting, unaccounted) = self.config.accountings()?;
         log::info!("cgroups: reading {}", accounting.describe());
         let ids = CgroupMetricIds::register_with(|m| ctx.create_metric(m))?;
         let host = self.host.clone().unwrap_or_else(HostParams::detect);
-        let options = self.config.source_options(&accounting);
-        let discovery = Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);
-        let source = CgroupSource::new(
-            accounting,
-            discovery,
-            options,
-            ctx.exec_target(),
-            host,
-            online_cpus(&self.config.proc_root),
-            ids,
-        );
+        let online = online_cpus(&self.config.proc_root);
+        let lane = |accounting: Accounting, unaccounted_by: Option<PathBuf>| {
+            let mut options = self.config.source_options(&accounting);
+            options.unaccounted_by = unaccounted_by;
+            let discovery =
+                Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);
+            CgroupSource::new(
+                accounting,
+                discovery,
+                options,
+                ctx.exec_target(),
+                host.clone(),
+                online,
+                ids,
+            )
+        };
+        let primary_cpu = accounting.cpu.clone();
+        let primary = lane(accounting, None);
+        let source: Box<dyn alumet::pipeline::Source> = match unaccounted {
+            Some(v2) => {
+                log::info!(
+                    "cgroups: and the cgroups that cpuacct does not hold (VMs under libvirt...) from {}",
+                    v2.describe()
+                );
+                Box::new(lanes::Lanes::new(
+                    primary,
+                    lane(v2, Some(primary_cpu)),
+                    ids.measured,
+                ))
+            }
+            None => Box::new(primary),
+        };
         let trigger = SourceTrigger::every(self.config.poll_interval)
             .flush_every(self.config.flush_interval)
             .on_dedicated_thread();
-        ctx.add_source("cgroups", Box::new(source), trigger);
+        ctx.add_source("cgroups", source, trigger);
         Ok(())
     }
 }

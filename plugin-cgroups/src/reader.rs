@@ -3,12 +3,19 @@
 //!
 //! | figure | v2 | v1 |
 //! | --- | --- | --- |
-//! | CPU time, user/system | `cpu.stat` `user_usec`/`system_usec` (exact, sum = `usage_usec`) | `cpuacct.usage_user`/`usage_sys` (ns); else `cpuacct.usage` (ns) split by `cpuacct.stat` ticks |
+//! | CPU time | `cpu.stat` `usage_usec` | `cpuacct.usage` (ns) |
+//! | its user/system split | `cpu.stat` `user_usec`/`system_usec` | `cpuacct.usage_user`/`usage_sys` (ns); else `cpuacct.stat` ticks |
 //! | memory now / peak | `memory.current` / `memory.peak` (5.19+) | `memory.usage_in_bytes` / `memory.max_usage_in_bytes` |
 //! | I/O bytes read / written | `io.stat` `rbytes`/`wbytes` summed over devices | `blkio.throttle.io_service_bytes_recursive` `Read`/`Write` |
 //!
 //! Every figure is hierarchical (a cgroup's includes its descendants'), and
 //! includes the processes that have already exited.
+//!
+//! The total is the scheduler's own, to the nanosecond; the user/system
+//! split is sampled at timer ticks (since Linux 5.14 even v1's
+//! `cpuacct.usage_user`/`usage_sys`, which no longer sum to
+//! `cpuacct.usage`), so it only divides the total: an interval's time is the
+//! total's delta, split in the proportion of the split's deltas.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,10 +27,37 @@ use alumet_kernelfs::parse::{self, fields, lines, parse_key_value, parse_u64, tr
 /// CPU time of a cgroup (its descendants' included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuTime {
-    /// In user mode, ns.
-    pub user_ns: u64,
-    /// In kernel mode, ns.
-    pub system_ns: u64,
+    /// In all, ns (exact).
+    pub total_ns: u64,
+    /// In user mode, as sampled by the kernel (ns, or ticks): only the
+    /// proportion with `system_sampled` counts.
+    pub user_sampled: u64,
+    /// In kernel mode, as sampled (same unit as `user_sampled`).
+    pub system_sampled: u64,
+}
+
+impl CpuTime {
+    /// Seconds in user and kernel mode since `before`: the total's delta,
+    /// split as the samples' deltas (or, with no sample in between, as all
+    /// samples so far). `None` when the total went backwards (a cgroup
+    /// re-created under the same path).
+    pub fn delta_since(&self, before: &CpuTime) -> Option<(f64, f64)> {
+        let total_s = self.total_ns.checked_sub(before.total_ns)? as f64 / 1e9;
+        let user = self.user_sampled.saturating_sub(before.user_sampled);
+        let system = self.system_sampled.saturating_sub(before.system_sampled);
+        let (user, system) = if user == 0 && system == 0 {
+            (self.user_sampled, self.system_sampled)
+        } else {
+            (user, system)
+        };
+        let user_fraction = if user == 0 && system == 0 {
+            1.0
+        } else {
+            user as f64 / (user as f64 + system as f64)
+        };
+        let user_s = total_s * user_fraction;
+        Some((user_s, total_s - user_s))
+    }
 }
 
 /// One reading of a cgroup.
@@ -62,10 +96,11 @@ enum CpuFiles {
         stat: KernelFile,
     },
     V1Split {
+        usage: KernelFile,
         user: KernelFile,
         system: KernelFile,
     },
-    V1Total {
+    V1Ticks {
         usage: KernelFile,
         stat: KernelFile,
     },
@@ -118,14 +153,16 @@ impl CgroupFiles {
             CgroupVersion::V1 => {
                 let user = cpu_dir.join("cpuacct.usage_user");
                 let system = cpu_dir.join("cpuacct.usage_sys");
+                let usage = KernelFile::new(cpu_dir.join("cpuacct.usage"), keep());
                 if user.is_file() && system.is_file() {
                     CpuFiles::V1Split {
+                        usage,
                         user: KernelFile::new(user, keep()),
                         system: KernelFile::new(system, keep()),
                     }
                 } else {
-                    CpuFiles::V1Total {
-                        usage: KernelFile::new(cpu_dir.join("cpuacct.usage"), keep()),
+                    CpuFiles::V1Ticks {
+                        usage,
                         stat: KernelFile::new(cpu_dir.join("cpuacct.stat"), keep()),
                     }
                 }
@@ -179,33 +216,37 @@ impl CgroupFiles {
 
     /// Reads CPU time only.
     pub fn read_cpu(&mut self, buf: &mut ReadBuf) -> Result<CpuTime, ReadError> {
-        let mut cpu = CpuTime::default();
-        match &mut self.cpu {
+        let cpu = match &mut self.cpu {
             CpuFiles::V2 { stat } => {
                 stat.read_into(buf).map_err(classify_error)?;
-                let (user_us, system_us) = parse_cpu_stat(buf.bytes())
+                let figures = parse_cpu_stat(buf.bytes())
                     .ok_or_else(|| ReadError::Other(odd(stat.path())))?;
-                cpu.user_ns = user_us.saturating_mul(1000);
-                cpu.system_ns = system_us.saturating_mul(1000);
-            }
-            CpuFiles::V1Split { user, system } => {
-                cpu.user_ns = read_number(user, buf)?;
-                cpu.system_ns = read_number(system, buf)?;
-            }
-            CpuFiles::V1Total { usage, stat } => {
-                let total = read_number(usage, buf)?;
-                stat.read_into(buf).map_err(classify_error)?;
-                let (user_ticks, system_ticks) = parse_cpuacct_stat(buf.bytes()).unwrap_or((0, 0));
-                // The exact total, split in the proportion of the sampled ticks.
-                let ticks = user_ticks.saturating_add(system_ticks);
-                if ticks == 0 {
-                    cpu.user_ns = total;
-                } else {
-                    cpu.user_ns = (total as f64 * user_ticks as f64 / ticks as f64).round() as u64;
-                    cpu.system_ns = total.saturating_sub(cpu.user_ns);
+                CpuTime {
+                    total_ns: figures.usage_us.saturating_mul(1000),
+                    user_sampled: figures.user_us,
+                    system_sampled: figures.system_us,
                 }
             }
-        }
+            CpuFiles::V1Split {
+                usage,
+                user,
+                system,
+            } => CpuTime {
+                total_ns: read_number(usage, buf)?,
+                user_sampled: read_number(user, buf)?,
+                system_sampled: read_number(system, buf)?,
+            },
+            CpuFiles::V1Ticks { usage, stat } => {
+                let total_ns = read_number(usage, buf)?;
+                stat.read_into(buf).map_err(classify_error)?;
+                let (user_ticks, system_ticks) = parse_cpuacct_stat(buf.bytes()).unwrap_or((0, 0));
+                CpuTime {
+                    total_ns,
+                    user_sampled: user_ticks,
+                    system_sampled: system_ticks,
+                }
+            }
+        };
         Ok(cpu)
     }
 
@@ -244,17 +285,34 @@ fn read_number(file: &mut KernelFile, buf: &mut ReadBuf) -> Result<u64, ReadErro
     parse_u64(trim(buf.bytes())).ok_or_else(|| ReadError::Other(odd(file.path())))
 }
 
-/// `(user_usec, system_usec)` of a v2 `cpu.stat`.
-pub fn parse_cpu_stat(content: &[u8]) -> Option<(u64, u64)> {
-    let (mut user, mut system) = (None, None);
+/// The CPU figures of a v2 `cpu.stat`, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuStat {
+    /// `usage_usec` (user + system where the kernel omits it).
+    pub usage_us: u64,
+    /// `user_usec`.
+    pub user_us: u64,
+    /// `system_usec`.
+    pub system_us: u64,
+}
+
+/// The figures of a v2 `cpu.stat`; `None` without `user_usec` and `system_usec`.
+pub fn parse_cpu_stat(content: &[u8]) -> Option<CpuStat> {
+    let (mut usage, mut user, mut system) = (None, None, None);
     for line in lines(content) {
         match parse_key_value(line) {
+            Some((b"usage_usec", v)) => usage = Some(v),
             Some((b"user_usec", v)) => user = Some(v),
             Some((b"system_usec", v)) => system = Some(v),
             _ => {}
         }
     }
-    Some((user?, system?))
+    let (user_us, system_us) = (user?, system?);
+    Some(CpuStat {
+        usage_us: usage.unwrap_or(user_us.saturating_add(system_us)),
+        user_us,
+        system_us,
+    })
 }
 
 /// `(user, system)` ticks of a v1 `cpuacct.stat`.
@@ -312,12 +370,48 @@ mod tests {
     #[test]
     fn kernel_formats() {
         let stat = b"usage_usec 171358\nuser_usec 163388\nsystem_usec 7970\nnice_usec 0\n";
-        assert_eq!(parse_cpu_stat(stat), Some((163388, 7970)));
+        assert_eq!(
+            parse_cpu_stat(stat),
+            Some(CpuStat {
+                usage_us: 171358,
+                user_us: 163388,
+                system_us: 7970
+            })
+        );
         assert_eq!(parse_cpu_stat(b"usage_usec 5\n"), None);
         assert_eq!(parse_cpuacct_stat(b"user 12\nsystem 3\n"), Some((12, 3)));
         let io = b"8:0 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0\n253:0 rbytes=100 wbytes=4 rios=1 wios=1 dbytes=0 dios=0\n";
         assert_eq!(parse_io_stat(io), (1459300, 314773508));
         let blkio = b"8:0 Read 10\n8:0 Write 20\n8:0 Sync 30\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 30\n8:16 Read 1\n8:16 Write 2\nTotal 33\n";
         assert_eq!(parse_blkio_bytes(blkio), (11, 22));
+    }
+
+    #[test]
+    fn an_interval_is_the_totals_delta_split_as_the_samples() {
+        let cpu = |total_ns, user_sampled, system_sampled| CpuTime {
+            total_ns,
+            user_sampled,
+            system_sampled,
+        };
+        // The samples (ticks) say 3 parts user to 1 system; the total is exact.
+        let (u, s) = cpu(2_000_000_000, 130, 40)
+            .delta_since(&cpu(1_000_000_000, 100, 30))
+            .unwrap();
+        assert!(
+            (u - 0.75).abs() < 1e-9 && (s - 0.25).abs() < 1e-9,
+            "{u} {s}"
+        );
+        // No tick in between: the proportion of everything so far.
+        let (u, s) = cpu(1_010_000_000, 100, 100)
+            .delta_since(&cpu(1_000_000_000, 100, 100))
+            .unwrap();
+        assert!(
+            (u - 0.005).abs() < 1e-12 && (s - 0.005).abs() < 1e-12,
+            "{u} {s}"
+        );
+        // Nothing sampled yet: user.
+        assert_eq!(cpu(5, 0, 0).delta_since(&cpu(0, 0, 0)), Some((5e-9, 0.0)));
+        // Backwards: a re-created cgroup.
+        assert_eq!(cpu(5, 9, 9).delta_since(&cpu(6, 0, 0)), None);
     }
 }

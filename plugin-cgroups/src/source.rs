@@ -99,6 +99,11 @@ pub struct SourceOptions {
     /// reading it (see [`crate::prune`]): only where the files are the
     /// kernel's, whose figures include their descendants'.
     pub prune_idle_subtrees: bool,
+    /// `Some(mount)`: this source measures only the cgroups that the CPU
+    /// hierarchy mounted there does not hold, itself or through an ancestor
+    /// (hybrid machines: the v2 tree beside v1 `cpuacct`, see
+    /// [`crate::lanes`]); it reports neither the root nor `cgroups_measured`.
+    pub unaccounted_by: Option<std::path::PathBuf>,
 }
 
 struct Tracked {
@@ -215,8 +220,13 @@ impl CgroupSource {
         if self.tracked.contains_key(&key) {
             return;
         }
-        let class = classify(path);
         let is_root = path == "/";
+        if let Some(primary) = &self.options.unaccounted_by {
+            if is_root || crate::lanes::held_by(primary, path) {
+                return;
+            }
+        }
+        let class = classify(path);
         if !(is_root || self.is_exec_cgroup(path) || self.options.selection.selects(path, &class)) {
             return;
         }
@@ -428,13 +438,10 @@ impl Emit<'_> {
             },
             None => return,
         };
-        let now = now.cpu;
-        if now.user_ns < before.user_ns || now.system_ns < before.system_ns {
+        let Some((user_s, system_s)) = now.cpu.delta_since(&before) else {
             log::debug!("cgroups: CPU time of {path} went backwards (cgroup re-created?); no delta this interval");
             return;
-        }
-        let user_s = (now.user_ns - before.user_ns) as f64 / 1e9;
-        let system_s = (now.system_ns - before.system_ns) as f64 / 1e9;
+        };
         self.point(t, ids.cpu_time, user_s.into(), &t.user_attributes);
         self.point(t, ids.cpu_time, system_s.into(), &t.system_attributes);
         if interval_ns > 0 {
@@ -552,13 +559,15 @@ impl Source for CgroupSource {
         }
         self.cpu_reads_skipped += walk.skipped;
         let measured = self.tracked.len() as u64;
-        emit.into.push(MeasurementPoint::new(
-            timestamp,
-            self.ids.measured,
-            Resource::LocalMachine,
-            ResourceConsumer::LocalMachine,
-            measured,
-        ));
+        if self.options.unaccounted_by.is_none() {
+            emit.into.push(MeasurementPoint::new(
+                timestamp,
+                self.ids.measured,
+                Resource::LocalMachine,
+                ResourceConsumer::LocalMachine,
+                measured,
+            ));
+        }
         for g in gone {
             self.forget(&g);
         }

@@ -116,7 +116,7 @@ fn v1_cgroupfs_driver_with_memory_and_blkio_hierarchies() {
 }
 
 #[test]
-fn hybrid_layout_reads_v1_where_the_workloads_are() {
+fn hybrid_layout_reads_each_cgroup_from_the_hierarchy_that_accounts_it() {
     run_case("hybrid");
 }
 

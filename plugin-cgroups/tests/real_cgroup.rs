@@ -18,7 +18,8 @@ use alumet::measurement::ResourceConsumer;
 use alumet::plugin::PluginDefinition;
 use alumet::testing::TestPipeline;
 use alumet_kernelfs::cgroup::{
-    dir_of, kernel_cpu_seconds, CgroupLayout, CommandCgroup, HierarchyChoice, ParentChoice,
+    dir_of, kernel_cpu_seconds, Accounting, CgroupLayout, CommandCgroup, HierarchyChoice,
+    ParentChoice,
 };
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
@@ -132,5 +133,124 @@ fn a_real_cgroup_is_measured_in_full_short_lived_children_included() {
     assert!(
         procfs_s < 0.9 * kernel_s,
         "procfs {procfs_s} s vs kernel {kernel_s} s"
+    );
+}
+
+/// On a hybrid machine (v1 `cpuacct` with a v2 tree beside it), a cgroup
+/// that exists only in the v2 tree, as a manager configured for v2 leaves
+/// it, is measured from v2's `cpu.stat`, in full; a cgroup present in both
+/// is measured once, from `cpuacct`.
+#[test]
+fn on_a_hybrid_machine_a_cgroup_only_in_the_v2_tree_is_measured_from_it() {
+    let layout = match CgroupLayout::detect(Path::new("/sys/fs/cgroup"), Path::new("/proc")) {
+        Ok(l) => l,
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "CI must have cgroups: {e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let (Ok(primary), Ok(v2)) = (
+        layout.accounting(HierarchyChoice::V1),
+        layout.accounting(HierarchyChoice::V2),
+    ) else {
+        eprintln!("skipped: not a hybrid machine ({})", layout.describe());
+        return;
+    };
+    // The v2 tree alone: a cgroup created there is in no v1 hierarchy.
+    let v2 = Accounting {
+        memory: None,
+        io: None,
+        ..v2
+    };
+    let pid = std::process::id();
+    let only_v2 = format!("alumet-lane-v2-{pid}");
+    let both = format!("alumet-lane-both-{pid}");
+    let v2_cgroup = match CommandCgroup::create(&v2, "/", &only_v2) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "CI runs as root: {e:?}");
+            eprintln!("skipped: cannot create a cgroup here ({e:?})");
+            return;
+        }
+    };
+    // The same path in cpuacct and in v2: a manager that writes to both.
+    let both_v1 = CommandCgroup::create(&primary, "/", &both).unwrap();
+    let both_v2 = CommandCgroup::create(&v2, "/", &both).unwrap();
+
+    let config = CgroupsConfig {
+        include: vec!["/alumet-lane-*".to_owned()],
+        ..CgroupsConfig::default()
+    };
+    let mut cgroups = CgroupsPlugin::init(config).unwrap();
+    let mut pipeline = TestPipeline::builder();
+    pipeline
+        .start_plugin(CgroupsPlugin::NAME, &mut cgroups)
+        .unwrap();
+    let running = pipeline.start();
+    running.trigger_all();
+
+    let busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done";
+    let mut in_v2 = spawn_in(&v2_cgroup, busy);
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", busy]);
+    both_v1.join_on_exec(&mut cmd);
+    both_v2.join_on_exec(&mut cmd);
+    let mut in_both = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for child in [&mut in_v2, &mut in_both] {
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "children did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+            running.trigger_all();
+        }
+    }
+    let kernel_v2_s = kernel_cpu_seconds(&v2, v2_cgroup.path()).unwrap();
+    let kernel_both_s = kernel_cpu_seconds(&primary, both_v1.path()).unwrap();
+    running.trigger_all();
+    let result = running.finish();
+    let (v2_path, both_path) = (v2_cgroup.path().to_owned(), both_v1.path().to_owned());
+    for c in [v2_cgroup, both_v1, both_v2] {
+        let removed = c.remove(Duration::from_secs(2));
+        assert!(removed.is_ok(), "{removed:?}");
+    }
+
+    let seconds_of = |path: &str| -> (f64, usize) {
+        let consumer = ResourceConsumer::ControlGroup {
+            path: path.to_owned().into(),
+        };
+        let points: Vec<_> = result
+            .points_of("cgroup_cpu_time")
+            .into_iter()
+            .filter(|p| p.consumer == consumer)
+            .collect();
+        let polls = points
+            .iter()
+            .map(|p| p.timestamp)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        (
+            points.iter().map(|p| p.value.as_f64()).sum(),
+            points.len() / polls.max(1),
+        )
+    };
+    let (agent_v2_s, _) = seconds_of(&v2_path);
+    let (agent_both_s, per_poll) = seconds_of(&both_path);
+    eprintln!("v2 only: kernel {kernel_v2_s:.3} s, agent {agent_v2_s:.3} s; both: kernel {kernel_both_s:.3} s, agent {agent_both_s:.3} s");
+    assert!(kernel_v2_s > 0.1, "the child used {kernel_v2_s} s of CPU");
+    assert!(
+        (agent_v2_s - kernel_v2_s).abs() <= 0.005 * kernel_v2_s,
+        "v2-only cgroup: agent {agent_v2_s} s vs kernel {kernel_v2_s} s"
+    );
+    // Once: two modes (user, system) per poll, not four.
+    assert_eq!(per_poll, 2, "the cgroup in both trees is read from one");
+    assert!(
+        (agent_both_s - kernel_both_s).abs() <= 0.005 * kernel_both_s,
+        "cgroup in both: agent {agent_both_s} s vs cpuacct {kernel_both_s} s"
+    );
+    let measured = result.points_of("cgroups_measured");
+    assert!(
+        measured.iter().any(|p| p.value.as_f64() >= 3.0),
+        "root and both cgroups are counted: {measured:?}"
     );
 }
