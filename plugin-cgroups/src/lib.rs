@@ -17,6 +17,7 @@ pub mod select;
 pub mod source;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alumet::config::ConfigError;
@@ -26,6 +27,7 @@ use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use alumet_kernelfs::cgroup::{Accounting, CgroupLayout, HierarchyChoice};
 use alumet_kernelfs::glob::Glob;
 use alumet_kernelfs::host::HostParams;
+use alumet_workloads::config::NamesConfig;
 use serde::{Deserialize, Serialize};
 
 use discovery::Discovery;
@@ -102,6 +104,8 @@ pub struct CgroupsConfig {
     pub memory: bool,
     /// Read block I/O figures (default true).
     pub io: bool,
+    /// Where the names of containers and Slurm jobs are looked up (see the README).
+    pub names: NamesConfig,
 }
 
 impl Default for CgroupsConfig {
@@ -124,6 +128,7 @@ impl Default for CgroupsConfig {
             idle_memory_io_max_age: Duration::from_secs(30),
             memory: true,
             io: true,
+            names: NamesConfig::default(),
         }
     }
 }
@@ -189,6 +194,7 @@ impl CgroupsConfig {
             open_budget: alumet_kernelfs::file::open_file_budget() / 2,
             prune_idle_subtrees: alumet_kernelfs::cgroup::is_cgroup_filesystem(&accounting.cpu),
             unaccounted_by: None,
+            resolver: None,
         }
     }
 
@@ -283,9 +289,12 @@ impl Plugin for CgroupsPlugin {
         let ids = CgroupMetricIds::register_with(|m| ctx.create_metric(m))?;
         let host = self.host.clone().unwrap_or_else(HostParams::detect);
         let online = online_cpus(&self.config.proc_root);
+        let resolver = Arc::new(self.config.names.resolver(self.config.proc_root.clone()));
+        let resolver = resolver.is_active().then_some(resolver);
         let lane = |accounting: Accounting, unaccounted_by: Option<PathBuf>| {
             let mut options = self.config.source_options(&accounting);
             options.unaccounted_by = unaccounted_by;
+            options.resolver = resolver.clone();
             let discovery =
                 Discovery::new(&accounting.cpu, self.config.max_depth, self.config.inotify);
             CgroupSource::new(

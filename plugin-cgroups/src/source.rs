@@ -21,9 +21,10 @@ use alumet::measurement::{
 };
 use alumet::metrics::{Metric, MetricError, MetricId, MetricRegistry};
 use alumet::pipeline::{PollError, Source};
-use alumet_kernelfs::cgroup::Accounting;
+use alumet_kernelfs::cgroup::{dir_of, Accounting};
 use alumet_kernelfs::file::ReadBuf;
 use alumet_kernelfs::host::HostParams;
+use alumet_workloads::resolver::{NameState, Resolver, Workload};
 
 use crate::classify::classify;
 use crate::discovery::Discovery;
@@ -104,6 +105,9 @@ pub struct SourceOptions {
     /// (hybrid machines: the v2 tree beside v1 `cpuacct`, see
     /// [`crate::lanes`]); it reports neither the root nor `cgroups_measured`.
     pub unaccounted_by: Option<std::path::PathBuf>,
+    /// Where workloads' names are looked up (shared by both lanes); `None`:
+    /// workloads keep the ids of their paths.
+    pub resolver: Option<std::sync::Arc<Resolver>>,
 }
 
 struct Tracked {
@@ -122,6 +126,9 @@ struct Tracked {
     details: Option<(CgroupReading, u64)>,
     /// Created after the previous poll: its first reading is all new.
     born_after_previous_poll: bool,
+    /// The key of its names in the resolver, and whether they are applied
+    /// (or will never come).
+    names: Option<(String, bool)>,
 }
 
 /// A directory that is not measured, read only to prune (see [`crate::prune`]).
@@ -155,6 +162,8 @@ pub struct CgroupSource {
     last_details_ns: Option<u64>,
     view_complete_at_previous_poll: bool,
     over_cap: u64,
+    /// Measured cgroups whose names are still being looked up.
+    unnamed: usize,
     buf: ReadBuf,
     ids: CgroupMetricIds,
 }
@@ -189,6 +198,7 @@ impl CgroupSource {
             last_details_ns: None,
             view_complete_at_previous_poll: false,
             over_cap: 0,
+            unnamed: 0,
             buf: ReadBuf::with_capacity(1024),
             ids,
         }
@@ -248,6 +258,23 @@ impl CgroupSource {
             *open_count += usize::from(keep);
             keep
         });
+        let names = match &self.options.resolver {
+            Some(resolver) if class.is_workload() => resolver
+                .request(&Workload {
+                    kind: class.workload.to_owned(),
+                    attributes: class
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect(),
+                    cgroup_dir: dir_of(&self.accounting.cpu, path),
+                })
+                .map(|key| (key, false)),
+            _ => None,
+        };
+        if names.is_some() {
+            self.unnamed += 1;
+        }
         let mut attributes: Vec<(Cow<'static, str>, AttributeValue)> = class
             .attributes
             .into_iter()
@@ -277,14 +304,51 @@ impl CgroupSource {
                 previous_io: None,
                 details: None,
                 born_after_previous_poll,
+                names,
             },
         );
+    }
+
+    /// Adds the names that lookups found since the last poll to their
+    /// cgroups' attributes: from now on, their points carry them.
+    fn apply_names(&mut self) {
+        let Some(resolver) = &self.options.resolver else {
+            return;
+        };
+        if self.unnamed == 0 {
+            return;
+        }
+        for t in self.tracked.values_mut() {
+            let Some((key, applied @ false)) = &mut t.names else {
+                continue;
+            };
+            match resolver.names(key) {
+                NameState::Pending => continue,
+                NameState::Known(names) => {
+                    for (k, v) in names.0 {
+                        let attribute = (Cow::Owned(k), AttributeValue::from(v));
+                        t.attributes.push(attribute.clone());
+                        t.user_attributes.push(attribute.clone());
+                        t.system_attributes.push(attribute);
+                    }
+                }
+                NameState::None => {}
+            }
+            *applied = true;
+            self.unnamed -= 1;
+        }
     }
 
     fn forget(&mut self, path: &str) {
         self.known.remove(path);
         if let Some(t) = self.tracked.remove(&CgroupKey::from(path)) {
             log::debug!("cgroups: {path} is gone; its series ends");
+            if let (Some(resolver), Some((key, applied))) = (&self.options.resolver, &t.names) {
+                resolver.release(key);
+                if !applied {
+                    self.unnamed -= 1;
+                }
+            }
             self.open_count = self.open_count.saturating_sub(t.files.kept_descriptors());
             self.guards_stale = true;
         }
@@ -479,6 +543,7 @@ impl Source for CgroupSource {
         let now_ns = self.host.clock.now_ns();
         let complete = self.discover(now_ns);
         self.refresh_guards();
+        self.apply_names();
         let mut emit = Emit {
             into,
             ts: timestamp,

@@ -58,6 +58,11 @@ fn run_case(name: &str) {
         "idle_memory_io_max_age".to_owned(),
         toml::Value::String("0s".to_owned()),
     );
+    // No lookups of this machine's engines or Slurm for the fixtures' ids
+    // (the names have tests of their own, against real managers).
+    let mut names = toml::Table::new();
+    names.insert("enabled".to_owned(), toml::Value::Boolean(false));
+    table.insert("names".to_owned(), toml::Value::Table(names));
     // inotify from the first poll, as in a long run.
     table.insert(
         "inotify_delay".to_owned(),

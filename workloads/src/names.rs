@@ -66,6 +66,9 @@ mod tests {
         n.push("namespace", "");
         assert_eq!(n.0, [("pod".to_owned(), "web-1".to_owned())]);
         assert_eq!(n.get("pod"), Some("web-1"));
-        assert_eq!(label_key("app.kubernetes.io/name"), "label_app_kubernetes_io_name");
+        assert_eq!(
+            label_key("app.kubernetes.io/name"),
+            "label_app_kubernetes_io_name"
+        );
     }
 }
