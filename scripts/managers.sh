@@ -161,6 +161,10 @@ libvirt_up() {
     mkdir -p /var/log/libvirt/qemu /run/libvirt /var/lib/libvirt/qemu
     id libvirt-qemu >/dev/null 2>&1 ||
         useradd -r -U -s /usr/sbin/nologin -d /var/lib/libvirt libvirt-qemu
+    # QEMU runs as libvirt-qemu and opens /dev/kvm (root:kvm, 0660).
+    if getent group kvm >/dev/null; then
+        usermod -a -G kvm libvirt-qemu
+    fi
     pgrep -x virtlogd >/dev/null || /usr/sbin/virtlogd -d -p "$W/virtlogd.pid"
     pgrep -x libvirtd >/dev/null || /usr/sbin/libvirtd -d -p "$W/libvirtd.pid"
     wait_for 30 virsh -c qemu:///system version
@@ -195,6 +199,8 @@ libvirt_down() {
             rm -f "$W/$f.pid"
         fi
     done
+    # Gone before a next `up` looks for them.
+    for _ in $(seq 50); do pgrep -x 'libvirtd|virtlogd' >/dev/null || break; sleep 0.2; done
 }
 
 case "${1:-}" in

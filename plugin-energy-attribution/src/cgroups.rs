@@ -122,6 +122,17 @@ impl CgroupActivity {
         };
         if let Some(info) = self.info.get_mut(&id) {
             info.last_seen = info.last_seen.max(p.timestamp);
+            // Names found after the cgroup's first points are added to its
+            // attributes (never removed): its energy carries them from now on.
+            let without_mode = p.attributes.iter().filter(|(k, _)| k != "mode").count();
+            if without_mode > info.attributes.len() {
+                info.attributes = p
+                    .attributes
+                    .iter()
+                    .filter(|(k, _)| k != "mode")
+                    .cloned()
+                    .collect();
+            }
         }
         let value = p.value.as_f64() * scale;
         self.store.add(p.timestamp, id, value) || value == 0.0

@@ -77,6 +77,11 @@ fn cgroup_energy_goes_to_the_innermost_measured_cgroups_3_to_1() {
 }
 
 #[test]
+fn names_found_after_a_cgroups_first_points_reach_its_energy_from_then_on() {
+    check_fixture("cgroups_names_found_late");
+}
+
+#[test]
 fn gpu_energy_goes_to_the_cgroup_of_each_gpu_process() {
     check_fixture("gpu_by_cgroup");
 }

@@ -1,7 +1,8 @@
 //! Container names from the engines' APIs on their Unix sockets: Docker
 //! (`/var/run/docker.sock`) and Podman (`/run/podman/podman.sock`, and for
 //! rootless containers `/run/user/<uid>/podman/podman.sock`), which both
-//! answer Docker's `GET /containers/<id>/json`.
+//! answer Docker's `GET /containers/<id>/json`; a Podman pod's name comes
+//! from Podman's `GET /v4.0.0/libpod/pods/<id>/json`.
 //!
 //! Reference: Docker Engine API, "Inspect a container"
 //! (<https://docs.docker.com/reference/api/engine/version/v1.43/#tag/Container/operation/ContainerInspect>);
@@ -61,6 +62,13 @@ struct InspectConfig {
     image: String,
     #[serde(rename = "Labels", default)]
     labels: Option<HashMap<String, String>>,
+}
+
+/// The part of a Podman pod's inspect document that names it.
+#[derive(Debug, Deserialize)]
+struct PodInspect {
+    #[serde(rename = "Name", default)]
+    name: String,
 }
 
 /// The names of a container from its inspect document.
@@ -163,7 +171,21 @@ impl Lookup for EngineLookup {
         let mut failure = None;
         for socket in self.sockets_for(workload) {
             match client.get_json::<Inspect>(&socket, &uri) {
-                Ok(inspect) => return Ok(Found::Names(names_of(inspect, &self.settings.labels))),
+                Ok(inspect) => {
+                    let mut names = names_of(inspect, &self.settings.labels);
+                    // A podman pod's name, from Podman's own API (v4.0.0
+                    // is the oldest that Podman 4 and 5 serve).
+                    if let Some(pod) = workload
+                        .attribute("podman_pod_id")
+                        .filter(|p| is_container_id(p))
+                    {
+                        let uri = format!("/v4.0.0/libpod/pods/{pod}/json");
+                        if let Ok(p) = client.get_json::<PodInspect>(&socket, &uri) {
+                            names.push("podman_pod", p.name);
+                        }
+                    }
+                    return Ok(Found::Names(names));
+                }
                 // Not this engine's (another podman socket may have it), or gone.
                 Err(e) if e.is_not_found() => {}
                 Err(SocketError::Absent { .. }) if failure.is_some() => {}
@@ -241,6 +263,6 @@ mod tests {
             docker_socket: PathBuf::from("/nonexistent/docker.sock"),
             ..EngineSettings::default()
         });
-        assert!(matches!(absent.lookup(&w("docker", &[])), Err(_)));
+        assert!(absent.lookup(&w("docker", &[])).is_err());
     }
 }

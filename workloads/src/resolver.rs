@@ -97,10 +97,13 @@ struct Shared {
     done: u64,
 }
 
+/// A lookup's queue: the key and the workload to name.
+type Queue = Sender<(String, Workload)>;
+
 /// The lookups, their threads and what they found.
 pub struct Resolver {
     shared: Arc<Mutex<Shared>>,
-    lookups: Vec<(Arc<dyn Lookup>, Sender<(String, Workload)>)>,
+    lookups: Vec<(Arc<dyn Lookup>, Queue)>,
 }
 
 impl std::fmt::Debug for Resolver {
