@@ -5,10 +5,13 @@
 # prometheus ones; openssl, and opentelemetry-proto for the OTLP test receiver;
 # and the Debian packaging tools (lintian, cargo-deb, ...) that the package
 # test (app-agent/tests/package_deb.rs) uses; and the headless browser the
-# plot tests render pictures with.
+# plot tests render pictures with; and the real workload managers (podman,
+# dockerd, Slurm with munge, libvirt/QEMU) that app-agent/tests/managers.rs
+# starts through scripts/managers.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
 bash scripts/install-packaging-deps.sh
 bash scripts/install-browser.sh
+bash scripts/install-managers.sh
 cargo test --workspace --locked
