@@ -11,7 +11,8 @@
 //!   their Unix sockets ([`unix_http`]);
 //! - [`slurm`]: Slurm jobs, from a job process's environment or `squeue`;
 //! - [`kubernetes`]: this node's pods from the API server (a field-selected
-//!   list and watch) or the kubelet, kept in a [`kubernetes::PodIndex`].
+//!   list and watch) or the kubelet, kept in a [`kubernetes::PodIndex`] and
+//!   named by [`kubernetes::KubeLookup`].
 //!
 //! Lookups never run on a poll path: they run on threads of their own and
 //! their results are cached; a slow or absent manager delays no poll.

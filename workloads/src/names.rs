@@ -7,6 +7,33 @@
 //! `partition`, `qos` for Slurm jobs; `vm_name` for virtual machines; and
 //! `label_<name>` for the labels a user asks for.
 
+/// Every attribute key a lookup may add (besides `label_*`): the names
+/// that describe a workload without identifying its series, so that an
+/// output keeps one series when they arrive after its first points.
+pub const NAME_KEYS: [&str; 16] = [
+    "container_name",
+    "image",
+    "compose_project",
+    "compose_service",
+    "podman_pod",
+    "namespace",
+    "pod",
+    "container",
+    "node",
+    "job_name",
+    "user",
+    "account",
+    "partition",
+    "qos",
+    "array_job_id",
+    "array_task_id",
+];
+
+/// Whether `key` is a name a lookup adds ([`NAME_KEYS`] or `label_*`).
+pub fn is_name_key(key: &str) -> bool {
+    key.starts_with("label_") || NAME_KEYS.contains(&key)
+}
+
 /// The names of one workload: `(attribute key, value)` pairs in a stable order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names(pub Vec<(String, String)>);

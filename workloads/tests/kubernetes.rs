@@ -15,9 +15,12 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use alumet_workloads::config::{KubernetesMode, NamesConfig};
 use alumet_workloads::kubernetes::{
-    spawn_watcher, FailureKind, KubeError, KubeSettings, PodIndex, PodInfo, PodSource,
+    spawn_watcher, FailureKind, KubeError, KubeLookup, KubeSettings, PodIndex, PodInfo, PodSource,
 };
+use alumet_workloads::resolver::{NameState, Resolver, Workload};
+use alumet_workloads::Names;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -1316,4 +1319,119 @@ fn a_watcher_without_a_node_name_is_refused() {
         bad_url.validate(),
         Err(KubeError::Invalid { key: "api_url", .. })
     ));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Names, through the resolver.
+
+/// A container's cgroup as the cgroups plugin classifies it.
+fn k8s_container(pod_uid: &str, container_id: &str) -> Workload {
+    Workload {
+        kind: "k8s_container".into(),
+        attributes: vec![
+            ("pod_uid".into(), pod_uid.into()),
+            ("qos".into(), "burstable".into()),
+            ("container_id".into(), container_id.into()),
+            ("runtime".into(), "containerd".into()),
+        ],
+        cgroup_dir: PathBuf::new(),
+    }
+}
+
+fn wait_names(resolver: &Resolver, key: &str) -> Names {
+    let mut state = NameState::Pending;
+    wait_for(key, || {
+        state = resolver.names(key);
+        state != NameState::Pending
+    });
+    match state {
+        NameState::Known(names) => names,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[test]
+fn names_config_lookups_name_containers_and_pods_including_one_watched_later() {
+    capture_logs();
+    let api = FakeApi::start(Mode::ApiServer);
+    for i in 0..2 {
+        api.add(NODE, i);
+    }
+    api.add("node-b", 0);
+    let config = NamesConfig {
+        kubernetes: KubernetesMode::ApiServer,
+        node_name: NODE.into(),
+        pod_labels: vec!["app".into(), "app.kubernetes.io/name".into()],
+        api_url: api.base.clone(),
+        token_file: api.token_file.clone(),
+        ca_file: api.ca_file.clone(),
+        slurm: false,
+        ..NamesConfig::default()
+    };
+    let resolver = config.resolver(PathBuf::from("/nonexistent/proc"));
+
+    let key = resolver
+        .request(&k8s_container(&uid(NODE, 1), &cid(NODE, 1, 0)))
+        .unwrap();
+    assert_eq!(key, format!("pod:{}:{}", uid(NODE, 1), cid(NODE, 1, 0)));
+    let names = wait_names(&resolver, &key);
+    assert_eq!(
+        names.0,
+        [
+            ("namespace".to_owned(), namespace(1)),
+            ("pod".to_owned(), "web-1".to_owned()),
+            ("node".to_owned(), NODE.to_owned()),
+            ("label_app".to_owned(), "web-1".to_owned()),
+            ("label_app_kubernetes_io_name".to_owned(), "shop".to_owned()),
+            ("container".to_owned(), "app".to_owned()),
+        ]
+    );
+    // The pod's own cgroup: the pod's names.
+    let pod_cgroup = Workload {
+        kind: "k8s_pod".into(),
+        attributes: vec![("pod_uid".into(), uid(NODE, 0))],
+        cgroup_dir: PathBuf::new(),
+    };
+    let pod_key = resolver.request(&pod_cgroup).unwrap();
+    let names = wait_names(&resolver, &pod_key);
+    assert_eq!(names.get("pod"), Some("web-0"));
+    assert_eq!(names.get("container"), None);
+
+    // A pod whose cgroup is seen before the watch delivers it: not yet,
+    // then its names.
+    let late = resolver
+        .request(&k8s_container(&uid(NODE, 5), &cid(NODE, 5, 1)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(resolver.names(&late), NameState::Pending);
+    api.add(NODE, 5);
+    let names = wait_names(&resolver, &late);
+    assert_eq!(names.get("pod"), Some("web-5"));
+    assert_eq!(names.get("container"), Some("sidecar"));
+    assert_eq!(names.get("namespace"), Some(namespace(5).as_str()));
+
+    drop(resolver);
+    assert!(
+        !LOGS.lock().unwrap().iter().any(|(_, m)| m.contains(TOKEN)),
+        "the token reached a log"
+    );
+}
+
+#[test]
+fn the_watcher_stops_when_the_resolver_owning_its_lookup_is_dropped() {
+    let api = FakeApi::start(Mode::ApiServer);
+    api.add(NODE, 0);
+    let lookup = KubeLookup::new(PodIndex::new());
+    let index = lookup.index().clone();
+    let thread = spawn_watcher(api.settings(), index.clone(), lookup.stop_flag()).unwrap();
+    let resolver = Resolver::new(vec![Arc::new(lookup)]);
+    let key = resolver
+        .request(&k8s_container(&uid(NODE, 0), &cid(NODE, 0, 2)))
+        .unwrap();
+    assert_eq!(wait_names(&resolver, &key).get("container"), Some("setup"));
+    wait_for("a watch", || index.stats().watches >= 1);
+    let began = Instant::now();
+    drop(resolver);
+    thread.join().unwrap();
+    assert!(began.elapsed() < Duration::from_millis(500), "slow to stop");
 }
