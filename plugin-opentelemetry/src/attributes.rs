@@ -17,6 +17,40 @@ pub const BUILTIN_ATTRIBUTES: [&str; 4] = [
 /// Prefix of a measurement attribute named like a built-in one.
 pub const RENAMED_ATTRIBUTE_PREFIX: &str = "attr_";
 
+/// Measurement attributes that name the workload a point is about, and the
+/// OpenTelemetry resource attribute each becomes (semantic conventions,
+/// "container" and "k8s" resource attributes,
+/// <https://opentelemetry.io/docs/specs/semconv/resource/k8s/>): such a
+/// point goes in a resource of its workload's, not in its own attributes.
+pub const WORKLOAD_RESOURCE_ATTRIBUTES: [(&str, &str); 8] = [
+    ("container_id", "container.id"),
+    ("container_name", "container.name"),
+    ("image", "container.image.name"),
+    ("pod_uid", "k8s.pod.uid"),
+    ("pod", "k8s.pod.name"),
+    ("namespace", "k8s.namespace.name"),
+    ("container", "k8s.container.name"),
+    ("node", "k8s.node.name"),
+];
+
+/// The resource attribute that measurement attribute `key` becomes, if any.
+pub fn workload_resource_key(key: &str) -> Option<&'static str> {
+    WORKLOAD_RESOURCE_ATTRIBUTES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, r)| *r)
+}
+
+/// The workload resource attributes of `point`, in its attributes' order
+/// (empty for a point about no named workload).
+pub fn workload_resource(point: &MeasurementPoint) -> Vec<(&'static str, String)> {
+    point
+        .attributes
+        .iter()
+        .filter_map(|(k, v)| workload_resource_key(k).map(|r| (r, v.to_string())))
+        .collect()
+}
+
 fn any(value: Value) -> Option<AnyValue> {
     Some(AnyValue { value: Some(value) })
 }
@@ -91,6 +125,10 @@ pub fn fill_attributes(point: &MeasurementPoint, out: &mut Vec<KeyValue>) {
         put_string(kv, value);
     }
     for (key, value) in &point.attributes {
+        // The workload's names are its resource's (see `workload_resource`).
+        if workload_resource_key(key).is_some() {
+            continue;
+        }
         let i = slot(out);
         let kv = &mut out[i];
         kv.key.clear();

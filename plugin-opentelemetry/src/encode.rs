@@ -10,14 +10,19 @@
 //! - u64 values stay `as_int` (beyond i64, `as_double`), f64 are `as_double`;
 //! - point attributes: `resource_kind`, `resource_id`, `consumer_kind`,
 //!   `consumer_id`, then every measurement attribute (one named like those
-//!   four becomes `attr_<name>`).
+//!   four becomes `attr_<name>`);
+//! - a point about a named workload (a container, a pod) goes in a resource
+//!   of its own: the agent's resource attributes and the workload's, per the
+//!   semantic conventions (`container.name`, `k8s.pod.name`...; see
+//!   [`crate::attributes::WORKLOAD_RESOURCE_ATTRIBUTES`]). Its series is the
+//!   same before and after its names are known.
 
 use alumet::measurement::{MeasurementPoint, MeasurementValue};
 use alumet::metrics::{MetricKind, MetricRegistry};
 use alumet_delivery::BatchEncoder;
 use prost::Message;
 
-use crate::attributes::fill_attributes;
+use crate::attributes::{fill_attributes, workload_resource};
 use crate::json;
 use crate::proto::{
     AggregationTemporality, ExportMetricsServiceRequest, Gauge, InstrumentationScope, KeyValue,
@@ -100,14 +105,32 @@ struct Plan {
     shape: Shape,
 }
 
+/// The points of one resource waiting for the next request.
+#[derive(Debug, Default)]
+struct ResourceBatch {
+    /// The workload's resource attributes (none for the agent's own resource).
+    attributes: Vec<(&'static str, String)>,
+    /// Per metric index, its points.
+    pending: Vec<Vec<NumberDataPoint>>,
+    /// Metric indices with pending points, in the order first seen.
+    touched: Vec<usize>,
+}
+
+impl ResourceBatch {
+    /// Whether the next request carries it: the agent's resource always
+    /// (as before workloads had resources), a workload's when it has points.
+    fn is_sent(&self) -> bool {
+        !self.touched.is_empty() || self.attributes.is_empty()
+    }
+}
+
 /// Encodes points into OTLP request bodies. Create one per output.
 #[derive(Debug)]
 pub struct OtlpEncoder {
     options: EncoderOptions,
     plans: Vec<Option<Plan>>,
-    pending: Vec<Vec<NumberDataPoint>>,
-    /// Metric indices with pending points, in the order first seen.
-    touched: Vec<usize>,
+    /// The agent's own resource first, then one per workload seen in the batch.
+    batches: Vec<ResourceBatch>,
     points: usize,
     series: SeriesTable,
     /// Sent data points, whose strings the next points reuse.
@@ -131,8 +154,7 @@ impl OtlpEncoder {
         Self {
             options,
             plans: Vec::new(),
-            pending: Vec::new(),
-            touched: Vec::new(),
+            batches: vec![ResourceBatch::default()],
             points: 0,
             series: SeriesTable::default(),
             pool: Vec::new(),
@@ -147,7 +169,6 @@ impl OtlpEncoder {
     ) -> Result<Shape, SkipReason> {
         if index >= self.plans.len() {
             self.plans.resize_with(index + 1, || None);
-            self.pending.resize_with(index + 1, Vec::new);
         }
         if let Some(plan) = &self.plans[index] {
             return Ok(plan.shape);
@@ -167,47 +188,41 @@ impl OtlpEncoder {
         Ok(shape)
     }
 
-    /// Builds the request of the points added since the last call.
+    /// Builds the request of the points added since the last call: one
+    /// resource for the agent's own points, one per named workload.
     pub fn take_request(&mut self) -> ExportMetricsServiceRequest {
-        let mut metrics = Vec::with_capacity(self.touched.len());
-        for index in self.touched.drain(..) {
-            let Some(plan) = self.plans.get(index).and_then(Option::as_ref) else {
+        let mut resource_metrics = Vec::with_capacity(self.batches.len());
+        for batch in &mut self.batches {
+            if !batch.is_sent() {
                 continue;
-            };
-            let data_points = std::mem::take(&mut self.pending[index]);
-            let data = match plan.shape {
-                Shape::Gauge => MetricData::Gauge(Gauge { data_points }),
-                Shape::CounterSum | Shape::DeltaSum(Temporality::Cumulative) => {
-                    MetricData::Sum(Sum {
-                        data_points,
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                        is_monotonic: true,
-                    })
-                }
-                Shape::DeltaSum(Temporality::Delta) => MetricData::Sum(Sum {
-                    data_points,
-                    aggregation_temporality: AggregationTemporality::Delta as i32,
-                    is_monotonic: true,
-                }),
-            };
-            metrics.push(Metric {
-                name: plan.name.clone(),
-                description: plan.description.clone(),
-                unit: plan.unit.clone(),
-                data: Some(data),
-            });
-        }
-        self.points = 0;
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: self
-                        .options
-                        .resource_attributes
+            }
+            let mut metrics = Vec::with_capacity(batch.touched.len());
+            for index in batch.touched.drain(..) {
+                let Some(plan) = self.plans.get(index).and_then(Option::as_ref) else {
+                    continue;
+                };
+                let data_points = std::mem::take(&mut batch.pending[index]);
+                metrics.push(Metric {
+                    name: plan.name.clone(),
+                    description: plan.description.clone(),
+                    unit: plan.unit.clone(),
+                    data: Some(data_of(plan.shape, data_points)),
+                });
+            }
+            let attributes = self
+                .options
+                .resource_attributes
+                .iter()
+                .map(|(k, v)| KeyValue::string(k.as_str(), v.as_str()))
+                .chain(
+                    batch
+                        .attributes
                         .iter()
-                        .map(|(k, v)| KeyValue::string(k.as_str(), v.as_str()))
-                        .collect(),
-                }),
+                        .map(|(k, v)| KeyValue::string(*k, v.as_str())),
+                )
+                .collect();
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(Resource { attributes }),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(InstrumentationScope {
                         name: "alumet".into(),
@@ -215,8 +230,44 @@ impl OtlpEncoder {
                     }),
                     metrics,
                 }],
-            }],
+            });
         }
+        // Workloads come and go: their resources are made again per batch.
+        self.batches.truncate(1);
+        self.points = 0;
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+
+    /// The batch of the resource `attributes` name, made if new.
+    fn batch_of(&mut self, attributes: Vec<(&'static str, String)>) -> &mut ResourceBatch {
+        let i = match self.batches.iter().position(|b| b.attributes == attributes) {
+            Some(i) => i,
+            None => {
+                self.batches.push(ResourceBatch {
+                    attributes,
+                    ..ResourceBatch::default()
+                });
+                self.batches.len() - 1
+            }
+        };
+        &mut self.batches[i]
+    }
+}
+
+/// The OTLP data of a metric of `shape` with `data_points`.
+fn data_of(shape: Shape, data_points: Vec<NumberDataPoint>) -> MetricData {
+    match shape {
+        Shape::Gauge => MetricData::Gauge(Gauge { data_points }),
+        Shape::CounterSum | Shape::DeltaSum(Temporality::Cumulative) => MetricData::Sum(Sum {
+            data_points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        }),
+        Shape::DeltaSum(Temporality::Delta) => MetricData::Sum(Sum {
+            data_points,
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: true,
+        }),
     }
 }
 
@@ -243,13 +294,17 @@ impl BatchEncoder for OtlpEncoder {
                 return Err(e);
             }
         };
-        if self.pending[index].is_empty() {
-            self.touched.push(index);
-        }
         dp.start_time_unix_nano = start;
         dp.time_unix_nano = time;
         dp.value = Some(value);
-        self.pending[index].push(dp);
+        let batch = self.batch_of(workload_resource(point));
+        if index >= batch.pending.len() {
+            batch.pending.resize_with(index + 1, Vec::new);
+        }
+        if batch.pending[index].is_empty() {
+            batch.touched.push(index);
+        }
+        batch.pending[index].push(dp);
         self.points += 1;
         Ok(())
     }
@@ -259,7 +314,12 @@ impl BatchEncoder for OtlpEncoder {
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        let order = self.touched.clone();
+        let order: Vec<Vec<usize>> = self
+            .batches
+            .iter()
+            .filter(|b| b.is_sent())
+            .map(|b| b.touched.clone())
+            .collect();
         let mut request = self.take_request();
         match self.options.format {
             BodyFormat::Protobuf => {
@@ -348,27 +408,30 @@ impl OtlpEncoder {
         })
     }
 
-    /// Gives the sent data points back to the pool and their vectors back
-    /// to `pending`, so that the next batch reuses their memory.
-    fn recycle(&mut self, request: &mut ExportMetricsServiceRequest, order: &[usize]) {
-        let metrics = request
-            .resource_metrics
-            .iter_mut()
-            .flat_map(|rm| rm.scope_metrics.iter_mut())
-            .flat_map(|sm| sm.metrics.iter_mut());
-        for (metric, &index) in metrics.zip(order) {
-            let points = match &mut metric.data {
-                Some(MetricData::Gauge(g)) => &mut g.data_points,
-                Some(MetricData::Sum(s)) => &mut s.data_points,
-                None => continue,
-            };
-            if self.pool.len() < POOL_MAX_POINTS {
-                self.pool.append(points);
-            }
-            points.clear();
-            if let Some(pending) = self.pending.get_mut(index) {
-                if pending.capacity() < points.capacity() {
-                    std::mem::swap(pending, points);
+    /// Gives the sent data points back to the pool and the agent's
+    /// resource its vectors, so that the next batch reuses their memory.
+    fn recycle(&mut self, request: &mut ExportMetricsServiceRequest, order: &[Vec<usize>]) {
+        for (r, (resource, indices)) in request.resource_metrics.iter_mut().zip(order).enumerate() {
+            let metrics = resource
+                .scope_metrics
+                .iter_mut()
+                .flat_map(|sm| sm.metrics.iter_mut());
+            for (metric, &index) in metrics.zip(indices) {
+                let points = match &mut metric.data {
+                    Some(MetricData::Gauge(g)) => &mut g.data_points,
+                    Some(MetricData::Sum(s)) => &mut s.data_points,
+                    None => continue,
+                };
+                if self.pool.len() < POOL_MAX_POINTS {
+                    self.pool.append(points);
+                }
+                points.clear();
+                if r == 0 {
+                    if let Some(pending) = self.batches[0].pending.get_mut(index) {
+                        if pending.capacity() < points.capacity() {
+                            std::mem::swap(pending, points);
+                        }
+                    }
                 }
             }
         }
@@ -562,5 +625,109 @@ mod tests {
             );
             assert_eq!(sum.data_points.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_named_workload_is_a_resource_of_its_own_and_its_sum_goes_on_when_names_come() {
+        let mut registry = MetricRegistry::new();
+        let cpu = registry
+            .register(AlumetMetric::new(
+                "cgroup_cpu_time",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "",
+            ))
+            .unwrap();
+        let id = "a".repeat(64);
+        let point = |t: u64, names: bool| {
+            let mut p = MeasurementPoint::new(
+                Timestamp::from_unix_nanos(t),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::ControlGroup {
+                    path: format!("/docker/{id}").into(),
+                },
+                1.5,
+            )
+            .with_attr("container_id", id.clone())
+            .with_attr("workload", "container");
+            if names {
+                p = p
+                    .with_attr("container_name", "web")
+                    .with_attr("image", "nginx:1.27");
+            }
+            p
+        };
+        let machine = MeasurementPoint::new(
+            Timestamp::from_unix_nanos(2_000),
+            cpu,
+            Resource::LocalMachine,
+            ResourceConsumer::LocalMachine,
+            9.0,
+        );
+        let mut e = encoder(Temporality::Cumulative);
+        e.add(&point(2_000, false), &registry).unwrap();
+        e.add(&machine, &registry).unwrap();
+        e.add(&point(3_000, true), &registry).unwrap();
+        let mut body = Vec::new();
+        e.finish(&mut body);
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        let resources: Vec<Vec<(String, String)>> = request
+            .resource_metrics
+            .iter()
+            .map(|rm| {
+                rm.resource
+                    .as_ref()
+                    .unwrap()
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let v = match kv.value.clone().and_then(|v| v.value) {
+                            Some(Value::StringValue(s)) => s,
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key.clone(), v)
+                    })
+                    .collect()
+            })
+            .collect();
+        let s = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            resources,
+            vec![
+                vec![s("service.name", "alumet")],
+                vec![s("service.name", "alumet"), s("container.id", &id)],
+                vec![
+                    s("service.name", "alumet"),
+                    s("container.id", &id),
+                    s("container.name", "web"),
+                    s("container.image.name", "nginx:1.27")
+                ],
+            ]
+        );
+        let sum_of = |r: usize| {
+            let m = &request.resource_metrics[r].scope_metrics[0].metrics[0];
+            let Some(MetricData::Sum(sum)) = &m.data else {
+                panic!("{m:?}")
+            };
+            sum.data_points[0].clone()
+        };
+        let (before, after) = (sum_of(1), sum_of(2));
+        // Same series (same point attributes, no names among them): the
+        // running total goes on from 1.5 to 3.0, from the same start.
+        assert_eq!(attrs(&before), attrs(&after));
+        assert!(!attrs(&after)
+            .iter()
+            .any(|(k, _)| k == "container_name" || k == "container_id"));
+        assert_eq!(before.value, Some(NumberValue::AsDouble(1.5)));
+        assert_eq!(after.value, Some(NumberValue::AsDouble(3.0)));
+        assert_eq!(before.start_time_unix_nano, after.start_time_unix_nano);
+        // The next batch starts again with the agent's resource alone.
+        e.add(&machine, &registry).unwrap();
+        let mut body = Vec::new();
+        e.finish(&mut body);
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(request.resource_metrics.len(), 1);
     }
 }

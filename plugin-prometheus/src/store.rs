@@ -266,6 +266,30 @@ impl Store {
             series.seen_ms = now_ms;
             return Update::Done;
         }
+        // A workload's names, found after its first points, relabel its
+        // series rather than start a second one (its sum goes on).
+        if point
+            .attributes
+            .iter()
+            .any(|(k, _)| alumet_workloads::names::is_name_key(k))
+        {
+            let mut unnamed = String::with_capacity(key.len());
+            let mut names = Vec::new();
+            write_labels_where(point, &mut unnamed, &mut names, |k| {
+                !alumet_workloads::names::is_name_key(k)
+            });
+            if let Some(mut series) = family.series.remove(unnamed.as_str()) {
+                series.value = if delta {
+                    add(series.value, value, family.integer)
+                } else {
+                    value
+                };
+                series.seen_ms = now_ms;
+                family.series.insert(key.as_str().into(), series);
+                self.generation = self.generation.wrapping_add(1);
+                return Update::Done;
+            }
+        }
         if family.capped && self.capped_count >= self.settings.max_series {
             let hash = self.hasher.hash_one((point.metric.index(), key.as_str()));
             let room = self.refused.len() < self.settings.max_series.max(REFUSED_REMEMBERED);
@@ -382,6 +406,16 @@ enum Update {
 /// The label set of a point: built-in labels (empty values omitted) and
 /// every attribute, sanitised, the first of duplicate names kept.
 fn write_labels(point: &MeasurementPoint, key: &mut String, names: &mut Vec<(usize, usize)>) {
+    write_labels_where(point, key, names, |_| true);
+}
+
+/// [`write_labels`] with only the attributes whose key `keep` accepts.
+fn write_labels_where(
+    point: &MeasurementPoint,
+    key: &mut String,
+    names: &mut Vec<(usize, usize)>,
+    keep: impl Fn(&str) -> bool,
+) {
     use std::fmt::Write;
     push_label(key, "resource_kind", |out| {
         naming::push_label_value(point.resource.kind(), out)
@@ -395,7 +429,7 @@ fn write_labels(point: &MeasurementPoint, key: &mut String, names: &mut Vec<(usi
     push_label(key, "consumer_id", |out| {
         let _ = point.consumer.write_id(&mut Escaping(out));
     });
-    for (name, value) in &point.attributes {
+    for (name, value) in point.attributes.iter().filter(|(k, _)| keep(k)) {
         let start = key.len();
         if start > 0 {
             key.push(',');
@@ -556,5 +590,56 @@ mod tests {
         let invalid = s.stats.invalid_points.load(Relaxed);
         s.update(&[point(clash)], &registry);
         assert_eq!(s.stats.invalid_points.load(Relaxed), invalid + 1, "{text}");
+    }
+
+    #[test]
+    fn names_that_come_late_relabel_the_series_and_its_sum_goes_on() {
+        let mut registry = MetricRegistry::new();
+        let cpu = registry
+            .register(Metric::new(
+                "cgroup_cpu_time",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "x",
+            ))
+            .unwrap();
+        let point = |names: &[(&'static str, &'static str)]| {
+            let mut p = MeasurementPoint::new(
+                Timestamp::from_unix_nanos(1),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::ControlGroup {
+                    path: "/docker/abc".into(),
+                },
+                1.5,
+            )
+            .with_attr("workload", "container");
+            for (k, v) in names {
+                p = p.with_attr(*k, *v);
+            }
+            p
+        };
+        let mut s = store();
+        s.update(&[point(&[])], &registry);
+        s.update(
+            &[point(&[("container_name", "web"), ("label_app", "shop")])],
+            &registry,
+        );
+        s.update(
+            &[point(&[("container_name", "web"), ("label_app", "shop")])],
+            &registry,
+        );
+        assert_eq!(s.series_count(), 1);
+        let text = String::from_utf8(s.render(Format::Text).text.clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("alumet_cgroup_cpu_time_seconds_total{"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains("container_name=\"web\"") && line.contains("label_app=\"shop\""),
+            "{line}"
+        );
+        assert!(line.ends_with(" 4.5"), "the sum goes on: {line}");
     }
 }
