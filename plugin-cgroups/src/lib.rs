@@ -351,7 +351,7 @@ impl PluginDefinition for CgroupsPlugin {
         &[
             ("cgroup_root", "Where the cgroup filesystems are mounted (the host's /sys/fs/cgroup when the agent runs in a container)."),
             ("proc_root", "Where procfs is mounted (self/mountinfo tells where each hierarchy is)."),
-            ("hierarchy", "Hierarchy that accounts CPU time: \"auto\" (v2, or v1 cpuacct on a hybrid machine whose v1 tree holds cgroups), \"v2\" or \"v1\"."),
+            ("hierarchy", "Hierarchy that accounts CPU time: \"auto\" (on a hybrid machine, each cgroup from the one that accounts it: v1 cpuacct, else the v2 tree), \"v2\" or \"v1\"."),
             ("poll_interval", "Time between two reads of the measured cgroups."),
             ("flush_interval", "Time between two hand-overs of the points to the outputs."),
             ("select", "\"workloads\" (Slurm/OAR jobs and steps, pods, containers, systemd services, user sessions) or \"all\"."),
@@ -366,6 +366,22 @@ impl PluginDefinition for CgroupsPlugin {
             ("idle_memory_io_max_age", "A cgroup that used no CPU since its last read of memory and I/O is read again only this often (its last values are reported meanwhile): how old the memory of an idle cgroup can be (reclaim shrinks it while it sleeps), and how late the writeback of its dirty pages can show; \"0s\": every cgroup at every memory_io_interval."),
             ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),
             ("io", "Report cgroup_io_read and cgroup_io_write."),
+            ("names", "Names of containers, pods and Slurm jobs, looked up once per workload off the poll path and added to its points' attributes."),
+            ("names.enabled", "Look names up (false: workloads keep the ids of their cgroup paths)."),
+            ("names.docker_socket", "Docker's API socket."),
+            ("names.podman_sockets", "Podman's API sockets, tried in order; {uid} is a rootless container's owner."),
+            ("names.container_labels", "Container labels copied as label_<name> attributes, e.g. [\"app\"]."),
+            ("names.engine_timeout", "How long one request to a container engine may take."),
+            ("names.slurm", "Name Slurm jobs (from a job process's environment, as root, else squeue)."),
+            ("names.squeue", "The squeue run when no process of a job says its names; \"\": never run it."),
+            ("names.squeue_timeout", "How long squeue may take."),
+            ("names.kubernetes", "Pod names: \"auto\" (the API server when in a pod, i.e. KUBERNETES_SERVICE_HOST set, else off), \"api_server\" (RBAC pods: get, list, watch), \"kubelet\" (RBAC nodes/proxy: get) or \"off\"."),
+            ("names.node_name", "This node's name (only its pods are watched); \"\": $NODE_NAME (downward API spec.nodeName)."),
+            ("names.pod_labels", "Pod labels copied as label_<name> attributes."),
+            ("names.api_url", "The API server; \"\": https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT."),
+            ("names.token_file", "Service account token, read at each request, never logged; \"\": none."),
+            ("names.ca_file", "CA of the API server's (or kubelet's) certificate; \"\": the system's trust store."),
+            ("names.kubelet_url", "The kubelet, for kubernetes = \"kubelet\" (needs nodes/proxy: get and the host's network)."),
         ]
     }
 }

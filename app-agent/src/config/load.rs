@@ -275,6 +275,13 @@ pub fn default_document(
 
 fn add_key_docs(table: &mut toml_edit::Table, docs: &[(&str, &str)]) {
     for (key, help) in docs {
+        // `names.enabled`: a key of sub-table `names`.
+        if let Some((sub, rest)) = key.split_once('.') {
+            if let Some(sub) = table.get_mut(sub).and_then(|item| item.as_table_mut()) {
+                add_key_docs(sub, &[(rest, help)]);
+            }
+            continue;
+        }
         // A sub-table is written as its own `[a.b]` header: its comment goes
         // above the header, not above the (invisible) key.
         if let Some(sub) = table.get_mut(key).and_then(|item| item.as_table_mut()) {

@@ -99,6 +99,10 @@ pub struct MeasuredAs {
     pub method: String,
     /// The cgroup's path, for `cgroup`.
     pub cgroup: Option<String>,
+    /// What the cgroup is, in its manager's words (`workload`, `container_name`,
+    /// `job_name`, `pod`...): its points' attributes, names looked up included.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub workload: std::collections::BTreeMap<String, String>,
     /// What the method misses, in one line.
     pub cannot_see: String,
 }
@@ -314,10 +318,14 @@ impl Report {
             let _ = writeln!(out, "   carbon not computed: {reason}");
         }
         let m = &self.measured_as;
-        let what = match &m.cgroup {
+        let mut what = match &m.cgroup {
             Some(path) => format!("{} {path}", m.method),
             None => m.method.clone(),
         };
+        if !m.workload.is_empty() {
+            let said: Vec<String> = m.workload.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            what.push_str(&format!(" ({})", said.join(", ")));
+        }
         let _ = writeln!(out, "   measured as {what}; {}", m.cannot_see);
         let u = &self.command_usage;
         let mut usage = format!(

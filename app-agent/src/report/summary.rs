@@ -45,6 +45,9 @@ struct Collected {
     tree_rss: BTreeMap<Timestamp, u64>,
     /// What `exec --plot` draws, when asked for.
     plot: Option<PlotData>,
+    /// The measured cgroup's workload attributes (kind, ids, names), as its
+    /// latest points carry them.
+    workload: BTreeMap<String, String>,
 }
 
 /// Collects points for the summary. Cheap to clone (shared state).
@@ -173,6 +176,16 @@ impl Output for SummaryCollector {
                 ResourceConsumer::ControlGroup { path } => {
                     if matches!(&c.method, Method::Cgroup(own) if **own == **path) {
                         c.command.entry(key(true)).or_default().add(value);
+                        // Names come with later points than the first: the
+                        // latest points say the most.
+                        if p.attributes.len() > c.workload.len() {
+                            c.workload = p
+                                .attributes
+                                .iter()
+                                .filter(|(k, _)| k != "mode")
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect();
+                        }
                     }
                 }
                 _ => c.machine.entry(key(false)).or_default().add(value),
@@ -394,7 +407,10 @@ impl SummaryCollector {
             command_carbon_total_g,
             carbon_total_estimated,
             carbon_unavailable,
-            measured_as: measured_as(&c.method),
+            measured_as: MeasuredAs {
+                workload: c.workload.clone(),
+                ..measured_as(&c.method)
+            },
             command_usage: command_usage(&c),
             wait4,
             outlived: Vec::new(),
@@ -408,11 +424,13 @@ fn measured_as(method: &Method) -> MeasuredAs {
         Method::Cgroup(path) => MeasuredAs {
             method: "cgroup".into(),
             cgroup: Some(path.clone()),
+            workload: BTreeMap::new(),
             cannot_see: "every process of the command is counted, however short-lived; work it asks of other services (daemons, the kernel's threads) is not".into(),
         },
         Method::ProcessTree => MeasuredAs {
             method: "process tree".into(),
             cgroup: None,
+            workload: BTreeMap::new(),
             cannot_see: "its processes and the children they reaped are counted; descendants that left the tree (re-parented daemons reaped by init) are not, and I/O is not measured".into(),
         },
     }
