@@ -164,6 +164,7 @@ def main():
         sys.exit("bench-names: needs root (it creates cgroups)")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     agent = os.environ.get("AGENT")
+    agent = os.path.abspath(agent) if agent else None
     if not agent:
         subprocess.run(["cargo", "build", "--release", "-p", "app-agent"], cwd=repo, check=True)
         agent = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(repo, "target")), "release", "alumet-agent")

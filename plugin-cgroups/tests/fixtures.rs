@@ -36,6 +36,14 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn run_case(name: &str) {
+    // No lookups of this machine's engines or Slurm for the fixtures' ids
+    // (the names have tests of their own, against real managers).
+    let mut names = toml::Table::new();
+    names.insert("enabled".to_owned(), toml::Value::Boolean(false));
+    run_case_with(name, names);
+}
+
+fn run_case_with(name: &str, names: toml::Table) {
     let case = fixtures_dir().join(name);
     let root = tempfile::tempdir().unwrap();
     apply_snapshot(root.path(), &case.join("cgroup0"));
@@ -58,10 +66,6 @@ fn run_case(name: &str) {
         "idle_memory_io_max_age".to_owned(),
         toml::Value::String("0s".to_owned()),
     );
-    // No lookups of this machine's engines or Slurm for the fixtures' ids
-    // (the names have tests of their own, against real managers).
-    let mut names = toml::Table::new();
-    names.insert("enabled".to_owned(), toml::Value::Boolean(false));
     table.insert("names".to_owned(), toml::Value::Table(names));
     // inotify from the first poll, as in a long run.
     table.insert(
@@ -113,6 +117,25 @@ fn run_case(name: &str) {
 #[test]
 fn v2_systemd_driver_slurm_kubernetes_docker_and_a_cgroup_that_comes_and_one_that_goes() {
     run_case("v2_systemd");
+}
+
+/// Names on, with every source of them absent (no engine socket, no
+/// squeue, no Kubernetes, no process of the jobs): the same points, exactly.
+#[test]
+fn with_every_lookup_source_absent_the_points_are_exactly_the_same() {
+    for case in ["v2_systemd", "v1_cgroupfs"] {
+        let names: toml::Table = toml::from_str(
+            r#"
+            enabled = true
+            docker_socket = "/nonexistent/docker.sock"
+            podman_sockets = ["/nonexistent/podman.sock"]
+            squeue = ""
+            kubernetes = "off"
+            "#,
+        )
+        .unwrap();
+        run_case_with(case, names);
+    }
 }
 
 #[test]
