@@ -74,51 +74,8 @@ else
 fi
 
 # --- Servers ---------------------------------------------------------------
-packages=()
-for pair in "${wanted[@]}"; do
-    p="${pair%%:*}"
-    if ! have "${pair#*:}" && [[ " ${packages[*]} " != *" $p "* ]]; then
-        packages+=("$p")
-    fi
-done
-
-if [ "${#packages[@]}" -eq 0 ]; then
-    echo "install-test-servers: ${binaries[*]} are already installed"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
-    echo "install-test-servers: run as root (or install sudo) to install: ${packages[*]}" >&2
-    exit 1
-fi
-
-# Only refresh the package lists when apt does not know the packages yet.
-need_update=0
-for p in "${packages[@]}"; do
-    if ! apt-cache show "$p" >/dev/null 2>&1; then
-        need_update=1
-    fi
-done
-if [ "$need_update" -eq 1 ]; then
-    $SUDO apt-get update -q
-fi
-
-# Forbid invoke-rc.d from starting services while the packages install.
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    created_policy=1
-fi
-cleanup() {
-    if [ "$created_policy" -eq 1 ]; then
-        $SUDO rm -f "$policy"
-    fi
-}
-trap cleanup EXIT
-
-$SUDO apt-get install -y -q --no-install-recommends "${packages[@]}"
+. "$(dirname "$0")/lib/apt.sh"
+apt_install_missing install-test-servers "${wanted[@]}"
 
 # Belt and braces: if a daemon got started anyway (systemd running), stop it,
 # so that nothing of the package listens on 8086 / 8428.
@@ -138,7 +95,7 @@ for b in "${binaries[@]}"; do
 done
 
 if have_all; then
-    echo "install-test-servers: installed ${packages[*]}"
+    echo "install-test-servers: ${binaries[*]} are installed"
 else
     echo "install-test-servers: installation finished but a binary is missing (${binaries[*]})" >&2
     exit 1
