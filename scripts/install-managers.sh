@@ -12,7 +12,7 @@ set -euo pipefail
 
 apt_install_missing install-managers \
     podman:podman runc:runc catatonit:catatonit busybox-static:busybox \
-    docker.io:dockerd \
+    docker.io:dockerd containerd:containerd \
     slurmctld:slurmctld slurmd:slurmd slurm-client:sbatch munge:munged \
     qemu-system-x86:qemu-system-x86_64 libvirt-daemon:libvirtd \
     libvirt-daemon-driver-qemu:/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so \

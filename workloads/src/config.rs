@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cri::{CriLookup, CriSettings};
 use crate::engine::{is_socket, EngineLookup, EngineSettings};
 use crate::kubernetes::{KubeError, KubeLookup, KubeSettings, PodSource, SERVICE_ACCOUNT_DIR};
 use crate::resolver::{Lookup, Resolver};
@@ -55,9 +56,14 @@ pub struct NamesConfig {
     pub podman_sockets: Vec<String>,
     /// Container labels copied as `label_<name>` attributes (e.g. `["app"]`).
     pub container_labels: Vec<String>,
-    /// How long one request to an engine may take.
+    /// How long one request to an engine (or a CRI runtime) may take.
     #[serde(with = "alumet::config::duration")]
     pub engine_timeout: Duration,
+    /// containerd's socket, whose CRI names its containers (those of
+    /// Kubernetes pods when `kubernetes` is off).
+    pub containerd_socket: PathBuf,
+    /// CRI-O's socket, likewise.
+    pub crio_socket: PathBuf,
     /// Name Slurm jobs (default true).
     pub slurm: bool,
     /// The `squeue` asked when no process of a job says its names; `""`:
@@ -103,12 +109,15 @@ impl Default for NamesConfig {
     fn default() -> Self {
         let engine = EngineSettings::default();
         let slurm = SlurmSettings::default();
+        let cri = CriSettings::default();
         Self {
             enabled: true,
             docker_socket: engine.docker_socket,
             podman_sockets: engine.podman_sockets,
             container_labels: engine.labels,
             engine_timeout: engine.timeout,
+            containerd_socket: cri.containerd_socket,
+            crio_socket: cri.crio_socket,
             slurm: true,
             squeue: slurm.squeue,
             squeue_timeout: slurm.timeout,
@@ -144,6 +153,7 @@ impl NamesConfig {
                     .filter(|s| !s.contains("{uid}"))
                     .cloned(),
             )
+            .chain([&self.containerd_socket, &self.crio_socket].map(|p| p.display().to_string()))
             .filter(|s| is_socket(std::path::Path::new(s)))
             .collect();
         log::info!(
@@ -200,6 +210,12 @@ impl NamesConfig {
                 }
             }
         }
+        // After Kubernetes: a pod's container is named by the API first.
+        lookups.push(Arc::new(CriLookup::new(CriSettings {
+            containerd_socket: self.containerd_socket.clone(),
+            crio_socket: self.crio_socket.clone(),
+            timeout: self.engine_timeout,
+        })));
         lookups
     }
 

@@ -9,6 +9,7 @@
 //!   and the names they found, kept while the workload exists;
 //! - [`engine`]: Docker and Podman containers, from the engines' APIs on
 //!   their Unix sockets ([`unix_http`]);
+//! - [`cri`]: containerd and CRI-O containers, through the CRI (gRPC);
 //! - [`slurm`]: Slurm jobs, from a job process's environment or `squeue`;
 //! - [`kubernetes`]: this node's pods from the API server (a field-selected
 //!   list and watch) or the kubelet, kept in a [`kubernetes::PodIndex`] and
@@ -18,6 +19,7 @@
 //! their results are cached; a slow or absent manager delays no poll.
 
 pub mod config;
+pub mod cri;
 pub mod engine;
 pub mod kubernetes;
 pub mod names;
