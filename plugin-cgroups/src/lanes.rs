@@ -14,26 +14,10 @@
 //! already accounts every CPU of the machine). The kernel keeps v2's
 //! `cpu.stat` in every cgroup, controllers enabled or not.
 
-use std::path::Path;
-
 use alumet::measurement::{MeasurementBuffer, MeasurementValue, Timestamp};
 use alumet::pipeline::{PollError, Source};
 
 use crate::source::CgroupSource;
-
-/// Whether the hierarchy mounted at `mount` holds cgroup `path`, or one of
-/// its ancestors below the root.
-pub fn held_by(mount: &Path, path: &str) -> bool {
-    let mut prefix = String::new();
-    for component in path.split('/').filter(|c| !c.is_empty()) {
-        prefix.push('/');
-        prefix.push_str(component);
-        if alumet_kernelfs::cgroup::dir_of(mount, &prefix).is_dir() {
-            return true;
-        }
-    }
-    false
-}
 
 /// The primary lane and the cgroups of the v2 tree it does not hold,
 /// polled as one source.

@@ -103,7 +103,7 @@ pub struct SourceOptions {
     /// `Some(mount)`: this source measures only the cgroups that the CPU
     /// hierarchy mounted there does not hold, itself or through an ancestor
     /// (hybrid machines: the v2 tree beside v1 `cpuacct`, see
-    /// [`crate::lanes`]); it reports neither the root nor `cgroups_measured`.
+    /// `lanes.rs`); it reports neither the root nor `cgroups_measured`.
     pub unaccounted_by: Option<std::path::PathBuf>,
     /// Where workloads' names are looked up (shared by both lanes); `None`:
     /// workloads keep the ids of their paths.
@@ -232,7 +232,7 @@ impl CgroupSource {
         }
         let is_root = path == "/";
         if let Some(primary) = &self.options.unaccounted_by {
-            if is_root || crate::lanes::held_by(primary, path) {
+            if is_root || alumet_kernelfs::cgroup::holds(primary, path) {
                 return;
             }
         }

@@ -78,6 +78,21 @@ pub fn is_cgroup_filesystem(dir: &Path) -> bool {
     kind == libc::CGROUP2_SUPER_MAGIC || kind == libc::CGROUP_SUPER_MAGIC
 }
 
+/// Whether the hierarchy mounted at `mount` holds cgroup `rel`, or one of
+/// its ancestors below the root (on a hybrid machine: whether v1 `cpuacct`
+/// accounts a cgroup of the v2 tree).
+pub fn holds(mount: &Path, rel: &str) -> bool {
+    let mut prefix = String::new();
+    for component in rel.split('/').filter(|c| !c.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(component);
+        if dir_of(mount, &prefix).is_dir() {
+            return true;
+        }
+    }
+    false
+}
+
 /// The parent of cgroup path `rel`; `None` for the root.
 pub fn parent_of(rel: &str) -> Option<&str> {
     if rel == "/" || rel.is_empty() {
