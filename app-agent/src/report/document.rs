@@ -322,7 +322,10 @@ impl Report {
             Some(path) => format!("{} {path}", m.method),
             None => m.method.clone(),
         };
-        if !m.workload.is_empty() {
+        // A cgroup of the agent's own (exec) is no workload: nothing to say.
+        let is_other =
+            m.workload.get("workload").is_none_or(|w| w == "other") && m.workload.len() <= 1;
+        if !m.workload.is_empty() && !is_other {
             let said: Vec<String> = m.workload.iter().map(|(k, v)| format!("{k}={v}")).collect();
             what.push_str(&format!(" ({})", said.join(", ")));
         }

@@ -176,9 +176,10 @@ impl Output for SummaryCollector {
                 ResourceConsumer::ControlGroup { path } => {
                     if matches!(&c.method, Method::Cgroup(own) if **own == **path) {
                         c.command.entry(key(true)).or_default().add(value);
-                        // Names come with later points than the first: the
-                        // latest points say the most.
-                        if p.attributes.len() > c.workload.len() {
+                        // The cgroups source's own points say what the cgroup
+                        // is; names come with later points than the first.
+                        if metric.name == "cgroup_cpu_time" && p.attributes.len() > c.workload.len()
+                        {
                             c.workload = p
                                 .attributes
                                 .iter()
@@ -626,5 +627,67 @@ mod tests {
         assert_eq!(cmd_cpu[0].total, Some(0.5));
         assert_eq!(sorted(&c.lock().command).len(), 1);
         assert!(report.to_text().contains("CPU package 0"));
+    }
+
+    #[test]
+    fn a_measured_cgroup_is_named_as_its_latest_points_say() {
+        let mut reg = MetricRegistry::new();
+        let cpu = reg
+            .register(Metric::new(
+                "cgroup_cpu_time",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "c",
+            ))
+            .unwrap();
+        let c = SummaryCollector::new();
+        c.start_window(Timestamp::from_unix_nanos(100));
+        let path = "/docker/abc".to_owned();
+        c.set_method(Method::Cgroup(path.clone()), ExecTarget::new());
+        let point = |t: u64, names: bool| {
+            let mut p = MeasurementPoint::new(
+                Timestamp::from_unix_nanos(t),
+                cpu,
+                Resource::LocalMachine,
+                ResourceConsumer::ControlGroup {
+                    path: path.clone().into(),
+                },
+                0.5,
+            )
+            .with_attr("mode", "user")
+            .with_attr("workload", "container");
+            if names {
+                p = p.with_attr("container_name", "web");
+            }
+            p
+        };
+        let ctx = ElementContext { metrics: &reg };
+        let mut c2 = c.clone();
+        c2.write(&vec![point(150, false), point(250, true)], &ctx)
+            .unwrap();
+        c.end_window(Timestamp::from_unix_nanos(300));
+        let report = c.report(
+            &reg,
+            RunFacts {
+                command: vec!["x".into()],
+                exit_code: 0,
+                wall_s: 1.0,
+                wait4: None,
+                unavailable: &[],
+                machine: &alumet_kernelfs::virt::MachineKind::BareMetal,
+            },
+        );
+        let w = &report.measured_as.workload;
+        assert_eq!(w.get("container_name").map(String::as_str), Some("web"));
+        assert_eq!(w.get("workload").map(String::as_str), Some("container"));
+        assert!(!w.contains_key("mode"));
+        let text = report.to_text();
+        assert!(
+            text.contains(
+                "measured as cgroup /docker/abc (container_name=web, workload=container)"
+            ),
+            "{text}"
+        );
     }
 }
