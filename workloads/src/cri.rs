@@ -24,7 +24,7 @@ use prost::Message;
 
 use crate::names::Names;
 use crate::resolver::{Found, Lookup, Workload};
-use crate::unix_http::MAX_BODY_BYTES;
+use crate::unix_http::{connect, SocketRuntime, MAX_BODY_BYTES};
 
 /// `ContainerStatusRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -146,21 +146,17 @@ pub enum CriError {
     },
 }
 
-/// A CRI client on its own single-threaded runtime (the calling thread
-/// blocks on it).
+/// A CRI client (the calling thread blocks on its [`SocketRuntime`]).
 pub struct CriClient {
-    runtime: tokio::runtime::Runtime,
-    timeout: Duration,
+    runtime: SocketRuntime,
 }
 
 impl CriClient {
     /// A client whose every call gives up after `timeout`.
     pub fn new(timeout: Duration) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        Ok(Self { runtime, timeout })
+        Ok(Self {
+            runtime: SocketRuntime::new(timeout)?,
+        })
     }
 
     /// `RuntimeService/Version`: which runtime listens there.
@@ -196,12 +192,8 @@ impl CriClient {
         method: &str,
         request: &Q,
     ) -> Result<A, CriError> {
-        let timeout = self.timeout;
-        self.runtime.block_on(async {
-            match tokio::time::timeout(timeout, unary(socket, method, request)).await {
-                Ok(result) => result,
-                Err(_) => Err(CriError::Timeout(socket.to_owned())),
-            }
+        self.runtime.run(unary(socket, method, request), || {
+            CriError::Timeout(socket.to_owned())
         })
     }
 }
@@ -216,12 +208,8 @@ async fn unary<Q: Message, A: Message + Default>(
         path: socket.to_owned(),
         message: e.to_string(),
     };
-    let stream = match tokio::net::UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CriError::Absent(socket.to_owned()))
-        }
-        Err(e) => return Err(transport(&e)),
+    let Some(stream) = connect(socket).await.map_err(|e| transport(&e))? else {
+        return Err(CriError::Absent(socket.to_owned()));
     };
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),

@@ -71,21 +71,66 @@ impl SocketError {
     }
 }
 
-/// A client for HTTP APIs on Unix sockets, with its own single-threaded
-/// runtime (the thread that calls it blocks on it).
-pub struct SocketClient {
+/// A single-threaded runtime that runs each call to a local socket with a
+/// deadline, on the thread that asks (a lookup's own thread): what every
+/// client of an engine's or a runtime's socket runs on.
+pub struct SocketRuntime {
     runtime: tokio::runtime::Runtime,
     timeout: Duration,
 }
 
-impl SocketClient {
-    /// A client whose every GET gives up after `timeout`.
+impl SocketRuntime {
+    /// A runtime whose every call gives up after `timeout`.
     pub fn new(timeout: Duration) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()?;
         Ok(Self { runtime, timeout })
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `call` to its end or to the deadline (`timed_out()` then).
+    pub fn run<T, E>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+        timed_out: impl FnOnce() -> E,
+    ) -> Result<T, E> {
+        self.runtime.block_on(async {
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out()),
+            }
+        })
+    }
+}
+
+/// Connects to `socket`; `Ok(None)` when there is no socket there (the
+/// engine or runtime is not installed or not running).
+pub async fn connect(socket: &Path) -> std::io::Result<Option<tokio::net::UnixStream>> {
+    match tokio::net::UnixStream::connect(socket).await {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A client for HTTP APIs on Unix sockets (the thread that calls it blocks
+/// on its [`SocketRuntime`]).
+pub struct SocketClient {
+    runtime: SocketRuntime,
+}
+
+impl SocketClient {
+    /// A client whose every GET gives up after `timeout`.
+    pub fn new(timeout: Duration) -> std::io::Result<Self> {
+        Ok(Self {
+            runtime: SocketRuntime::new(timeout)?,
+        })
     }
 
     /// GET `uri` (a path and query, `/containers/ID/json`) from the API on
@@ -95,16 +140,13 @@ impl SocketClient {
         socket: &Path,
         uri: &str,
     ) -> Result<T, SocketError> {
-        let timeout = self.timeout;
-        let body = self.runtime.block_on(async {
-            match tokio::time::timeout(timeout, get(socket, uri)).await {
-                Ok(result) => result,
-                Err(_) => Err(SocketError::Timeout {
-                    path: socket.to_owned(),
-                    timeout,
-                }),
-            }
-        })?;
+        let timeout = self.runtime.timeout();
+        let body = self
+            .runtime
+            .run(get(socket, uri), || SocketError::Timeout {
+                path: socket.to_owned(),
+                timeout,
+            })?;
         serde_json::from_slice(&body).map_err(|e| SocketError::Body {
             path: socket.to_owned(),
             uri: uri.to_owned(),
@@ -118,14 +160,10 @@ async fn get(socket: &Path, uri: &str) -> Result<Bytes, SocketError> {
         path: socket.to_owned(),
         message: e.to_string(),
     };
-    let stream = match tokio::net::UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SocketError::Absent {
-                path: socket.to_owned(),
-            })
-        }
-        Err(e) => return Err(io_error(&e)),
+    let Some(stream) = connect(socket).await.map_err(|e| io_error(&e))? else {
+        return Err(SocketError::Absent {
+            path: socket.to_owned(),
+        });
     };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))

@@ -531,6 +531,18 @@ mod tests {
     use alumet::measurement::Resource;
     use alumet::metrics::{Metric, ValueType};
 
+    /// A one-second run of `x` that exited 0.
+    fn facts(machine: &alumet_kernelfs::virt::MachineKind) -> RunFacts<'_> {
+        RunFacts {
+            command: vec!["x".into()],
+            exit_code: 0,
+            wall_s: 1.0,
+            wait4: None,
+            unavailable: &[],
+            machine,
+        }
+    }
+
     #[test]
     fn window_and_tree_filter_points() {
         let mut reg = MetricRegistry::new();
@@ -604,17 +616,7 @@ mod tests {
             &ctx,
         )
         .unwrap();
-        let report = c.report(
-            &reg,
-            RunFacts {
-                command: vec!["x".into()],
-                exit_code: 0,
-                wall_s: 1.0,
-                wait4: None,
-                unavailable: &[],
-                machine: &alumet_kernelfs::virt::MachineKind::BareMetal,
-            },
-        );
+        let report = c.report(&reg, facts(&alumet_kernelfs::virt::MachineKind::BareMetal));
         assert_eq!(report.energy.len(), 1);
         assert_eq!(report.energy[0].energy_j, 2.0);
         assert_eq!(report.energy[0].label, "CPU package 0");
@@ -667,17 +669,7 @@ mod tests {
         c2.write(&vec![point(150, false), point(250, true)], &ctx)
             .unwrap();
         c.end_window(Timestamp::from_unix_nanos(300));
-        let report = c.report(
-            &reg,
-            RunFacts {
-                command: vec!["x".into()],
-                exit_code: 0,
-                wall_s: 1.0,
-                wait4: None,
-                unavailable: &[],
-                machine: &alumet_kernelfs::virt::MachineKind::BareMetal,
-            },
-        );
+        let report = c.report(&reg, facts(&alumet_kernelfs::virt::MachineKind::BareMetal));
         let w = &report.measured_as.workload;
         assert_eq!(w.get("container_name").map(String::as_str), Some("web"));
         assert_eq!(w.get("workload").map(String::as_str), Some("container"));
