@@ -7,11 +7,14 @@
 # test (app-agent/tests/package_deb.rs) uses; and the headless browser the
 # plot tests render pictures with; and the real workload managers (podman,
 # dockerd, Slurm with munge, libvirt/QEMU) that app-agent/tests/managers.rs
-# starts through scripts/managers.sh.
+# starts through scripts/managers.sh; and helm, kubernetes-validate,
+# checkov and the prometheus-operator schemas (npm) that the Helm chart's
+# tests (deploy/tests/helm.rs) run, into .k8s-tools/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
 bash scripts/install-packaging-deps.sh
 bash scripts/install-browser.sh
 bash scripts/install-managers.sh
+bash scripts/install-k8s-tools.sh
 cargo test --workspace --locked
