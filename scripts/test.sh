@@ -9,7 +9,9 @@
 # dockerd, Slurm with munge, libvirt/QEMU) that app-agent/tests/managers.rs
 # starts through scripts/managers.sh; and helm, kubernetes-validate,
 # checkov and the prometheus-operator schemas (npm) that the Helm chart's
-# tests (deploy/tests/helm.rs) run, into .k8s-tools/.
+# tests (deploy/tests/helm.rs) run, into .k8s-tools/; and mmdebstrap,
+# buildah, skopeo and podman for the container image's test
+# (app-agent/tests/fleet_image.rs, which builds the image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
@@ -17,4 +19,5 @@ bash scripts/install-packaging-deps.sh
 bash scripts/install-browser.sh
 bash scripts/install-managers.sh
 bash scripts/install-k8s-tools.sh
+bash scripts/install-image-tools.sh
 cargo test --workspace --locked
