@@ -465,4 +465,33 @@ mod tests {
             let _ = classify(p);
         }
     }
+
+    #[test]
+    fn no_attribute_of_a_path_is_a_name_key() {
+        // Outputs find a series' earlier points by leaving the names out
+        // (alumet_workloads::names): a path's attribute with a name's key
+        // would be left out too. (OAR's `user` comes from its path, and OAR
+        // jobs are named by no lookup.)
+        let paths = [
+            "/slurm/uid_1000/job_48213/step_batch/task_0",
+            "/system.slice/slurmstepd.scope/job_48213/step_0/user/task_1",
+            "/oar/alice_4242",
+            "/oar.slice/oar-u1000.slice/oar-u1000-j4242.slice",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d3c5c1e_5a4b_4d6f_9c1e_1f2a3b4c5d6e.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+            "/kubepods/besteffort/pod0d3c5c1e-5a4b-4d6f-9c1e-1f2a3b4c5d6e/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+            "/libpod_parent/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef/libpod-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "/machine/qemu-1-web.libvirt-qemu",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service",
+            "/user.slice/user-1000.slice/session-3.scope",
+        ];
+        for path in paths {
+            for (key, _) in classify(path).attributes {
+                assert!(
+                    key == "user" || !alumet_workloads::names::is_name_key(key),
+                    "{path}: {key}"
+                );
+            }
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! work: `namespace`, `pod`, `container` as cAdvisor and kube-state-metrics
 //! name them; `container_name`, `image`, `compose_project`,
 //! `compose_service` for engine containers; `job_name`, `user`, `account`,
-//! `partition`, `qos` for Slurm jobs; `vm_name` for virtual machines; and
+//! `partition`, `slurm_qos` for Slurm jobs (`qos` is a Kubernetes pod's
+//! class, from its path); `vm_name` for virtual machines; and
 //! `label_<name>` for the labels a user asks for.
 
 /// Every attribute key a lookup may add (besides `label_*`): the names
@@ -24,12 +25,16 @@ pub const NAME_KEYS: [&str; 16] = [
     "user",
     "account",
     "partition",
-    "qos",
+    "slurm_qos",
     "array_job_id",
     "array_task_id",
 ];
 
 /// Whether `key` is a name a lookup adds ([`NAME_KEYS`] or `label_*`).
+///
+/// No name may share its key with an attribute that a cgroup's path gives
+/// (`job_id`, `pod_uid`, `qos`...): an output that finds a series' earlier
+/// points by leaving the names out would not find it.
 pub fn is_name_key(key: &str) -> bool {
     key.starts_with("label_") || NAME_KEYS.contains(&key)
 }

@@ -24,7 +24,7 @@ const VARIABLES: [(&str, &str); 7] = [
     ("SLURM_JOB_USER", "user"),
     ("SLURM_JOB_ACCOUNT", "account"),
     ("SLURM_JOB_PARTITION", "partition"),
-    ("SLURM_JOB_QOS", "qos"),
+    ("SLURM_JOB_QOS", "slurm_qos"),
     ("SLURM_ARRAY_JOB_ID", "array_job_id"),
     ("SLURM_ARRAY_TASK_ID", "array_task_id"),
 ];
@@ -149,7 +149,7 @@ fn parse_squeue(output: &str, job_id: &str) -> Option<Names> {
         ("user", given(user)),
         ("account", given(account)),
         ("partition", given(partition)),
-        ("qos", given(qos)),
+        ("slurm_qos", given(qos)),
     ] {
         if let Some(v) = value {
             names.push(key, v);
@@ -285,7 +285,7 @@ mod tests {
                 ("user", "alice"),
                 ("account", "physics"),
                 ("partition", "gpu"),
-                ("qos", "normal"),
+                ("slurm_qos", "normal"),
                 ("array_job_id", "40"),
                 ("array_task_id", "2"),
             ]
@@ -322,7 +322,7 @@ mod tests {
         let names = lookup.from_squeue("7").unwrap().unwrap();
         assert_eq!(names.get("job_name"), Some("my job\tx"));
         assert_eq!(names.get("user"), Some("bob"));
-        assert_eq!(names.get("qos"), None);
+        assert_eq!(names.get("slurm_qos"), None);
         assert_eq!(names.get("array_task_id"), None);
         let w = |id: &str| Workload {
             kind: "slurm_job".to_owned(),
