@@ -19,12 +19,14 @@
 //! - [`secret`]: secrets from config, env or file, never logged;
 //! - [`settings`]: the delivery keys and their validation;
 //! - [`stats`]: what was delivered, dropped and why;
+//! - [`self_metrics`]: those figures as the output's own metrics;
 //! - `testing` (feature `testing`): the kit of the outputs' tests and benches.
 
 pub mod http;
 pub mod output;
 pub mod queue;
 pub mod secret;
+pub mod self_metrics;
 pub mod sender;
 pub mod settings;
 pub mod stats;

@@ -62,6 +62,7 @@ pub fn add_delivery_output<E, T>(
     T: Transport + 'static,
 {
     stats.attach_loss_reporter(ctx.loss_reporter());
+    crate::self_metrics::add_self_metrics(ctx, settings.name, stats, settings.own_metrics_interval);
     let flush_interval = settings.flush_interval;
     let output = DeliveryOutput::new(encoder, transport, settings, stats);
     ctx.add_output(

@@ -42,6 +42,9 @@ pub struct DeliverySettings {
     pub max_retry_after: Duration,
     /// At shutdown, how long to keep delivering what is queued (`shutdown_timeout`).
     pub shutdown_timeout: Duration,
+    /// How often the output's own figures become metrics; zero for never
+    /// (`own_metrics_interval`, see [`crate::self_metrics`]).
+    pub own_metrics_interval: Duration,
 }
 
 impl DeliverySettings {
@@ -110,6 +113,8 @@ pub struct DeliveryKeys {
     pub retry_max_delay: Duration,
     /// `shutdown_timeout`.
     pub shutdown_timeout: Duration,
+    /// `own_metrics_interval`.
+    pub own_metrics_interval: Duration,
     /// `ca_file`, `client_cert_file`, `client_key_file`.
     pub tls: TlsFiles,
 }
@@ -126,6 +131,7 @@ impl Default for DeliveryKeys {
             retry_initial_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            own_metrics_interval: crate::self_metrics::DEFAULT_INTERVAL,
             tls: TlsFiles::default(),
         }
     }
@@ -147,6 +153,7 @@ impl DeliveryKeys {
             retry_max_delay: self.retry_max_delay,
             max_retry_after: self.retry_max_delay.max(Duration::from_secs(60)),
             shutdown_timeout: self.shutdown_timeout,
+            own_metrics_interval: self.own_metrics_interval,
         }
     }
 
@@ -173,6 +180,10 @@ pub const DELIVERY_KEY_DOCS: &[(&str, &str)] = &[
     (
         "shutdown_timeout",
         "at shutdown, how long to keep trying to deliver what is queued",
+    ),
+    (
+        "own_metrics_interval",
+        "how often the output's own figures (requests, retries, points delivered, lost and buffered) become output_* metrics; \"0s\" for never",
     ),
     ("client_cert_file", "PEM client certificate, for mutual TLS"),
     ("client_key_file", "PEM private key of client_cert_file"),

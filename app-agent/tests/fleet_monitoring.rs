@@ -63,13 +63,14 @@ const BUILTINS: [(&str, &str); 5] = [
 
 /// The alerts of the rules file, and the node each fires for in this setup
 /// (their windows cut to the frozen phase), or `None`: must not fire.
-const ALERTS: [(&str, Option<&str>); 8] = [
+const ALERTS: [(&str, Option<&str>); 9] = [
     ("AlumetAgentDown", Some(DOWN_NODE)),
     ("AlumetAgentsAbsent", None),
     ("AlumetAgentRestarting", None),
     ("AlumetEnergySensorStopped", Some(NODE)),
     ("AlumetCpuEnergyEstimatedNotMeasured", Some(NODE)),
     ("AlumetOutputDroppingPoints", Some(NODE)),
+    ("AlumetOutputRetrying", Some(NODE)),
     ("AlumetPrometheusSeriesLimit", None),
     ("AlumetWorkloadNamesMissing", None),
 ];
@@ -921,6 +922,8 @@ max_buffer_points = 20
 retry_initial_delay = "50ms"
 retry_max_delay = "200ms"
 shutdown_timeout = "100ms"
+# At the scale of this test's 1 s scrapes (10 s by default).
+own_metrics_interval = "1s"
 "#,
             api_port = api.port,
             token = api.token_file.display(),

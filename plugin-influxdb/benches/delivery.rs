@@ -68,6 +68,7 @@ fn bench_delivery(c: &mut Criterion) {
         let plugin = InfluxDbPlugin::init(InfluxDbConfig {
             url: url.clone(),
             host_tag: "host".into(),
+            own_metrics_interval: std::time::Duration::ZERO,
             ..InfluxDbConfig::default()
         })
         .unwrap();

@@ -96,6 +96,11 @@ pub struct InfluxDbConfig {
     /// At shutdown, how long to keep trying to deliver what is queued. Default `10s`.
     #[serde(with = "alumet::config::duration")]
     pub shutdown_timeout: Duration,
+    /// How often the output's own figures (requests, retries, points
+    /// delivered, lost and buffered) become `output_*` metrics; `"0s"` for
+    /// never. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub own_metrics_interval: Duration,
     /// Tags added to every point, e.g. `{ cluster = "a" }`. Default empty.
     pub tags: BTreeMap<String, String>,
     /// PEM file of the CA that signs the server's certificate (replaces the
@@ -133,6 +138,7 @@ impl Default for InfluxDbConfig {
             retry_initial_delay: d.retry_initial_delay,
             retry_max_delay: d.retry_max_delay,
             shutdown_timeout: d.shutdown_timeout,
+            own_metrics_interval: d.own_metrics_interval,
             tags: BTreeMap::new(),
             ca_file: d.tls.ca_file,
             client_cert_file: d.tls.client_cert_file,

@@ -176,3 +176,76 @@ fn v1_requests_carry_the_database_and_basic_auth() {
     assert_eq!(first.headers["authorization"], "Basic YWdlbnQ6cGE6c3M=");
     assert!(!first.headers.contains_key("content-encoding"));
 }
+
+/// The output's own figures reach the server as `output_*` points: the
+/// retries of a failing server, by output name, and what was delivered.
+#[test]
+fn the_outputs_own_retries_and_deliveries_are_exported() {
+    let server = FakeServer::start(|n| match n {
+        0 | 1 => (500, Vec::new(), "internal error".into()),
+        _ => ok(),
+    });
+    let config = InfluxDbConfig {
+        // Read only when the test triggers every source.
+        own_metrics_interval: Duration::from_secs(3600),
+        ..small_batches(&server.url())
+    };
+    let h = start_harness(Workload::new(6), config);
+    h.poll(1);
+    h.wait_for("the first batch delivered", |s| s.delivered_points >= 6);
+    // This poll's `output_*` points cover the two retries and the delivery.
+    h.poll(1);
+    h.wait_for("every point delivered", |s| {
+        s.buffered_points == 0 && s.delivered_points >= 12 + 8
+    });
+    let (_, plugin, _) = h.finish();
+    let stats = plugin.stats().snapshot();
+    assert_eq!(stats.retries, 2);
+    let lines: Vec<String> = server
+        .received()
+        .iter()
+        .skip(2)
+        .flat_map(|r| r.body.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let field_sum = |metric: &str, extra: &str| -> u64 {
+        lines
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("{metric},"))
+                    && l.contains("output=influxdb")
+                    && l.contains(extra)
+            })
+            .map(|l| {
+                let fields = l.split(' ').nth(1).unwrap();
+                let value = fields
+                    .split('=')
+                    .nth(1)
+                    .unwrap()
+                    .trim_end_matches('u')
+                    .trim_end_matches('i');
+                value.parse::<u64>().unwrap_or_else(|_| panic!("{l}"))
+            })
+            .sum()
+    };
+    // Deltas: their sums are what the counters said at the last reading
+    // (the source is also read once at start and once at the end).
+    assert_eq!(field_sum("output_retries", ""), 2, "{lines:#?}");
+    let requests = field_sum("output_requests", "");
+    assert!(
+        (3..=stats.requests).contains(&requests),
+        "{requests} {lines:#?}"
+    );
+    let delivered = field_sum("output_delivered_points", "");
+    assert!(
+        (6..=stats.delivered_points).contains(&delivered),
+        "{delivered} {lines:#?}"
+    );
+    let lost = lines
+        .iter()
+        .filter(|l| l.starts_with("output_lost_points,"));
+    assert!(
+        lost.clone().count() >= 8,
+        "four reasons, at least at two readings"
+    );
+    assert_eq!(field_sum("output_lost_points", ""), 0, "nothing lost");
+}

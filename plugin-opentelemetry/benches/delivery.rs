@@ -28,6 +28,7 @@ fn bench_delivery(c: &mut Criterion) {
         bench_sustained_delivery(c, "otlp_protobuf_gzip_200k_points", "opentelemetry", || {
             let plugin = OpenTelemetryPlugin::init(OpenTelemetryConfig {
                 endpoint: endpoint.clone(),
+                own_metrics_interval: std::time::Duration::ZERO,
                 ..OpenTelemetryConfig::default()
             })
             .unwrap();

@@ -138,6 +138,7 @@ impl OpenTelemetryConfig {
             retry_initial_delay: self.retry_initial_delay,
             retry_max_delay: self.retry_max_delay,
             shutdown_timeout: self.shutdown_timeout,
+            own_metrics_interval: self.own_metrics_interval,
             tls: TlsFiles {
                 ca_file: self.ca_file.clone(),
                 client_cert_file: self.client_cert_file.clone(),

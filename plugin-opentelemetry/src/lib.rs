@@ -82,6 +82,11 @@ pub struct OpenTelemetryConfig {
     /// At shutdown, how long to keep trying to deliver what is queued. Default `10s`.
     #[serde(with = "alumet::config::duration")]
     pub shutdown_timeout: Duration,
+    /// How often the output's own figures (requests, retries, points
+    /// delivered, lost and buffered) become `output_*` metrics; `"0s"` for
+    /// never. Default `10s`.
+    #[serde(with = "alumet::config::duration")]
+    pub own_metrics_interval: Duration,
     /// PEM file of the CA that signs the receiver's certificate (replaces
     /// the system's trust store). Default empty.
     pub ca_file: String,
@@ -110,6 +115,7 @@ impl Default for OpenTelemetryConfig {
             retry_initial_delay: d.retry_initial_delay,
             retry_max_delay: d.retry_max_delay,
             shutdown_timeout: d.shutdown_timeout,
+            own_metrics_interval: d.own_metrics_interval,
             ca_file: d.tls.ca_file,
             client_cert_file: d.tls.client_cert_file,
             client_key_file: d.tls.client_key_file,

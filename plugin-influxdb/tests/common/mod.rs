@@ -432,6 +432,8 @@ pub fn test_config(url: &str) -> InfluxDbConfig {
         retry_max_delay: Duration::from_millis(200),
         request_timeout: Duration::from_secs(3),
         shutdown_timeout: Duration::from_secs(10),
+        // Exact point counts: no `output_*` points of the output's own.
+        own_metrics_interval: Duration::ZERO,
         ..InfluxDbConfig::default()
     }
 }
