@@ -61,9 +61,26 @@ impl DeliverySettings {
                 reason,
             }))
         };
-        if self.batch_size == 0 {
-            return invalid("batch_size", "must be at least 1".into());
-        }
+        use alumet::limits::{
+            DurationRange, BATCH_POINTS, BUFFER_POINTS, FLUSH_INTERVAL, RETRY_DELAY, TIMEOUT,
+        };
+        BATCH_POINTS.check("batch_size", self.batch_size)?;
+        BUFFER_POINTS.check("max_buffer_points", self.max_buffer_points)?;
+        FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
+        TIMEOUT.check("request_timeout", self.request_timeout)?;
+        RETRY_DELAY.check("retry_initial_delay", self.retry_initial_delay)?;
+        RETRY_DELAY.check("retry_max_delay", self.retry_max_delay)?;
+        TIMEOUT
+            .or_zero("do not wait")
+            .check("shutdown_timeout", self.shutdown_timeout)?;
+        // Its own figures more often than every second would outnumber
+        // the points it delivers on a small node.
+        DurationRange::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        )
+        .or_zero("off")
+        .check("own_metrics_interval", self.own_metrics_interval)?;
         if self.max_buffer_points < self.batch_size {
             return invalid(
                 "max_buffer_points",

@@ -31,6 +31,7 @@
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod limits;
 pub mod measurement;
 pub mod metrics;
 pub mod pipeline;

@@ -168,6 +168,27 @@ impl<'i> ParsedDocument<'i> {
         T::deserialize(toml::de::Deserializer::from(self.root.clone()))
     }
 
+    /// Where the value at `path` (e.g. `["plugins", "procfs",
+    /// "poll_interval"]`) is written, as a byte range of the text; `None`
+    /// if the document does not set it (its default applies). A check made
+    /// after deserialization (a range, two keys that disagree) uses it to
+    /// point at the line.
+    pub fn span_of(&self, path: &[&str]) -> Option<std::ops::Range<usize>> {
+        let (last, parents) = path.split_last()?;
+        let mut table = self.root.get_ref();
+        for part in parents {
+            let value = table.iter().find(|(k, _)| k.get_ref() == part)?.1;
+            match value.get_ref() {
+                toml::de::DeValue::Table(t) => table = t,
+                _ => return None,
+            }
+        }
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref() == last)
+            .map(|(_, v)| v.span())
+    }
+
     /// Deserializes `[plugins.<name>]` into `C`, skipping the `enabled` key,
     /// with errors that carry spans. An absent section gives `C::default()`.
     pub fn plugin_section<C: DeserializeOwned + Default>(

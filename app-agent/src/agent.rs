@@ -84,12 +84,8 @@ pub fn check_plugin_configs(config: &LoadedConfig) -> Result<(), String> {
         if !enabled {
             continue;
         }
-        if let Err(PluginError::Config(e)) = (meta.init)(table.clone()) {
-            return Err(format!(
-                "invalid configuration: {}: [plugins.{}]: {e}",
-                config.path.display(),
-                meta.name
-            ));
+        if let Err(e @ PluginError::Config(_)) = (meta.init)(table.clone()) {
+            return Err(config.plugin_diagnostic(meta.name, &e));
         }
     }
     Ok(())
@@ -121,12 +117,10 @@ pub fn start_with(
         }
         let mut plugin = match (meta.init)(table.clone()) {
             Ok(p) => p,
-            Err(PluginError::Config(e)) => {
-                return Err(StartError::InvalidConfig(format!(
-                    "invalid configuration: {}: [plugins.{}]: {e}",
-                    config.path.display(),
-                    meta.name
-                )))
+            Err(e @ PluginError::Config(_)) => {
+                return Err(StartError::InvalidConfig(
+                    config.plugin_diagnostic(meta.name, &e),
+                ))
             }
             Err(e) => {
                 unavailable.push(UnavailablePlugin::logged(meta.name, &e));

@@ -110,6 +110,30 @@ fn holds_open(pid: u32, path: &Path) -> bool {
 
 #[test]
 fn a_file_renamed_before_sighup_is_left_complete_and_a_new_one_starts() {
+    rename_then_sighup(None);
+}
+
+/// logrotate's `postrotate` sends SIGHUP whatever the configuration file
+/// holds: the outputs reopen all the same, and the agent goes on.
+#[test]
+fn a_file_renamed_before_sighup_with_a_broken_configuration_is_left_complete_too() {
+    rename_then_sighup(Some(("[plugins.csv]", "[plugins.csv\n")));
+}
+
+/// A value `config check` used to accept and that aborted the agent at
+/// reload (a 2^63 − 1 slot queue): refused, the agent goes on, reopened.
+#[test]
+fn a_file_renamed_before_sighup_with_an_impossible_queue_is_left_complete_too() {
+    rename_then_sighup(Some((
+        "[plugins.procfs]",
+        "[agent]\noutput_queue_capacity = 9223372036854775807\n\n[plugins.procfs]",
+    )));
+}
+
+/// Renames the CSV file, edits the configuration (`(from, to)` replaced
+/// in it, if given), sends SIGHUP: the renamed file is complete and
+/// closed, a new one goes on with every poll.
+fn rename_then_sighup(edit: Option<(&str, &str)>) {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), 100);
     let child = spawn_run(dir.path());
@@ -118,6 +142,12 @@ fn a_file_renamed_before_sighup_is_left_complete_and_a_new_one_starts() {
     let live = dir.path().join("out.csv");
     let rotated = dir.path().join("out.csv.1");
     std::fs::rename(&live, &rotated).unwrap();
+    if let Some((from, to)) = edit {
+        let config = dir.path().join("alumet-config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(from));
+        std::fs::write(&config, text.replacen(from, to, 1)).unwrap();
+    }
     std::thread::sleep(Duration::from_millis(300));
     hup(&child);
     assert!(common::wait_until(Duration::from_secs(3), || live.exists()));
@@ -130,6 +160,12 @@ fn a_file_renamed_before_sighup_is_left_complete_and_a_new_one_starts() {
 
     let (code, stderr) = sigterm_and_wait(child);
     assert_eq!(code, Some(0), "{stderr}");
+    if edit.is_some() {
+        assert!(
+            stderr.contains("still running on the previous one"),
+            "{stderr}"
+        );
+    }
     let old_text = std::fs::read_to_string(&rotated).unwrap();
     assert!(
         old_text.ends_with('\n'),

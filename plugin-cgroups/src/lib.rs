@@ -142,16 +142,20 @@ fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
 
 impl CgroupsConfig {
     fn validate(&self) -> Result<(), PluginError> {
-        for (key, d) in [
-            ("poll_interval", self.poll_interval),
-            ("flush_interval", self.flush_interval),
-            ("rescan_interval", self.rescan_interval),
-            ("memory_io_interval", self.memory_io_interval),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be greater than zero, e.g. \"1s\""));
-            }
-        }
+        use alumet::limits::{CountRange, FLUSH_INTERVAL, MAX_AGE, POLL_INTERVAL, TIMEOUT};
+        POLL_INTERVAL.check("poll_interval", self.poll_interval)?;
+        FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
+        POLL_INTERVAL.check("rescan_interval", self.rescan_interval)?;
+        POLL_INTERVAL.check("memory_io_interval", self.memory_io_interval)?;
+        MAX_AGE
+            .or_zero("re-read at every memory_io_interval")
+            .check("idle_memory_io_max_age", self.idle_memory_io_max_age)?;
+        TIMEOUT
+            .or_zero("no delay")
+            .check("inotify_delay", self.inotify_delay)?;
+        // Deeper than the kernel's own limit on nested cgroups is a typo.
+        CountRange::new(0, 1000).check("max_depth", self.max_depth)?;
+        self.names.validate()?;
         for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
             if let Some(bad) = patterns
                 .iter()
@@ -169,6 +173,7 @@ impl CgroupsConfig {
                 "must be at least 1; disable the plugin to measure no cgroup",
             ));
         }
+        CountRange::new(1, 10_000_000).check("max_cgroups", self.max_cgroups)?;
         Ok(())
     }
 

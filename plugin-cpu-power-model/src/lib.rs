@@ -333,12 +333,7 @@ impl PluginDefinition for CpuPowerModelPlugin {
         config.configured_tdp()?;
         config.per()?;
         config.curve()?;
-        if config.max_delay.is_zero() {
-            return Err(invalid(
-                "max_delay",
-                "must be longer than zero, e.g. \"10s\" (above the rapl flush interval)",
-            ));
-        }
+        alumet::limits::MAX_AGE.check("max_delay", config.max_delay)?;
         Ok(Self { config })
     }
 

@@ -80,6 +80,7 @@ impl CsvConfig {
 
     fn validate(&self) -> Result<(), PluginError> {
         self.delimiter_byte()?;
+        alumet::limits::FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
         if self.output_path.as_os_str().is_empty() {
             return Err(invalid(
                 "output_path",

@@ -101,18 +101,8 @@ impl Config {
                 format!("{} is not between 0 and 100", self.idle_percentile),
             ));
         }
-        if self.idle_window.is_zero() {
-            return Err(invalid(
-                "idle_window",
-                "must be longer than zero, e.g. \"10m\"",
-            ));
-        }
-        if self.max_delay.is_zero() {
-            return Err(invalid(
-                "max_delay",
-                "must be longer than zero, e.g. \"5s\"",
-            ));
-        }
+        alumet::limits::WINDOW.check("idle_window", self.idle_window)?;
+        alumet::limits::MAX_AGE.check("max_delay", self.max_delay)?;
         if let Some(bad) = self
             .levels
             .iter()

@@ -119,6 +119,8 @@ impl NvidiaConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        alumet::limits::POLL_INTERVAL.check("poll_interval", self.poll_interval)?;
+        alumet::limits::FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "poll_interval".to_owned(),

@@ -128,15 +128,17 @@ impl ProcfsConfig {
                 "both `system` and `processes` are false: the plugin would measure nothing; disable the plugin instead",
             ));
         }
-        for (key, d) in [
-            ("flush_interval", self.flush_interval),
-            ("system_poll_interval", self.system_poll_interval),
-            ("process_poll_interval", self.process_poll_interval),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be greater than zero, e.g. \"1s\""));
-            }
-        }
+        use alumet::limits::{FLUSH_INTERVAL, MAX_AGE, POLL_INTERVAL};
+        FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
+        POLL_INTERVAL.check("system_poll_interval", self.system_poll_interval)?;
+        POLL_INTERVAL.check("process_poll_interval", self.process_poll_interval)?;
+        POLL_INTERVAL
+            .or_zero("scan at every poll")
+            .check("process_refresh_interval", self.process_refresh_interval)?;
+        MAX_AGE.or_zero("re-read at every poll").check(
+            "idle_process_memory_max_age",
+            self.idle_process_memory_max_age,
+        )?;
         if let Some(bad) = self
             .meminfo_fields
             .iter()

@@ -58,6 +58,11 @@ impl PrometheusConfig {
         if self.series_ttl.is_zero() {
             return Err(invalid("series_ttl", "must be longer than zero"));
         }
+        alumet::limits::WINDOW.check("series_ttl", self.series_ttl)?;
+        // A series costs about a kilobyte; a connection, a task and its buffers.
+        alumet::limits::CountRange::new(1, 100_000_000).check("max_series", self.max_series)?;
+        alumet::limits::CountRange::new(1, 65_536)
+            .check("max_connections", self.max_connections)?;
         if self.max_series == 0 {
             return Err(invalid("max_series", "must be at least 1"));
         }

@@ -161,6 +161,16 @@ pub const DEFAULT_COUNTING_CHECK: Duration = Duration::from_millis(100);
 
 impl RaplConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        use alumet::limits::{DurationRange, FLUSH_INTERVAL, POLL_INTERVAL};
+        POLL_INTERVAL.check("poll_interval", self.poll_interval)?;
+        FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
+        // Below a millisecond no counter can have moved (RAPL updates about
+        // every millisecond); the upper bound is the message below.
+        if !(self.counting_check.is_zero() || self.counting_check >= Duration::from_millis(1)) {
+            return DurationRange::new(Duration::from_millis(1), Duration::from_secs(10))
+                .or_zero("no check")
+                .check("counting_check", self.counting_check);
+        }
         if self.counting_check > Duration::from_secs(10) {
             return Err(ConfigError::Invalid {
                 key: "counting_check".into(),

@@ -133,6 +133,14 @@ impl Default for NamesConfig {
 }
 
 impl NamesConfig {
+    /// Checks every value against its range; keys are named as in the
+    /// cgroups plugin's section (`names.engine_timeout`).
+    pub fn validate(&self) -> Result<(), alumet::config::ConfigError> {
+        use alumet::limits::TIMEOUT;
+        TIMEOUT.check("names.engine_timeout", self.engine_timeout)?;
+        TIMEOUT.check("names.squeue_timeout", self.squeue_timeout)
+    }
+
     /// The lookups these settings ask for, with `proc_root` for the
     /// processes' environments. Each says in one line whether it can work
     /// here; none is left out for a manager that is not running yet (its

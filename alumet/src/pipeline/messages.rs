@@ -47,7 +47,7 @@ pub(crate) enum StageCommand {
 pub(crate) struct OutputQueue {
     pub plugin: String,
     pub name: String,
-    pub tx: mpsc::SyncSender<OutputMessage>,
+    pub tx: super::queue::QueueSender<OutputMessage>,
     pub stats: Arc<OutputStats>,
 }
 

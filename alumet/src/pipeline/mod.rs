@@ -28,6 +28,7 @@ mod memory;
 mod messages;
 mod output;
 mod poller;
+mod queue;
 mod registry;
 mod running;
 mod stage;

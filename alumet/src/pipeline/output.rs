@@ -17,7 +17,7 @@ pub(crate) struct OutputRunner {
     pub name: String,
     pub output: Box<dyn Output>,
     pub options: OutputOptions,
-    pub rx: mpsc::Receiver<OutputMessage>,
+    pub rx: super::queue::QueueReceiver<OutputMessage>,
     pub stats: Arc<OutputStats>,
     /// The pipeline-wide drop counter (for the self-metric).
     pub loss: LossReporter,

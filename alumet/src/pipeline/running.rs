@@ -113,7 +113,7 @@ impl RunningPipeline {
 
         let mut queues = Vec::new();
         for (plugin, name, output, options) in elements.outputs {
-            let (tx, rx) = mpsc::sync_channel(config.output_queue_capacity.max(1));
+            let (tx, rx) = super::queue::bounded(config.output_queue_capacity);
             let stats = Arc::new(OutputStats::default());
             let runner = OutputRunner {
                 name: name.clone(),

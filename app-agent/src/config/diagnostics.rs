@@ -33,39 +33,84 @@ pub struct ConfigDiagnostic {
 }
 
 impl fmt::Display for ConfigDiagnostic {
+    /// Long values (a 5 MB string) are cut wherever they appear, so that a
+    /// mistake gives a few lines in the journal, not megabytes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = cut_long_words(&self.message);
         match (&self.origin, self.position) {
             (Origin::File(path), Some((line, col))) => write!(
                 f,
-                "invalid configuration: {}:{line}:{col}: {}",
+                "invalid configuration: {}:{line}:{col}: {message}",
                 path.display(),
-                self.message
             )?,
-            (Origin::File(path), None) => write!(
-                f,
-                "invalid configuration: {}: {}",
-                path.display(),
-                self.message
-            )?,
+            (Origin::File(path), None) => {
+                write!(f, "invalid configuration: {}: {message}", path.display(),)?
+            }
             (Origin::Override(text), _) => {
-                write!(f, "invalid override `{text}`: {}", self.message)?
+                write!(f, "invalid override `{}`: {message}", cut_long_words(text))?
             }
         }
         if let (Some((line, col)), Some(text)) = (self.position, &self.line_text) {
             let number = line.to_string();
             let pad = " ".repeat(number.len());
+            let (text, col, caret) = line_window(text, col, self.span_len.max(1));
             write!(
                 f,
                 "\n {pad} |\n {number} | {text}\n {pad} | {}{}",
                 " ".repeat(col.saturating_sub(1)),
-                "^".repeat(self.span_len.max(1))
+                "^".repeat(caret)
             )?;
         }
         if let Some(help) = &self.help {
-            write!(f, "\n help: {help}")?;
+            write!(f, "\n help: {}", cut_long_words(help))?;
         }
         Ok(())
     }
+}
+
+/// Most characters of a message, a backstop behind [`cut_long_words`].
+const MESSAGE_MAX_CHARS: usize = 2048;
+/// Characters of the offending line shown before and after its column.
+const LINE_BEFORE: usize = 40;
+const LINE_AFTER: usize = 60;
+
+/// `text` with every long word (a value quoted whole) cut by
+/// [`alumet::limits::shown`], and at most [`MESSAGE_MAX_CHARS`] in all.
+pub fn cut_long_words(text: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&alumet::limits::shown(word));
+    }
+    if out.chars().count() > MESSAGE_MAX_CHARS {
+        let cut: String = out.chars().take(MESSAGE_MAX_CHARS).collect();
+        return format!("{cut}… ({} bytes in all)", text.len());
+    }
+    out
+}
+
+/// The part of a long line around 1-based column `col`, with the column
+/// and caret length in that part.
+fn line_window(text: &str, col: usize, caret: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= LINE_BEFORE + LINE_AFTER {
+        return (text.to_owned(), col, caret);
+    }
+    let at = col.saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(LINE_BEFORE);
+    let end = (at + LINE_AFTER).min(chars.len());
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let col = at - start + 1 + usize::from(start > 0);
+    (shown, col, caret.min(end - at).max(1))
 }
 
 /// 1-based line and column of a byte offset.
@@ -182,8 +227,49 @@ pub fn unknown_name(
         position,
         line_text,
         span_len: span.map(|s| s.len()).unwrap_or(1),
-        message: format!("unknown {what} `{name}`"),
+        message: format!("unknown {what} `{}`", alumet::limits::shown(name)),
         help: Some(help),
+    }
+}
+
+/// A diagnostic about the value of `path` (e.g. `["agent",
+/// "output_queue_capacity"]`), found after the document was read (a range,
+/// two keys that disagree): it points at the value's line when the
+/// document sets it.
+pub fn at_key(
+    origin: Origin,
+    document: &alumet::plugin::ParsedDocument<'_>,
+    text: &str,
+    path: &[&str],
+    message: String,
+) -> ConfigDiagnostic {
+    let span = match origin {
+        Origin::File(_) => document.span_of(path),
+        // Positions in text rewritten by overrides mean nothing to the user.
+        Origin::Override(_) => None,
+    };
+    let (position, line_text, span_len) = match span {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            let len = text
+                .get(span)
+                .map(|s| s.lines().next().unwrap_or("").chars().count())
+                .unwrap_or(1);
+            (
+                Some((line, col)),
+                text.lines().nth(line - 1).map(str::to_owned),
+                len,
+            )
+        }
+        None => (None, None, 1),
+    };
+    ConfigDiagnostic {
+        origin,
+        position,
+        line_text,
+        span_len,
+        message,
+        help: None,
     }
 }
 
@@ -202,6 +288,32 @@ mod tests {
         assert_eq!(line_col(t, 0), (1, 1));
         assert_eq!(line_col(t, 6), (2, 1));
         assert_eq!(line_col(t, 9), (2, 4));
+    }
+
+    #[test]
+    fn a_huge_value_gives_a_short_message() {
+        let value = "9".repeat(5_000_000);
+        let text = format!("[agent]\nx = \"{value}\"\n");
+        let d = ConfigDiagnostic {
+            origin: Origin::File("a.toml".into()),
+            position: Some((2, 5)),
+            line_text: text.lines().nth(1).map(str::to_owned),
+            span_len: value.len() + 2,
+            message: format!("invalid duration \"{value}\": missing unit"),
+            help: Some(format!("not `{value}`")),
+        };
+        let shown = d.to_string();
+        assert!(
+            shown.len() < 600,
+            "{} bytes: {}",
+            shown.len(),
+            &shown[..600]
+        );
+        assert!(shown.contains("(5000002 bytes in all)"), "{shown}");
+        assert!(shown.contains(" 2 | x = \"999"), "{shown}");
+        // The caret stays under the value.
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[3].find('^'), Some(lines[2].find('"').unwrap()));
     }
 
     #[test]

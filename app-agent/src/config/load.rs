@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alumet::config::{duration, ConfigTable};
+use alumet::config::{duration, ConfigError, ConfigTable};
 use alumet::pipeline::PipelineConfig;
 use alumet::plugin::{ParsedDocument, PluginMetadata, ENABLED_KEY};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,26 @@ impl AgentOptions {
             max_poll_interval: Some(self.exec_poll_interval).filter(|d| !d.is_zero()),
             ..self.pipeline_config()
         }
+    }
+
+    /// Checks every value against its range (`alumet::limits`), so that a
+    /// start or a reload never meets one that cannot work.
+    pub fn check_limits(&self) -> Result<(), ConfigError> {
+        use alumet::limits::{CountRange, POLL_INTERVAL, QUEUE_CAPACITY, RETRY_DELAY};
+        QUEUE_CAPACITY.check("source_queue_capacity", self.source_queue_capacity)?;
+        QUEUE_CAPACITY.check("output_queue_capacity", self.output_queue_capacity)?;
+        CountRange::new(1, 100).check("max_write_attempts", self.max_write_attempts)?;
+        RETRY_DELAY.check("retry_initial_delay", self.retry_initial_delay)?;
+        RETRY_DELAY.check("retry_max_delay", self.retry_max_delay)?;
+        if self.retry_max_delay < self.retry_initial_delay {
+            return Err(ConfigError::Invalid {
+                key: "retry_max_delay".into(),
+                reason: "must be at least retry_initial_delay".into(),
+            });
+        }
+        POLL_INTERVAL
+            .or_zero("each source's own poll interval")
+            .check("exec_poll_interval", self.exec_poll_interval)
     }
 
     /// The pipeline configuration these options describe.
@@ -185,6 +205,35 @@ pub struct LoadedConfig {
     pub plugins: Vec<(PluginMetadata, ConfigTable, bool)>,
     /// Whether the CSV path came from `--output-file` (then failing to open it is fatal).
     pub output_file_requested: bool,
+    /// The command-line overrides that changed the file's text, if any
+    /// (then an error is blamed on them, not on a line of the file).
+    pub overridden_by: Option<String>,
+}
+
+impl LoadedConfig {
+    /// The diagnostic for plugin `plugin`'s rejection `error` of its
+    /// section: at the offending key's line when the file sets it.
+    pub fn plugin_diagnostic(&self, plugin: &str, error: &alumet::plugin::PluginError) -> String {
+        use alumet::plugin::PluginError;
+        let message = match error {
+            PluginError::Config(e) => format!("[plugins.{plugin}] {e}"),
+            other => format!("[plugins.{plugin}] {other}"),
+        };
+        let key = match error {
+            PluginError::Config(ConfigError::Invalid { key, .. }) => key.as_str(),
+            _ => "",
+        };
+        let origin = match &self.overridden_by {
+            Some(what) => Origin::Override(what.clone()),
+            None => diagnostics::file(&self.path),
+        };
+        let Ok(document) = ParsedDocument::parse(&self.effective_text) else {
+            return format!("invalid configuration: {}: {message}", self.path.display());
+        };
+        let mut path = vec!["plugins", plugin];
+        path.extend(key.split('.').filter(|k| !k.is_empty()));
+        diagnostics::at_key(origin, &document, &self.effective_text, &path, message).to_string()
+    }
 }
 
 impl LoadedConfig {
@@ -317,6 +366,20 @@ fn validate(
     let document = ParsedDocument::parse(text).map_err(toml_error)?;
     let table: toml::Table = document.deserialize().map_err(toml_error)?;
     let shape: FileShape = document.deserialize().map_err(toml_error)?;
+    if let Err(e) = shape.agent.check_limits() {
+        let key = match &e {
+            ConfigError::Invalid { key, .. } => key.as_str(),
+            _ => "",
+        };
+        let message = format!("[agent] {e}");
+        return Err(Box::new(diagnostics::at_key(
+            origin.clone(),
+            &document,
+            text,
+            &["agent", key],
+            message,
+        )));
+    }
     let names: Vec<&str> = plugins.iter().map(|m| m.name).collect();
     for (name, section) in &shape.plugins {
         if !names.contains(&name.get_ref().as_str()) {
@@ -535,6 +598,7 @@ pub fn load_text(
     let file_origin = diagnostics::file(path);
     let validated = validate(file_text, &file_origin, plugins)?;
     let effective_text = apply_overrides(file_text, overrides, plugins)?;
+    let overridden_by = (effective_text != file_text).then(|| overrides.describe());
     let validated = if effective_text == file_text {
         validated
     } else {
@@ -579,6 +643,7 @@ pub fn load_text(
         agent: validated.agent,
         plugins,
         output_file_requested: overrides.output_file.is_some(),
+        overridden_by,
     })
 }
 

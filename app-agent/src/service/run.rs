@@ -11,7 +11,8 @@
 //! on untouched: the same poll schedule, the same Prometheus socket, the
 //! same counters. A change of `[agent]` (queues, retries: the whole
 //! pipeline's) restarts the whole pipeline in-process instead, and the log
-//! names the key. Either way every output then reopens its file: the CSV
+//! names the key. Either way, and also when the new configuration is
+//! invalid, every output then reopens its file: the CSV
 //! output appends to its path, so the same file goes on without a second
 //! header, and a file renamed away (logrotate) is left complete while a
 //! new one starts with its header.
@@ -76,6 +77,10 @@ pub fn run(
                 log::error!(
                     "SIGHUP: the configuration is invalid; still running on the previous one: {e}"
                 );
+                // logrotate's postrotate sends SIGHUP whatever the file
+                // holds: the outputs reopen all the same, or they would go
+                // on writing into the renamed file until it is deleted.
+                agent.reopen_outputs();
                 reload_finished(
                     &running,
                     Err(format!(

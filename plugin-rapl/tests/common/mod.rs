@@ -27,16 +27,20 @@ pub fn fixture(case: &str) -> PathBuf {
 /// Copies the tree `from` into `to` (created if needed).
 pub use alumet::testing::fixture::copy_tree;
 
-/// Writes `contents` into the existing file `path` in place (truncate and
-/// write, same inode), as the kernel updates sysfs: the plugin keeps its
+/// Writes `contents` into the existing file `path` in place (same inode),
+/// as the kernel updates sysfs: the plugin keeps its
 /// `energy_uj` files open, so replacing them (rename) would go unnoticed.
 pub fn write_in_place(path: &Path, contents: &str) {
+    // Not truncated first: a reader between the truncation and the write
+    // would see an empty file, which no sysfs file ever is. A growing
+    // counter's text is never shorter, so it is overwritten whole; a
+    // shorter one (a wrap) is cut after.
     let mut f = OpenOptions::new()
         .write(true)
-        .truncate(true)
         .open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     f.write_all(contents.as_bytes()).unwrap();
+    f.set_len(contents.len() as u64).unwrap();
 }
 
 /// Applies the snapshot tree `snapshot` (only the files that change) onto `root`.
