@@ -136,6 +136,7 @@ impl PipelineBuilder {
             dropped_metric,
             reported_drops: 0,
             held: None,
+            plan: Default::default(),
         };
         let stage_task = runtime.spawn(stage.run(source_rx));
         let handle = PipelineHandle {
@@ -144,6 +145,7 @@ impl PipelineBuilder {
                     pollers: Vec::new(),
                     autonomous: Vec::new(),
                     outputs: Vec::new(),
+                    transforms: Vec::new(),
                     source_tx: Some(source_tx),
                     plugin_order,
                     next_poller_id: 0,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::measurement::MeasurementBuffer;
 
+use super::routes::OutputScope;
 use super::stats::{OutputStats, SourceStats, TransformStats};
 use super::{Source, SourceTrigger, Transform};
 
@@ -57,6 +58,8 @@ pub(crate) struct NamedTransform {
     /// Its plugin's place in the plugin order: transforms run by rank.
     pub rank: usize,
     pub transform: Box<dyn Transform>,
+    /// The outputs that receive what it emits.
+    pub scope: OutputScope,
     pub stats: Arc<TransformStats>,
     pub disabled: bool,
 }

@@ -13,6 +13,8 @@
 //! - **transform stage** (`stage.rs`): one tokio task that receives every
 //!   buffer from a bounded queue, applies the transforms in order, and hands
 //!   the buffer (shared, in an `Arc`) to every output's bounded queue.
+//!   A transform may be scoped to some outputs (`routes.rs`): it then runs
+//!   after the others, on a copy that only those outputs receive.
 //! - **outputs** (`output.rs`): one OS thread each, so a slow or blocking
 //!   output (file, HTTP) never holds a tokio worker, a source or another
 //!   output. A retryable error re-delivers the same batch with backoff.
@@ -30,6 +32,7 @@ mod output;
 mod poller;
 mod queue;
 mod registry;
+pub mod routes;
 mod running;
 mod stage;
 mod staging;
@@ -45,6 +48,7 @@ use crate::metrics::{MetricError, MetricRegistry};
 pub use builder::{PipelineBuilder, PluginStartContext};
 pub use control::PipelineHandle;
 pub use messages::SourceSelector;
+pub use routes::{OutputScope, RouteConflict};
 pub use running::{PipelineExtension, RunningPipeline};
 pub use stats::{
     LossReporter, OutputStatsSnapshot, PipelineStatsSnapshot, SourceStatsSnapshot,
@@ -63,6 +67,9 @@ pub enum PipelineError {
     /// The pipeline is shutting down: it takes no new element.
     #[error("the pipeline is stopped")]
     Stopped,
+    /// Scoped transforms whose routes to the outputs cross.
+    #[error(transparent)]
+    Route(#[from] Box<RouteConflict>),
 }
 
 /// Why a poll failed.

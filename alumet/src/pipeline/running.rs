@@ -20,7 +20,7 @@ use super::poller::Poller;
 use super::registry::LocalMetrics;
 use super::staging::{AutonomousContext, BufferSender, Elements, PluginStartContext, Staging};
 use super::stats::{LossReporter, OutputStats, PipelineStatsSnapshot, TransformStats};
-use super::topology::{AutonomousEntry, OutputEntry, PollerEntry, Topology};
+use super::topology::{AutonomousEntry, OutputEntry, PollerEntry, Topology, TransformEntry};
 use super::PipelineError;
 
 /// A started pipeline.
@@ -110,6 +110,7 @@ impl RunningPipeline {
         let config = &inner.config;
         let mut topology = inner.topology();
         let source_tx = topology.source_tx.clone().ok_or(PipelineError::Stopped)?;
+        check_routes(&topology, &elements)?;
 
         let mut queues = Vec::new();
         for (plugin, name, output, options) in elements.outputs {
@@ -131,6 +132,7 @@ impl RunningPipeline {
             inner.stats.outputs.add(&plugin, &name, stats.clone());
             topology.outputs.push(OutputEntry {
                 plugin: plugin.clone(),
+                name: name.clone(),
                 thread,
             });
             queues.push(OutputQueue {
@@ -143,14 +145,25 @@ impl RunningPipeline {
         let transforms: Vec<NamedTransform> = elements
             .transforms
             .into_iter()
-            .map(|(plugin, name, transform)| {
+            .map(|(plugin, name, transform, scope)| {
                 let stats = Arc::new(TransformStats::default());
                 inner.stats.transforms.add(&plugin, &name, stats.clone());
+                let rank = rank(&topology.plugin_order, &plugin);
+                insert_by_rank(
+                    &mut topology.transforms,
+                    TransformEntry {
+                        plugin: plugin.clone(),
+                        name: name.clone(),
+                        rank,
+                        scope: scope.clone(),
+                    },
+                );
                 NamedTransform {
-                    rank: rank(&topology.plugin_order, &plugin),
+                    rank,
                     plugin,
                     name,
                     transform,
+                    scope,
                     stats,
                     disabled: false,
                 }
@@ -354,6 +367,7 @@ impl RunningPipeline {
                 .into_iter()
                 .partition(|o| concerns(&o.plugin));
             topology.outputs = staying;
+            topology.transforms.retain(|t| !concerns(&t.plugin));
             leaving.into_iter().map(|o| o.thread).collect()
         };
         for t in threads {
@@ -413,6 +427,70 @@ impl RunningPipeline {
     pub fn shutdown_and_wait(self) -> PipelineStatsSnapshot {
         self.handle.shutdown();
         self.wait()
+    }
+}
+
+/// Places `entry` as the stage places its transform: after those of
+/// the same or a lower rank.
+fn insert_by_rank(list: &mut Vec<TransformEntry>, entry: TransformEntry) {
+    let at = list.partition_point(|x| x.rank <= entry.rank);
+    list.insert(at, entry);
+}
+
+/// Refuses `elements` if, with the running ones, two scoped transforms'
+/// routes would cross (`routes.rs`), before anything of theirs starts.
+fn check_routes(topology: &Topology, elements: &Elements) -> Result<(), PipelineError> {
+    let scoped = |t: &TransformEntry| t.scope != super::routes::OutputScope::All;
+    if !topology.transforms.iter().any(scoped)
+        && !elements
+            .transforms
+            .iter()
+            .any(|t| t.3 != super::routes::OutputScope::All)
+    {
+        return Ok(());
+    }
+    let mut transforms: Vec<TransformEntry> = topology
+        .transforms
+        .iter()
+        .map(|t| TransformEntry {
+            plugin: t.plugin.clone(),
+            name: t.name.clone(),
+            rank: t.rank,
+            scope: t.scope.clone(),
+        })
+        .collect();
+    for (plugin, name, _, scope) in &elements.transforms {
+        insert_by_rank(
+            &mut transforms,
+            TransformEntry {
+                plugin: plugin.clone(),
+                name: name.clone(),
+                rank: rank(&topology.plugin_order, plugin),
+                scope: scope.clone(),
+            },
+        );
+    }
+    let outputs: Vec<(&str, &str)> = topology
+        .outputs
+        .iter()
+        .map(|o| (o.plugin.as_str(), o.name.as_str()))
+        .chain(
+            elements
+                .outputs
+                .iter()
+                .map(|(p, n, _, _)| (p.as_str(), n.as_str())),
+        )
+        .collect();
+    let scopes: Vec<_> = transforms.iter().map(|t| &t.scope).collect();
+    let plan = super::routes::plan(&scopes, &outputs);
+    let named: Vec<(&str, &super::routes::OutputScope)> = transforms
+        .iter()
+        .map(|t| (t.name.as_str(), &t.scope))
+        .collect();
+    let output_names: Vec<&str> = outputs.iter().map(|o| o.1).collect();
+    match super::routes::first_conflict(&plan, &named, &output_names) {
+        Some(conflict) => Err(Box::new(conflict).into()),
+        None => Ok(()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The transform stage: receives every buffer, applies the transforms in
-//! order, and hands the result to every output's queue.
+//! order, and hands the result to every output's queue, through the
+//! transforms scoped to that output on the way (`routes.rs`).
 //!
 //! Elements are added and removed by commands that travel in the same
 //! queue as the buffers, so a command takes effect exactly between the
@@ -18,6 +19,7 @@ use crate::metrics::MetricId;
 
 use super::messages::{NamedTransform, OutputMessage, OutputQueue, StageCommand, StageMessage};
 use super::registry::LocalMetrics;
+use super::routes::{RouteNode, RoutePlan};
 use super::stats::{should_log, PipelineStats};
 use super::{ElementContext, TransformError};
 
@@ -59,6 +61,9 @@ pub(crate) struct Stage {
     pub reported_drops: u64,
     /// Buffers held while plugins restart, and since when.
     pub held: Option<(std::time::Instant, Vec<MeasurementBuffer>)>,
+    /// Which transforms lead to which outputs; planned again whenever
+    /// transforms or outputs come or go.
+    pub plan: RoutePlan,
 }
 
 /// The longest a restart may hold the buffers: past it they go on to the
@@ -84,18 +89,90 @@ impl Stage {
         }
         self.release();
         // Every source is done: let the transforms emit what they held back.
-        let all: Vec<usize> = (0..self.transforms.len()).collect();
-        let mut tail = self.finish(&all);
-        self.report_drops(&mut tail);
-        self.dispatch(tail);
+        let all = vec![true; self.transforms.len()];
+        self.metrics.refresh();
+        self.flow(MeasurementBuffer::new(), &all);
         // Dropping the output senders closes the output queues.
     }
 
-    fn process(&mut self, mut buffer: MeasurementBuffer) {
+    fn process(&mut self, buffer: MeasurementBuffer) {
         self.metrics.refresh();
-        self.apply_transforms(&mut buffer, 0);
+        self.flow(buffer, &[]);
+    }
+
+    /// Plans the routes again, after a change of transforms or outputs.
+    fn replan(&mut self) {
+        let scopes: Vec<_> = self.transforms.iter().map(|t| &t.scope).collect();
+        let outputs: Vec<_> = self
+            .outputs
+            .iter()
+            .map(|o| (o.plugin.as_str(), o.name.as_str()))
+            .collect();
+        self.plan = super::routes::plan(&scopes, &outputs);
+        for &t in &self.plan.unrouted {
+            let t = &self.transforms[t];
+            log::warn!(
+                "transform {}: none of its {} is running; it receives no points",
+                t.name,
+                t.scope
+            );
+        }
+        for c in &self.plan.conflicts {
+            // Refused at commit; should one get through, it runs on one stream only.
+            log::error!(
+                "transform {}: its outputs' routes cross; it only runs for the first",
+                self.transforms[c.transform].name
+            );
+        }
+    }
+
+    /// Takes `buffer` through the trunk, then down the routing tree to
+    /// the outputs. The transforms marked in `finishing` (by index; empty:
+    /// none) then emit what they held back, and those points go through
+    /// every transform after them on the way to their outputs.
+    fn flow(&mut self, mut buffer: MeasurementBuffer, finishing: &[bool]) {
+        let plan = std::mem::take(&mut self.plan);
+        for &i in &plan.trunk {
+            self.step(i, &mut buffer, finishing);
+        }
         self.report_drops(&mut buffer);
-        self.dispatch(buffer);
+        self.flow_node(&plan.root, buffer, finishing);
+        self.plan = plan;
+    }
+
+    fn flow_node(&mut self, node: &RouteNode, mut buffer: MeasurementBuffer, finishing: &[bool]) {
+        if let (Some(i), false) = (node.transform, node.skip) {
+            self.step(i, &mut buffer, finishing);
+        }
+        let finishing_below = !finishing.is_empty();
+        let Some((last, others)) = node.children.split_last() else {
+            self.dispatch(buffer, &node.outputs);
+            return;
+        };
+        // Each branch gets its own copy: what one transform changes, the
+        // others and the outputs here must not see.
+        if !node.outputs.is_empty() && !buffer.is_empty() {
+            self.dispatch(buffer.clone(), &node.outputs);
+        }
+        for child in others {
+            if !buffer.is_empty() || finishing_below {
+                self.flow_node(child, buffer.clone(), finishing);
+            }
+        }
+        if !buffer.is_empty() || finishing_below {
+            self.flow_node(last, buffer, finishing);
+        }
+    }
+
+    /// Applies transform `i` (when there is something to transform), then
+    /// lets it finish if it is marked in `finishing`.
+    fn step(&mut self, i: usize, buffer: &mut MeasurementBuffer, finishing: &[bool]) {
+        if !buffer.is_empty() {
+            self.apply_one(i, buffer);
+        }
+        if finishing.get(i).copied().unwrap_or(false) {
+            self.finish_one(i, buffer);
+        }
     }
 
     /// Handles the held buffers, in the order they came.
@@ -118,6 +195,7 @@ impl Stage {
                     self.transforms.insert(at, t);
                 }
                 self.outputs.extend(outputs);
+                self.replan();
                 self.release();
             }
             StageCommand::Release => self.release(),
@@ -127,15 +205,19 @@ impl Stage {
                 hold,
             } => {
                 self.metrics.refresh();
-                let leaving: Vec<usize> = (0..self.transforms.len())
-                    .filter(|&i| plugins.contains(&self.transforms[i].plugin))
+                let leaving: Vec<bool> = self
+                    .transforms
+                    .iter()
+                    .map(|t| plugins.contains(&t.plugin))
                     .collect();
-                let tail = self.finish(&leaving);
-                self.dispatch(tail);
+                if leaving.contains(&true) {
+                    self.flow(MeasurementBuffer::new(), &leaving);
+                }
                 self.transforms.retain(|t| !plugins.contains(&t.plugin));
                 // Dropping a queue's sender closes it: the output writes what
                 // is queued, flushes and closes.
                 self.outputs.retain(|o| !plugins.contains(&o.plugin));
+                self.replan();
                 if hold && self.held.is_none() {
                     self.held = Some((std::time::Instant::now(), Vec::new()));
                 }
@@ -150,42 +232,19 @@ impl Stage {
         }
     }
 
-    /// Lets the transforms at `indices` (ascending) emit what they held
-    /// back. Points emitted by transform i go through every transform
-    /// after it, as a buffer would. Returns those points.
-    fn finish(&mut self, indices: &[usize]) -> MeasurementBuffer {
-        let mut tail = MeasurementBuffer::new();
-        // `tail` has been through the transforms before `next`.
-        let mut next = 0;
-        for &i in indices {
-            for j in next..=i {
-                if !tail.is_empty() {
-                    self.apply_one(j, &mut tail);
-                }
-            }
-            next = i + 1;
-            let t = &mut self.transforms[i];
-            if t.disabled {
-                continue;
-            }
-            let _busy = self.stats.stage_busy.enter();
-            let ctx = ElementContext {
-                metrics: self.metrics.get(),
-            };
-            if let Err(e) = t.transform.finish(&mut tail, &ctx) {
-                t.stats.last_error.set(&e);
-                log::error!("transform {}: finishing failed: {e}", t.name);
-            }
+    /// Lets transform `i` emit what it held back, into `buffer`.
+    fn finish_one(&mut self, i: usize, buffer: &mut MeasurementBuffer) {
+        let t = &mut self.transforms[i];
+        if t.disabled {
+            return;
         }
-        if !tail.is_empty() {
-            self.apply_transforms(&mut tail, next);
-        }
-        tail
-    }
-
-    fn apply_transforms(&mut self, buffer: &mut MeasurementBuffer, from: usize) {
-        for i in from..self.transforms.len() {
-            self.apply_one(i, buffer);
+        let _busy = self.stats.stage_busy.enter();
+        let ctx = ElementContext {
+            metrics: self.metrics.get(),
+        };
+        if let Err(e) = t.transform.finish(buffer, &ctx) {
+            t.stats.last_error.set(&e);
+            log::error!("transform {}: finishing failed: {e}", t.name);
         }
     }
 
@@ -250,14 +309,15 @@ impl Stage {
         }
     }
 
-    fn dispatch(&mut self, buffer: MeasurementBuffer) {
-        if buffer.is_empty() {
+    /// Hands `buffer` to the outputs at `targets` (indices).
+    fn dispatch(&mut self, buffer: MeasurementBuffer, targets: &[usize]) {
+        if buffer.is_empty() || targets.is_empty() {
             return;
         }
         let n = buffer.len() as u64;
         let shared = Arc::new(buffer);
         let draining = self.draining.load(Ordering::Acquire);
-        for out in &self.outputs {
+        for out in targets.iter().filter_map(|&i| self.outputs.get(i)) {
             // Counted before the send, so the output never takes off more than was put on.
             out.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
             let message = OutputMessage::Batch(shared.clone());

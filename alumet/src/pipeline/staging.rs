@@ -15,6 +15,7 @@ use crate::measurement::MeasurementBuffer;
 use crate::metrics::{Metric, MetricError, MetricId, MetricRegistry};
 
 use super::messages::{ManagedSource, StageMessage};
+use super::routes::OutputScope;
 use super::stats::{LossReporter, SourceStats};
 use super::{Output, OutputOptions, Source, SourceTrigger, Transform};
 
@@ -57,7 +58,7 @@ impl BufferSender {
 pub(crate) struct Elements {
     pub sources: Vec<ManagedSource>,
     pub autonomous: Vec<(String, String, AutonomousSourceFactory)>,
-    pub transforms: Vec<(String, String, Box<dyn Transform>)>,
+    pub transforms: Vec<(String, String, Box<dyn Transform>, OutputScope)>,
     pub outputs: Vec<(String, String, Box<dyn Output>, OutputOptions)>,
 }
 
@@ -67,7 +68,7 @@ impl Elements {
             .iter()
             .map(|s| s.name.as_str())
             .chain(self.autonomous.iter().map(|(_, n, _)| n.as_str()))
-            .chain(self.transforms.iter().map(|(_, n, _)| n.as_str()))
+            .chain(self.transforms.iter().map(|(_, n, _, _)| n.as_str()))
             .chain(self.outputs.iter().map(|(_, n, _, _)| n.as_str()))
     }
 
@@ -207,10 +208,25 @@ impl PluginStartContext<'_> {
     /// Adds a transform. Transforms run in the order of their plugins (see
     /// [`super::PipelineBuilder::plugin_order`]), then in the order they are added.
     pub fn add_transform(&mut self, name: &str, transform: Box<dyn Transform>) {
+        self.add_scoped_transform(name, transform, OutputScope::All);
+    }
+
+    /// Adds a transform whose points go only to the outputs of `scope`:
+    /// it runs after every transform for all outputs (in plugin order
+    /// among the scoped ones), on a copy of the buffer that only those
+    /// outputs receive; the others never see its changes. Scopes of two
+    /// transforms must be equal, nested or disjoint (else the commit fails
+    /// with [`super::PipelineError::Route`]).
+    pub fn add_scoped_transform(
+        &mut self,
+        name: &str,
+        transform: Box<dyn Transform>,
+        scope: OutputScope,
+    ) {
         let full = self.full_name(name);
         self.staged
             .transforms
-            .push((self.plugin.to_owned(), full, transform));
+            .push((self.plugin.to_owned(), full, transform, scope));
     }
 
     /// Adds an output.

@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use super::messages::{PollerCommand, StageMessage};
+use super::routes::OutputScope;
 use super::stats::PipelineStats;
 
 /// A poller thread as the handle knows it.
@@ -30,7 +31,16 @@ pub(crate) struct AutonomousEntry {
 /// An output's thread.
 pub(crate) struct OutputEntry {
     pub plugin: String,
+    pub name: String,
     pub thread: JoinHandle<()>,
+}
+
+/// A running transform, as far as routing goes (the stage owns it).
+pub(crate) struct TransformEntry {
+    pub plugin: String,
+    pub name: String,
+    pub rank: usize,
+    pub scope: OutputScope,
 }
 
 /// The running elements.
@@ -38,6 +48,8 @@ pub(crate) struct Topology {
     pub pollers: Vec<PollerEntry>,
     pub autonomous: Vec<AutonomousEntry>,
     pub outputs: Vec<OutputEntry>,
+    /// The transforms, in the stage's order.
+    pub transforms: Vec<TransformEntry>,
     /// Into the stage; `None` once shutdown is asked.
     pub source_tx: Option<tokio::sync::mpsc::Sender<StageMessage>>,
     /// Plugins by rank: transforms run in this order.

@@ -174,15 +174,20 @@ impl TestPipeline {
     /// Starts the pipeline. Panics (failing the test) if it cannot start.
     #[allow(clippy::panic, reason = "a test kit fails the test that uses it")]
     pub fn start(self) -> RunningTest {
-        let running = match self.builder.start() {
+        match self.try_start() {
             Ok(r) => r,
             Err(e) => panic!("test pipeline failed to start: {e}"),
-        };
-        RunningTest {
+        }
+    }
+
+    /// Starts the pipeline, or says why it cannot (for tests of refusals).
+    pub fn try_start(self) -> Result<RunningTest, crate::pipeline::PipelineError> {
+        let running = self.builder.start()?;
+        Ok(RunningTest {
             handle: running.handle(),
             running,
             collector: self.collector,
-        }
+        })
     }
 }
 
