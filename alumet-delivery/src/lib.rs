@@ -13,6 +13,7 @@
 //! - [`output`]: the pipeline output ([`output::DeliveryOutput`]) over a
 //!   plugin's [`output::BatchEncoder`];
 //! - [`queue`]: the bounded buffer of encoded batches;
+//! - [`spill`]: its disk part (`buffer_dir`), across outages and restarts;
 //! - [`sender`]: the thread that delivers and retries;
 //! - [`http`]: the HTTP boundary (ureq with rustls) and its outcomes;
 //! - [`tls`]: trust store, `ca_file`, client certificate;
@@ -29,6 +30,7 @@ pub mod secret;
 pub mod self_metrics;
 pub mod sender;
 pub mod settings;
+pub mod spill;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use alumet::measurement::{MeasurementBuffer, MeasurementPoint};
 use alumet::metrics::MetricRegistry;
 use alumet::pipeline::{ElementContext, Output, OutputOptions, PluginStartContext, WriteError};
+use alumet::plugin::PluginError;
 
 use crate::http::Transport;
 use crate::queue::Batch;
 use crate::sender::{Sender, Shared};
 use crate::settings::DeliverySettings;
+use crate::spill::DiskBuffer;
 use crate::stats::{Counters, StatsHandle};
 
 /// What an output plugin provides: the encoding of points into request
@@ -44,6 +46,11 @@ pub trait BatchEncoder: Send {
     /// protocol, protobuf messages: yes; a JSON document: no), so that the
     /// sender may merge small queued batches into one request.
     fn concatenable(&self) -> bool;
+
+    /// The encoding of the bodies, one word (`influx-line-protocol`,
+    /// `otlp-protobuf`): batches kept on disk in another encoding (the
+    /// output's protocol changed between two runs) are not sent.
+    fn format(&self) -> &'static str;
 }
 
 /// Adds output `output_name` to the plugin being started: a
@@ -57,14 +64,15 @@ pub fn add_delivery_output<E, T>(
     transport: T,
     settings: DeliverySettings,
     stats: &StatsHandle,
-) where
+) -> Result<(), PluginError>
+where
     E: BatchEncoder + 'static,
     T: Transport + 'static,
 {
     stats.attach_loss_reporter(ctx.loss_reporter());
     crate::self_metrics::add_self_metrics(ctx, settings.name, stats, settings.own_metrics_interval);
     let flush_interval = settings.flush_interval;
-    let output = DeliveryOutput::new(encoder, transport, settings, stats);
+    let output = DeliveryOutput::new(encoder, transport, settings, stats)?;
     ctx.add_output(
         output_name,
         Box::new(output),
@@ -72,6 +80,50 @@ pub fn add_delivery_output<E, T>(
             flush_interval: Some(flush_interval),
         },
     );
+    Ok(())
+}
+
+/// The disk part of an output's buffer, if `settings` give a `buffer_dir`:
+/// batches a previous run left there are queued first (and counted as
+/// received, so that every point still ends in exactly one counter).
+fn open_disk_buffer(
+    settings: &DeliverySettings,
+    format: &str,
+    counters: &Counters,
+) -> Result<Option<DiskBuffer>, PluginError> {
+    if settings.buffer_dir.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let dir = &settings.buffer_dir;
+    let (disk, recovered) =
+        DiskBuffer::open(dir, format, settings.max_buffer_disk_bytes).map_err(|e| {
+            PluginError::unavailable(
+                format!("cannot use the disk buffer {}: {e}", dir.display()),
+                "make buffer_dir a directory the agent can write, or set buffer_dir = \"\" to buffer in memory only",
+            )
+        })?;
+    if recovered.points > 0 {
+        log::info!(
+            "{}: {} points left in {} by a previous run are delivered first",
+            settings.name,
+            recovered.points,
+            dir.display()
+        );
+    }
+    let unusable = recovered.unusable_points;
+    if unusable > 0 || recovered.unreadable_files > 0 {
+        log::warn!(
+            "{}: {unusable} points in {} were in another format or beyond max_buffer_disk_bytes, and {} files were unreadable: removed, not sent",
+            settings.name,
+            dir.display(),
+            recovered.unreadable_files
+        );
+    }
+    Counters::add(&counters.received_points, recovered.points + unusable);
+    if unusable > 0 {
+        counters.lose(&counters.buffer_dropped_points, unusable);
+    }
+    Ok(Some(disk))
 }
 
 /// Extra time `close` waits beyond `shutdown_timeout` for a request that
@@ -107,26 +159,37 @@ impl<E: BatchEncoder, T: Transport + 'static> DeliveryOutput<E, T> {
     /// An output that encodes with `encoder` and delivers through
     /// `transport` on a thread of its own (started at the first write),
     /// counting into `stats`.
-    pub fn new(encoder: E, transport: T, settings: DeliverySettings, stats: &StatsHandle) -> Self {
+    /// With a `buffer_dir`, its batches from a previous run are queued
+    /// first; `Err` if it cannot be used.
+    pub fn new(
+        encoder: E,
+        transport: T,
+        settings: DeliverySettings,
+        stats: &StatsHandle,
+    ) -> Result<Self, PluginError> {
         let batch_size = settings.batch_size.max(1);
+        let disk = open_disk_buffer(&settings, encoder.format(), &stats.counters)?;
         let shared = Shared::new(
             settings.max_buffer_points,
             encoder.concatenable(),
+            disk,
             stats.counters.clone(),
         );
-        Self {
+        let shared = Arc::new(shared);
+        shared.refresh_buffered();
+        Ok(Self {
             encoder,
             last_body_len: 0,
             batch_size,
             name: settings.name,
-            shared: Arc::new(shared),
+            shared,
             shutdown_timeout: settings.shutdown_timeout,
             pending_sender: Some((transport, settings)),
             sender: None,
             evicted_since_log: 0,
             last_eviction_log: None,
             skip_logged: Vec::new(),
-        }
+        })
     }
 
     fn ensure_sender(&mut self) -> Result<(), WriteError> {
@@ -217,6 +280,13 @@ impl<E: BatchEncoder, T: Transport + 'static> DeliveryOutput<E, T> {
             // A request is stuck past its deadline: give its points up
             // (the sender counts nothing it no longer owns) and let it go.
             self.shared.abandon_all();
+        }
+        let kept = self.shared.queue.disk_points();
+        if kept > 0 {
+            log::info!(
+                "{}: {kept} points not delivered yet are kept in buffer_dir for the next start",
+                self.name
+            );
         }
         let undelivered = self
             .shared

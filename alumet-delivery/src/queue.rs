@@ -8,10 +8,16 @@
 //! that it is counted. The batch the sender is working on is out of the
 //! queue and never evicted, so memory stays below `max_buffer_points` plus
 //! one batch.
+//!
+//! With a disk part ([`crate::spill`], `buffer_dir`), the oldest batches
+//! move to disk instead of being evicted, and are delivered first; at
+//! shutdown what is left goes to disk too, for the next start.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::spill::DiskBuffer;
 
 /// Encoded points, ready to be sent as one request body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +41,31 @@ struct State {
     queued_points: usize,
     /// Set by `close`: no more batches will come; deliver until this instant.
     deadline: Option<Instant>,
+    /// Older batches than those in memory, when the output has a disk part.
+    disk: Option<DiskBuffer>,
+    /// Whether a failed disk write was logged (once per run).
+    disk_error_logged: bool,
+}
+
+impl State {
+    /// Moves `batch` to disk if there is a disk part (`front`: before the
+    /// others); returns the points lost (all of them without a disk part).
+    fn spill(&mut self, batch: &Batch, front: bool) -> usize {
+        let Some(disk) = &mut self.disk else {
+            return batch.points;
+        };
+        let (lost, error) = disk.push(batch, front);
+        if let Some(e) = error {
+            if !self.disk_error_logged {
+                self.disk_error_logged = true;
+                log::error!(
+                    "cannot write a batch of {} points to the disk buffer: {e} (such points are dropped and counted; logged once)",
+                    batch.points
+                );
+            }
+        }
+        lost
+    }
 }
 
 /// What the sender gets from [`BatchQueue::next`].
@@ -44,6 +75,8 @@ pub enum Next {
     Batch(Batch),
     /// The queue is closed and empty: the sender can stop.
     Closed,
+    /// A batch on disk could not be read back: these points are lost, and why.
+    Unreadable(usize, String),
 }
 
 /// A queue of batches bounded in points, shared by the output and its sender.
@@ -68,6 +101,12 @@ impl BatchQueue {
         }
     }
 
+    /// The same queue, with `disk` as its disk part (see [`crate::spill`]).
+    pub fn with_disk(self, disk: DiskBuffer) -> Self {
+        self.lock().disk = Some(disk);
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -85,13 +124,13 @@ impl BatchQueue {
             match state.batches.pop_front() {
                 Some(old) => {
                     state.queued_points -= old.points;
-                    evicted += old.points;
+                    evicted += state.spill(&old, false);
                 }
                 None => break,
             }
         }
         if batch.points > self.max_points {
-            evicted += batch.points;
+            evicted += state.spill(&batch, false);
         } else {
             state.queued_points += batch.points;
             state.batches.push_back(batch);
@@ -101,7 +140,8 @@ impl BatchQueue {
         evicted
     }
 
-    /// Waits for points and returns up to `max_points` of them, merging
+    /// Waits for points and returns up to `max_points` of them (the
+    /// oldest, on disk, first), merging
     /// small consecutive batches into one request when bodies can be
     /// concatenated (a queue that filled up during an outage drains in few
     /// requests). Returns
@@ -109,6 +149,18 @@ impl BatchQueue {
     pub fn next(&self, max_points: usize) -> Next {
         let mut state = self.lock();
         loop {
+            // Past the shutdown deadline nothing more is sent: what is left
+            // stays (on disk) or is counted by the sender.
+            if state.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Next::Closed;
+            }
+            // What is on disk is older than anything in memory.
+            if let Some(read) = state.disk.as_mut().and_then(DiskBuffer::pop) {
+                return match read {
+                    Ok(batch) => Next::Batch(batch),
+                    Err((lost, why)) => Next::Unreadable(lost, why),
+                };
+            }
             if let Some(mut batch) = state.batches.pop_front() {
                 while let Some(following) = state.batches.front().filter(|_| self.concatenable) {
                     if batch.points + following.points > max_points {
@@ -171,18 +223,35 @@ impl BatchQueue {
         }
     }
 
-    /// Removes everything queued; returns the number of points removed.
+    /// Removes everything queued in memory: to disk when there is a disk
+    /// part (kept for the next start), else dropped. Returns the points
+    /// lost.
     pub fn take_all(&self) -> usize {
         let mut state = self.lock();
-        let points = state.queued_points;
-        state.batches.clear();
+        let mut lost = 0;
+        while let Some(batch) = state.batches.pop_front() {
+            lost += state.spill(&batch, false);
+        }
         state.queued_points = 0;
-        points
+        lost
     }
 
-    /// Points waiting in the queue.
+    /// Puts `batch` (the one that was being sent) back before everything
+    /// on disk, for the next start; returns the points lost (all of them
+    /// without a disk part).
+    pub fn keep_on_disk(&self, batch: &Batch) -> usize {
+        self.lock().spill(batch, true)
+    }
+
+    /// Points waiting in the queue, in memory and on disk.
     pub fn queued_points(&self) -> usize {
-        self.lock().queued_points
+        let state = self.lock();
+        state.queued_points + state.disk.as_ref().map_or(0, DiskBuffer::points)
+    }
+
+    /// Points on disk.
+    pub fn disk_points(&self) -> usize {
+        self.lock().disk.as_ref().map_or(0, DiskBuffer::points)
     }
 }
 
@@ -247,12 +316,49 @@ mod tests {
     }
 
     #[test]
-    fn closed_queue_still_hands_out_what_it_holds() {
+    fn closed_queue_still_hands_out_what_it_holds_until_the_deadline() {
         let q = BatchQueue::new(100, true);
         q.push(batch(1, b'a'));
-        q.close(Instant::now());
+        q.close(Instant::now() + Duration::from_secs(3600));
         assert!(matches!(q.next(10), Next::Batch(_)));
         assert_eq!(q.next(10), Next::Closed);
+        // Past the deadline nothing more is handed out; what is left is
+        // for take_all to count.
+        let q = BatchQueue::new(100, true);
+        q.push(batch(3, b'a'));
+        q.close(Instant::now());
+        assert_eq!(q.next(10), Next::Closed);
+        assert_eq!(q.take_all(), 3);
+    }
+
+    #[test]
+    fn with_a_disk_the_oldest_go_to_disk_instead_of_being_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, _) = DiskBuffer::open(dir.path(), "t", 1 << 20).unwrap();
+        let q = BatchQueue::new(10, true).with_disk(disk);
+        q.push(batch(4, b'a'));
+        q.push(batch(4, b'b'));
+        // 8 + 4 > 10: a goes to disk, nothing is lost.
+        assert_eq!(q.push(batch(4, b'c')), 0);
+        assert_eq!((q.queued_points(), q.disk_points()), (12, 4));
+        // The oldest (on disk) comes first, then memory, merged.
+        let Next::Batch(first) = q.next(100) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(first.body, b"aaaa");
+        let Next::Batch(second) = q.next(100) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(second.body, b"bbbbcccc");
+        // At shutdown what is in memory and in flight is kept, in order.
+        q.push(batch(2, b'd'));
+        assert_eq!(q.keep_on_disk(&second), 0);
+        assert_eq!(q.take_all(), 0);
+        assert_eq!(q.disk_points(), 10);
+        let Next::Batch(again) = q.next(100) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(again.body, b"bbbbcccc");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   distinct problem; the points stay buffered and the batch is retried
 //!   every `retry_max_delay` (a renewed certificate or a fixed CA file
 //!   gets them through).
-//! - after `close`, delivery goes on until the deadline; what is left then is
+//! - after `close`, delivery goes on until the deadline; what is left then
+//!   goes to the disk buffer for the next start (`buffer_dir`), or else is
 //!   counted as undelivered.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,16 +47,22 @@ impl Shared {
     pub(crate) fn new(
         max_buffer_points: usize,
         concatenable: bool,
+        disk: Option<crate::spill::DiskBuffer>,
         counters: Arc<Counters>,
     ) -> Self {
+        let queue = BatchQueue::new(max_buffer_points, concatenable);
         Self {
-            queue: BatchQueue::new(max_buffer_points, concatenable),
+            queue: match disk {
+                Some(disk) => queue.with_disk(disk),
+                None => queue,
+            },
             in_flight_points: AtomicUsize::new(0),
             counters,
         }
     }
 
-    /// Counts every point not yet delivered as undelivered; returns how many.
+    /// Counts every point not yet delivered and not kept on disk as
+    /// undelivered; returns how many.
     pub fn abandon_all(&self) -> usize {
         let n = self.in_flight_points.swap(0, Ordering::AcqRel) + self.queue.take_all();
         self.counters
@@ -116,8 +123,28 @@ impl<T: Transport> Sender<T> {
 
     /// The thread's body.
     pub fn run(mut self) {
-        while let Next::Batch(batch) = self.shared.queue.next(self.settings.batch_size.max(1)) {
-            self.deliver(batch);
+        loop {
+            match self.shared.queue.next(self.settings.batch_size.max(1)) {
+                Next::Batch(batch) => self.deliver(batch),
+                Next::Unreadable(points, why) => {
+                    let counters = &self.shared.counters;
+                    counters.lose(&counters.buffer_dropped_points, points);
+                    log::error!(
+                        "{}: a batch of {points} points on the disk buffer could not be read back ({why}); dropped and counted",
+                        self.settings.name
+                    );
+                    self.shared.refresh_buffered();
+                }
+                Next::Closed => {
+                    // Closed past its deadline with points left in memory:
+                    // kept on disk if there is one, else counted.
+                    let n = self.shared.queue.take_all();
+                    let counters = &self.shared.counters;
+                    counters.lose(&counters.undelivered_at_shutdown_points, n);
+                    self.shared.refresh_buffered();
+                    break;
+                }
+            }
         }
     }
 
@@ -138,7 +165,7 @@ impl<T: Transport> Sender<T> {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        self.give_up_at_deadline();
+                        self.give_up_at_deadline(&batch);
                         break;
                     }
                     left.min(self.settings.request_timeout)
@@ -264,8 +291,21 @@ impl<T: Transport> Sender<T> {
         n
     }
 
-    fn give_up_at_deadline(&self) {
-        let n = self.shared.abandon_all();
+    /// The deadline has come while `batch` was being sent: it goes back to
+    /// disk before the rest (if there is a disk buffer), and so does what
+    /// is queued; what cannot be kept is counted as undelivered.
+    fn give_up_at_deadline(&self, batch: &Batch) {
+        // Zero if `close` gave up on it first (it then counted it).
+        let in_flight = self.shared.in_flight_points.swap(0, Ordering::AcqRel);
+        let mut n = if in_flight > 0 {
+            self.shared.queue.keep_on_disk(batch)
+        } else {
+            0
+        };
+        n += self.shared.queue.take_all();
+        let counters = &self.shared.counters;
+        counters.lose(&counters.undelivered_at_shutdown_points, n);
+        self.shared.refresh_buffered();
         if n > 0 {
             log::debug!(
                 "{}: shutdown deadline reached with {n} points not delivered",
@@ -329,7 +369,7 @@ mod tests {
 
     fn run(answers: Vec<SendOutcome>, batches: Vec<Batch>) -> (Arc<Shared>, Vec<(Vec<u8>, bool)>) {
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared::new(1000, true, counters));
+        let shared = Arc::new(Shared::new(1000, true, None, counters));
         for b in batches {
             shared.queue.push(b);
         }
@@ -420,7 +460,7 @@ mod tests {
     #[test]
     fn what_is_left_at_the_deadline_is_counted_undelivered() {
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared::new(1000, true, counters));
+        let shared = Arc::new(Shared::new(1000, true, None, counters));
         shared.queue.push(batch(6));
         shared.queue.push(batch(6));
         shared
@@ -439,7 +479,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_between_half_and_all_of_the_delay() {
-        let shared = Arc::new(Shared::new(10, true, Arc::new(Counters::default())));
+        let shared = Arc::new(Shared::new(10, true, None, Arc::new(Counters::default())));
         let transport = Scripted {
             answers: VecDeque::new(),
             sent: Arc::new(Mutex::new(Vec::new())),

@@ -45,6 +45,11 @@ pub struct DeliverySettings {
     /// How often the output's own figures become metrics; zero for never
     /// (`own_metrics_interval`, see [`crate::self_metrics`]).
     pub own_metrics_interval: Duration,
+    /// Directory of the disk buffer; empty for memory only (`buffer_dir`,
+    /// see [`crate::spill`]).
+    pub buffer_dir: std::path::PathBuf,
+    /// Most bytes the disk buffer holds (`max_buffer_disk_bytes`).
+    pub max_buffer_disk_bytes: u64,
 }
 
 impl DeliverySettings {
@@ -65,6 +70,9 @@ impl DeliverySettings {
             DurationRange, BATCH_POINTS, BUFFER_POINTS, FLUSH_INTERVAL, RETRY_DELAY, TIMEOUT,
         };
         BATCH_POINTS.check("batch_size", self.batch_size)?;
+        // At least one large batch; at most a terabyte.
+        alumet::limits::CountRange::new(1 << 20, 1 << 40)
+            .check("max_buffer_disk_bytes", self.max_buffer_disk_bytes)?;
         BUFFER_POINTS.check("max_buffer_points", self.max_buffer_points)?;
         FLUSH_INTERVAL.check("flush_interval", self.flush_interval)?;
         TIMEOUT.check("request_timeout", self.request_timeout)?;
@@ -132,6 +140,10 @@ pub struct DeliveryKeys {
     pub shutdown_timeout: Duration,
     /// `own_metrics_interval`.
     pub own_metrics_interval: Duration,
+    /// `buffer_dir`.
+    pub buffer_dir: String,
+    /// `max_buffer_disk_bytes`.
+    pub max_buffer_disk_bytes: u64,
     /// `ca_file`, `client_cert_file`, `client_key_file`.
     pub tls: TlsFiles,
 }
@@ -149,6 +161,8 @@ impl Default for DeliveryKeys {
             retry_max_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             own_metrics_interval: crate::self_metrics::DEFAULT_INTERVAL,
+            buffer_dir: String::new(),
+            max_buffer_disk_bytes: 1 << 30,
             tls: TlsFiles::default(),
         }
     }
@@ -171,6 +185,8 @@ impl DeliveryKeys {
             max_retry_after: self.retry_max_delay.max(Duration::from_secs(60)),
             shutdown_timeout: self.shutdown_timeout,
             own_metrics_interval: self.own_metrics_interval,
+            buffer_dir: self.buffer_dir.clone().into(),
+            max_buffer_disk_bytes: self.max_buffer_disk_bytes,
         }
     }
 
@@ -197,6 +213,14 @@ pub const DELIVERY_KEY_DOCS: &[(&str, &str)] = &[
     (
         "shutdown_timeout",
         "at shutdown, how long to keep trying to deliver what is queued",
+    ),
+    (
+        "buffer_dir",
+        "directory where batches that no longer fit in memory (max_buffer_points) during an outage, and those left at shutdown, wait as files until delivered, also across restarts; \"\": memory only",
+    ),
+    (
+        "max_buffer_disk_bytes",
+        "most bytes kept in buffer_dir; beyond, the oldest batches are dropped and counted",
     ),
     (
         "own_metrics_interval",

@@ -101,6 +101,12 @@ pub struct InfluxDbConfig {
     /// never. Default `10s`.
     #[serde(with = "alumet::config::duration")]
     pub own_metrics_interval: Duration,
+    /// Directory where batches that no longer fit in memory during an
+    /// outage, and those left at shutdown, wait as files until delivered,
+    /// also across restarts. Default empty: memory only.
+    pub buffer_dir: String,
+    /// Most bytes kept in `buffer_dir`. Default 1 GiB.
+    pub max_buffer_disk_bytes: u64,
     /// Tags added to every point, e.g. `{ cluster = "a" }`. Default empty.
     pub tags: BTreeMap<String, String>,
     /// PEM file of the CA that signs the server's certificate (replaces the
@@ -139,6 +145,8 @@ impl Default for InfluxDbConfig {
             retry_max_delay: d.retry_max_delay,
             shutdown_timeout: d.shutdown_timeout,
             own_metrics_interval: d.own_metrics_interval,
+            buffer_dir: d.buffer_dir,
+            max_buffer_disk_bytes: d.max_buffer_disk_bytes,
             tags: BTreeMap::new(),
             ca_file: d.tls.ca_file,
             client_cert_file: d.tls.client_cert_file,
@@ -252,8 +260,7 @@ impl Plugin for InfluxDbPlugin {
         log::debug!("influxdb: writing to {}", settings.endpoint);
         let encoder =
             LineProtocolBatch::new(LineProtocolEncoder::new(self.config.encoder_options()));
-        add_delivery_output(ctx, "write", encoder, transport, settings, &self.stats);
-        Ok(())
+        add_delivery_output(ctx, "write", encoder, transport, settings, &self.stats)
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {

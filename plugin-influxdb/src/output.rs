@@ -50,6 +50,10 @@ impl BatchEncoder for LineProtocolBatch {
         self.points = 0;
     }
 
+    fn format(&self) -> &'static str {
+        "influx-line-protocol"
+    }
+
     fn concatenable(&self) -> bool {
         true
     }

@@ -139,6 +139,8 @@ impl OpenTelemetryConfig {
             retry_max_delay: self.retry_max_delay,
             shutdown_timeout: self.shutdown_timeout,
             own_metrics_interval: self.own_metrics_interval,
+            buffer_dir: self.buffer_dir.clone(),
+            max_buffer_disk_bytes: self.max_buffer_disk_bytes,
             tls: TlsFiles {
                 ca_file: self.ca_file.clone(),
                 client_cert_file: self.client_cert_file.clone(),

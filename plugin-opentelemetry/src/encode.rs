@@ -332,6 +332,13 @@ impl BatchEncoder for OtlpEncoder {
         self.series.prune_idle();
     }
 
+    fn format(&self) -> &'static str {
+        match self.options.format {
+            BodyFormat::Protobuf => "otlp-protobuf",
+            BodyFormat::Json => "otlp-json",
+        }
+    }
+
     fn concatenable(&self) -> bool {
         // Two protobuf messages one after the other parse as one whose
         // repeated fields are concatenated; two JSON documents do not.

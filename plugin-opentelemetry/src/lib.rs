@@ -87,6 +87,12 @@ pub struct OpenTelemetryConfig {
     /// never. Default `10s`.
     #[serde(with = "alumet::config::duration")]
     pub own_metrics_interval: Duration,
+    /// Directory where batches that no longer fit in memory during an
+    /// outage, and those left at shutdown, wait as files until delivered,
+    /// also across restarts. Default empty: memory only.
+    pub buffer_dir: String,
+    /// Most bytes kept in `buffer_dir`. Default 1 GiB.
+    pub max_buffer_disk_bytes: u64,
     /// PEM file of the CA that signs the receiver's certificate (replaces
     /// the system's trust store). Default empty.
     pub ca_file: String,
@@ -116,6 +122,8 @@ impl Default for OpenTelemetryConfig {
             retry_max_delay: d.retry_max_delay,
             shutdown_timeout: d.shutdown_timeout,
             own_metrics_interval: d.own_metrics_interval,
+            buffer_dir: d.buffer_dir,
+            max_buffer_disk_bytes: d.max_buffer_disk_bytes,
             ca_file: d.tls.ca_file,
             client_cert_file: d.tls.client_cert_file,
             client_key_file: d.tls.client_key_file,
@@ -208,8 +216,7 @@ impl Plugin for OpenTelemetryPlugin {
         log::debug!("opentelemetry: exporting to {endpoint}");
         let encoder =
             encode::OtlpEncoder::new(self.config.encoder_options(Timestamp::now().unix_nanos()));
-        add_delivery_output(ctx, "export", encoder, transport, settings, &self.stats);
-        Ok(())
+        add_delivery_output(ctx, "export", encoder, transport, settings, &self.stats)
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
