@@ -271,10 +271,19 @@ impl Transport for HttpTransport {
         for (name, value) in &self.target.headers {
             request = request.header(name.as_str(), value.expose());
         }
-        let mut response = match request.send(body) {
-            Ok(r) => r,
-            Err(e) => return self.failure(e),
-        };
+        match request.send(body) {
+            Ok(response) => self.outcome(response),
+            Err(e) => self.failure(e),
+        }
+    }
+}
+
+impl HttpTransport {
+    /// Sorts the server's response into an outcome: its status, its error
+    /// message (redacted, shortened) from the error header or the body, its
+    /// Retry-After, and for a 2xx the points it says it refused. Public so
+    /// that responses can be tested and fuzzed without a server.
+    pub fn outcome(&self, mut response: ureq::http::Response<ureq::Body>) -> SendOutcome {
         let status = response.status().as_u16();
         let header = |name: &str| {
             response

@@ -374,6 +374,12 @@ pub fn classify(path: &str) -> Classification {
         }
         c.workload = "other";
     }
+    // `user` comes from an OAR path, and no lookup names OAR jobs; under
+    // another manager's cgroup nested in an OAR job (a Slurm step, found by
+    // fuzzing) it would collide with the `user` that the lookup adds.
+    if context != Context::Oar {
+        c.attributes.retain(|(k, _)| *k != "user");
+    }
     // `attributes` of an `other` cgroup keep what its ancestors said (e.g.
     // the pod of a conmon scope), which is still true of it.
     c
@@ -464,6 +470,16 @@ mod tests {
         ] {
             let _ = classify(p);
         }
+    }
+
+    #[test]
+    fn an_oar_user_does_not_follow_into_another_managers_cgroup() {
+        let c = classify("/oar/alice_42/system.slice/slurmstepd.scope/job_5/step_0");
+        assert_eq!(attrs(&c), "slurm_step job_id=5;step=0");
+        assert_eq!(
+            attrs(&classify("/oar/alice_42/x")),
+            "oar_job job_id=42;user=alice"
+        );
     }
 
     #[test]

@@ -278,8 +278,9 @@ async fn unary<Q: Message, A: Message + Default>(
     result
 }
 
-/// The one message of a unary gRPC answer's body.
-fn decode_frame<A: Message + Default>(body: &[u8]) -> Result<A, String> {
+/// The one message of a unary gRPC answer's body (a 5-byte frame header,
+/// then the message).
+pub fn decode_frame<A: Message + Default>(body: &[u8]) -> Result<A, String> {
     let [flag, a, b, c, d, rest @ ..] = body else {
         return Err(format!("{} bytes, not a gRPC message", body.len()));
     };

@@ -86,31 +86,7 @@ impl SlurmLookup {
         .take(1 << 20)
         .read_to_end(&mut raw)
         .ok()?;
-        let mut values: [Option<&[u8]>; VARIABLES.len()] = [None; VARIABLES.len()];
-        let mut its_job = false;
-        for entry in raw.split(|&b| b == 0) {
-            let Some(eq) = entry.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-            if name == b"SLURM_JOB_ID" {
-                its_job = value == job_id.as_bytes();
-            } else if let Some(i) = VARIABLES.iter().position(|(v, _)| v.as_bytes() == name) {
-                values[i] = Some(value);
-            }
-        }
-        // A process that merely sits in the cgroup (or a nested job's) is
-        // not taken at its word.
-        if !its_job {
-            return None;
-        }
-        let mut names = Names::new();
-        for ((_, key), value) in VARIABLES.iter().zip(values) {
-            if let Some(v) = value {
-                names.push(*key, String::from_utf8_lossy(v));
-            }
-        }
-        Some(names)
+        names_from_environ(&raw, job_id)
     }
 
     /// The names from `squeue`, if configured and it knows the job.
@@ -128,9 +104,39 @@ impl SlurmLookup {
     }
 }
 
+/// The names in a process's environment (`/proc/PID/environ`: `NAME=value`
+/// entries separated by NUL bytes), if it is a process of job `job_id`.
+pub fn names_from_environ(raw: &[u8], job_id: &str) -> Option<Names> {
+    let mut values: [Option<&[u8]>; VARIABLES.len()] = [None; VARIABLES.len()];
+    let mut its_job = false;
+    for entry in raw.split(|&b| b == 0) {
+        let Some(eq) = entry.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (name, value) = (&entry[..eq], &entry[eq + 1..]);
+        if name == b"SLURM_JOB_ID" {
+            its_job = value == job_id.as_bytes();
+        } else if let Some(i) = VARIABLES.iter().position(|(v, _)| v.as_bytes() == name) {
+            values[i] = Some(value);
+        }
+    }
+    // A process that merely sits in the cgroup (or a nested job's) is
+    // not taken at its word.
+    if !its_job {
+        return None;
+    }
+    let mut names = Names::new();
+    for ((_, key), value) in VARIABLES.iter().zip(values) {
+        if let Some(v) = value {
+            names.push(*key, String::from_utf8_lossy(v));
+        }
+    }
+    Some(names)
+}
+
 /// The names in one line of `squeue -o "%u\t%a\t%P\t%q\t%F\t%K\t%A\t%j"`
 /// (`%A`: the job's own id, an array task's included).
-fn parse_squeue(output: &str, job_id: &str) -> Option<Names> {
+pub fn parse_squeue(output: &str, job_id: &str) -> Option<Names> {
     let line = output.lines().find(|l| !l.trim().is_empty())?;
     let fields: Vec<&str> = line.splitn(8, '\t').collect();
     let [user, account, partition, qos, array_job, array_task, id, name] = fields[..] else {
@@ -155,9 +161,10 @@ fn parse_squeue(output: &str, job_id: &str) -> Option<Names> {
             names.push(key, v);
         }
     }
-    // Not an array job: %K is N/A and %F is the job itself.
-    if let Some(task) = given(array_task) {
-        names.push("array_job_id", array_job.trim());
+    // Not an array job: %K is N/A and %F is the job itself. Both or
+    // neither: a placeholder is no name.
+    if let (Some(job), Some(task)) = (given(array_job), given(array_task)) {
+        names.push("array_job_id", job);
         names.push("array_task_id", task);
     }
     Some(names)

@@ -55,6 +55,8 @@
 //! - `settings`: [`PodSource`], [`KubeSettings`], [`KubeError`];
 //! - `index`: [`PodIndex`], [`PodInfo`], [`WatcherStats`], [`FailureKind`];
 //! - `api`: the API's JSON and the streaming decoding of a PodList;
+//! - `bodies`: [`read_pod_list`] and [`read_watch_body`], the same decoding
+//!   of bodies given as bytes (tests, fuzzing);
 //! - `requests`: the requests of the I/O threads and their failures;
 //! - `watcher`: the watcher thread ([`spawn_watcher`]);
 //! - `lookup`: [`KubeLookup`], the [`crate::resolver::Lookup`] that names
@@ -67,12 +69,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 mod api;
+mod bodies;
 mod index;
 mod lookup;
 mod requests;
 mod settings;
 mod watcher;
 
+pub use bodies::{read_pod_list, read_watch_body, PodList, WatchBody};
 pub use index::{FailureKind, PodIndex, PodInfo, WatcherStats};
 pub use lookup::KubeLookup;
 pub use settings::{KubeError, KubeSettings, PodSource};

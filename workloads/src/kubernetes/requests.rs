@@ -176,12 +176,14 @@ pub(super) fn fetch_list(
     if status != 200 {
         return Err(status_failure(status, &error_message(body), &what));
     }
-    let reader = BufReader::new(body.into_reader());
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let listed = ListSeed { filter }
-        .deserialize(&mut de)
-        .and_then(|l| de.end().map(|()| l))
-        .map_err(|e| from_json(e, &what))?;
+    read_list(body.into_reader(), filter).map_err(|e| from_json(e, &what))
+}
+
+/// Parses a PodList body as it streams, keeping only the filter's pods.
+pub(super) fn read_list(body: impl Read, filter: &PodFilter) -> serde_json::Result<Listed> {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(body));
+    let listed = ListSeed { filter }.deserialize(&mut de)?;
+    de.end()?;
     Ok(listed)
 }
 
@@ -242,12 +244,25 @@ pub(super) fn run_watch(
     if tx.send(WatchMsg::Accepted).is_err() {
         return WatchEnd::Closed;
     }
-    // One JSON object per line, read as they come, never the whole body.
-    let reader = BufReader::new(body.into_reader());
+    read_watch(body.into_reader(), filter, &what, |msg| {
+        tx.send(msg).is_ok()
+    })
+}
+
+/// Turns the events of a watch's body into messages for `send`, as they
+/// come (one JSON object per line, never the whole body), until the body
+/// ends, an event ends the watch, or `send` returns false (the watcher is gone).
+pub(super) fn read_watch(
+    body: impl Read,
+    filter: &PodFilter,
+    what: &str,
+    mut send: impl FnMut(WatchMsg) -> bool,
+) -> WatchEnd {
+    let reader = BufReader::new(body);
     for event in serde_json::Deserializer::from_reader(reader).into_iter::<WatchEvent>() {
         let event = match event {
             Ok(e) => e,
-            Err(e) => return WatchEnd::Failed(from_json(e, &what)),
+            Err(e) => return WatchEnd::Failed(from_json(e, what)),
         };
         let change = match event.kind.as_str() {
             "ADDED" => Change::Added,
@@ -257,7 +272,7 @@ pub(super) fn run_watch(
                 let rv = serde_json::from_value::<Pod>(event.object)
                     .map(|p| p.metadata.resource_version)
                     .unwrap_or_default();
-                if tx.send(WatchMsg::Bookmark(rv)).is_err() {
+                if !send(WatchMsg::Bookmark(rv)) {
                     return WatchEnd::Closed;
                 }
                 continue;
@@ -291,7 +306,7 @@ pub(super) fn run_watch(
             }
             Err(e) => WatchMsg::Undecodable(format!("{what}: a {} event: {e}", event.kind)),
         };
-        if tx.send(msg).is_err() {
+        if !send(msg) {
             return WatchEnd::Closed;
         }
     }

@@ -1,0 +1,4 @@
+//! Fuzz target `influxdb_response`: see `alumet_fuzz_targets::influxdb_response`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| alumet_fuzz_targets::influxdb_response(data));

@@ -1,0 +1,4 @@
+//! Fuzz target `proc_stat`: see `alumet_fuzz_targets::proc_stat`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| alumet_fuzz_targets::proc_stat(data));
