@@ -26,19 +26,30 @@ pub enum Vendor {
     Other(u32),
 }
 
-/// Parses a CPU list such as `0`, `0,28` or `0-3,8`.
+/// The highest CPU number a list may hold. The kernel's `NR_CPUS` is at
+/// most 8192; a `cpumask` of `0-4294967295` (seen while writing the
+/// `rapl_sysfs` fuzz target) asked for 16 GiB, so anything beyond is not a
+/// CPU list.
+pub const MAX_CPU: u32 = 65_535;
+
+/// Parses a CPU list such as `0`, `0,28` or `0-3,8`. `None` for a number
+/// above [`MAX_CPU`] or more entries than there can be CPUs.
 pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((first, last)) => {
                 let (first, last): (u32, u32) = (first.parse().ok()?, last.parse().ok()?);
-                if last < first {
+                if last < first || last > MAX_CPU {
                     return None;
                 }
                 cpus.extend(first..=last);
             }
-            None => cpus.push(part.parse().ok()?),
+            None => cpus.push(part.parse().ok().filter(|&cpu| cpu <= MAX_CPU)?),
+        }
+        // Repeated ranges: as many entries as the text allows, otherwise.
+        if cpus.len() > MAX_CPU as usize + 1 {
+            return None;
         }
     }
     (!cpus.is_empty()).then_some(cpus)
@@ -123,6 +134,10 @@ mod tests {
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("a"), None);
+        assert_eq!(parse_cpu_list("0-65535").map(|l| l.len()), Some(65_536));
+        assert_eq!(parse_cpu_list("0-4294967295"), None);
+        assert_eq!(parse_cpu_list("65536"), None);
+        assert_eq!(parse_cpu_list("0-65535,0-65535"), None);
     }
 
     #[test]
