@@ -158,13 +158,14 @@ pub(crate) fn render_family(
 /// Writes the exporter's own families, then `# EOF` in OpenMetrics.
 pub fn render_self_metrics(stats: &ExporterStats, prefix: &str, format: Format, out: &mut String) {
     let s = stats.snapshot();
-    let families: [(&str, FamilyType, u64, &str); 6] = [
+    let families: [(&str, FamilyType, u64, &str); 7] = [
         ("series", FamilyType::Gauge, s.series, "Series exposed by this endpoint now."),
         ("dropped_series", FamilyType::Counter, s.dropped_series, "Distinct new series refused because max_series was reached."),
         ("dropped_points", FamilyType::Counter, s.dropped_points, "Points not exported: their series was refused (max_series), they were negative or non-finite deltas, or their metric's name collided with another's."),
         ("expired_series", FamilyType::Counter, s.expired_series, "Series removed because they were not updated for series_ttl."),
         ("scrapes", FamilyType::Counter, s.scrapes, "Scrapes of /metrics answered with 200."),
-        ("rejected_requests", FamilyType::Counter, s.rejected_requests, "Requests answered 401, 404 or 405, or closed for lack of a connection slot."),
+        ("rejected_requests", FamilyType::Counter, s.rejected_requests, "Requests answered 400 (no or several Host headers), 401, 404, 405 or 501."),
+        ("evicted_connections", FamilyType::Counter, s.evicted_connections, "Connections closed while waiting for their request, to give their slot to a new connection (max_connections reached)."),
     ];
     let mut name = String::with_capacity(prefix.len() + 32);
     for (short, family_type, value, help) in families {

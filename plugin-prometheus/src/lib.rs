@@ -11,7 +11,8 @@
 //! - [`exposition`]: text 0.0.4 and OpenMetrics 1.0.0, content negotiation;
 //! - [`output`]: the pipeline output that updates the store;
 //! - [`server`] and [`tls`]: the HTTP(S) boundary (hyper, rustls), with
-//!   [`gzip`] compressing the unchanged part of a body once;
+//!   [`gzip`] compressing the unchanged part of a body once and [`slots`]
+//!   deciding which connection gives its slot up when all are taken;
 //! - [`stats`]: the exporter's own counters.
 
 pub mod exposition;
@@ -20,6 +21,7 @@ pub mod gzip;
 pub mod naming;
 pub mod output;
 pub mod server;
+pub mod slots;
 pub mod stats;
 pub mod store;
 pub mod tls;
@@ -58,7 +60,8 @@ pub struct PrometheusConfig {
     pub series_ttl: Duration,
     /// Most series exposed at once; beyond, new series are refused and counted. Default 100 000.
     pub max_series: usize,
-    /// Most client connections at once. Default 64.
+    /// Most client connections at once. Default 64. When all are taken, a
+    /// new connection takes the slot of the one waiting longest for its request.
     pub max_connections: usize,
     /// Bearer token scrapers must send, inline. Prefer `bearer_token_env` or `bearer_token_file`.
     pub bearer_token: String,

@@ -1,48 +1,64 @@
-//! The HTTP boundary: `GET /metrics` on hyper (HTTP/1.1), optionally over
-//! rustls, on a small tokio runtime of its own so that the pipeline's
-//! threads never serve a client.
+//! The HTTP boundary: `GET /metrics` (and `HEAD`) on hyper (HTTP/1.1),
+//! optionally over rustls, on a small tokio runtime of its own so that the
+//! pipeline's threads never serve a client.
 //!
-//! Every connection is its own task: a slow or stalled client holds only
-//! its task and one of `max_connections` slots. Headers must arrive within
-//! 10 s; a connection lives at most 60 s (then it is closed once its
-//! current response is written, or 10 s later at the latest). A scrape
-//! renders (or reuses) the body on a blocking thread, with the store
-//! locked only while rendering, then writes it with the lock released.
-//! hyper answers malformed requests itself (400, or 431/414 for heads too
-//! large); no request can stop the server.
+//! Every connection is its own task holding one of `max_connections`
+//! slots (`slots.rs`): a slow or stalled client holds only its task and
+//! its slot, and when every slot is taken a new connection takes the slot
+//! of one stalled on its request head, so clients that trickle their heads
+//! (or send nothing) cannot lock scrapers out; when none is stalled, no
+//! connection is accepted until one is. A head (TLS handshake
+//! included) must be complete within 10 s of the connection or of the
+//! previous response, whatever arrives meanwhile; a response must be
+//! written within 30 s; a connection lives at most 60 s (then it is closed
+//! once its current response is written, or 10 s later at the latest). A
+//! scrape renders (or reuses) the body on a blocking thread, with the
+//! store locked only while rendering, then writes it with the lock
+//! released. hyper answers malformed requests itself (400, or 431/414 for
+//! heads too large); no request can stop the server.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alumet::secret::Secret;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 use crate::exposition::{self, Format};
 use crate::output::lock;
+use crate::slots::{Admission, Slot, Slots};
 use crate::stats::ExporterStats;
 use crate::store::Store;
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// From a connection (or the end of its previous response) to a complete
+/// request head, TLS handshake included: the whole head, not per byte.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// From a complete request head to its response written to the socket
+/// (Prometheus gives up on a scrape after its `scrape_timeout`, 10 s by
+/// default and never more than the scrape interval).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// At shutdown, how long a scrape in flight may take to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Request line and headers, at most (hyper's minimum is 8 KiB).
 const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// The methods that `Allow` lists.
+const ALLOWED: &str = "GET, HEAD";
 
 /// Who may scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +112,11 @@ impl Shared {
     /// only to render (or reuse) the families' text.
     pub fn scrape(&self, format: Format, gzip: bool) -> Vec<u8> {
         self.stats.scrapes.fetch_add(1, Relaxed);
+        self.body(format, gzip)
+    }
+
+    /// What [`Shared::scrape`] would answer, not counted as a scrape (for `HEAD`).
+    fn body(&self, format: Format, gzip: bool) -> Vec<u8> {
         let families = lock(&self.store).render(format);
         let mut own = String::with_capacity(2048);
         exposition::render_self_metrics(&self.stats, &self.prefix, format, &mut own);
@@ -170,16 +191,11 @@ pub fn start(
         tokio::net::TcpListener::from_std(listener)?
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let slots = Slots::new(max_connections, HEAD_TIMEOUT, RESPONSE_TIMEOUT);
     let thread = std::thread::Builder::new()
         .name("prometheus".into())
         .spawn(move || {
-            runtime.block_on(accept_loop(
-                listener,
-                tls,
-                shared,
-                max_connections,
-                shutdown_rx,
-            ));
+            runtime.block_on(accept_loop(listener, tls, shared, slots, shutdown_rx));
             runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
     Ok(ServerHandle {
@@ -193,20 +209,19 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
-    max_connections: usize,
+    slots: Arc<Slots>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut tasks = tokio::task::JoinSet::new();
-    loop {
+    'accept: loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         while tasks.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: wait a little rather than spin.
                 log::warn!("prometheus: accepting a connection failed: {e}");
@@ -214,25 +229,64 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            shared.stats.rejected_requests.fetch_add(1, Relaxed);
-            drop(stream);
-            continue;
+        let slot = loop {
+            match slots.admit(peer.ip(), Instant::now()) {
+                Admission::Admitted(slot) => break slot,
+                Admission::Evicted { slot, peer, waited } => {
+                    let n = shared.stats.evicted_connections.fetch_add(1, Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        log::warn!(
+                            "prometheus: every connection slot was taken (max_connections): closed the connection from {peer} that had waited {} ms for its request, for a new one ({n} so far, counted in prometheus_evicted_connections_total)",
+                            waited.as_millis()
+                        );
+                    }
+                    break slot;
+                }
+                // No slot is stalled: this connection waits for one, and
+                // the next ones in the kernel's listen queue, in their order.
+                Admission::Refused { retry_at } => {
+                    let quiet_slot_stalls = async {
+                        match retry_at {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = slots.changed() => {}
+                        _ = quiet_slot_stalls => {}
+                        _ = shutdown.wait_for(|stop| *stop) => break 'accept,
+                    }
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
+        let stream = Watched {
+            inner: stream,
+            slot: slot.clone(),
+        };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
         tasks.spawn(async move {
-            let _permit = permit;
+            let Some(deadline) = slot.deadline() else {
+                return;
+            };
             match acceptor {
-                None => serve_connection(stream, shared, shutdown).await,
+                None => serve_connection(stream, slot, shared, shutdown).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, shared, shutdown).await,
-                        Ok(Err(e)) => log::debug!("prometheus: TLS handshake failed: {e}"),
-                        Err(_) => log::debug!("prometheus: TLS handshake timed out"),
+                    let handshake = tokio::select! {
+                        done = acceptor.accept(stream) => done,
+                        _ = slot.evicted() => return,
+                        _ = tokio::time::sleep_until(deadline.into()) => {
+                            log::debug!("prometheus: TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    match handshake {
+                        Ok(tls_stream) => {
+                            serve_connection(tls_stream, slot, shared, shutdown).await
+                        }
+                        Err(e) => log::debug!("prometheus: TLS handshake failed: {e}"),
                     }
                 }
             }
@@ -247,28 +301,168 @@ async fn accept_loop(
     tasks.abort_all();
 }
 
-async fn serve_connection<I>(io: I, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let serving = slot.clone();
     let service = service_fn(move |req| {
+        // Called as soon as hyper has read the head: from here the slot serves.
+        let began = serving.begin_request(Instant::now());
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, shared).await) }
+        let slot = serving.clone();
+        async move {
+            let response = if began {
+                handle(req, shared).await
+            } else {
+                // Its slot went to a newer connection just before the head came.
+                let mut response = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections; try again\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            };
+            Ok::<_, Infallible>(response.map(|body| SlotBody { body, slot }))
+        }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD_BYTES);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let grace = tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => CLOSE_GRACE,
-        _ = shutdown.wait_for(|stop| *stop) => SHUTDOWN_GRACE,
+    let end_of_life = tokio::time::Instant::now() + MAX_CONNECTION_LIFETIME;
+    let grace = loop {
+        // The phase may change while this waits: the deadline is read again when it passes.
+        let Some(deadline) = slot.deadline() else {
+            return;
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = slot.evicted() => return,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if slot.deadline().is_none_or(|d| d <= Instant::now()) {
+                    log::debug!("prometheus: closed a connection past its request or response deadline");
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(end_of_life) => break CLOSE_GRACE,
+            _ = shutdown.wait_for(|stop| *stop) => break SHUTDOWN_GRACE,
+        }
     };
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(grace, conn).await;
+}
+
+/// The connection's socket, telling its slot what it sees: bytes from
+/// the client, a read that finds nothing (the client has sent all it will
+/// for now), a write (the client's turn to answer, in a TLS handshake),
+/// and a completed flush (a response handed to hyper has reached the
+/// socket: hyper, and rustls above, flush their stream only once their
+/// own buffers are empty).
+struct Watched<I> {
+    inner: I,
+    slot: Arc<Slot>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match read {
+            Poll::Pending => self.slot.read_would_block(),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.slot.read_some(),
+            Poll::Ready(_) => {}
+        }
+        read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(1..)) = written {
+            self.slot.wrote(Instant::now());
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(1..)) = written {
+            self.slot.wrote(Instant::now());
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            self.slot.flushed(Instant::now());
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A response body that tells its slot when hyper has taken all of it
+/// (hyper drops a body once its last frame is in its write buffer).
+struct SlotBody {
+    body: Full<Bytes>,
+    slot: Arc<Slot>,
+}
+
+impl Body for SlotBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for SlotBody {
+    fn drop(&mut self) {
+        self.slot.response_handed_over();
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -281,23 +475,75 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/metrics" {
-        shared.stats.rejected_requests.fetch_add(1, Relaxed);
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found: the metrics are at /metrics\n",
-        );
+/// What a request that is not a scrape gets, if it is not one.
+fn refusal(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with
+    // more than one, is answered 400.
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+        return Some(plain(
+            StatusCode::BAD_REQUEST,
+            "bad request: HTTP/1.1 needs exactly one Host header\n",
+        ));
     }
-    if req.method() != Method::GET {
-        shared.stats.rejected_requests.fetch_add(1, Relaxed);
+    let method = req.method();
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    // RFC 9110 §15.6.2: a method the server does not recognise is 501.
+    if !known.contains(method) {
+        return Some(plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented: the metrics are at GET /metrics\n",
+        ));
+    }
+    let not_allowed = || {
         let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: use GET\n",
+            "method not allowed: use GET or HEAD\n",
         );
         response
             .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED));
+        Some(response)
+    };
+    // CONNECT names a host, not a resource here, and `*` (asterisk form)
+    // means the server as a whole: neither is "not found".
+    if *method == Method::CONNECT {
+        return not_allowed();
+    }
+    if req.uri() == "*" {
+        if *method == Method::OPTIONS {
+            return not_allowed();
+        }
+        return Some(plain(
+            StatusCode::BAD_REQUEST,
+            "bad request: `*` is the target of OPTIONS only\n",
+        ));
+    }
+    if req.uri().path() != "/metrics" {
+        return Some(plain(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n",
+        ));
+    }
+    if *method != Method::GET && *method != Method::HEAD {
+        return not_allowed();
+    }
+    None
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    if let Some(response) = refusal(&req) {
+        shared.stats.rejected_requests.fetch_add(1, Relaxed);
         return response;
     }
     if !shared
@@ -319,8 +565,18 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<By
     };
     let format = exposition::negotiate(text(header::ACCEPT));
     let gzip = exposition::accepts_gzip(text(header::ACCEPT_ENCODING));
+    // HEAD gets the headers GET would (Content-Length included: hyper takes
+    // it from the body, then leaves the body out), so the body is rendered.
+    let head = *req.method() == Method::HEAD;
     let scraping = shared.clone();
-    let Ok(body) = tokio::task::spawn_blocking(move || scraping.scrape(format, gzip)).await else {
+    let rendered = tokio::task::spawn_blocking(move || {
+        if head {
+            scraping.body(format, gzip)
+        } else {
+            scraping.scrape(format, gzip)
+        }
+    });
+    let Ok(body) = rendered.await else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -20,8 +20,11 @@ pub struct ExporterStats {
     pub expired_series: AtomicU64,
     /// Scrapes answered with 200.
     pub scrapes: AtomicU64,
-    /// Requests answered 401, 404 or 405, or refused for lack of a connection slot.
+    /// Requests answered 400 (no or several Host headers), 401, 404, 405 or 501.
     pub rejected_requests: AtomicU64,
+    /// Connections closed while waiting for their request, for a new
+    /// connection, because every slot was taken.
+    pub evicted_connections: AtomicU64,
     /// When the exporter started, ms since the epoch (`_created` of these counters).
     pub started_ms: u64,
 }
@@ -36,6 +39,7 @@ impl Default for ExporterStats {
             expired_series: AtomicU64::new(0),
             scrapes: AtomicU64::new(0),
             rejected_requests: AtomicU64::new(0),
+            evicted_connections: AtomicU64::new(0),
             started_ms: Timestamp::now().unix_nanos() / 1_000_000,
         }
     }
@@ -56,6 +60,8 @@ pub struct StatsSnapshot {
     pub scrapes: u64,
     /// See [`ExporterStats::rejected_requests`].
     pub rejected_requests: u64,
+    /// See [`ExporterStats::evicted_connections`].
+    pub evicted_connections: u64,
 }
 
 impl ExporterStats {
@@ -68,6 +74,7 @@ impl ExporterStats {
             expired_series: self.expired_series.load(Relaxed),
             scrapes: self.scrapes.load(Relaxed),
             rejected_requests: self.rejected_requests.load(Relaxed),
+            evicted_connections: self.evicted_connections.load(Relaxed),
         }
     }
 }
