@@ -1,13 +1,15 @@
 //! `run` as systemd sees it (a fake `NOTIFY_SOCKET` bound by the test) and
-//! as an admin drives it (`alumet-agent ctl` over the control socket).
+//! as an admin drives it (`alumet-agent ctl` over the control socket), also
+//! beside slow, stuck and too many clients of that socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::{read_csv, sigterm_and_wait};
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -392,6 +394,130 @@ fn ctl_status_matches_the_csv_and_pause_resume_stop_and_bring_back_points() {
     assert_eq!(nobody_there.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&nobody_there.stderr).contains(socket.to_str().unwrap()));
     assert!(!socket.exists(), "the socket is removed at exit");
+}
+
+/// `ctl ARGS`, killed if it has not exited within `limit`: (exit code,
+/// stderr), or `None` when it was killed.
+fn ctl_within(dir: &Path, args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> {
+    let mut child = common::agent_command()
+        .args([
+            "--control-socket",
+            dir.join("ctl.sock").to_str().unwrap(),
+            "ctl",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if !common::wait_until(limit, || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Issue #30: the control socket served one client at a time, and a client
+/// sending a byte every few seconds held it for as long as it went on
+/// (`ctl status` then failed after 25 s, "Resource temporarily
+/// unavailable"). Now a trickling client is answered with an error at its
+/// 5 s request deadline while `ctl status` is answered beside it at once;
+/// 16 clients are served at once, and the 17th is refused with one line.
+#[test]
+fn slow_stuck_and_surplus_control_clients_never_block_ctl() {
+    const MAX_CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let child = spawn_run(dir.path(), &[]);
+    let socket = dir.path().join("ctl.sock");
+    assert!(common::wait_until(Duration::from_secs(10), || socket.exists()));
+    ctl_ok(dir.path(), &["status"]);
+
+    // "status" and spaces, a byte a second, never a newline.
+    let trickler = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            let connected = Instant::now();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 512];
+            for byte in b"status".iter().chain([b' '; 24].iter()) {
+                if s.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = s.read_to_end(&mut answer);
+            (
+                connected.elapsed(),
+                String::from_utf8_lossy(&answer).into_owned(),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    // Beside it, `ctl status` is answered at once.
+    let started = Instant::now();
+    let beside = ctl_within(dir.path(), &["status"], Duration::from_secs(4));
+    assert!(
+        matches!(&beside, Some((Some(0), _))),
+        "ctl status beside a slow client: {beside:?} after {:?}",
+        started.elapsed()
+    );
+    let (lasted, answer) = trickler.join().unwrap();
+    assert!(
+        answer.contains(r#""ok":false"#) && answer.contains("not complete within 5 s"),
+        "{answer:?} after {lasted:?}"
+    );
+    assert!(
+        lasted >= Duration::from_millis(4500) && lasted < Duration::from_secs(8),
+        "{lasted:?}"
+    );
+
+    // 16 clients connected, none has sent its line yet: the 17th gets a
+    // one-line refusal at once.
+    let held: Vec<UnixStream> = (0..MAX_CLIENTS)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let refused = ctl_within(dir.path(), &["status"], Duration::from_secs(4));
+    let Some((code, stderr)) = refused else {
+        panic!("the 17th client waited instead of being refused");
+    };
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("16 clients are being served already; try again"),
+        "{stderr}"
+    );
+    // The 16 are all served, at once.
+    for mut s in &held {
+        s.write_all(b"status\n").unwrap();
+    }
+    for mut s in held {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with(r#"{"ok":true"#), "{answer}");
+    }
+    // And once they are gone, anyone again.
+    assert!(common::wait_until(Duration::from_secs(5), || ctl(
+        dir.path(),
+        &["status"]
+    )
+    .status
+    .success()));
+
+    let (code, stderr) = sigterm_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// `nobody` (not the owner, not in the group) cannot connect.

@@ -9,8 +9,20 @@
 //! done, with its outcome. Every command goes to the pipeline's
 //! [`PipelineHandle`]; sources are named as `status` prints them
 //! (`plugin/source`), `*` and `?` allowed.
+//!
+//! Up to [`MAX_CLIENTS`] clients are served at once, each on a thread of
+//! its own; each must send its whole request line within
+//! [`REQUEST_DEADLINE`] of connecting (however it trickles it), and its
+//! answer, once ready, must be taken within [`ANSWER_DEADLINE`]. A client
+//! beyond the limit gets a one-line refusal at once. Why a bound and
+//! deadlines rather than evicting the slowest like the Prometheus endpoint:
+//! only root and group `alumet` can connect, and they can pause every
+//! source anyway; what must not happen is that one stuck or slow tool (a
+//! `socat` left open, a script that never ends its line) blocks `ctl
+//! status` or `ctl reload` for the others, and with 16 clients each gone
+//! within seconds it cannot.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,9 +35,13 @@ use alumet_kernelfs::glob::Glob;
 use serde_json::{json, Value};
 
 /// The longest request line read.
-const MAX_REQUEST_BYTES: u64 = 4096;
-/// A client that sends nothing for this long is dropped.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST_BYTES: usize = 4096;
+/// Clients served at once; more are refused with a one-line answer.
+const MAX_CLIENTS: usize = 16;
+/// From connecting to the end of the request line, however it arrives.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// From the answer being ready to its last byte taken by the client.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// How long `trigger` waits for the polls.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `reload` waits for the reload it requested (a whole restart
@@ -119,15 +135,62 @@ pub fn serve(path: &Path, running: SharedRunning) -> Result<ControlSocket, Strin
     std::thread::Builder::new()
         .name("control-socket".into())
         .spawn(move || {
+            let clients = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming() {
                 match stream {
-                    Ok(s) => serve_one(s, &running),
+                    Ok(s) => admit(s, &clients, &running),
                     Err(e) => log::debug!("control socket: accept: {e}"),
                 }
             }
         })
         .map_err(|e| format!("cannot start the control socket thread: {e}"))?;
     Ok(socket)
+}
+
+/// Serves `stream` on a thread of its own, or refuses it at once.
+fn admit(stream: UnixStream, clients: &Arc<AtomicUsize>, running: &SharedRunning) {
+    let connected = Instant::now();
+    if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+        clients.fetch_sub(1, Ordering::SeqCst);
+        return refuse(
+            &stream,
+            format!("{MAX_CLIENTS} clients are being served already; try again in a few seconds"),
+        );
+    }
+    let slot = ClientSlot(clients.clone());
+    let running = running.clone();
+    let refusal = stream.try_clone();
+    let spawned = std::thread::Builder::new()
+        .name("control-client".into())
+        .spawn(move || {
+            let _slot = slot;
+            serve_one(stream, connected, &running);
+        });
+    // The closure, and the slot in it, went with the failed spawn: tell the client why.
+    if let (Err(e), Ok(stream)) = (spawned, refusal) {
+        refuse(
+            &stream,
+            format!("cannot start a thread for this request: {e}"),
+        );
+    }
+}
+
+/// One client being served; the count goes down when it is dropped.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A one-line refusal, never waiting for the client: it fits in the
+/// socket's buffer, and if it does not, the client is not listening.
+fn refuse(stream: &UnixStream, why: String) {
+    let _ = stream.set_nonblocking(true);
+    let mut line = fail(why).to_string();
+    line.push('\n');
+    let _ = (&*stream).write_all(line.as_bytes());
 }
 
 /// Mode 0660, group `alumet` if it exists.
@@ -150,52 +213,88 @@ fn restrict(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_one(stream: UnixStream, running: &SharedRunning) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = String::new();
-    let answer = match BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_line(&mut line) {
-        Ok(n) if n as u64 >= MAX_REQUEST_BYTES && !line.ends_with('\n') => {
-            fail(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+fn serve_one(stream: UnixStream, connected: Instant, running: &SharedRunning) {
+    let answer = match read_request(&stream, connected + REQUEST_DEADLINE) {
+        Ok(line) if line.split_whitespace().collect::<Vec<_>>() == ["reload"] => {
+            reload_bounded(running)
         }
-        Ok(_) if line.split_whitespace().collect::<Vec<_>>() == ["reload"] => {
-            // Waits for the service loop: from a thread of its own, so that
-            // `status` is answered meanwhile.
-            return answer_reload_later(stream, running.clone());
-        }
-        Ok(_) => answer(line.trim(), running),
-        Err(e) => json!({"ok": false, "error": format!("cannot read the request: {e}")}),
+        Ok(line) => answer(line.trim(), running),
+        Err(why) => fail(why),
     };
-    send(&stream, &answer);
+    send(&stream, &answer, Instant::now() + ANSWER_DEADLINE);
 }
 
-fn send(stream: &UnixStream, answer: &Value) {
+/// The request line, read by `deadline` whatever the pace of its bytes.
+/// A client that closes its side without a newline has sent its line.
+fn read_request(stream: &UnixStream, deadline: Instant) -> Result<String, String> {
+    let mut line = Vec::with_capacity(64);
+    let mut buf = [0u8; 512];
+    loop {
+        let end = line.iter().position(|&b| b == b'\n');
+        if end.unwrap_or(line.len()) > MAX_REQUEST_BYTES {
+            return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+        }
+        if let Some(end) = end {
+            line.truncate(end);
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the request line was not complete within {} s",
+                REQUEST_DEADLINE.as_secs()
+            ));
+        }
+        // `set_read_timeout` refuses zero, which `left` is not here.
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| format!("cannot read the request: {e}"))?;
+        match (&*stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read the request: {e}")),
+        }
+    }
+    String::from_utf8(line).map_err(|_| "the request is not UTF-8".to_owned())
+}
+
+/// The answer line, written by `deadline` or not at all.
+fn send(stream: &UnixStream, answer: &Value, deadline: Instant) {
     let mut out = answer.to_string();
     out.push('\n');
-    let _ = (&*stream).write_all(out.as_bytes());
+    let mut rest = out.as_bytes();
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            log::debug!("control socket: a client did not take its answer in time");
+            return;
+        }
+        match (&*stream).write(rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
-fn answer_reload_later(stream: UnixStream, running: SharedRunning) {
+/// `reload`, unless [`MAX_WAITING_RELOADS`] already wait: those hold
+/// their clients' threads for up to [`RELOAD_TIMEOUT`], and the other
+/// commands must keep slots.
+fn reload_bounded(running: &SharedRunning) -> Value {
     static WAITING: AtomicUsize = AtomicUsize::new(0);
     if WAITING.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_RELOADS {
         WAITING.fetch_sub(1, Ordering::SeqCst);
-        return send(
-            &stream,
-            &fail(format!(
-                "{MAX_WAITING_RELOADS} reload requests are already waiting; try again"
-            )),
-        );
+        return fail(format!(
+            "{MAX_WAITING_RELOADS} reload requests are already waiting; try again"
+        ));
     }
-    let spawned = std::thread::Builder::new()
-        .name("control-reload".into())
-        .spawn(move || {
-            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-            send(&stream, &reload(&running, RELOAD_TIMEOUT));
-            WAITING.fetch_sub(1, Ordering::SeqCst);
-        });
-    if spawned.is_err() {
-        WAITING.fetch_sub(1, Ordering::SeqCst);
-    }
+    let answer = reload(running, RELOAD_TIMEOUT);
+    WAITING.fetch_sub(1, Ordering::SeqCst);
+    answer
 }
 
 /// Asks the service loop for a reload (the same path as `kill -HUP`) and
@@ -239,8 +338,7 @@ fn fail(message: impl std::fmt::Display) -> Value {
     json!({"ok": false, "error": message.to_string()})
 }
 
-/// The answer to one request line (but `reload`, which [`serve_one`]
-/// answers from a thread of its own).
+/// The answer to one request line (but `reload`, see [`reload_bounded`]).
 fn answer(request: &str, running: &SharedRunning) -> Value {
     let words: Vec<&str> = request.split_whitespace().collect();
     let (handle, plugins, reloads) = match running.lock() {

@@ -1,7 +1,7 @@
 //! `alumet-agent ctl …`: the client of the control socket of a running
 //! agent (see `control_socket.rs` for the protocol).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -65,15 +65,56 @@ pub fn run(socket: &Path, command: &CtlCommand) -> i32 {
 fn ask(socket: &Path, request: &str) -> std::io::Result<Value> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("unreadable answer ({e})"),
-        )
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    // An agent that refuses (too many clients) answers at once and closes:
+    // its line is still there to read when the request cannot be written.
+    let written = stream.write_all(format!("{request}\n").as_bytes());
+    let mut line = Vec::new();
+    let read = read_line((&stream).take(ANSWER_MAX_BYTES), &mut line);
+    if line.is_empty() {
+        written?;
+        read.map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "no answer within {} s; see the agent's log",
+                    ANSWER_TIMEOUT.as_secs()
+                ),
+            ),
+            _ => e,
+        })?;
+        return Err(std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the agent closed the connection without an answer",
+        ));
+    }
+    serde_json::from_slice(&line).map_err(|e| {
+        std::io::Error::new(ErrorKind::InvalidData, format!("unreadable answer ({e})"))
     })
+}
+
+/// The longest answer read (`status` of a large pipeline is far below).
+const ANSWER_MAX_BYTES: u64 = 64 << 20;
+
+/// Up to the first newline (left out) or the end; `line` keeps what came
+/// before an error.
+fn read_line(mut from: impl Read, line: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&buf[..end]);
+            return Ok(());
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn print_status(answer: &Value) {
