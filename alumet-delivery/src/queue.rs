@@ -54,7 +54,7 @@ impl State {
         let Some(disk) = &mut self.disk else {
             return batch.points;
         };
-        let (lost, error) = disk.push(batch, front);
+        let (lost, error) = disk.push(&batch.body, batch.points, front);
         if let Some(e) = error {
             if !self.disk_error_logged {
                 self.disk_error_logged = true;
@@ -157,7 +157,10 @@ impl BatchQueue {
             // What is on disk is older than anything in memory.
             if let Some(read) = state.disk.as_mut().and_then(DiskBuffer::pop) {
                 return match read {
-                    Ok(batch) => Next::Batch(batch),
+                    Ok(stored) => Next::Batch(Batch {
+                        body: stored.body,
+                        points: stored.points,
+                    }),
                     Err((lost, why)) => Next::Unreadable(lost, why),
                 };
             }

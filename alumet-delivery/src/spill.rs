@@ -22,7 +22,15 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::queue::Batch;
+/// One batch as it is kept: its encoded body and its number of points.
+/// (The queue's `Batch` is not used here: the queue uses this module.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// The encoded points.
+    pub body: Vec<u8>,
+    /// How many.
+    pub points: usize,
+}
 
 /// First word of every batch file.
 const MAGIC: &str = "alumet-batch 1";
@@ -143,7 +151,7 @@ impl DiskBuffer {
     /// points lost: the oldest files removed to stay within the bound, or
     /// the batch itself if it cannot be written (a full disk: said by the
     /// error, which the caller logs).
-    pub fn push(&mut self, batch: &Batch, front: bool) -> (usize, Option<io::Error>) {
+    pub fn push(&mut self, body: &[u8], points: usize, front: bool) -> (usize, Option<io::Error>) {
         let sequence = if front {
             let s = self.next_front;
             self.next_front -= 1;
@@ -154,12 +162,12 @@ impl DiskBuffer {
             s
         };
         let path = self.path_of(sequence);
-        match write_batch(&path, &self.format, batch) {
+        match write_batch(&path, &self.format, body, points) {
             Ok(bytes) => {
                 let entry = Entry {
                     sequence,
                     bytes,
-                    points: batch.points,
+                    points,
                 };
                 if front {
                     self.entries.push_front(entry);
@@ -167,10 +175,10 @@ impl DiskBuffer {
                     self.entries.push_back(entry);
                 }
                 self.bytes += bytes;
-                self.points += batch.points;
+                self.points += points;
                 (self.evict_beyond_bound(), None)
             }
-            Err(e) => (batch.points, Some(e)),
+            Err(e) => (points, Some(e)),
         }
     }
 
@@ -192,7 +200,7 @@ impl DiskBuffer {
 
     /// Takes the oldest batch off the disk. `Err((points, why))`: its file
     /// could not be read back (removed; those points are lost).
-    pub fn pop(&mut self) -> Option<Result<Batch, (usize, String)>> {
+    pub fn pop(&mut self) -> Option<Result<StoredBatch, (usize, String)>> {
         let entry = self.entries.pop_front()?;
         self.bytes -= entry.bytes;
         self.points -= entry.points;
@@ -204,19 +212,19 @@ impl DiskBuffer {
 }
 
 /// Writes `batch` to `path` through a temporary file; returns its size.
-fn write_batch(path: &Path, format: &str, batch: &Batch) -> io::Result<u64> {
+fn write_batch(path: &Path, format: &str, body: &[u8], points: usize) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let header = format!("{MAGIC} {format} {}\n", batch.points);
+    let header = format!("{MAGIC} {format} {points}\n");
     let written = (|| {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(header.as_bytes())?;
-        file.write_all(&batch.body)?;
+        file.write_all(body)?;
         fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    written.map(|()| (header.len() + batch.body.len()) as u64)
+    written.map(|()| (header.len() + body.len()) as u64)
 }
 
 /// The format, points and size of a batch file, from its header.
@@ -242,13 +250,13 @@ fn read_header(path: &Path) -> io::Result<(String, usize, u64)> {
 }
 
 /// The body of a batch file written for `points` points.
-fn read_body(path: &Path, points: usize) -> io::Result<Batch> {
+fn read_body(path: &Path, points: usize) -> io::Result<StoredBatch> {
     let data = fs::read(path)?;
     let start = data
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no header"))?;
-    Ok(Batch {
+    Ok(StoredBatch {
         body: data[start + 1..].to_vec(),
         points,
     })
@@ -259,14 +267,18 @@ fn read_body(path: &Path, points: usize) -> io::Result<Batch> {
 mod tests {
     use super::*;
 
-    fn batch(points: usize, tag: u8) -> Batch {
-        Batch {
+    fn batch(points: usize, tag: u8) -> StoredBatch {
+        StoredBatch {
             body: vec![tag; points * 10],
             points,
         }
     }
 
-    fn pop(d: &mut DiskBuffer) -> Batch {
+    fn push(d: &mut DiskBuffer, b: &StoredBatch, front: bool) -> (usize, Option<io::Error>) {
+        d.push(&b.body, b.points, front)
+    }
+
+    fn pop(d: &mut DiskBuffer) -> StoredBatch {
         d.pop().unwrap().unwrap()
     }
 
@@ -275,16 +287,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut d, found) = DiskBuffer::open(dir.path(), "lp", 1 << 20).unwrap();
         assert_eq!(found, Recovered::default());
-        d.push(&batch(1, b'a'), false);
-        d.push(&batch(2, b'b'), false);
+        push(&mut d, &batch(1, b'a'), false);
+        push(&mut d, &batch(2, b'b'), false);
         // The batch that was in flight goes before the others.
-        d.push(&batch(3, b'z'), true);
+        push(&mut d, &batch(3, b'z'), true);
         assert_eq!(d.points(), 6);
         drop(d);
         let (mut d, found) = DiskBuffer::open(dir.path(), "lp", 1 << 20).unwrap();
         assert_eq!(found.points, 6);
         assert_eq!(pop(&mut d).body[0], b'z');
-        d.push(&batch(1, b'c'), false);
+        push(&mut d, &batch(1, b'c'), false);
         assert_eq!(pop(&mut d).body, vec![b'a'; 10]);
         assert_eq!(pop(&mut d).points, 2);
         assert_eq!(pop(&mut d).body[0], b'c');
@@ -298,9 +310,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Room for about two of these (10 bytes a point plus a header).
         let (mut d, _) = DiskBuffer::open(dir.path(), "lp", 250).unwrap();
-        assert_eq!(d.push(&batch(10, b'a'), false).0, 0);
-        assert_eq!(d.push(&batch(10, b'b'), false).0, 0);
-        assert_eq!(d.push(&batch(10, b'c'), false).0, 10);
+        assert_eq!(push(&mut d, &batch(10, b'a'), false).0, 0);
+        assert_eq!(push(&mut d, &batch(10, b'b'), false).0, 0);
+        assert_eq!(push(&mut d, &batch(10, b'c'), false).0, 10);
         assert_eq!(d.points(), 20);
         assert!(d.bytes() <= 250);
         assert_eq!(pop(&mut d).body[0], b'b');
@@ -310,7 +322,7 @@ mod tests {
     fn other_formats_torn_and_foreign_files_are_not_sent() {
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = DiskBuffer::open(dir.path(), "protobuf", 1 << 20).unwrap();
-        d.push(&batch(4, b'p'), false);
+        push(&mut d, &batch(4, b'p'), false);
         drop(d);
         fs::write(dir.path().join("00000000000000000007.batch"), "garbage").unwrap();
         fs::write(dir.path().join("00000000000000000008.tmp"), "torn").unwrap();
@@ -337,7 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = DiskBuffer::open(&dir.path().join("sub"), "lp", 1 << 20).unwrap();
         fs::remove_dir(dir.path().join("sub")).unwrap();
-        let (lost, error) = d.push(&batch(3, b'a'), false);
+        let (lost, error) = push(&mut d, &batch(3, b'a'), false);
         assert_eq!(lost, 3);
         assert!(error.is_some());
         assert_eq!(d.points(), 0);
