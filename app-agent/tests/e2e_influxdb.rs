@@ -9,90 +9,14 @@
 
 mod common;
 
-use common::{encode, free_port, http};
+use common::influxd::Influxd;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use alumet::testing::peer::ChildProcess;
-
 const DB: &str = "alumet_e2e";
-
-fn influxd_binary() -> PathBuf {
-    common::find_binary("influxd").unwrap_or_else(|| {
-        panic!("`influxd` is not installed: run scripts/install-test-servers.sh (as root)")
-    })
-}
-
-struct Influxd {
-    _process: ChildProcess,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Influxd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let d = dir.path();
-        let log = std::fs::File::create(d.join("influxd.log")).unwrap();
-        let child = Command::new(influxd_binary())
-            .args(["-config", "/dev/null"])
-            .env("INFLUXDB_HTTP_BIND_ADDRESS", format!("127.0.0.1:{port}"))
-            .env(
-                "INFLUXDB_BIND_ADDRESS",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("INFLUXDB_META_DIR", d.join("meta"))
-            .env("INFLUXDB_DATA_DIR", d.join("data"))
-            .env("INFLUXDB_DATA_WAL_DIR", d.join("wal"))
-            .env("INFLUXDB_REPORTING_DISABLED", "true")
-            .env("INFLUXDB_HTTP_LOG_ENABLED", "false")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let server = Self {
-            _process: ChildProcess::new(child),
-            port,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !matches!(http(port, "GET", "/ping"), Some((204, _))) {
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(server.dir.path().join("influxd.log"));
-                panic!("influxd did not start: {log:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let create = format!("/query?q={}", encode(&format!("CREATE DATABASE {DB}")));
-        assert_eq!(http(port, "POST", &create).map(|r| r.0), Some(200));
-        server
-    }
-
-    fn query(&self, q: &str) -> serde_json::Value {
-        let path = format!("/query?db={DB}&epoch=ns&q={}", encode(q));
-        let (status, body) = http(self.port, "GET", &path).unwrap();
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// Number of points per measurement.
-    fn counts(&self) -> BTreeMap<String, u64> {
-        let answer = self.query("SELECT count(value) FROM /.*/");
-        let mut counts = BTreeMap::new();
-        if let Some(series) = answer["results"][0]["series"].as_array() {
-            for s in series {
-                let n = s["values"][0][1].as_u64().unwrap();
-                counts.insert(s["name"].as_str().unwrap().to_owned(), n);
-            }
-        }
-        counts
-    }
-}
 
 fn spawn_agent(dir: &Path, csv: &Path, port: u16) -> Child {
     let url = format!("plugins.influxdb.url=\"http://127.0.0.1:{port}\"");
@@ -139,7 +63,7 @@ fn csv_counts(path: &Path) -> BTreeMap<String, u64> {
 
 #[test]
 fn agent_writes_every_point_to_influxdb_v1_and_stops_cleanly_on_sigterm() {
-    let server = Influxd::start();
+    let server = Influxd::start(DB);
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("out.csv");
     let agent = spawn_agent(dir.path(), &csv, server.port);

@@ -52,6 +52,17 @@ CHART_OWNED = {
 STRINGS = {"type": "array", "items": {"type": "string"}}
 # Types that a default value cannot tell (empty lists and tables), and the
 # values a key accepts where its comment lists them.
+# A rule of the filter plugin: each field a glob or "regex:...".
+FILTER_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **{k: {"type": "string"} for k in ["metric", "resource_kind", "resource_id", "consumer_kind", "consumer_id"]},
+        "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+GAUGE_FNS = {"type": "array", "items": {"enum": ["mean", "min", "max", "last"]}, "minItems": 1}
+
 OVERRIDES = {
     "plugins.procfs.network_interfaces": STRINGS,
     "plugins.procfs.watch_patterns": STRINGS,
@@ -88,6 +99,22 @@ OVERRIDES = {
     "plugins.influxdb.field_attributes": STRINGS,
     "plugins.influxdb.tag_attributes": STRINGS,
     "plugins.influxdb.tags": {"type": "object", "additionalProperties": {"type": "string"}},
+    "plugins.filter.filters": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "outputs": STRINGS,
+                "keep": {"type": "array", "items": FILTER_RULE},
+                "drop": {"type": "array", "items": FILTER_RULE},
+            },
+        },
+    },
+    "plugins.aggregate.outputs": STRINGS,
+    "plugins.aggregate.metrics": STRINGS,
+    "plugins.aggregate.gauge": GAUGE_FNS,
+    "plugins.aggregate.gauge_per_metric": {"type": "object", "additionalProperties": GAUGE_FNS},
     "plugins.opentelemetry.protocol": {"enum": ["http/protobuf", "http/json"]},
     "plugins.opentelemetry.temporality": {"enum": ["cumulative", "delta"]},
     "plugins.opentelemetry.resource_attributes": {

@@ -15,6 +15,8 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_cpu_power_model::CpuPowerModelPlugin>(),
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),
         PluginMetadata::of::<plugin_energy_to_carbon::EnergyToCarbonPlugin>(),
+        PluginMetadata::of::<plugin_filter::FilterPlugin>(),
+        PluginMetadata::of::<plugin_aggregate::AggregatePlugin>(),
         PluginMetadata::of::<plugin_csv::CsvPlugin>(),
         PluginMetadata::of::<plugin_influxdb::InfluxDbPlugin>(),
         PluginMetadata::of::<plugin_prometheus::PrometheusPlugin>(),
@@ -30,5 +32,8 @@ pub fn all() -> Vec<PluginMetadata> {
 /// (nothing to scrape) and two runs would fight over the port; and an
 /// unscraped endpoint only costs memory.
 pub fn enabled_by_default(name: &str) -> bool {
-    !matches!(name, "influxdb" | "opentelemetry" | "prometheus")
+    !matches!(
+        name,
+        "influxdb" | "opentelemetry" | "prometheus" | "filter" | "aggregate"
+    )
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub mod influxd;
 pub mod reload;
 
 /// The agent binary, with the caller's config and log environment removed.
