@@ -113,6 +113,19 @@ fn a_file_renamed_before_sighup_is_left_complete_and_a_new_one_starts() {
     rename_then_sighup(None);
 }
 
+/// `ctl reopen` does only the reopening, without reading the configuration.
+#[test]
+fn a_file_renamed_before_ctl_reopen_is_left_complete_and_a_new_one_starts() {
+    rename_then(None, |dir, _| {
+        let out = common::reload::ctl_ok(dir, &["reopen"]);
+        assert!(
+            String::from_utf8_lossy(&out).contains("reopened"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    });
+}
+
 /// logrotate's `postrotate` sends SIGHUP whatever the configuration file
 /// holds: the outputs reopen all the same, and the agent goes on.
 #[test]
@@ -134,6 +147,11 @@ fn a_file_renamed_before_sighup_with_an_impossible_queue_is_left_complete_too() 
 /// in it, if given), sends SIGHUP: the renamed file is complete and
 /// closed, a new one goes on with every poll.
 fn rename_then_sighup(edit: Option<(&str, &str)>) {
+    rename_then(edit, |_, child| hup(child));
+}
+
+/// [`rename_then_sighup`] with `reopen` instead of SIGHUP.
+fn rename_then(edit: Option<(&str, &str)>, reopen: impl Fn(&Path, &std::process::Child)) {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), 100);
     let child = spawn_run(dir.path());
@@ -149,7 +167,7 @@ fn rename_then_sighup(edit: Option<(&str, &str)>) {
         std::fs::write(&config, text.replacen(from, to, 1)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    hup(&child);
+    reopen(dir.path(), &child);
     assert!(common::wait_until(Duration::from_secs(3), || live.exists()));
     std::thread::sleep(Duration::from_millis(800));
     assert!(

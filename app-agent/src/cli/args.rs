@@ -177,6 +177,9 @@ pub enum CtlCommand {
     /// Reload the configuration (as SIGHUP does) and wait for the outcome: exit 1 if the new one was refused.
     #[command(after_help = "Example:\n  alumet-agent ctl reload")]
     Reload,
+    /// Flush every output and reopen its files (a CSV file renamed by logrotate is left complete and a new one starts), without reading the configuration again.
+    #[command(after_help = "Example (logrotate's postrotate):\n  alumet-agent ctl reopen")]
+    Reopen,
 }
 
 /// `config` subcommands.

@@ -362,8 +362,15 @@ fn answer(request: &str, running: &SharedRunning) -> Value {
         },
         ["trigger"] => for_each(&handle, "*", |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
         ["trigger", pattern] => for_each(&handle, pattern, |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
+        // What logrotate's postrotate needs, without reading the
+        // configuration again (SIGHUP also reopens, whatever the file holds).
+        ["reopen"] => match handle.reopen_outputs() {
+            Ok(()) => json!({"ok": true, "message": "every output flushed and reopened its files"}),
+            Err(e) => fail(format!("cannot reopen the outputs: {e}")),
+        },
         _ => fail(format!(
-            "unknown request {request:?}; expected status, pause SOURCE, resume SOURCE, set-interval SOURCE DURATION, trigger [SOURCE] or reload"
+            "unknown request {:?}; expected status, pause SOURCE, resume SOURCE, set-interval SOURCE DURATION, trigger [SOURCE], reopen or reload",
+            alumet::limits::shown(request)
         )),
     }
 }

@@ -29,6 +29,7 @@ pub fn run(socket: &Path, command: &CtlCommand) -> i32 {
             false,
         ),
         CtlCommand::Reload => ("reload".to_owned(), false),
+        CtlCommand::Reopen => ("reopen".to_owned(), false),
     };
     if request.contains('\n') {
         eprintln!("alumet-agent: ctl: a name cannot contain a newline");
