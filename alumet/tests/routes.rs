@@ -50,6 +50,18 @@ impl Transform for Thin {
     }
 }
 
+/// Waits up to 10 s for `done`.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    true
+}
+
 fn thin(keep_every: u64) -> Box<dyn Transform> {
     Box::new(Thin {
         keep_every,
@@ -200,4 +212,103 @@ fn crossing_scopes_are_refused_before_anything_starts() {
         e.contains("b/y") && e.contains("a/x") && e.contains("the trunk"),
         "{e}"
     );
+}
+
+#[test]
+fn a_stopped_scoped_transform_finishes_to_its_outputs_and_a_crossing_one_started_later_is_refused()
+{
+    let (raw, remote) = (CollectingOutput::new(), CollectingOutput::new());
+    let mut builder = PipelineBuilder::new(PipelineConfig::default());
+    let none = OutputOptions {
+        flush_interval: None,
+    };
+    let (r, m) = (raw.clone(), remote.clone());
+    builder
+        .with_plugin_context("src", |ctx| {
+            let metric = alumet::testing::test_gauge(ctx, "n")?;
+            let source = FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
+                buf.push(MeasurementPoint::new(
+                    ts,
+                    metric,
+                    Resource::LocalMachine,
+                    ResourceConsumer::LocalMachine,
+                    1u64,
+                ));
+                Ok(())
+            });
+            ctx.add_source("s", Box::new(source), TestPipeline::manual_trigger());
+            ctx.add_output("raw", Box::new(r), none);
+            Ok(())
+        })
+        .unwrap();
+    builder
+        .with_plugin_context("remote", |ctx| {
+            ctx.add_output("out", Box::new(m), none);
+            Ok(())
+        })
+        .unwrap();
+    builder
+        .with_plugin_context("thin", |ctx| {
+            ctx.add_scoped_transform("t", thin(1000), scope(&["remote"]));
+            Ok(())
+        })
+        .unwrap();
+    let running = builder.start().unwrap();
+    running
+        .handle()
+        .trigger_now(SourceSelector::All, std::time::Duration::from_secs(10))
+        .unwrap();
+    // The stage has handled both polls once `raw` has them (same flow as thin's).
+    assert!(wait_until(|| raw.len() >= 2));
+    running.stop_plugins(&["thin".to_owned()]).unwrap();
+    assert!(wait_until(|| !remote.is_empty()), "thin's tail is written");
+    let tails =
+        |points: &[MeasurementPoint]| points.iter().filter(|p| p.attr("tail").is_some()).count();
+    assert_eq!(tails(&remote.points()), 1, "its tail reaches its output");
+    assert_eq!(remote.points().len(), 1, "it thinned every point away");
+
+    // `remote` alone, then `remote` and `src`: the second crosses the first.
+    let mut extension = running.extend();
+    extension
+        .with_plugin_context("thin", |ctx| {
+            ctx.add_scoped_transform("t", thin(1000), scope(&["remote"]));
+            ctx.add_scoped_transform("u", thin(2), scope(&["remote", "src"]));
+            Ok(())
+        })
+        .unwrap();
+    let e = extension
+        .commit()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("thin/u"), "refused: {e}");
+    // Nothing of it started: the outputs get every point, unthinned.
+    running
+        .handle()
+        .trigger_now(SourceSelector::All, std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut extension = running.extend();
+    extension
+        .with_plugin_context("thin", |ctx| {
+            ctx.add_scoped_transform("t", thin(2), scope(&["remote", "src"]));
+            Ok(())
+        })
+        .unwrap();
+    extension.commit().unwrap();
+    running
+        .handle()
+        .trigger_now(SourceSelector::All, std::time::Duration::from_secs(10))
+        .unwrap();
+    running
+        .handle()
+        .trigger_now(SourceSelector::All, std::time::Duration::from_secs(10))
+        .unwrap();
+    let _ = running.shutdown_and_wait();
+    // Polls: at start and the 1st trigger (remote: thinned away), the 2nd
+    // (no transform), the 3rd, the 4th and the last at shutdown (one in two
+    // kept by the new transform, for both outputs: the 4th).
+    let untailed =
+        |points: Vec<MeasurementPoint>| points.iter().filter(|p| p.attr("tail").is_none()).count();
+    assert_eq!(untailed(raw.points()), 3 + 1);
+    assert_eq!(untailed(remote.points()), 1 + 1);
 }
