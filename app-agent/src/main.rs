@@ -1,26 +1,8 @@
 //! `alumet-agent`: the measurement agent. Parses the command line, loads the
-//! configuration, and runs, execs, or inspects.
-//!
-//! The crate has one room per use; a change goes to the room of its use:
-//! - [`cli`]: the command line (clap definition) and the commands that only
-//!   inspect (`doctor`);
-//! - [`config`]: loading the file with overrides, diagnostics with file,
-//!   line and did-you-mean, the static plugin list;
-//! - [`agent`]: the plugins started into a pipeline, stopped, restarted
-//!   (what the service and a measurement share);
-//! - [`service`]: `run` (signals, SIGHUP reload, sd_notify, the control
-//!   socket and its `ctl` client);
-//! - [`measure`]: `exec`, `exec --cgroup`, `watch` (the command's launch and
-//!   cgroup, the measured window);
-//! - [`report`]: what a measurement reports (summary, carbon lines, text
-//!   and JSON, plots).
+//! configuration, and runs, execs, or inspects; the rooms that do it are
+//! the library `app_agent` (`lib.rs`).
 
-mod agent;
-mod cli;
-mod config;
-mod measure;
-mod report;
-mod service;
+use app_agent::{agent, cli, config, measure, report, service};
 
 use std::io::Write;
 

@@ -34,6 +34,8 @@ use alumet::pipeline::{PipelineHandle, SourceSelector};
 use alumet_kernelfs::glob::Glob;
 use serde_json::{json, Value};
 
+use crate::service::control_request::{self, Request};
+
 /// The longest request line read.
 const MAX_REQUEST_BYTES: usize = 4096;
 /// Clients served at once; more are refused with a one-line answer.
@@ -215,10 +217,11 @@ fn restrict(path: &Path) -> Result<(), String> {
 
 fn serve_one(stream: UnixStream, connected: Instant, running: &SharedRunning) {
     let answer = match read_request(&stream, connected + REQUEST_DEADLINE) {
-        Ok(line) if line.split_whitespace().collect::<Vec<_>>() == ["reload"] => {
-            reload_bounded(running)
-        }
-        Ok(line) => answer(line.trim(), running),
+        Ok(line) => match control_request::parse(&line) {
+            Ok(Request::Reload) => reload_bounded(running),
+            Ok(request) => answer(request, running),
+            Err(why) => fail(why),
+        },
         Err(why) => fail(why),
     };
     send(&stream, &answer, Instant::now() + ANSWER_DEADLINE);
@@ -338,9 +341,8 @@ fn fail(message: impl std::fmt::Display) -> Value {
     json!({"ok": false, "error": message.to_string()})
 }
 
-/// The answer to one request line (but `reload`, see [`reload_bounded`]).
-fn answer(request: &str, running: &SharedRunning) -> Value {
-    let words: Vec<&str> = request.split_whitespace().collect();
+/// The answer to one request (but `reload`, see [`reload_bounded`]).
+fn answer(request: Request<'_>, running: &SharedRunning) -> Value {
     let (handle, plugins, reloads) = match running.lock() {
         Ok(r) => match &r.handle {
             Some(h) => (h.clone(), r.plugins.clone(), reloads_json(&r.reloads)),
@@ -348,30 +350,27 @@ fn answer(request: &str, running: &SharedRunning) -> Value {
         },
         Err(_) => return fail("internal error: the agent state is poisoned"),
     };
-    match words.as_slice() {
-        ["status"] => {
+    match request {
+        Request::Status => {
             let mut answer = status(&handle, &plugins);
             answer["reloads"] = reloads;
             answer
         }
-        ["pause", pattern] => for_each(&handle, pattern, |h, s| h.pause(s)),
-        ["resume", pattern] => for_each(&handle, pattern, |h, s| h.resume(s)),
-        ["set-interval", pattern, interval] => match alumet::config::parse_duration(interval) {
-            Ok(d) => for_each(&handle, pattern, |h, s| h.set_poll_interval(s, d)),
-            Err(e) => fail(format!("invalid interval {interval:?}: {e}")),
-        },
-        ["trigger"] => for_each(&handle, "*", |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
-        ["trigger", pattern] => for_each(&handle, pattern, |h, s| h.trigger_now(s, TRIGGER_TIMEOUT)),
+        Request::Pause(pattern) => for_each(&handle, pattern, |h, s| h.pause(s)),
+        Request::Resume(pattern) => for_each(&handle, pattern, |h, s| h.resume(s)),
+        Request::SetInterval(pattern, d) => {
+            for_each(&handle, pattern, |h, s| h.set_poll_interval(s, d))
+        }
+        Request::Trigger(pattern) => {
+            for_each(&handle, pattern, |h, s| h.trigger_now(s, TRIGGER_TIMEOUT))
+        }
         // What logrotate's postrotate needs, without reading the
         // configuration again (SIGHUP also reopens, whatever the file holds).
-        ["reopen"] => match handle.reopen_outputs() {
+        Request::Reopen => match handle.reopen_outputs() {
             Ok(()) => json!({"ok": true, "message": "every output flushed and reopened its files"}),
             Err(e) => fail(format!("cannot reopen the outputs: {e}")),
         },
-        _ => fail(format!(
-            "unknown request {:?}; expected status, pause SOURCE, resume SOURCE, set-interval SOURCE DURATION, trigger [SOURCE], reopen or reload",
-            alumet::limits::shown(request)
-        )),
+        Request::Reload => reload_bounded(running),
     }
 }
 
