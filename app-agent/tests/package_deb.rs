@@ -105,6 +105,7 @@ const MAN_PAGES: [&str; 19] = [
     "alumet-agent-ctl-set-interval",
     "alumet-agent-ctl-trigger",
     "alumet-agent-ctl-reload",
+    "alumet-agent-ctl-reopen",
     "alumet-agent-plot",
 ];
 
