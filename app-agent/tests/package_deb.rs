@@ -86,7 +86,7 @@ fn deb() -> &'static Path {
 }
 
 /// The man pages: one for the agent, one per visible subcommand.
-const MAN_PAGES: [&str; 19] = [
+const MAN_PAGES: [&str; 20] = [
     "alumet-agent",
     "alumet-agent-run",
     "alumet-agent-exec",
