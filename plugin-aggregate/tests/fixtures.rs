@@ -5,11 +5,12 @@
 //! `power` (W, f64 gauge), `ops` (u64 delta), `total` (u64 counter).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alumet::measurement::*;
 use alumet::metrics::*;
 use alumet::pipeline::{ElementContext, Transform};
+use alumet::testing::fixture::{cases, resource_from_text, resource_text};
 use plugin_aggregate::{late_metric, AggregateTransform, Config};
 
 const BASE_MS: u64 = 1_700_000_000_000;
@@ -28,16 +29,6 @@ fn registry() -> MetricRegistry {
     r
 }
 
-fn resource(text: &str) -> Resource {
-    match text.split_once(':') {
-        Some(("cpu_package", id)) => Resource::CpuPackage {
-            id: id.parse().unwrap(),
-        },
-        _ if text == "local_machine" => Resource::LocalMachine,
-        _ => panic!("unknown resource {text}"),
-    }
-}
-
 fn lines(path: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -52,10 +43,7 @@ fn lines(path: &Path) -> Vec<Vec<String>> {
 type Row = ((u64, String, String, String), f64);
 
 fn row_of(p: &MeasurementPoint, r: &MetricRegistry) -> Row {
-    let res = match p.resource {
-        Resource::LocalMachine => "local_machine".to_owned(),
-        _ => format!("{}:{}", p.resource.kind(), p.resource.id()),
-    };
+    let res = resource_text(&p.resource);
     let attrs: Vec<String> = p
         .attributes
         .iter()
@@ -100,7 +88,7 @@ fn run_case(dir: &Path) {
         let mut p = MeasurementPoint::new(
             ts,
             id,
-            resource(&f[3]),
+            resource_from_text(&f[3]),
             ResourceConsumer::LocalMachine,
             value,
         );
@@ -149,21 +137,12 @@ fn run_case(dir: &Path) {
     }
 }
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
-}
-
 #[test]
 fn every_fixture_case() {
-    let cases = cases();
-    assert_eq!(cases.len(), 1, "{cases:?}");
+    let cases = cases(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+        1,
+    );
     for case in cases {
         run_case(&case);
     }

@@ -6,16 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use alumet::measurement::{
-    AttributeValue, MeasurementPoint, Resource, ResourceConsumer, Timestamp,
-};
+use alumet::measurement::{AttributeValue, MeasurementPoint, Timestamp};
 use alumet::metrics::{
     Metric, MetricKind, MetricRegistry, PrefixedUnit, Unit, UnitPrefix, ValueType,
 };
 use alumet::pipeline::{ElementContext, Transform};
-use alumet::testing::fixture::{compare, read_expected, row_of};
+use alumet::testing::fixture::{
+    cases, compare, consumer_from_text, read_expected, resource_from_text, row_of,
+};
 use plugin_energy_to_carbon::{carbon_metric, CarbonTransform, Config};
 
 const BASE_S: u64 = 1_700_000_000;
@@ -53,30 +53,6 @@ fn registry() -> MetricRegistry {
     r
 }
 
-fn parse_resource(text: &str) -> Resource {
-    let (kind, id) = text.split_once(':').unwrap_or((text, ""));
-    match kind {
-        "local_machine" => Resource::LocalMachine,
-        "cpu_package" => Resource::CpuPackage {
-            id: id.parse().unwrap(),
-        },
-        "gpu" => Resource::Gpu {
-            bus_id: Cow::Owned(id.to_owned()),
-        },
-        other => panic!("unknown resource {other}"),
-    }
-}
-
-fn parse_consumer(text: &str) -> ResourceConsumer {
-    match text.split_once(':') {
-        Some(("process", pid)) => ResourceConsumer::Process {
-            pid: pid.parse().unwrap(),
-        },
-        _ if text == "local_machine" => ResourceConsumer::LocalMachine,
-        _ => panic!("unknown consumer {text}"),
-    }
-}
-
 fn read_input(path: &Path, metrics: &MetricRegistry) -> Vec<MeasurementPoint> {
     let mut reader = csv::Reader::from_path(path).unwrap();
     reader
@@ -86,8 +62,8 @@ fn read_input(path: &Path, metrics: &MetricRegistry) -> Vec<MeasurementPoint> {
             let mut p = MeasurementPoint::new(
                 Timestamp::from_unix_nanos((BASE_S + r[0].parse::<u64>().unwrap()) * 1_000_000_000),
                 metrics.by_name(&r[1]).unwrap(),
-                parse_resource(&r[2]),
-                parse_consumer(&r[3]),
+                resource_from_text(&r[2]),
+                consumer_from_text(&r[3]),
                 r[4].parse::<f64>().unwrap(),
             );
             for kv in r[5].split(';').filter(|kv| !kv.is_empty()) {
@@ -102,21 +78,12 @@ fn read_input(path: &Path, metrics: &MetricRegistry) -> Vec<MeasurementPoint> {
         .collect()
 }
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
-}
-
 #[test]
 fn every_fixture_case() {
-    let cases = cases();
-    assert_eq!(cases.len(), 3, "{cases:?}");
+    let cases = cases(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+        3,
+    );
     for case in cases {
         let label = case.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(case.join("config.toml")).unwrap();

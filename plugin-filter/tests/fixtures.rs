@@ -6,46 +6,17 @@
 //! `kind:id`, value, attributes `k=v;k=v`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use alumet::measurement::*;
 use alumet::metrics::*;
 use alumet::pipeline::OutputOptions;
 use alumet::plugin::PluginDefinition;
+use alumet::testing::fixture::{
+    cases, consumer_from_text, consumer_text, resource_from_text, resource_text,
+};
 use alumet::testing::{CollectingOutput, FnSource, TestPipeline};
 use plugin_filter::{Config, FilterPlugin};
-
-fn resource(text: &str) -> Resource {
-    let (kind, id) = text.split_once(':').unwrap_or((text, ""));
-    match kind {
-        "local_machine" => Resource::LocalMachine,
-        "cpu_package" => Resource::CpuPackage {
-            id: id.parse().unwrap(),
-        },
-        "dram" => Resource::Dram {
-            pkg_id: id.parse().unwrap(),
-        },
-        "gpu" => Resource::Gpu {
-            bus_id: Cow::Owned(id.to_owned()),
-        },
-        other => panic!("unknown resource {other}"),
-    }
-}
-
-fn consumer(text: &str) -> ResourceConsumer {
-    match text.split_once(':') {
-        Some(("process", pid)) => ResourceConsumer::Process {
-            pid: pid.parse().unwrap(),
-        },
-        Some(("cgroup", path)) => ResourceConsumer::ControlGroup {
-            path: Arc::from(path),
-        },
-        _ if text == "local_machine" => ResourceConsumer::LocalMachine,
-        _ => panic!("unknown consumer {text}"),
-    }
-}
 
 /// `(metric name, point without metric id)` rows of a CSV.
 fn rows(path: &Path) -> Vec<String> {
@@ -64,14 +35,8 @@ fn row_of(p: &MeasurementPoint, metrics: &MetricRegistry) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let res = match p.resource {
-        Resource::LocalMachine => "local_machine".to_owned(),
-        _ => format!("{}:{}", p.resource.kind(), p.resource.id()),
-    };
-    let con = match p.consumer {
-        ResourceConsumer::LocalMachine => "local_machine".to_owned(),
-        _ => format!("{}:{}", p.consumer.kind(), p.consumer.id()),
-    };
+    let res = resource_text(&p.resource);
+    let con = consumer_text(&p.consumer);
     let MeasurementValue::F64(v) = p.value else {
         panic!()
     };
@@ -107,8 +72,8 @@ fn run_case(dir: &Path) {
                 let mut p = MeasurementPoint::new(
                     ts,
                     ids[f[0]],
-                    resource(f[1]),
-                    consumer(f[2]),
+                    resource_from_text(f[1]),
+                    consumer_from_text(f[2]),
                     f[3].parse::<f64>().unwrap(),
                 );
                 for kv in f[4].split(';').filter(|kv| !kv.is_empty()) {
@@ -169,21 +134,12 @@ fn run_case(dir: &Path) {
     }
 }
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
-}
-
 #[test]
 fn every_fixture_case() {
-    let cases = cases();
-    assert_eq!(cases.len(), 2, "{cases:?}");
+    let cases = cases(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+        2,
+    );
     for case in cases {
         run_case(&case);
     }

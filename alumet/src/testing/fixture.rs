@@ -16,15 +16,79 @@
 //! starting with `#` are comments; fields are split on `,` (fixtures avoid
 //! commas in names). Values match within 1e-9 (relative); order does not matter.
 //! [`cases`] lists the cases of a crate; [`copy_tree`] copies a whole
-//! fixture tree into a temporary root.
+//! fixture tree into a temporary root. [`resource_from_text`] and
+//! [`consumer_from_text`] read the `kind:id` form that transform plugins'
+//! input files use (`cpu_package:0`, `process:42`, `local_machine`), and
+//! [`resource_text`] / [`consumer_text`] write it.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::measurement::MeasurementPoint;
+use std::borrow::Cow;
+
+use crate::measurement::{MeasurementPoint, Resource, ResourceConsumer};
 use crate::metrics::MetricRegistry;
+
+/// A resource written `kind` or `kind:id` (what [`Resource::kind`] and
+/// [`Resource::id`] give, joined by `:`). An unknown kind is a custom one.
+pub fn resource_from_text(text: &str) -> Resource {
+    let (kind, id) = text.split_once(':').unwrap_or((text, ""));
+    let number = || {
+        id.parse()
+            .unwrap_or_else(|_| panic!("resource {text:?}: {id:?} is not a number"))
+    };
+    match kind {
+        "local_machine" => Resource::LocalMachine,
+        "cpu_package" => Resource::CpuPackage { id: number() },
+        "cpu_core" => Resource::CpuCore { id: number() },
+        "dram" => Resource::Dram { pkg_id: number() },
+        "gpu" => Resource::Gpu {
+            bus_id: Cow::Owned(id.to_owned()),
+        },
+        _ => Resource::Custom {
+            kind: Cow::Owned(kind.to_owned()),
+            id: Cow::Owned(id.to_owned()),
+        },
+    }
+}
+
+/// A consumer written `kind` or `kind:id` (`process:42`,
+/// `cgroup:/system.slice/a.service`, `local_machine`). An unknown kind is a
+/// custom one.
+pub fn consumer_from_text(text: &str) -> ResourceConsumer {
+    let (kind, id) = text.split_once(':').unwrap_or((text, ""));
+    match kind {
+        "local_machine" => ResourceConsumer::LocalMachine,
+        "process" => ResourceConsumer::Process {
+            pid: id
+                .parse()
+                .unwrap_or_else(|_| panic!("consumer {text:?}: {id:?} is not a pid")),
+        },
+        "cgroup" => ResourceConsumer::ControlGroup { path: id.into() },
+        _ => ResourceConsumer::Custom {
+            kind: Cow::Owned(kind.to_owned()),
+            id: Cow::Owned(id.to_owned()),
+        },
+    }
+}
+
+/// The `kind:id` text of a resource (`local_machine` alone).
+pub fn resource_text(r: &Resource) -> String {
+    match r {
+        Resource::LocalMachine => "local_machine".into(),
+        other => format!("{}:{}", other.kind(), other.id()),
+    }
+}
+
+/// The `kind:id` text of a consumer (`local_machine` alone).
+pub fn consumer_text(c: &ResourceConsumer) -> String {
+    match c {
+        ResourceConsumer::LocalMachine => "local_machine".into(),
+        other => format!("{}:{}", other.kind(), other.id()),
+    }
+}
 
 /// Every file under `dir`, relative to it.
 pub fn files_under(dir: &Path) -> BTreeSet<PathBuf> {

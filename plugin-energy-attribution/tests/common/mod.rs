@@ -21,6 +21,9 @@ use alumet::measurement::{
 };
 use alumet::metrics::{Metric, MetricKind, MetricRegistry, Unit, ValueType};
 use alumet::pipeline::{ElementContext, Transform};
+use alumet::testing::fixture::{
+    consumer_from_text, consumer_text, resource_from_text, resource_text,
+};
 use plugin_energy_attribution::{
     register_output_metrics, AttributionStats, AttributionTransform, Config, OutputMetrics,
 };
@@ -242,48 +245,6 @@ pub fn fixture_dir(case: &str) -> PathBuf {
         .join(case)
 }
 
-fn parse_resource(text: &str) -> Resource {
-    let (kind, id) = text.split_once(':').unwrap_or((text, ""));
-    match kind {
-        "local_machine" => Resource::LocalMachine,
-        "cpu_package" => Resource::CpuPackage {
-            id: id.parse().unwrap(),
-        },
-        "dram" => Resource::Dram {
-            pkg_id: id.parse().unwrap(),
-        },
-        "gpu" => Resource::Gpu {
-            bus_id: Cow::Owned(id.to_owned()),
-        },
-        other => panic!("unknown resource {other}"),
-    }
-}
-
-fn parse_consumer(text: &str) -> ResourceConsumer {
-    match text.split_once(':') {
-        None if text == "local_machine" => ResourceConsumer::LocalMachine,
-        Some(("process", pid)) => ResourceConsumer::Process {
-            pid: pid.parse().unwrap(),
-        },
-        Some(("cgroup", path)) => ResourceConsumer::ControlGroup { path: path.into() },
-        _ => panic!("unknown consumer {text}"),
-    }
-}
-
-fn format_resource(r: &Resource) -> String {
-    match r {
-        Resource::LocalMachine => "local_machine".into(),
-        other => format!("{}:{}", other.kind(), other.id()),
-    }
-}
-
-fn format_consumer(c: &ResourceConsumer) -> String {
-    match c {
-        ResourceConsumer::LocalMachine => "local_machine".into(),
-        other => format!("{}:{}", other.kind(), other.id()),
-    }
-}
-
 fn format_attributes(p: &MeasurementPoint) -> String {
     let mut pairs: Vec<String> = p
         .attributes
@@ -360,8 +321,8 @@ pub fn load_fixture(
         let mut p = MeasurementPoint {
             timestamp: ts(time_ms),
             metric,
-            resource: parse_resource(&r[3]),
-            consumer: parse_consumer(&r[4]),
+            resource: resource_from_text(&r[3]),
+            consumer: consumer_from_text(&r[4]),
             value: MeasurementValue::F64(value),
             attributes: Default::default(),
         };
@@ -407,8 +368,8 @@ pub fn rows(run: &Run) -> Vec<Row> {
         .map(|p| Row {
             time_ms: (p.timestamp.unix_nanos() - BASE_NS) as f64 / 1e6,
             metric: run.registry.get(p.metric).unwrap().name.clone(),
-            resource: format_resource(&p.resource),
-            consumer: format_consumer(&p.consumer),
+            resource: resource_text(&p.resource),
+            consumer: consumer_text(&p.consumer),
             value: p.value.as_f64(),
             attributes: format_attributes(p),
         })
