@@ -106,6 +106,9 @@ def kernel_seeds():
             "plugin-cgroups/tests/fixtures/**/io.stat",
             "plugin-cgroups/tests/fixtures/**/blkio.throttle.io_service_bytes*",
             "plugin-cgroups/tests/fixtures/**/memory.current",
+            "plugin-cgroups/tests/fixtures/**/memory.peak",
+            "plugin-cgroups/tests/fixtures/**/memory.*usage_in_bytes",
+            "plugin-cgroups/tests/fixtures/**/cpuacct.usage*",
         ),
         "cgroup_path": dirs_under("plugin-cgroups/tests/fixtures/*/cgroup0")
         + rust_paths("plugin-cgroups/src/classify.rs"),

@@ -6,7 +6,7 @@
 use alumet_kernelfs::cgroup::{
     cgroup_mounts, parse_proc_cgroup, Accounting, CgroupLayout, CgroupVersion, HierarchyChoice,
 };
-use alumet_kernelfs::parse::lines;
+use alumet_kernelfs::parse::{lines, parse_key_value, parse_u64, trim};
 use plugin_cgroups::classify::{classify, WORKLOADS};
 use plugin_cgroups::reader::{
     parse_blkio_bytes, parse_cpu_stat, parse_cpuacct_stat, parse_io_stat, CpuStat,
@@ -22,6 +22,12 @@ use plugin_procfs::parse::{
 pub fn proc_stat(data: &[u8]) {
     let _ = parse_uptime_seconds(data).inspect(|s| assert!(s.is_finite() && *s >= 0.0));
     for line in lines(data) {
+        // `ctxt 123`, `processes 4`...
+        if let Some((key, value)) = parse_key_value(line) {
+            let mut again = key.to_vec();
+            again.extend_from_slice(format!(" {value}").as_bytes());
+            assert_eq!(parse_key_value(&again), Some((key, value)));
+        }
         if let Some((which, ticks)) = parse_cpu_line(line) {
             assert!((4..=CPU_STATE_NAMES.len()).contains(&ticks.count));
             let mut again = match which {
@@ -153,9 +159,14 @@ pub fn proc_cgroup(data: &[u8]) {
 }
 
 /// The figure files of one cgroup: v2 `cpu.stat` and `io.stat`, v1
-/// `cpuacct.stat` and `blkio.throttle.io_service_bytes`. Parsed figures
+/// `cpuacct.stat` and `blkio.throttle.io_service_bytes`, and the files of
+/// one number (`memory.current`, `cpuacct.usage`...). Parsed figures
 /// written back in the kernel's format parse to the same figures.
 pub fn cgroup_stat(data: &[u8]) {
+    // `memory.current`, `memory.peak`, `cpuacct.usage`...: one number.
+    if let Some(n) = parse_u64(trim(data)) {
+        assert_eq!(parse_u64(format!("{n}\n").trim().as_bytes()), Some(n));
+    }
     if let Some(stat) = parse_cpu_stat(data) {
         let CpuStat {
             usage_us,
