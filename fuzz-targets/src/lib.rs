@@ -13,12 +13,14 @@
 // A fuzz target reports a broken invariant by panicking: that is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod agent;
 mod config;
 mod http;
 mod kernel;
 mod sysfs;
 mod workloads;
 
+pub use agent::{agent_config, control_request};
 pub use config::{carbon_intensity, plugin_config};
 pub use http::{influxdb_response, otlp_response, prometheus_request};
 pub use kernel::{cgroup_path, cgroup_stat, mountinfo, proc_cgroup, proc_pid_stat, proc_stat};
@@ -51,4 +53,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kube_watch", kube_watch),
     ("slurm_squeue", slurm_squeue),
     ("slurm_environ", slurm_environ),
+    ("agent_config", agent_config),
+    ("control_request", control_request),
 ];
