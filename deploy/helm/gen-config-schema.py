@@ -21,32 +21,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULTS = ROOT / "alumet-config.toml"
 SCHEMA = ROOT / "deploy/helm/alumet-agent/values.schema.json"
 
-# Keys the chart writes (paths of the pod's mounts and Secrets) or refuses
-# (secrets written inline); deploy/tests/helm.rs holds the same list.
+# Keys the chart writes or refuses, one list for this script and the test.
 CHART_OWNED = {
-    "plugins.procfs.proc_root",
-    "plugins.cgroups.cgroup_root",
-    "plugins.cgroups.proc_root",
-    "plugins.cgroups.names.token_file",
-    "plugins.cgroups.names.ca_file",
-    "plugins.cgroups.names.node_name",
-    "plugins.cgroups.names.kubelet_url",
-    "plugins.rapl.sysfs_root",
-    "plugins.rapl.proc_root",
-    "plugins.cpu-power-model.proc_root",
-    "plugins.cpu-power-model.sys_root",
-    "plugins.energy-attribution.proc_root",
-    "plugins.influxdb.token",
-    "plugins.influxdb.token_file",
-    "plugins.influxdb.host_tag",
-    "plugins.prometheus.listen_address",
-    "plugins.prometheus.bearer_token",
-    "plugins.prometheus.bearer_token_file",
-    "plugins.prometheus.basic_password",
-    "plugins.prometheus.tls_cert_file",
-    "plugins.prometheus.tls_key_file",
-    "plugins.opentelemetry.headers",
-    "plugins.opentelemetry.headers_file",
+    line.strip()
+    for line in (ROOT / "deploy/helm/chart-owned-keys.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 }
 
 STRINGS = {"type": "array", "items": {"type": "string"}}
