@@ -12,10 +12,11 @@ use alumet::measurement::{
 use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
 
-use crate::energy::{EnergyCounter, PowerIntegrator};
+use crate::energy::EnergyCounter;
 use crate::metrics::GpuMetrics;
 use crate::nvml::{normalize_bus_id, ClockDomain, GpuDevice, GpuError};
 use crate::processes::ProcessTracker;
+use alumet_energy::PowerIntegrator;
 
 /// What a device answered when probed: `true` means read it at every poll.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -409,7 +410,7 @@ fn poll_target(
             into.push(point(m.power, (f64::from(mw) / 1000.0).into()));
             if let EnergyMethod::PowerIntegration(integrator) = &mut t.energy {
                 let first = !integrator.is_primed();
-                let joules = match integrator.update(timestamp, mw) {
+                let joules = match integrator.update(timestamp, f64::from(mw) / 1000.0) {
                     Some(joules) => Some(joules),
                     None if first => Some(0.0),
                     None => None,

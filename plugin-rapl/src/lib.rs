@@ -7,7 +7,6 @@
 //! why neither works. The source itself ([`source`]) is the same for both.
 
 pub mod check;
-pub mod counters;
 pub mod domain;
 pub mod perf;
 pub mod powercap;

@@ -25,10 +25,10 @@ use perf_event::{Builder, Counter};
 
 use std::time::Duration;
 
-use crate::counters::Wrap;
 use crate::domain::Domain;
 use crate::source::{DomainReader, RawEnergyReader};
 use crate::topology;
+use alumet_energy::counter::Wrap;
 
 /// The power PMU directory, relative to the sysfs root.
 pub const POWER_PMU_DIR: &str = "bus/event_source/devices/power";

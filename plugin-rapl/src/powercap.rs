@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use alumet::measurement::Resource;
 
-use crate::counters::{shortest_wrap_time, Wrap};
 use crate::domain::Domain;
 use crate::source::{merge_shared_dies, DomainReader, RawEnergyReader};
 use crate::topology::{self, Vendor};
+use alumet_energy::counter::{shortest_wrap_time, Wrap};
 
 /// The powercap directory, relative to the sysfs root.
 pub const POWERCAP_DIR: &str = "class/powercap";

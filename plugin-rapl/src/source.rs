@@ -16,8 +16,8 @@ use alumet::measurement::{
 use alumet::metrics::MetricId;
 use alumet::pipeline::{PollError, Source};
 
-use crate::counters::{CounterTruth, EnergyCounter, Reading, Transition, Verdict, Wrap};
 use crate::domain::Domain;
+use alumet_energy::counter::{CounterTruth, EnergyCounter, Reading, Transition, Verdict, Wrap};
 
 /// A raw energy counter: a powercap `energy_uj` file or a perf event.
 pub trait RawEnergyReader: Send {
@@ -231,8 +231,10 @@ impl DomainReader {
             ),
             None => {}
         }
-        if let Verdict::Unmeasured(crate::counters::Unmeasured::Implausible { joules, bound_j }) =
-            verdict
+        if let Verdict::Unmeasured(alumet_energy::counter::Unmeasured::Implausible {
+            joules,
+            bound_j,
+        }) = verdict
         {
             let message = format!(
                 "rapl: {} of {} ({}) advanced by {joules:.3} J in {:.3} s, more than it can draw ({bound_j:.3} J at twice {} W): skipped, reported as energy_unmeasured_time",

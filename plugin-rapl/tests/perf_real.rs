@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use plugin_rapl::counters::Verdict;
+use alumet_energy::Verdict;
 use plugin_rapl::perf::{self, PerfCounterOpener, PerfEventOpener};
 
 fn software_pmu_tree(root: &Path) {

@@ -1,12 +1,13 @@
-//! Energy consumed between two reads of a RAPL counter, wraps corrected.
+//! Energy consumed between two reads of a cumulative counter, wraps corrected.
 //!
-//! Both interfaces give a running total that wraps: powercap's `energy_uj`
+//! Sensors give a running total that wraps: RAPL's powercap `energy_uj`
 //! goes back to zero after `max_energy_range_uj`, perf's count after 2^64
 //! units of 2^-32 J (the kernel extends the 32-bit hardware register; 2^32 J
-//! is about 166 days at 300 W). The consumed energy is the difference of two
-//! reads, plus the range when the counter went backwards. Only one wrap per
-//! interval can be seen, which is why the plugin warns when the poll
-//! interval is close to the wrap period.
+//! is about 166 days at 300 W), hwmon's `energy*_input` after 2^64 µJ (or
+//! earlier where a driver keeps a narrower register). The consumed energy is
+//! the difference of two reads, plus the range when the counter went
+//! backwards. Only one wrap per interval can be seen, which is why a plugin
+//! warns when the poll interval is close to the wrap period.
 //!
 //! A counter can also go backwards without wrapping: powercap's after a
 //! reset (driver reload, firmware), perf's by a little when the kernel's

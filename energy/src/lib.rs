@@ -1,0 +1,11 @@
+//! How a sensor's readings become joules, in one place for every energy
+//! plugin: cumulative counters that wrap, reset, freeze or jump
+//! ([`counter`]: rapl, hwmon), and power readings integrated over the
+//! uneven intervals between polls ([`integrate`]: nvidia before Volta,
+//! hwmon power channels, Redfish).
+
+pub mod counter;
+pub mod integrate;
+
+pub use counter::{CounterTruth, EnergyCounter, Reading, Transition, Unmeasured, Verdict, Wrap};
+pub use integrate::PowerIntegrator;
