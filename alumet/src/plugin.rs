@@ -86,6 +86,14 @@ pub trait PluginDefinition: Plugin + Sized + 'static {
     fn config_docs() -> &'static [(&'static str, &'static str)] {
         &[]
     }
+
+    /// What the plugin would measure here, one line per sensor, channel or
+    /// endpoint it found and what each will be reported as (for `doctor`).
+    /// Reads only; may take as long as one poll of the plugin's sources.
+    /// Most plugins have nothing to add beyond [`Self::check_availability`].
+    fn inventory(_config: &Self::Config) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A type-erased description of a built-in plugin.
@@ -109,6 +117,9 @@ pub struct PluginMetadata {
     pub check_availability: fn(ConfigTable) -> Result<(), PluginError>,
     /// Help for each config key, `(key, help)`.
     pub config_docs: fn() -> &'static [(&'static str, &'static str)],
+    /// What the plugin found here and how it will report it, one line each
+    /// ([`PluginDefinition::inventory`]); empty when the table is invalid.
+    pub inventory: fn(ConfigTable) -> Vec<String>,
 }
 
 impl fmt::Debug for PluginMetadata {
@@ -140,6 +151,10 @@ impl PluginMetadata {
                 P::check_availability(&config)
             },
             config_docs: P::config_docs,
+            inventory: |table| match deserialize_config::<P::Config>(table) {
+                Ok(config) => P::inventory(&config),
+                Err(_) => Vec::new(),
+            },
         }
     }
 }

@@ -419,6 +419,7 @@ pub fn run(config: &LoadedConfig, config_found: bool) -> i32 {
         }
     }
     let rapl_runs = config.is_enabled("rapl") && !failures.iter().any(|f| f.0 == "rapl");
+    print_inventories(config);
     if failures.is_empty() {
         println!("\nevery plugin can run here as {}", machine.user);
     } else if faults > 0 {
@@ -449,6 +450,24 @@ pub fn run(config: &LoadedConfig, config_found: bool) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// What each enabled plugin found here (hwmon channels, a BMC's sensors...)
+/// and what each will be reported as.
+fn print_inventories(config: &LoadedConfig) {
+    for (meta, table, enabled) in &config.plugins {
+        if !enabled {
+            continue;
+        }
+        let lines = (meta.inventory)(table.clone());
+        if lines.is_empty() {
+            continue;
+        }
+        println!("\n{} found:", meta.name);
+        for line in lines {
+            println!("  {line}");
+        }
     }
 }
 
