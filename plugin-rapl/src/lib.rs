@@ -33,10 +33,8 @@ use crate::source::{DomainReader, EnergySource, SourceMetrics};
 /// Name of the metric this plugin emits.
 pub const METRIC_NAME: &str = "rapl_consumed_energy";
 
-/// Name of the metric that marks intervals whose energy is not known (a
-/// frozen counter, an implausible advance, a reset): their energy is not
-/// reported as 0 J, and estimates can take over for them.
-pub const UNMEASURED_METRIC_NAME: &str = "energy_unmeasured_time";
+// The metric for intervals not measured is shared with hwmon: one definition.
+pub use alumet_energy::metric::{unmeasured_metric, UNMEASURED_METRIC_NAME};
 
 /// The definition of [`METRIC_NAME`].
 pub fn energy_metric() -> Metric {
@@ -68,17 +66,6 @@ pub fn silent_domains_line(silent: &[SilentCounter], window: Duration) -> Option
             .join(", "),
         format_duration(window)
     ))
-}
-
-/// The definition of [`UNMEASURED_METRIC_NAME`].
-pub fn unmeasured_metric() -> Metric {
-    Metric::new(
-        UNMEASURED_METRIC_NAME,
-        Unit::Second,
-        ValueType::F64,
-        MetricKind::Delta,
-        "Time of the interval ending at the timestamp during which the energy counter of the resource and domain did not measure (attribute reason: frozen, implausible, reset; energy_metric: the energy metric it stands in for). No energy point is emitted for that interval.",
-    )
 }
 
 /// Which kernel interface to read RAPL through.
