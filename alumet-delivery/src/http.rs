@@ -168,37 +168,41 @@ impl HttpTransport {
             .collect()
     }
 
-    fn tls_failure(&self, e: &rustls::Error) -> SendOutcome {
-        SendOutcome::Misconfigured {
-            reason: format!(
-                "TLS with {} failed: {} (check ca_file, client_cert_file and client_key_file)",
-                self.host,
-                self.shorten(&e.to_string())
-            ),
+    fn failure(&self, e: ureq::Error) -> SendOutcome {
+        if let Some(tls) = tls_failure(&e) {
+            return SendOutcome::Misconfigured {
+                reason: format!(
+                    "TLS with {} failed: {} (check ca_file, client_cert_file and client_key_file)",
+                    self.host,
+                    self.shorten(&tls)
+                ),
+            };
+        }
+        SendOutcome::Retry {
+            reason: self.shorten(&e.to_string()),
+            after: None,
         }
     }
+}
 
-    fn failure(&self, e: ureq::Error) -> SendOutcome {
-        // The handshake runs inside ureq's I/O: its rustls error comes wrapped.
-        let wrapped = match &e {
-            ureq::Error::Io(io) => io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-            _ => None,
-        };
-        if let Some(tls) = wrapped {
-            return self.tls_failure(tls);
-        }
-        match e {
-            ureq::Error::Rustls(e) => self.tls_failure(&e),
-            ureq::Error::Tls(e) => SendOutcome::Misconfigured {
-                reason: format!("TLS with {} failed: {e}", self.host),
-            },
-            e => SendOutcome::Retry {
-                reason: self.shorten(&e.to_string()),
-                after: None,
-            },
-        }
+/// The TLS failure inside a ureq error, as text, if it is one (an unknown
+/// CA, a wrong host name...); `None` for other errors. The handshake runs
+/// inside ureq's I/O, so its rustls error may come wrapped in an I/O error.
+/// Shared with the plugins that read from HTTPS servers (Redfish).
+pub fn tls_failure(e: &ureq::Error) -> Option<String> {
+    let wrapped = match e {
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    if let Some(tls) = wrapped {
+        return Some(tls.to_string());
+    }
+    match e {
+        ureq::Error::Rustls(e) => Some(e.to_string()),
+        ureq::Error::Tls(e) => Some(e.to_string()),
+        _ => None,
     }
 }
 
