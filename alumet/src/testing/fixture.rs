@@ -15,6 +15,7 @@
 //! `attributes` is `k=v` pairs sorted by key and joined by `;`; lines
 //! starting with `#` are comments; fields are split on `,` (fixtures avoid
 //! commas in names). Values match within 1e-9 (relative); order does not matter.
+//! Symbolic links in a snapshot are made as links (never followed).
 //! [`cases`] lists the cases of a crate; [`copy_tree`] copies a whole
 //! fixture tree into a temporary root. [`resource_from_text`] and
 //! [`consumer_from_text`] read the `kind:id` form that transform plugins'
@@ -90,9 +91,22 @@ pub fn consumer_text(c: &ResourceConsumer) -> String {
     }
 }
 
-/// Every file under `dir`, relative to it.
+/// Every file under `dir`, relative to it. Symbolic links are not files
+/// and are not followed (sysfs links form cycles: `hwmonN/device/hwmon/hwmonN`).
 pub fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
+    entries_under(dir).0
+}
+
+/// Every symbolic link under `dir` (relative to it) and its target, as
+/// written in the link.
+pub fn links_under(dir: &Path) -> BTreeSet<(PathBuf, PathBuf)> {
+    entries_under(dir).1
+}
+
+type Entries = (BTreeSet<PathBuf>, BTreeSet<(PathBuf, PathBuf)>);
+
+fn entries_under(dir: &Path) -> Entries {
+    let (mut files, mut links) = (BTreeSet::new(), BTreeSet::new());
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -100,14 +114,24 @@ pub fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let Ok(rel) = path.strip_prefix(dir).map(Path::to_path_buf) else {
+                continue;
+            };
+            if kind.is_symlink() {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    links.insert((rel, target));
+                }
+            } else if kind.is_dir() {
                 stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(dir) {
-                out.insert(rel.to_path_buf());
+            } else {
+                files.insert(rel);
             }
         }
     }
-    out
+    (files, links)
 }
 
 fn dirs_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -148,7 +172,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target)
+                .unwrap();
+        } else if kind.is_dir() {
             copy_tree(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
@@ -156,20 +184,29 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Makes `root` hold exactly the files of `snapshot`: files are overwritten
-/// in place, files absent from the snapshot removed, and directories left
-/// empty removed (a process or cgroup that is gone). Panics on I/O errors.
+/// Makes `root` hold exactly the files and symbolic links of `snapshot`:
+/// files are overwritten in place, links made as in the snapshot (sysfs's
+/// `class/hwmon/hwmonN` and `device`), files and links absent from the
+/// snapshot removed, and directories left empty removed (a process or
+/// cgroup that is gone). Panics on I/O errors.
 pub fn apply_snapshot(root: &Path, snapshot: &Path) {
-    let wanted = files_under(snapshot);
-    for rel in files_under(root) {
-        if !wanted.contains(&rel) {
-            std::fs::remove_file(root.join(&rel)).unwrap();
-        }
+    let (wanted, wanted_links) = entries_under(snapshot);
+    let (present, present_links) = entries_under(root);
+    for rel in present.iter().filter(|rel| !wanted.contains(*rel)) {
+        std::fs::remove_file(root.join(rel)).unwrap();
+    }
+    for link in present_links.difference(&wanted_links) {
+        std::fs::remove_file(root.join(&link.0)).unwrap();
     }
     for rel in &wanted {
         let dst = root.join(rel);
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::write(&dst, std::fs::read(snapshot.join(rel)).unwrap()).unwrap();
+    }
+    for (rel, target) in wanted_links.difference(&present_links) {
+        let dst = root.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &dst).unwrap();
     }
     // Deepest first, so that a parent emptied by its child's removal goes too.
     let mut dirs = Vec::new();
