@@ -120,8 +120,7 @@ impl UreqTransport {
 impl Transport for UreqTransport {
     fn send(&self, request: &Request<'_>) -> Result<Response, TransportError> {
         let url = format!("{}{}", self.endpoint, request.path);
-        let with_auth = |b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match request.auth
-        {
+        let with_auth = |b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match request.auth {
             Some((name, value)) => b.header(name, value.expose()),
             None => b,
         };

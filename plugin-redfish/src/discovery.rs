@@ -43,6 +43,17 @@ impl EnergyUnit {
             EnergyUnit::KilowattHours => 3.6e6,
         }
     }
+
+    /// The coarsest step a BMC's reading in this unit is seen to take, J:
+    /// 0.01 kWh, 1 Wh, 1 J. Even a short interval may see one such step
+    /// (the counter ticks whenever it crosses it).
+    pub fn coarsest_step_j(self) -> f64 {
+        match self {
+            EnergyUnit::Joules => 1.0,
+            EnergyUnit::WattHours => 3600.0,
+            EnergyUnit::KilowattHours => 36_000.0,
+        }
+    }
 }
 
 /// One number inside one resource.
@@ -425,9 +436,18 @@ mod tests {
         assert_eq!(d.plans.len(), 1);
         let plan = &d.plans[0];
         assert_eq!(plan.energy.as_ref().unwrap().1, EnergyUnit::KilowattHours);
-        assert_eq!(plan.energy.as_ref().unwrap().0.sensor, "EnvironmentMetrics.EnergykWh");
-        assert_eq!(plan.power.as_ref().unwrap().sensor, "EnvironmentMetrics.PowerWatts");
-        assert_eq!(plan.paths(), vec!["/redfish/v1/Chassis/1U/EnvironmentMetrics"]);
+        assert_eq!(
+            plan.energy.as_ref().unwrap().0.sensor,
+            "EnvironmentMetrics.EnergykWh"
+        );
+        assert_eq!(
+            plan.power.as_ref().unwrap().sensor,
+            "EnvironmentMetrics.PowerWatts"
+        );
+        assert_eq!(
+            plan.paths(),
+            vec!["/redfish/v1/Chassis/1U/EnvironmentMetrics"]
+        );
         assert_eq!(
             plan.describe(),
             "chassis 1U: EnvironmentMetrics.EnergykWh (cumulative) -> redfish_consumed_energy domain=node"
@@ -447,7 +467,10 @@ mod tests {
         );
         let d = run(&bmc, &[]).unwrap();
         assert!(d.plans[0].energy.is_none());
-        assert_eq!(d.plans[0].power.as_ref().unwrap().sensor, "Power.PowerConsumedWatts");
+        assert_eq!(
+            d.plans[0].power.as_ref().unwrap().sensor,
+            "Power.PowerConsumedWatts"
+        );
         assert!(d.plans[0].describe().contains("integrated=true"));
     }
 
@@ -485,13 +508,23 @@ mod tests {
 
     #[test]
     fn parts_and_contained_chassis_are_not_counted_twice() {
-        let env = |id: &str| json!({"@odata.id": format!("/redfish/v1/Chassis/{id}/EnvironmentMetrics")});
+        let env =
+            |id: &str| json!({"@odata.id": format!("/redfish/v1/Chassis/{id}/EnvironmentMetrics")});
         let bmc = bmc_with(&[
-            ("Enc", json!({"Id": "Enc", "ChassisType": "Enclosure", "EnvironmentMetrics": env("Enc")})),
-            ("Blade1", json!({"Id": "Blade1", "ChassisType": "Blade", "EnvironmentMetrics": env("Blade1"),
-                "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/Enc"}}})),
-            ("Board", json!({"Id": "Board", "ChassisType": "Card", "EnvironmentMetrics": env("Board"),
-                "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/Blade1"}}})),
+            (
+                "Enc",
+                json!({"Id": "Enc", "ChassisType": "Enclosure", "EnvironmentMetrics": env("Enc")}),
+            ),
+            (
+                "Blade1",
+                json!({"Id": "Blade1", "ChassisType": "Blade", "EnvironmentMetrics": env("Blade1"),
+                "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/Enc"}}}),
+            ),
+            (
+                "Board",
+                json!({"Id": "Board", "ChassisType": "Card", "EnvironmentMetrics": env("Board"),
+                "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/Blade1"}}}),
+            ),
         ]);
         for id in ["Enc", "Blade1", "Board"] {
             bmc.put(
@@ -508,6 +541,9 @@ mod tests {
         let ids: Vec<&str> = d.plans.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["Blade1"]);
         let err = run(&bmc, &["2U"]).unwrap_err().to_string();
-        assert!(err.contains("no chassis [\"2U\"]") && err.contains("Blade1"), "{err}");
+        assert!(
+            err.contains("no chassis [\"2U\"]") && err.contains("Blade1"),
+            "{err}"
+        );
     }
 }

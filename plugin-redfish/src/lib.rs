@@ -130,7 +130,8 @@ impl RedfishConfig {
             )
             .into());
         }
-        let uri = alumet_delivery::http::validate_url("endpoint", self.endpoint(), "https://10.0.0.2")?;
+        let uri =
+            alumet_delivery::http::validate_url("endpoint", self.endpoint(), "https://10.0.0.2")?;
         if !matches!(uri.path(), "" | "/") {
             return Err(invalid(
                 "endpoint",
@@ -345,7 +346,12 @@ impl PluginDefinition for RedfishPlugin {
                     .iter()
                     .map(|p| format!("{endpoint} {}", p.describe()))
                     .collect();
-                lines.extend(found.skipped.iter().map(|s| format!("{endpoint} {s}, skipped")));
+                lines.extend(
+                    found
+                        .skipped
+                        .iter()
+                        .map(|s| format!("{endpoint} {s}, skipped")),
+                );
                 client.logout();
                 lines
             }
@@ -417,7 +423,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("https://10.0.0.2") && e.contains("\"root\""), "{e}");
+        assert!(
+            e.contains("https://10.0.0.2") && e.contains("\"root\""),
+            "{e}"
+        );
         assert!(!e.contains("wrong") && !e.contains('\n'), "{e}");
     }
 

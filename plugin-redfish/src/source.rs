@@ -170,11 +170,12 @@ impl Chassis {
             )
             .with_attributes(attributes)
         };
-        let unmeasured = |seconds: f64, reason: &'static str, base: &[(&'static str, AttributeValue)]| {
-            let mut pairs = base.to_vec();
-            pairs.push(("reason", AttributeValue::from(reason)));
-            point(metrics.unmeasured, seconds, &attributes(pairs))
-        };
+        let unmeasured =
+            |seconds: f64, reason: &'static str, base: &[(&'static str, AttributeValue)]| {
+                let mut pairs = base.to_vec();
+                pairs.push(("reason", AttributeValue::from(reason)));
+                point(metrics.unmeasured, seconds, &attributes(pairs))
+            };
         let power = match &self.plan.power {
             Some(field) => {
                 let w = field
@@ -224,7 +225,8 @@ impl Chassis {
                 // A Redfish counter does not wrap: any step back is a reset.
                 let reading = counter.update(millijoules as u64, 0);
                 let open = open_since.unwrap_or(t);
-                let since_previous = previous_poll.map_or(Duration::ZERO, |p| t.saturating_duration_since(p));
+                let since_previous =
+                    previous_poll.map_or(Duration::ZERO, |p| t.saturating_duration_since(p));
                 *previous_poll = Some(t);
                 // Stillness is counted poll by poll; an advance is judged
                 // against the whole interval it closes.
@@ -232,8 +234,12 @@ impl Chassis {
                     alumet_energy::Reading::Advanced(0) => since_previous,
                     _ => t.saturating_duration_since(open),
                 };
+                // A quantised counter may tick by a whole step in a short
+                // interval: the bound allows one step more than the power.
+                let max_power_w =
+                    MAX_NODE_POWER_W + unit.coarsest_step_j() / elapsed.as_secs_f64().max(1e-3);
                 let (verdict, transition) =
-                    truth.judge(reading, 1e-3, elapsed, Some(freeze_after), MAX_NODE_POWER_W);
+                    truth.judge(reading, 1e-3, elapsed, Some(freeze_after), max_power_w);
                 match transition {
                     Some(Transition::Froze { still_for }) => log::warn!(
                         "redfish: chassis {}: {} has not advanced for {:.0} s: frozen; its intervals are reported as energy_unmeasured_time until it counts again",
@@ -250,10 +256,14 @@ impl Chassis {
                 }
                 match verdict {
                     // The start of the first interval.
-                    Verdict::Start => into.push(point(metrics.energy, 0.0, &self.energy_attributes)),
+                    Verdict::Start => {
+                        into.push(point(metrics.energy, 0.0, &self.energy_attributes))
+                    }
                     // Not advanced: the interval stays open (no false 0 J).
                     Verdict::Consumed(j) if j == 0.0 => return Ok(()),
-                    Verdict::Consumed(j) => into.push(point(metrics.energy, j, &self.energy_attributes)),
+                    Verdict::Consumed(j) => {
+                        into.push(point(metrics.energy, j, &self.energy_attributes))
+                    }
                     Verdict::Unmeasured(why) => {
                         if let alumet_energy::Unmeasured::Implausible { joules, bound_j } = why {
                             log::warn!(
@@ -345,7 +355,7 @@ impl BmcSource {
         match (error, &mut self.failing) {
             (Some(e), None) => {
                 log::warn!(
-                    "redfish: {endpoint}: {e}; its polls are skipped (power intervals reported as energy_unmeasured_time) until it answers again"
+                    "redfish: {endpoint}: {e}; its polls are skipped (power intervals reported as energy_unmeasured_time) until it answers"
                 );
                 self.failing = Some(Failing { since: t, polls: 1 });
             }
@@ -442,7 +452,12 @@ mod tests {
     fn source(bmc: &FakeBmc, energy: Option<EnergyUnit>) -> BmcSource {
         let client = bmc.client("u", "p");
         client.login().unwrap();
-        BmcSource::new(Arc::new(client), vec![plan(energy)], metrics(), MIN_FREEZE_AFTER)
+        BmcSource::new(
+            Arc::new(client),
+            vec![plan(energy)],
+            metrics(),
+            MIN_FREEZE_AFTER,
+        )
     }
 
     /// (metric index, value, reason) of each point of one poll.
@@ -452,7 +467,9 @@ mod tests {
         buffer
             .iter()
             .map(|p| {
-                let MeasurementValue::F64(v) = p.value else { panic!() };
+                let MeasurementValue::F64(v) = p.value else {
+                    panic!()
+                };
                 let reason = p.attr("reason").map(|r| r.to_string());
                 (p.metric.index() as u64, v, reason)
             })
@@ -494,7 +511,10 @@ mod tests {
         // Still from 0 s: frozen from 900 s (15 min), its whole interval unmeasured.
         assert_eq!(
             frozen,
-            [(2, 900.0, Some("frozen".into())), (2, 100.0, Some("frozen".into()))]
+            [
+                (2, 900.0, Some("frozen".into())),
+                (2, 100.0, Some("frozen".into()))
+            ]
         );
         readings(&bmc, 3.0, 300.0);
         assert_eq!(

@@ -68,11 +68,7 @@ impl FakeBmc {
 
     /// Sets the resource at `path`.
     pub fn put(&self, path: &str, value: Value) {
-        self.0
-            .lock()
-            .unwrap()
-            .resources
-            .insert(path.into(), value);
+        self.0.lock().unwrap().resources.insert(path.into(), value);
     }
 
     /// Changes the password the BMC accepts.
@@ -144,8 +140,7 @@ impl Transport for FakeBmc {
         let authorized = match request.auth {
             Some(("X-Auth-Token", token)) => s.tokens.iter().any(|t| t == token.expose()),
             Some(("Authorization", value)) => {
-                let expected =
-                    http_basic_authorization(&s.user, &Secret::new(s.password.as_str()));
+                let expected = http_basic_authorization(&s.user, &Secret::new(s.password.as_str()));
                 value == &expected
             }
             _ => request.path == "/redfish/v1/",
