@@ -11,7 +11,9 @@
 # checkov and the prometheus-operator schemas (npm) that the Helm chart's
 # tests (deploy/tests/helm.rs) run, into .k8s-tools/; and mmdebstrap,
 # buildah, skopeo and podman for the container image's test
-# (app-agent/tests/fleet_image.rs, which builds the image).
+# (app-agent/tests/fleet_image.rs, which builds the image); and sushy-tools'
+# Redfish emulator (sushy-static) that plugin-redfish's tests serve their
+# mockups with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-servers.sh
@@ -20,4 +22,5 @@ bash scripts/install-browser.sh
 bash scripts/install-managers.sh
 bash scripts/install-k8s-tools.sh
 bash scripts/install-image-tools.sh
+bash scripts/install-redfish-emulator.sh
 cargo test --workspace --locked
