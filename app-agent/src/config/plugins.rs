@@ -12,6 +12,7 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_cgroups::CgroupsPlugin>(),
         PluginMetadata::of::<plugin_rapl::RaplPlugin>(),
         PluginMetadata::of::<plugin_nvidia::NvidiaPlugin>(),
+        PluginMetadata::of::<plugin_redfish::RedfishPlugin>(),
         PluginMetadata::of::<plugin_cpu_power_model::CpuPowerModelPlugin>(),
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),
         PluginMetadata::of::<plugin_energy_to_carbon::EnergyToCarbonPlugin>(),
@@ -30,10 +31,11 @@ pub fn all() -> Vec<PluginMetadata> {
 /// endpoint is off too: opening a port is a change to the machine the admin
 /// should choose; in `exec` runs it would live only as long as the command
 /// (nothing to scrape) and two runs would fight over the port; and an
-/// unscraped endpoint only costs memory.
+/// unscraped endpoint only costs memory. Redfish needs a BMC's URL and
+/// credentials.
 pub fn enabled_by_default(name: &str) -> bool {
     !matches!(
         name,
-        "influxdb" | "opentelemetry" | "prometheus" | "filter" | "aggregate"
+        "influxdb" | "opentelemetry" | "prometheus" | "filter" | "aggregate" | "redfish"
     )
 }
