@@ -94,9 +94,9 @@ impl ValueFile {
         }
     }
 
-    /// The file's integer (hwmon values are decimal integers, signed for
-    /// some drivers' currents and powers).
-    fn read(&mut self, buf: &mut ReadBuf) -> Result<i64, Bad> {
+    /// The file's integer: hwmon values are decimal integers, signed for
+    /// some drivers' currents and powers, up to 2^64 - 1 for energy counters.
+    fn read(&mut self, buf: &mut ReadBuf) -> Result<i128, Bad> {
         self.file.read_into(buf).map_err(Bad::Unreadable)?;
         let text = String::from_utf8_lossy(buf.bytes());
         let text = text.trim();
@@ -116,7 +116,7 @@ enum Files {
 }
 
 /// A non-negative integer from `raw`, else [`Bad::Invalid`].
-fn non_negative(raw: i64) -> Result<u64, Bad> {
+fn non_negative(raw: i128) -> Result<u64, Bad> {
     u64::try_from(raw).map_err(|_| Bad::Invalid(raw.to_string()))
 }
 
