@@ -12,6 +12,7 @@ pub fn all() -> Vec<PluginMetadata> {
         PluginMetadata::of::<plugin_cgroups::CgroupsPlugin>(),
         PluginMetadata::of::<plugin_rapl::RaplPlugin>(),
         PluginMetadata::of::<plugin_nvidia::NvidiaPlugin>(),
+        PluginMetadata::of::<plugin_hwmon::HwmonPlugin>(),
         PluginMetadata::of::<plugin_redfish::RedfishPlugin>(),
         PluginMetadata::of::<plugin_cpu_power_model::CpuPowerModelPlugin>(),
         PluginMetadata::of::<plugin_energy_attribution::EnergyAttributionPlugin>(),
