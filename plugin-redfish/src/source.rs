@@ -260,7 +260,7 @@ impl Chassis {
                         into.push(point(metrics.energy, 0.0, &self.energy_attributes))
                     }
                     // Not advanced: the interval stays open (no false 0 J).
-                    Verdict::Consumed(j) if j == 0.0 => return Ok(()),
+                    Verdict::Consumed(0.0) => return Ok(()),
                     Verdict::Consumed(j) => {
                         into.push(point(metrics.energy, j, &self.energy_attributes))
                     }

@@ -223,8 +223,7 @@ fn bad_credentials_are_one_clear_line_without_the_password() {
     let mut pipeline = TestPipeline::builder();
     let err = pipeline
         .start_plugin("redfish", &mut plugin)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains(&front.endpoint()), "{err}");
     assert!(
@@ -262,8 +261,7 @@ fn tls_needs_the_sites_ca_and_says_so_in_one_line() {
     let mut plugin = RedfishPlugin::init(config(String::new())).unwrap();
     let err = TestPipeline::builder()
         .start_plugin("redfish", &mut plugin)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("TLS") && err.contains("ca_file"), "{err}");
     assert!(
