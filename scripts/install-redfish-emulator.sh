@@ -6,43 +6,32 @@
 # where Debian's pip refuses to touch the system Python (sushy-tools is pure
 # Python and conflicts with no Debian package). Also `openssl`, which
 # scripts/make-test-certs.sh uses for the emulator's certificate.
-# Idempotent: does nothing when sushy_tools already imports.
+# Idempotent: installs only what is missing; needs root (or sudo) for that.
 set -euo pipefail
+. "$(dirname "$0")/lib/apt.sh"
 
 python=${ALUMET_TEST_PYTHON:-python3}
-SUDO=""
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
-    SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-
-apt_install() {
-    if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
-        echo "install-redfish-emulator: run as root (or install sudo) to install: $*" >&2
-        exit 1
-    fi
-    if ! apt-cache show "$@" >/dev/null 2>&1; then
-        $SUDO apt-get update -q
-    fi
-    $SUDO apt-get install -y -q --no-install-recommends "$@"
-}
-
+tag=install-redfish-emulator
 have_sushy() {
     "$python" -c 'import sushy_tools.static.main' >/dev/null 2>&1
 }
 
-command -v "$python" >/dev/null 2>&1 || apt_install python3
-command -v openssl >/dev/null 2>&1 || apt_install openssl
+apt_install_missing "$tag" openssl:openssl
+command -v "$python" >/dev/null 2>&1 || apt_install_missing "$tag" python3:python3
 if have_sushy; then
-    echo "install-redfish-emulator: sushy-tools is already installed for $python"
+    echo "$tag: sushy-tools is already installed for $python"
     exit 0
 fi
-"$python" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+"$python" -m pip --version >/dev/null 2>&1 || apt_install_missing "$tag" python3-pip:pip3
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+fi
 pip_install() { $SUDO "$python" -m pip install -q --disable-pip-version-check "$@" sushy-tools; }
 pip_install 2>/dev/null || pip_install --break-system-packages
 if have_sushy; then
-    echo "install-redfish-emulator: installed sushy-tools for $python"
+    echo "$tag: installed sushy-tools for $python"
 else
-    echo "install-redfish-emulator: sushy-tools still cannot be imported by $python" >&2
+    echo "$tag: sushy-tools still cannot be imported by $python" >&2
     exit 1
 fi

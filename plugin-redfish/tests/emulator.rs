@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use alumet::measurement::{MeasurementPoint, Resource, ResourceConsumer};
 use alumet::pipeline::SourceTrigger;
 use alumet::plugin::{Plugin, PluginDefinition};
-use alumet::testing::{test_gauge, FnSource, TestPipeline};
+use alumet::testing::{test_gauge, FnSource, RunningTest, TestPipeline};
 use plugin_redfish::{RedfishPlugin, ENERGY_METRIC, POWER_METRIC};
 
 use common::{attr, logs, seconds, value, Emulator, Front};
@@ -26,18 +26,25 @@ fn of_chassis<'a>(points: Vec<&'a MeasurementPoint>, id: &str) -> Vec<&'a Measur
         .collect()
 }
 
-#[test]
-fn energy_comes_from_the_cumulative_counter_and_the_session_is_reused() {
-    let emulator = Emulator::get();
-    emulator.set_environment("1U", 100.0, 300.0);
-    let front = Front::start("admin", "pw-1");
-    let mut config = front.config("pw-1", &["1U"]);
+/// The plugin logging in to `front` for `chassis`, polled by hand (at
+/// start, at each trigger and at shutdown), its first poll done.
+fn start_by_hand(front: &Front, password: &str, chassis: &str) -> (RedfishPlugin, RunningTest) {
+    let mut config = front.config(password, &[chassis]);
     config.poll_interval = Duration::from_secs(3600);
     let mut plugin = RedfishPlugin::init(config).unwrap();
     let mut pipeline = TestPipeline::builder();
     pipeline.start_plugin("redfish", &mut plugin).unwrap();
     let running = pipeline.start();
     assert!(running.wait_for_polls("redfish/bmc", 1, WAIT));
+    (plugin, running)
+}
+
+#[test]
+fn energy_comes_from_the_cumulative_counter_and_the_session_is_reused() {
+    let emulator = Emulator::get();
+    emulator.set_environment("1U", 100.0, 300.0);
+    let front = Front::start("admin", "pw-1");
+    let (mut plugin, running) = start_by_hand(&front, "pw-1", "1U");
     // Two 0.001 kWh steps: 7200 J.
     emulator.set_environment("1U", 100.002, 310.0);
     running.trigger_all();
@@ -87,13 +94,7 @@ fn power_is_integrated_over_the_polls_timestamps() {
     let written = [100.0, 250.0, 250.0, 40.0, 475.5];
     emulator.set_power_control("2U", written[0]);
     let front = Front::start("admin", "pw-2");
-    let mut config = front.config("pw-2", &["2U"]);
-    config.poll_interval = Duration::from_secs(3600);
-    let mut plugin = RedfishPlugin::init(config).unwrap();
-    let mut pipeline = TestPipeline::builder();
-    pipeline.start_plugin("redfish", &mut plugin).unwrap();
-    let running = pipeline.start();
-    assert!(running.wait_for_polls("redfish/bmc", 1, WAIT));
+    let (mut plugin, running) = start_by_hand(&front, "pw-2", "2U");
     for w in &written[1..] {
         std::thread::sleep(Duration::from_millis(150));
         emulator.set_power_control("2U", *w);
