@@ -78,6 +78,7 @@ where
         Box::new(output),
         OutputOptions {
             flush_interval: Some(flush_interval),
+            thinned: true,
         },
     );
     Ok(())

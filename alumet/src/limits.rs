@@ -127,6 +127,9 @@ impl RealRange {
     }
 }
 
+/// A fraction of a value (a relative change): 0 (any change) to 1 (100 %).
+pub const FRACTION: RealRange = RealRange::new(0.0, 1.0);
+
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -225,6 +225,31 @@ pub struct Metric {
     pub kind: MetricKind,
     /// One sentence for people.
     pub description: String,
+    /// Whether outputs that store rows may leave out points that add nothing
+    /// (see [`Thinning`]); `None`: every point is written.
+    pub thinning: Option<Thinning>,
+}
+
+/// How the outputs that store rows (CSV, InfluxDB, OTLP) thin a metric's
+/// series: per-process and per-cgroup deltas are mostly zeros, and memory
+/// gauges of idle processes repeat one value. A thinned series keeps its
+/// first point and its last one (written when the series ends: its consumer
+/// is gone), so it has a start and an end, and every sum over it is the
+/// same as without thinning. Outputs that keep current values (Prometheus)
+/// or need every point (the `exec` report) receive every point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Thinning {
+    /// A delta (or a rate derived from one) whose zero points are left out.
+    SkipZero,
+    /// A gauge written when it moved by more than `min_relative_change`
+    /// (0.01: 1 %) from the last value written, or when that one is
+    /// `max_age` old.
+    Gauge {
+        /// How long a value may stand for the series without being written again.
+        max_age: std::time::Duration,
+        /// The smallest change, relative to the last value written, that is written at once.
+        min_relative_change: f64,
+    },
 }
 
 impl Metric {
@@ -242,7 +267,14 @@ impl Metric {
             value_type,
             kind,
             description: description.into(),
+            thinning: None,
         }
+    }
+
+    /// The same metric, thinned by the outputs that store rows ([`Thinning`]).
+    pub fn thinned(mut self, thinning: Thinning) -> Self {
+        self.thinning = Some(thinning);
+        self
     }
 }
 

@@ -24,6 +24,7 @@ fn gauge(ctx: &mut PluginStartContext, name: &str) -> MetricId {
 fn unflushed() -> OutputOptions {
     OutputOptions {
         flush_interval: None,
+        thinned: false,
     }
 }
 

@@ -117,6 +117,7 @@ fn scoped_transforms_change_only_their_outputs_and_nested_scopes_chain() {
     .unwrap();
     let none = OutputOptions {
         flush_interval: None,
+        thinned: false,
     };
     t.plugin("csv", |ctx| {
         ctx.add_output("out", Box::new(c), none);
@@ -221,6 +222,7 @@ fn a_stopped_scoped_transform_finishes_to_its_outputs_and_a_crossing_one_started
     let mut builder = PipelineBuilder::new(PipelineConfig::default());
     let none = OutputOptions {
         flush_interval: None,
+        thinned: false,
     };
     let (r, m) = (raw.clone(), remote.clone());
     builder

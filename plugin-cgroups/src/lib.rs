@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alumet::config::ConfigError;
-use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use alumet::metrics::{Metric, MetricKind, Thinning, Unit, ValueType};
 use alumet::pipeline::{PluginStartContext, SourceTrigger};
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use alumet_kernelfs::cgroup::{Accounting, CgroupLayout, HierarchyChoice};
@@ -104,6 +104,16 @@ pub struct CgroupsConfig {
     pub memory: bool,
     /// Read block I/O figures (default true).
     pub io: bool,
+    /// Write every point to the outputs that store rows (default false):
+    /// when false, CSV, InfluxDB and OTLP get CPU time and I/O deltas only
+    /// when not zero, and memory when it moved by `memory_change_threshold`
+    /// or is `idle_memory_io_max_age` old; each series keeps its first and
+    /// last point and sums are the same. Prometheus and energy attribution
+    /// always see every point.
+    pub keep_zero: bool,
+    /// The relative change of a cgroup's memory that is written at once
+    /// (default 0.01: 1 %).
+    pub memory_change_threshold: f64,
     /// Where the names of containers and Slurm jobs are looked up (see the README).
     pub names: NamesConfig,
 }
@@ -128,6 +138,8 @@ impl Default for CgroupsConfig {
             idle_memory_io_max_age: Duration::from_secs(30),
             memory: true,
             io: true,
+            keep_zero: false,
+            memory_change_threshold: 0.01,
             names: NamesConfig::default(),
         }
     }
@@ -141,6 +153,23 @@ fn invalid(key: &str, reason: impl Into<String>) -> PluginError {
 }
 
 impl CgroupsConfig {
+    /// How the outputs that store rows thin metric `name` (see `keep_zero`).
+    fn thinning_of(&self, name: &str) -> Option<Thinning> {
+        if self.keep_zero {
+            return None;
+        }
+        match name {
+            "cgroup_cpu_time" | "cgroup_cpu_usage" | "cgroup_io_read" | "cgroup_io_write" => {
+                Some(Thinning::SkipZero)
+            }
+            "cgroup_memory_current" | "cgroup_memory_peak" => Some(Thinning::Gauge {
+                max_age: self.idle_memory_io_max_age,
+                min_relative_change: self.memory_change_threshold,
+            }),
+            _ => None,
+        }
+    }
+
     fn validate(&self) -> Result<(), PluginError> {
         use alumet::limits::{CountRange, FLUSH_INTERVAL, MAX_AGE, POLL_INTERVAL, TIMEOUT};
         POLL_INTERVAL.check("poll_interval", self.poll_interval)?;
@@ -155,6 +184,7 @@ impl CgroupsConfig {
             .check("inotify_delay", self.inotify_delay)?;
         // Deeper than the kernel's own limit on nested cgroups is a typo.
         CountRange::new(0, 1000).check("max_depth", self.max_depth)?;
+        alumet::limits::FRACTION.check("memory_change_threshold", self.memory_change_threshold)?;
         self.names.validate()?;
         for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
             if let Some(bad) = patterns
@@ -291,7 +321,10 @@ impl Plugin for CgroupsPlugin {
     fn start(&mut self, ctx: &mut PluginStartContext) -> Result<(), PluginError> {
         let (accounting, unaccounted) = self.config.accountings()?;
         log::info!("cgroups: reading {}", accounting.describe());
-        let ids = CgroupMetricIds::register_with(|m| ctx.create_metric(m))?;
+        let ids = CgroupMetricIds::register_with(|mut m| {
+            m.thinning = self.config.thinning_of(&m.name);
+            ctx.create_metric(m)
+        })?;
         let host = self.host.clone().unwrap_or_else(HostParams::detect);
         let online = online_cpus(&self.config.proc_root);
         let resolver = Arc::new(self.config.names.resolver(self.config.proc_root.clone()));
@@ -371,6 +404,8 @@ impl PluginDefinition for CgroupsPlugin {
             ("idle_memory_io_max_age", "A cgroup that used no CPU since its last read of memory and I/O is read again only this often (its last values are reported meanwhile): how old the memory of an idle cgroup can be (reclaim shrinks it while it sleeps), and how late the writeback of its dirty pages can show; \"0s\": every cgroup at every memory_io_interval."),
             ("memory", "Report cgroup_memory_current and cgroup_memory_peak."),
             ("io", "Report cgroup_io_read and cgroup_io_write."),
+            ("keep_zero", "Write every point to CSV, InfluxDB and OTLP (false: CPU time and I/O only when not zero, memory when it moved or is idle_memory_io_max_age old; every series keeps its first and last point and every sum is the same; Prometheus and attribution always see every point)."),
+            ("memory_change_threshold", "Relative change of a cgroup's memory written at once (0.01 = 1 %) when keep_zero = false."),
             ("names", "Names of containers, pods and Slurm jobs, looked up once per workload off the poll path and added to its points' attributes."),
             ("names.enabled", "Look names up (false: workloads keep the ids of their cgroup paths)."),
             ("names.docker_socket", "Docker's API socket."),

@@ -133,6 +133,7 @@ impl Plugin for CsvPlugin {
             .map_err(PluginError::other)?;
         let options = OutputOptions {
             flush_interval: Some(self.config.flush_interval),
+            thinned: true,
         };
         ctx.add_output("file", Box::new(output), options);
         Ok(())

@@ -99,6 +99,7 @@ fn run_case(dir: &Path) {
             Box::new(r),
             OutputOptions {
                 flush_interval: None,
+                thinned: false,
             },
         );
         Ok(())

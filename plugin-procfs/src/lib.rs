@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alumet::config::ConfigError;
-use alumet::metrics::{Metric, MetricKind, Unit, ValueType};
+use alumet::metrics::{Metric, MetricKind, Thinning, Unit, ValueType};
 use alumet::pipeline::{PluginStartContext, SourceTrigger};
 use alumet::plugin::{Plugin, PluginDefinition, PluginError};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,17 @@ pub struct ProcfsConfig {
     pub watch_patterns: Vec<String>,
     /// Watch the process tree of the command run by `alumet-agent exec` (default true).
     pub watch_exec_tree: bool,
+
+    /// Write every point to the outputs that store rows (default false):
+    /// when false, CSV, InfluxDB and OTLP get deltas (CPU time, network
+    /// counters) only when not zero, and memory gauges when they moved by
+    /// `memory_change_threshold` or are `idle_process_memory_max_age` old;
+    /// each series keeps its first and last point, and sums are the same.
+    /// Prometheus and energy attribution always see every point.
+    pub keep_zero: bool,
+    /// The relative change of a process's memory that is written at once
+    /// (default 0.01: 1 %); smaller changes wait for `idle_process_memory_max_age`.
+    pub memory_change_threshold: f64,
 }
 
 /// The /proc/meminfo fields reported by default.
@@ -109,6 +120,8 @@ impl Default for ProcfsConfig {
             watch_pids: Vec::new(),
             watch_patterns: Vec::new(),
             watch_exec_tree: true,
+            keep_zero: false,
+            memory_change_threshold: 0.01,
         }
     }
 }
@@ -139,6 +152,7 @@ impl ProcfsConfig {
             "idle_process_memory_max_age",
             self.idle_process_memory_max_age,
         )?;
+        alumet::limits::FRACTION.check("memory_change_threshold", self.memory_change_threshold)?;
         if let Some(bad) = self
             .meminfo_fields
             .iter()
@@ -196,13 +210,16 @@ fn probe(root: &Path) -> Result<(), PluginError> {
 
 fn metric(
     ctx: &mut PluginStartContext,
+    thinning: Option<Thinning>,
     name: &str,
     unit: Unit,
     value_type: ValueType,
     kind: MetricKind,
     description: &str,
 ) -> Result<alumet::metrics::MetricId, PluginError> {
-    Ok(ctx.create_metric(Metric::new(name, unit, value_type, kind, description))?)
+    let mut metric = Metric::new(name, unit, value_type, kind, description);
+    metric.thinning = thinning;
+    Ok(ctx.create_metric(metric)?)
 }
 
 fn count_unit(ucum: &str, symbol: &str) -> Unit {
@@ -213,6 +230,20 @@ fn count_unit(ucum: &str, symbol: &str) -> Unit {
 }
 
 impl ProcfsPlugin {
+    /// Deltas and CPU usage: zeros left out by the outputs that store rows.
+    fn skip_zero(&self) -> Option<Thinning> {
+        (!self.config.keep_zero).then_some(Thinning::SkipZero)
+    }
+
+    /// Memory gauges: written when they move, or every
+    /// `idle_process_memory_max_age` (as often as an idle process is re-read).
+    fn memory_thinning(&self) -> Option<Thinning> {
+        (!self.config.keep_zero).then_some(Thinning::Gauge {
+            max_age: self.config.idle_process_memory_max_age,
+            min_relative_change: self.config.memory_change_threshold,
+        })
+    }
+
     fn start_system(
         &self,
         ctx: &mut PluginStartContext,
@@ -220,17 +251,18 @@ impl ProcfsPlugin {
     ) -> Result<(), PluginError> {
         use MetricKind::{Delta, Gauge};
         use ValueType::{F64, U64};
+        let (zero, none) = (self.skip_zero(), None);
         let ids = SystemMetricIds {
-            cpu_time: metric(ctx, "cpu_time", Unit::Second, F64, Delta, "CPU time spent in each state (attribute `state`), summed over the CPUs of the resource.")?,
-            context_switches: metric(ctx, "context_switches", count_unit("{switch}", "switches"), U64, Delta, "Context switches on the machine.")?,
-            processes_created: metric(ctx, "processes_created", count_unit("{process}", "processes"), U64, Delta, "Processes and threads created (forks and clones).")?,
-            tasks_running: metric(ctx, "tasks_running", count_unit("{task}", "tasks"), U64, Gauge, "Tasks runnable now.")?,
-            tasks_blocked: metric(ctx, "tasks_blocked", count_unit("{task}", "tasks"), U64, Gauge, "Tasks blocked on I/O now.")?,
-            system_memory: metric(ctx, "system_memory", Unit::Byte, U64, Gauge, "A /proc/meminfo field (attribute `field`), in bytes.")?,
-            network_bytes: metric(ctx, "network_bytes", Unit::Byte, U64, Delta, "Bytes received or sent (attribute `direction`) by a network interface.")?,
-            network_packets: metric(ctx, "network_packets", count_unit("{packet}", "packets"), U64, Delta, "Packets received or sent by a network interface.")?,
-            network_errors: metric(ctx, "network_errors", count_unit("{error}", "errors"), U64, Delta, "Receive or transmit errors of a network interface.")?,
-            network_drops: metric(ctx, "network_drops", count_unit("{packet}", "packets"), U64, Delta, "Packets dropped on receive or transmit by a network interface.")?,
+            cpu_time: metric(ctx, zero, "cpu_time", Unit::Second, F64, Delta, "CPU time spent in each state (attribute `state`), summed over the CPUs of the resource.")?,
+            context_switches: metric(ctx, none, "context_switches", count_unit("{switch}", "switches"), U64, Delta, "Context switches on the machine.")?,
+            processes_created: metric(ctx, none, "processes_created", count_unit("{process}", "processes"), U64, Delta, "Processes and threads created (forks and clones).")?,
+            tasks_running: metric(ctx, none, "tasks_running", count_unit("{task}", "tasks"), U64, Gauge, "Tasks runnable now.")?,
+            tasks_blocked: metric(ctx, none, "tasks_blocked", count_unit("{task}", "tasks"), U64, Gauge, "Tasks blocked on I/O now.")?,
+            system_memory: metric(ctx, none, "system_memory", Unit::Byte, U64, Gauge, "A /proc/meminfo field (attribute `field`), in bytes.")?,
+            network_bytes: metric(ctx, zero, "network_bytes", Unit::Byte, U64, Delta, "Bytes received or sent (attribute `direction`) by a network interface.")?,
+            network_packets: metric(ctx, zero, "network_packets", count_unit("{packet}", "packets"), U64, Delta, "Packets received or sent by a network interface.")?,
+            network_errors: metric(ctx, zero, "network_errors", count_unit("{error}", "errors"), U64, Delta, "Receive or transmit errors of a network interface.")?,
+            network_drops: metric(ctx, zero, "network_drops", count_unit("{packet}", "packets"), U64, Delta, "Packets dropped on receive or transmit by a network interface.")?,
         };
         let options = SystemOptions {
             per_cpu: self.config.per_cpu,
@@ -257,11 +289,12 @@ impl ProcfsPlugin {
     ) -> Result<(), PluginError> {
         use MetricKind::{Delta, Gauge};
         use ValueType::{F64, U64};
+        let (zero, memory) = (self.skip_zero(), self.memory_thinning());
         let ids = ProcessMetricIds {
-            cpu_time: metric(ctx, "process_cpu_time", Unit::Second, F64, Delta, "CPU time of a process in user or system mode (attribute `mode`).")?,
-            cpu_usage: metric(ctx, "process_cpu_usage", Unit::Percent, F64, Gauge, "CPU time of a process over the interval, in % of one CPU (at most 100 x online CPUs).")?,
-            memory_resident: metric(ctx, "process_memory_resident", Unit::Byte, U64, Gauge, "Resident set size of a process.")?,
-            memory_virtual: metric(ctx, "process_memory_virtual", Unit::Byte, U64, Gauge, "Virtual memory size of a process.")?,
+            cpu_time: metric(ctx, zero, "process_cpu_time", Unit::Second, F64, Delta, "CPU time of a process in user or system mode (attribute `mode`).")?,
+            cpu_usage: metric(ctx, zero, "process_cpu_usage", Unit::Percent, F64, Gauge, "CPU time of a process over the interval, in % of one CPU (at most 100 x online CPUs).")?,
+            memory_resident: metric(ctx, memory, "process_memory_resident", Unit::Byte, U64, Gauge, "Resident set size of a process.")?,
+            memory_virtual: metric(ctx, memory, "process_memory_virtual", Unit::Byte, U64, Gauge, "Virtual memory size of a process.")?,
         };
         let rules = WatchRules {
             all: self.config.watch_all,
@@ -349,6 +382,8 @@ impl PluginDefinition for ProcfsPlugin {
             ("watch_pids", "Pids to watch when watch_all = false."),
             ("watch_patterns", "Glob patterns (* and ?) on the process name or command line, e.g. \"python*\"."),
             ("watch_exec_tree", "Watch the process tree of the command run by `alumet-agent exec`."),
+            ("keep_zero", "Write every point to CSV, InfluxDB and OTLP (false: deltas only when not zero, memory when it moved or is idle_process_memory_max_age old; every series keeps its first and last point and every sum is the same; Prometheus and attribution always see every point)."),
+            ("memory_change_threshold", "Relative change of a process's memory written at once (0.01 = 1 %) when keep_zero = false."),
         ]
     }
 }

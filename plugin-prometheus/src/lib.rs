@@ -238,6 +238,9 @@ impl Plugin for PrometheusPlugin {
             Box::new(PrometheusOutput::new(store)),
             OutputOptions {
                 flush_interval: None,
+                // The endpoint exposes current totals and values: every
+                // point keeps its series alive (`series_ttl`) and current.
+                thinned: false,
             },
         );
         Ok(())

@@ -37,6 +37,7 @@ mod running;
 mod stage;
 mod staging;
 pub mod stats;
+mod thinning;
 mod topology;
 
 use std::time::Duration;
@@ -250,12 +251,18 @@ impl SourceTrigger {
 pub struct OutputOptions {
     /// How often `flush` is called while data keeps coming (`None`: only at close).
     pub flush_interval: Option<Duration>,
+    /// Whether the points of thinned metrics ([`crate::metrics::Thinning`])
+    /// are thinned before this output (true: an output that stores rows).
+    /// An output that keeps current totals (Prometheus) or needs every
+    /// point (the `exec` report) sets false.
+    pub thinned: bool,
 }
 
 impl Default for OutputOptions {
     fn default() -> Self {
         Self {
             flush_interval: Some(Duration::from_secs(1)),
+            thinned: true,
         }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct OutputRunner {
     pub name: String,
     pub output: Box<dyn Output>,
     pub options: OutputOptions,
+    /// Present when the output takes thinned series (`OutputOptions::thinned`).
+    pub thinner: Option<super::thinning::Thinner>,
     pub rx: super::queue::QueueReceiver<OutputMessage>,
     pub stats: Arc<OutputStats>,
     /// The pipeline-wide drop counter (for the self-metric).
@@ -47,8 +49,13 @@ impl OutputRunner {
                     .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(OutputMessage::Batch(buffer)) => {
+                Ok(OutputMessage::Batch(mut buffer)) => {
                     self.stats.queued_batches.fetch_sub(1, Relaxed);
+                    if let Some(thinner) = &mut self.thinner {
+                        self.metrics.refresh();
+                        let left_out = thinner.thin_shared(&mut buffer, self.metrics.get());
+                        self.stats.thinned_points.fetch_add(left_out, Relaxed);
+                    }
                     let outcome = self.write_with_retry(&buffer);
                     super::memory::recycle(buffer);
                     match outcome {

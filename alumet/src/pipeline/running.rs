@@ -119,6 +119,7 @@ impl RunningPipeline {
             let runner = OutputRunner {
                 name: name.clone(),
                 output,
+                thinner: options.thinned.then(Default::default),
                 options,
                 rx,
                 stats: stats.clone(),

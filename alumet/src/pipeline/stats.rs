@@ -94,6 +94,8 @@ pub(crate) struct TransformStats {
 #[derive(Debug, Default)]
 pub(crate) struct OutputStats {
     pub written_points: AtomicU64,
+    /// Points of thinned metrics left out before this output (not losses).
+    pub thinned_points: AtomicU64,
     pub written_batches: AtomicU64,
     pub retries: AtomicU64,
     pub dropped_points: AtomicU64,
@@ -237,6 +239,7 @@ impl PipelineStats {
                 OutputStatsSnapshot {
                     name: e.name.clone(),
                     written_points: o.written_points.load(Relaxed),
+                    thinned_points: o.thinned_points.load(Relaxed),
                     written_batches: o.written_batches.load(Relaxed),
                     retries: o.retries.load(Relaxed),
                     dropped_points: o.dropped_points.load(Relaxed),
@@ -295,6 +298,9 @@ pub struct OutputStatsSnapshot {
     pub name: String,
     /// Points written successfully.
     pub written_points: u64,
+    /// Points of thinned metrics left out before this output: zeros and
+    /// repeated gauge values, not losses (`alumet::metrics::Thinning`).
+    pub thinned_points: u64,
     /// Batches written successfully.
     pub written_batches: u64,
     /// Write attempts that were retried.

@@ -28,6 +28,7 @@ pub mod fixture;
 pub mod peer;
 #[cfg(feature = "fixtures")]
 pub mod points;
+pub mod series;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -127,8 +128,26 @@ impl TestPipeline {
         })
     }
 
-    /// A test pipeline with the given configuration.
+    /// A test pipeline whose collector is an output that stores rows: it
+    /// receives thinned series (`alumet::metrics::Thinning`), as CSV does.
+    pub fn thinned() -> Self {
+        Self::with_collector(
+            PipelineConfig {
+                retry_initial_delay: Duration::from_millis(10),
+                retry_max_delay: Duration::from_millis(50),
+                ..PipelineConfig::default()
+            },
+            true,
+        )
+    }
+
+    /// A test pipeline with the given configuration; its collector receives
+    /// every point.
     pub fn with_config(config: PipelineConfig) -> Self {
+        Self::with_collector(config, false)
+    }
+
+    fn with_collector(config: PipelineConfig, thinned: bool) -> Self {
         let mut builder = PipelineBuilder::new(config);
         let collector = CollectingOutput::new();
         let c = collector.clone();
@@ -138,6 +157,7 @@ impl TestPipeline {
                 Box::new(c),
                 OutputOptions {
                     flush_interval: None,
+                    thinned,
                 },
             );
             Ok(())

@@ -44,6 +44,8 @@ impl Session {
                 Box::new(summary_output),
                 OutputOptions {
                     flush_interval: None,
+                    // The report counts and sums every point of the window.
+                    thinned: false,
                 },
             );
             Ok(())
