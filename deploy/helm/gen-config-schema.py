@@ -56,6 +56,9 @@ OVERRIDES = {
     "plugins.cgroups.names.kubernetes": {"enum": ["auto", "api_server", "off"]},
     "plugins.rapl.interface": {"enum": ["auto", "perf", "powercap"]},
     "plugins.nvidia.devices": STRINGS,
+    "plugins.hwmon.drivers": STRINGS,
+    "plugins.hwmon.exclude_drivers": STRINGS,
+    "plugins.redfish.chassis": STRINGS,
     "plugins.cpu-power-model.curve": {
         "type": "array",
         "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},

@@ -134,6 +134,12 @@ plugins:
   rapl:
     sysfs_root: {{ $p.sys }}
     proc_root: {{ $p.proc }}
+  hwmon:
+    sysfs_root: {{ $p.sys }}
+  {{- with .Values.redfish.passwordSecret.name }}
+  redfish:
+    password_file: {{ printf "%s/redfish-password/%s" $p.secrets $.Values.redfish.passwordSecret.key }}
+  {{- end }}
   cpu-power-model:
     proc_root: {{ $p.proc }}
     sys_root: {{ $p.sys }}
