@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use crate::report::document::{CarbonLine, EnergyLine};
+use crate::report::node::NodeBreakdown;
+use crate::report::series::NODE_DOMAINS;
 use crate::report::series::{attribute, Aggregate, SeriesKey, CARBON_METRIC};
 
 /// Domains whose energy is inside another line's (cores and uncore inside
@@ -60,10 +62,19 @@ pub(crate) fn carbon_of(
     })
 }
 
-/// The carbon totals of the machine and the command: psys where measured
-/// (it includes the packages), else every top-level CPU domain, plus GPUs;
-/// an estimated line counts only where no measured line covers its resource.
-pub(crate) fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>, bool) {
+/// The carbon totals of the machine and the command: the node meter's
+/// where one measured (it includes every component; the command's is then
+/// its components' carbon plus its share of the rest of the node at the
+/// node's intensity); else psys where measured (it includes the packages),
+/// else every top-level CPU domain, plus GPUs; an estimated line counts
+/// only where no measured line covers its resource.
+pub(crate) fn carbon_totals(
+    energy: &[EnergyLine],
+    node: Option<&NodeBreakdown>,
+) -> (Option<f64>, Option<f64>, bool) {
+    if let Some(totals) = node.and_then(|n| node_carbon(energy, n)) {
+        return totals;
+    }
     let psys = energy
         .iter()
         .any(|e| e.domain == "psys" && e.carbon.is_some());
@@ -97,4 +108,28 @@ pub(crate) fn carbon_totals(energy: &[EnergyLine]) -> (Option<f64>, Option<f64>,
         .iter()
         .any(|e| e.estimated || e.carbon.as_ref().is_some_and(|c| c.intensity_estimated));
     (Some(total), command, estimated)
+}
+
+/// The totals from the node meter's lines, when they carry carbon.
+fn node_carbon(
+    energy: &[EnergyLine],
+    node: &NodeBreakdown,
+) -> Option<(Option<f64>, Option<f64>, bool)> {
+    let lines: Vec<&EnergyLine> = energy
+        .iter()
+        .filter(|e| e.metric == node.metric && NODE_DOMAINS.contains(&e.domain.as_str()))
+        .collect();
+    let carbons: Vec<&CarbonLine> = lines.iter().filter_map(|e| e.carbon.as_ref()).collect();
+    if carbons.is_empty() {
+        return None;
+    }
+    let total: f64 = carbons.iter().map(|c| c.carbon_g).sum();
+    let per_joule = if node.energy_j > 0.0 {
+        total / node.energy_j
+    } else {
+        0.0
+    };
+    let command = node.command_energy_j.map(|j| j * per_joule);
+    let estimated = carbons.iter().any(|c| c.intensity_estimated);
+    Some((Some(total), command, estimated))
 }

@@ -28,6 +28,9 @@ pub struct EnergyLine {
     pub metric: String,
     /// Whether the figure is a model's estimate, not a measurement (false: measured).
     pub estimated: bool,
+    /// Whether a measured figure was integrated from power readings (a
+    /// sensor without an energy counter: hwmon power channels, Redfish power).
+    pub integrated: bool,
     /// The model that estimated it.
     pub model: Option<String>,
     /// Why it is estimated (the sensor's absence or fault, in one line).
@@ -150,9 +153,13 @@ pub struct Report {
     pub energy: Vec<EnergyLine>,
     /// Why energy is missing, when it is.
     pub energy_unavailable: Vec<String>,
-    /// Carbon of the machine's energy over the run, g CO2e: top-level
-    /// domains only (psys, else packages and DRAM; GPUs), an estimate only
-    /// where nothing measured the same resource.
+    /// The whole node split into CPU, memory, GPU and the rest of the node,
+    /// when a node meter (hwmon, Redfish) measured.
+    pub node: Option<crate::report::node::NodeBreakdown>,
+    /// Carbon of the machine's energy over the run, g CO2e: the node
+    /// meter's where one measured, else top-level domains only (psys, else
+    /// packages and DRAM; GPUs), an estimate only where nothing measured
+    /// the same resource.
     pub carbon_total_g: Option<f64>,
     /// Carbon of the command's attributed energy, g CO2e, same domains.
     pub command_carbon_total_g: Option<f64>,
@@ -269,6 +276,9 @@ impl Report {
                         ", from inside a virtual machine ({vm}): the host's counter, shared with other guests"
                     );
                 }
+                if e.integrated {
+                    how.push_str(", integrated from power readings");
+                }
                 if e.unmeasured_s > 0.0 {
                     let _ = write!(
                         how,
@@ -300,6 +310,9 @@ impl Report {
                 );
                 let _ = writeln!(out, "{line}");
             }
+        }
+        if let Some(node) = &self.node {
+            node.write_text(&mut out);
         }
         for reason in &self.energy_unavailable {
             let _ = writeln!(out, "   energy not measured: {reason}");

@@ -45,11 +45,18 @@ pub(crate) struct SeriesKey {
 
 /// The energy the report has a line for: measured, and estimated where
 /// nothing measures (the metric contract in ARCHITECTURE.md).
-pub(crate) const ENERGY_METRICS: [&str; 3] = [
+pub(crate) const ENERGY_METRICS: [&str; 5] = [
     "rapl_consumed_energy",
     "gpu_consumed_energy",
     "estimated_cpu_energy",
+    "hwmon_consumed_energy",
+    "redfish_consumed_energy",
 ];
+
+/// Domains that are the whole node (hwmon's ACPI power meter, Redfish) or
+/// a module holding CPU, memory and accelerators (Grace Hopper socket,
+/// Jetson `VDD_IN`): what the report's node breakdown starts from.
+pub(crate) const NODE_DOMAINS: [&str; 2] = ["node", "module"];
 /// The carbon of each energy point (energy-to-carbon).
 pub(crate) const CARBON_METRIC: &str = "carbon_emission";
 /// Intervals a sensor did not measure (rapl: a frozen counter).
@@ -72,6 +79,8 @@ pub(crate) fn energy_label(resource: &Resource, domain: &str) -> String {
         | (Resource::Dram { .. }, "dram")
         | (Resource::Gpu { .. }, _) => resource.to_string(),
         (Resource::LocalMachine, "psys") => "Platform (psys, includes the packages)".into(),
+        (Resource::LocalMachine, "node") => "Whole node".into(),
+        (r, "module") => format!("Module of {r}"),
         (r, d) => format!("{r} ({d})"),
     }
 }

@@ -13,7 +13,7 @@ use crate::report::carbon::{carbon_of, carbon_totals};
 use crate::report::plot::data::{Consumer, PlotData, Sample};
 pub(crate) use crate::report::series::{
     attribute, energy_label, is_estimated, Aggregate, SeriesKey, CARBON_METRIC, ENERGY_METRICS,
-    UNMEASURED_METRIC,
+    NODE_DOMAINS, UNMEASURED_METRIC,
 };
 
 pub use crate::report::document::{
@@ -260,7 +260,17 @@ impl SummaryCollector {
             };
             let any_attribution = metrics.by_name("attributed_energy").is_some();
             let carbon = carbon_of(&machine, &c.command, key, &same_domain);
-            let label = energy_label(&key.resource, &domain);
+            let label = match (key.metric.as_str(), attribute(&key.attributes, "sensor")) {
+                ("hwmon_consumed_energy", Some(sensor)) => {
+                    format!("{} (hwmon {sensor})", energy_label(&key.resource, &domain))
+                }
+                ("redfish_consumed_energy", _) => format!(
+                    "{} (Redfish chassis {})",
+                    energy_label(&key.resource, &domain),
+                    attribute(&key.attributes, "chassis").unwrap_or_default()
+                ),
+                _ => energy_label(&key.resource, &domain),
+            };
             // The time the sensor of this line did not measure (frozen...).
             let unmeasured_s: f64 = machine
                 .iter()
@@ -289,16 +299,27 @@ impl SummaryCollector {
                 domain: domain.clone(),
                 energy_j: agg.sum,
                 average_power_w: agg.sum / wall,
-                command_dynamic_energy_j: attributed("dynamic").or(any_attribution.then_some(0.0)),
+                // A node meter's line has a share only where energy-attribution
+                // splits the node (its `node` option); else the breakdown gives it.
+                command_dynamic_energy_j: attributed("dynamic").or(
+                    (any_attribution && !NODE_DOMAINS.contains(&domain.as_str())).then_some(0.0),
+                ),
                 command_static_energy_j: attributed("static"),
                 metric: key.metric.clone(),
                 estimated,
+                integrated: attribute(&key.attributes, "integrated").as_deref() == Some("true"),
                 model: attribute(&key.attributes, "model"),
                 carbon,
             });
         }
+        let usage = command_usage(&c);
+        let node = crate::report::node::breakdown(
+            &energy,
+            wall_s,
+            machine_cpu_share(&machine, usage.cpu_s()),
+        );
         let (carbon_total_g, command_carbon_total_g, carbon_total_estimated) =
-            carbon_totals(&energy);
+            carbon_totals(&energy, node.as_ref());
         let carbon_unavailable =
             if let Some(u) = unavailable.iter().find(|u| u.name == "energy-to-carbon") {
                 Some(u.report_line())
@@ -404,6 +425,7 @@ impl SummaryCollector {
             machine: machine_kind.to_string(),
             energy,
             energy_unavailable,
+            node,
             carbon_total_g,
             command_carbon_total_g,
             carbon_total_estimated,
@@ -412,12 +434,31 @@ impl SummaryCollector {
                 workload: c.workload.clone(),
                 ..measured_as(&c.method)
             },
-            command_usage: command_usage(&c),
+            command_usage: usage,
             wait4,
             outlived: Vec::new(),
             metrics: lines,
         }
     }
+}
+
+/// The command's share of the machine's busy CPU time over the run: its
+/// CPU seconds over the machine's (procfs `cpu_time`, every state but idle,
+/// iowait, steal and guest time, which user time already counts).
+fn machine_cpu_share(machine: &[(&SeriesKey, &Aggregate)], command_cpu_s: f64) -> Option<f64> {
+    let busy_s: f64 = machine
+        .iter()
+        .filter(|(k, _)| {
+            k.metric == "cpu_time"
+                && k.resource == alumet::measurement::Resource::LocalMachine
+                && !matches!(
+                    attribute(&k.attributes, "state").as_deref(),
+                    Some("idle" | "iowait" | "steal" | "guest" | "guest_nice") | None
+                )
+        })
+        .map(|(_, a)| a.sum)
+        .sum();
+    (busy_s > 0.0).then(|| (command_cpu_s / busy_s).min(1.0))
 }
 
 fn measured_as(method: &Method) -> MeasuredAs {
