@@ -289,7 +289,11 @@ impl Plugin for RedfishPlugin {
         );
         // Its own thread: a BMC that takes the whole timeout to answer
         // delays only its own points.
-        let trigger = SourceTrigger::every(self.config.poll_interval).on_dedicated_thread();
+        // A BMC refreshes its readings every few seconds and answers slowly:
+        // its own thread, and its own interval even in `exec`.
+        let trigger = SourceTrigger::every(self.config.poll_interval)
+            .on_dedicated_thread()
+            .keeping_interval();
         ctx.add_source("bmc", Box::new(source), trigger);
         self.client = Some(client);
         Ok(())

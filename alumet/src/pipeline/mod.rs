@@ -210,6 +210,12 @@ pub struct SourceTrigger {
     /// Whether the source gets its own thread: set it when a poll can take
     /// long (milliseconds) so that it cannot delay other sources.
     pub dedicated_thread: bool,
+    /// Whether `poll_interval` stands even where the pipeline polls every
+    /// source more often (`PipelineConfig::max_poll_interval`, as `exec`
+    /// does): a device read over the network (a BMC) that refreshes its
+    /// readings every few seconds gains nothing from faster polls, and
+    /// faster polls would load it.
+    pub keeps_interval: bool,
 }
 
 impl SourceTrigger {
@@ -219,6 +225,7 @@ impl SourceTrigger {
             poll_interval,
             flush_interval: poll_interval,
             dedicated_thread: false,
+            keeps_interval: false,
         }
     }
 
@@ -232,10 +239,17 @@ impl SourceTrigger {
     /// interval is shortened to `max`, and so is its flush interval;
     /// faster ones are left as they are).
     pub fn polled_at_most_every(mut self, max: Duration) -> Self {
-        if !max.is_zero() && self.poll_interval > max {
+        if !max.is_zero() && self.poll_interval > max && !self.keeps_interval {
             self.poll_interval = max;
             self.flush_interval = self.flush_interval.min(max);
         }
+        self
+    }
+
+    /// Keeps `poll_interval` where the pipeline would poll faster (see
+    /// [`SourceTrigger::keeps_interval`]).
+    pub fn keeping_interval(mut self) -> Self {
+        self.keeps_interval = true;
         self
     }
 
@@ -330,5 +344,7 @@ mod tests {
             (ms(10), ms(5000))
         );
         assert_eq!(slow.polled_at_most_every(Duration::ZERO), slow);
+        let bmc = SourceTrigger::every(ms(10_000)).keeping_interval();
+        assert_eq!(bmc.polled_at_most_every(ms(100)), bmc, "a BMC keeps its 10 s");
     }
 }
