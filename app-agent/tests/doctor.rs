@@ -33,18 +33,7 @@ fn unprivileged_agent() -> Command {
     c
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use alumet::testing::fixture::copy_tree;
 
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -251,4 +240,39 @@ fn readable_counters_need_no_fix() {
     assert_eq!(rapl_row(&out), ["rapl", "yes", "yes"], "{out}");
     assert!(!out.contains("adduser"), "{out}");
     assert!(!out.contains("udevadm"), "{out}");
+}
+
+/// `doctor` lists what a plugin found, as the plugin's inventory says: the
+/// eight ACPI power meters of a two-socket Grace Hopper (plugin-hwmon's
+/// fixture) with the domain and resource each is reported as.
+#[test]
+fn doctor_lists_each_hwmon_channel_and_what_it_will_be_reported_as() {
+    let case =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-hwmon/tests/fixtures/grace_hopper");
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&case.join("sys0"), &dir.path().join("sys"));
+    let config = dir.path().join("absent.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_alumet-agent"))
+        .args(["--config", config.to_str().unwrap(), "--plugins", "hwmon"])
+        .arg("--set")
+        .arg(format!(
+            "plugins.hwmon.sysfs_root=\"{}\"",
+            dir.path().join("sys").display()
+        ))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let expected = fs::read_to_string(case.join("inventory.txt")).unwrap();
+    let listed: String = out
+        .split("hwmon found:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no inventory in {out}"))
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert_eq!(listed, expected, "{out}");
+    assert!(!config.exists(), "doctor wrote no configuration");
 }
