@@ -345,6 +345,10 @@ mod tests {
         );
         assert_eq!(slow.polled_at_most_every(Duration::ZERO), slow);
         let bmc = SourceTrigger::every(ms(10_000)).keeping_interval();
-        assert_eq!(bmc.polled_at_most_every(ms(100)), bmc, "a BMC keeps its 10 s");
+        assert_eq!(
+            bmc.polled_at_most_every(ms(100)),
+            bmc,
+            "a BMC keeps its 10 s"
+        );
     }
 }

@@ -174,8 +174,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
         let target = to.join(entry.file_name());
         let kind = entry.file_type().unwrap();
         if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target)
-                .unwrap();
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
         } else if kind.is_dir() {
             copy_tree(&entry.path(), &target);
         } else {

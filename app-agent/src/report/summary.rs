@@ -301,9 +301,9 @@ impl SummaryCollector {
                 average_power_w: agg.sum / wall,
                 // A node meter's line has a share only where energy-attribution
                 // splits the node (its `node` option); else the breakdown gives it.
-                command_dynamic_energy_j: attributed("dynamic").or(
-                    (any_attribution && !NODE_DOMAINS.contains(&domain.as_str())).then_some(0.0),
-                ),
+                command_dynamic_energy_j: attributed("dynamic").or((any_attribution
+                    && !NODE_DOMAINS.contains(&domain.as_str()))
+                .then_some(0.0)),
                 command_static_energy_j: attributed("static"),
                 metric: key.metric.clone(),
                 estimated,
