@@ -8,6 +8,7 @@
 //! so a point that arrives late but before its successor was attributed
 //! splits that successor's interval correctly.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use alumet::measurement::{AttributeValue, Resource, Timestamp};
@@ -57,9 +58,15 @@ pub struct Domain {
     pub name: AttributeValue,
     /// Which input metric this domain comes from (index into the energy inputs).
     pub input: usize,
-    /// The `die` attribute of the input points, on packages of several dies
-    /// measured one by one (each die is then a domain of its own).
-    pub die: Option<AttributeValue>,
+    /// The attributes that tell this domain's series apart from others of
+    /// the same input, resource and name, copied onto every point derived
+    /// from it: `die` on packages of several dies measured one by one; for
+    /// whole-node energy, `chassis`, `sensor`, `device` (those present) and
+    /// `energy_metric` (the input metric).
+    pub tags: Vec<(Cow<'static, str>, AttributeValue)>,
+    /// Whole-node energy (`node`/`module` of hwmon or Redfish): its dynamic
+    /// part is split between the GPUs' use and CPU time.
+    pub node: bool,
     /// The activity its dynamic energy is shared by.
     pub activity: ActivityKind,
     /// Its idle power.
@@ -83,7 +90,8 @@ impl Domain {
             resource,
             name,
             input,
-            die: None,
+            tags: Vec::new(),
+            node: false,
             activity,
             idle,
             resolved_until: None,
@@ -92,18 +100,18 @@ impl Domain {
     }
 
     /// Whether this domain is the one of a point of input `input` on
-    /// `resource` with domain `name` (and die `die`).
+    /// `resource` with domain `name` and identifying attributes `tags`.
     pub fn matches(
         &self,
         input: usize,
         resource: &Resource,
         name: &str,
-        die: Option<&AttributeValue>,
+        tags: &[(Cow<'static, str>, AttributeValue)],
     ) -> bool {
         self.input == input
             && self.resource == *resource
             && matches!(&self.name, AttributeValue::Str(s) if s == name)
-            && self.die.as_ref() == die
+            && self.tags == tags
     }
 
     /// Adds the energy point ending at `end`.

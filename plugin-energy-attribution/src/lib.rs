@@ -35,8 +35,11 @@ pub const LEVEL_CGROUP: &str = "cgroup";
 /// The levels `levels` accepts.
 pub const KNOWN_LEVELS: [&str; 2] = [LEVEL_PROCESS, LEVEL_CGROUP];
 
-/// Domain names accepted as keys of `idle_power_w`: the RAPL domains and `gpu`.
-pub const KNOWN_DOMAINS: [&str; 6] = ["package", "core", "uncore", "dram", "psys", "gpu"];
+/// Domain names accepted as keys of `idle_power_w`: the RAPL domains, `gpu`,
+/// and the whole-node domains (`node`, `module`: see `attribute_node`).
+pub const KNOWN_DOMAINS: [&str; 8] = [
+    "package", "core", "uncore", "dram", "psys", "gpu", "node", "module",
+];
 
 /// Configuration of `[plugins.energy-attribution]`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -58,9 +61,15 @@ pub struct Config {
     /// nobody.
     pub share_static: bool,
     /// Idle power in watts per domain name (`package`, `core`, `uncore`,
-    /// `dram`, `psys`, `gpu`), applied to every resource of that domain (each
+    /// `dram`, `psys`, `gpu`, `node`, `module`), applied to every resource of that domain (each
     /// package). Domains not listed are estimated. Default: none listed.
     pub idle_power_w: BTreeMap<String, f64>,
+    /// Also attribute whole-node energy: `hwmon_consumed_energy` and
+    /// `redfish_consumed_energy` of domain `node` or `module`. Default false:
+    /// that energy contains the package, DRAM and GPU energy the other
+    /// domains already attribute, so its `attributed_energy` must never be
+    /// added to theirs.
+    pub attribute_node: bool,
     /// Levels attributed to: `process` (by process CPU time / GPU use) and
     /// `cgroup` (by cgroup CPU time; GPU use grouped by cgroup). Default both;
     /// a level whose input is not measured emits nothing.
@@ -79,6 +88,7 @@ impl Default for Config {
             max_delay: Duration::from_secs(10),
             share_static: false,
             idle_power_w: BTreeMap::new(),
+            attribute_node: false,
             levels: KNOWN_LEVELS.iter().map(|l| (*l).to_owned()).collect(),
             proc_root: std::path::PathBuf::from("/proc"),
         }
@@ -207,7 +217,8 @@ impl PluginDefinition for EnergyAttributionPlugin {
             ("idle_window", "sliding window over which the idle power is estimated"),
             ("max_delay", "how long energy waits for the process CPU time covering it; raise it above the procfs flush interval"),
             ("share_static", "also share the idle (static) energy among processes, by the same shares as the dynamic energy"),
-            ("idle_power_w", "idle power in watts per domain (package, core, uncore, dram, psys, gpu), e.g. { package = 8.0 }; domains not listed are estimated"),
+            ("idle_power_w", "idle power in watts per domain (package, core, uncore, dram, psys, gpu, node, module), e.g. { package = 8.0 }; domains not listed are estimated"),
+            ("attribute_node", "also attribute whole-node energy (hwmon/redfish domain node or module); it contains the package, DRAM and GPU energy: sum the components or the node, never both"),
             ("levels", "who energy is attributed to: \"process\" (by CPU time / GPU use) and \"cgroup\" (the innermost measured cgroups, by cgroup CPU time); points of the cgroup level carry level=cgroup"),
             ("proc_root", "where procfs is mounted, to find the cgroup of each GPU process"),
         ]

@@ -6,9 +6,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use alumet::measurement::{
-    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, ResourceConsumer,
-    Timestamp,
+    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
+    ResourceConsumer, Timestamp,
 };
 use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
@@ -28,6 +31,25 @@ pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
 /// where RAPL is absent. Attributed like RAPL's; every point derived from it
 /// carries `estimated=true`.
 pub const ESTIMATED_CPU_ENERGY_METRIC: &str = "estimated_cpu_energy";
+/// Input metric (with `attribute_node`): hwmon energy; its `node` and `module`
+/// domains are whole-node energy.
+pub const HWMON_ENERGY_METRIC: &str = "hwmon_consumed_energy";
+/// Input metric (with `attribute_node`): the node's energy from its BMC (Redfish).
+pub const REDFISH_ENERGY_METRIC: &str = "redfish_consumed_energy";
+/// The domains of the whole-node inputs that are attributed: the whole
+/// server (`node`) and a module (a Grace Hopper socket's, a Jetson's
+/// `VDD_IN`). The other domains of hwmon are parts of these or components
+/// that other inputs measure.
+pub const NODE_DOMAINS: [&str; 2] = ["node", "module"];
+/// How long the process activity behind an open whole-node interval is held
+/// at most, counted from the interval's start: a BMC's kWh counter may
+/// advance only every few minutes (Redfish calls one frozen after the time
+/// 4 W takes to fill a 0.01 kWh step, 2.5 h). An interval longer than this is
+/// attributed by the shares of the part that activity still covers
+/// (counted in `intervals_partially_covered`).
+pub const NODE_HOLD_NS: u64 = 3 * 3600 * 1_000_000_000;
+/// Attributes that tell whole-node series apart (besides resource and domain).
+const NODE_SERIES_KEYS: [&str; 3] = ["chassis", "sensor", "device"];
 /// Input metric: intervals a sensor did not measure (a frozen counter),
 /// with the energy metric they stand in for (`energy_metric`). Nothing is
 /// attributed over them from that sensor: an estimate covers them.
@@ -51,6 +73,9 @@ pub const PROCESS_POLL_MARKER_METRICS: [&str; 2] =
 /// Counters of what the transform did, for tests and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttributionStats {
+    /// Whole-node intervals longer than `NODE_HOLD_NS` (their shares come
+    /// from the part that activity still covers).
+    pub node_intervals_beyond_hold: u64,
     /// Energy intervals whose energy was shared among processes.
     pub intervals_attributed: u64,
     /// Of those, the ones that activity data covered only in part (the
@@ -83,6 +108,32 @@ struct EnergyInput {
     gpu: bool,
     /// The input is a model's estimate, not a measurement.
     estimated: bool,
+    /// Whole-node energy (only its `NODE_DOMAINS` are read).
+    node: bool,
+}
+
+/// Whether a point of a whole-node input is of a domain attributed here.
+fn is_node_domain(p: &MeasurementPoint) -> bool {
+    matches!(p.attr("domain"), Some(AttributeValue::Str(d)) if NODE_DOMAINS.contains(&d.as_ref()))
+}
+
+/// Sums the points that have the same metric, resource, consumer and
+/// attributes (a whole node's GPU and CPU shares that reach one cgroup),
+/// keeping the first one's place.
+fn coalesce(points: &mut Vec<MeasurementPoint>) {
+    let mut merged: Vec<MeasurementPoint> = Vec::with_capacity(points.len());
+    for p in points.drain(..) {
+        match merged.iter_mut().find(|m| {
+            m.metric == p.metric
+                && m.resource == p.resource
+                && m.consumer == p.consumer
+                && *m.attributes == *p.attributes
+        }) {
+            Some(m) => m.value = MeasurementValue::F64(m.value.as_f64() + p.value.as_f64()),
+            None => merged.push(p),
+        }
+    }
+    *points = merged;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -162,6 +213,9 @@ pub struct AttributionTransform {
     now: Option<Timestamp>,
     /// Points made while ingesting, appended with the next results.
     early: MeasurementBuffer,
+    /// Per GPU (index of the activity stores): the dynamic energy of each
+    /// attributed GPU interval, end → (start, J), for the whole-node domains.
+    gpu_dynamic: Vec<BTreeMap<Timestamp, (Timestamp, f64)>>,
     stats: AttributionStats,
 }
 
@@ -188,6 +242,7 @@ impl AttributionTransform {
             exe_by_pid: HashMap::new(),
             now: None,
             early: MeasurementBuffer::new(),
+            gpu_dynamic: Vec::new(),
             stats: AttributionStats::default(),
         }
     }
@@ -202,7 +257,7 @@ impl AttributionTransform {
         matches!(self.state, State::Active(_))
     }
 
-    fn resolve_inputs(metrics: &MetricRegistry) -> State {
+    fn resolve_inputs(metrics: &MetricRegistry, attribute_node: bool) -> State {
         let lookup = |name: &str, unit: Unit| -> Option<(MetricId, f64)> {
             let id = metrics.by_name(name)?;
             let metric = metrics.get(id)?;
@@ -217,11 +272,16 @@ impl AttributionTransform {
             Some((id, metric.unit.prefix.factor()))
         };
         let mut inputs = Inputs::default();
-        for (name, gpu, estimated) in [
-            (RAPL_ENERGY_METRIC, false, false),
-            (GPU_ENERGY_METRIC, true, false),
-            (ESTIMATED_CPU_ENERGY_METRIC, false, true),
+        for (name, gpu, estimated, node) in [
+            (RAPL_ENERGY_METRIC, false, false, false),
+            (GPU_ENERGY_METRIC, true, false, false),
+            (ESTIMATED_CPU_ENERGY_METRIC, false, true, false),
+            (HWMON_ENERGY_METRIC, false, false, true),
+            (REDFISH_ENERGY_METRIC, false, false, true),
         ] {
+            if node && !attribute_node {
+                continue;
+            }
             if let Some((id, scale)) = lookup(name, Unit::Joule) {
                 inputs.energy.push(EnergyInput {
                     name,
@@ -229,6 +289,7 @@ impl AttributionTransform {
                     scale,
                     gpu,
                     estimated,
+                    node,
                 });
             }
         }
@@ -295,7 +356,9 @@ impl AttributionTransform {
                 .enumerate()
                 .find(|(_, e)| e.id == p.metric)
             {
-                self.ingest_energy(p, index, *input, Some(p.value.as_f64() * input.scale));
+                if !input.node || is_node_domain(p) {
+                    self.ingest_energy(p, index, *input, Some(p.value.as_f64() * input.scale));
+                }
                 continue;
             }
             if inputs.unmeasured == Some(p.metric) {
@@ -306,6 +369,9 @@ impl AttributionTransform {
                     .enumerate()
                     .find(|(_, e)| of.as_deref() == Some(e.name))
                 {
+                    if input.node && !is_node_domain(p) {
+                        continue;
+                    }
                     self.ingest_energy(p, index, *input, None);
                 }
             }
@@ -391,10 +457,24 @@ impl AttributionTransform {
                 None => Cow::Owned(p.resource.kind().to_owned()),
             }
         };
+        let tags: Vec<(Cow<'static, str>, AttributeValue)> = if input.node {
+            NODE_SERIES_KEYS
+                .iter()
+                .filter_map(|&k| p.attr(k).map(|v| (Cow::Borrowed(k), v.clone())))
+                .chain(std::iter::once((
+                    Cow::Borrowed("energy_metric"),
+                    AttributeValue::from(input.name),
+                )))
+                .collect()
+        } else {
+            p.attr("die")
+                .map(|die| vec![(Cow::Borrowed("die"), die.clone())])
+                .unwrap_or_default()
+        };
         let index = match self
             .domains
             .iter()
-            .position(|d| d.matches(input_index, &p.resource, &name, p.attr("die")))
+            .position(|d| d.matches(input_index, &p.resource, &name, &tags))
         {
             Some(i) => i,
             None => {
@@ -422,7 +502,8 @@ impl AttributionTransform {
                     activity,
                     idle,
                 );
-                domain.die = p.attr("die").cloned();
+                domain.tags = tags;
+                domain.node = input.node;
                 self.domains.push(domain);
                 self.domains.len() - 1
             }
@@ -454,8 +535,8 @@ impl AttributionTransform {
                     ]
                     .into(),
                 };
-                if let Some(die) = &domain.die {
-                    point.attributes.push((Cow::Borrowed("die"), die.clone()));
+                for tag in &domain.tags {
+                    point.attributes.push(tag.clone());
                 }
                 if input.estimated {
                     mark_estimated(std::slice::from_mut(&mut point));
@@ -481,8 +562,17 @@ impl AttributionTransform {
     fn attribute(&mut self, inputs: &Inputs, force: bool, out: &mut MeasurementBuffer) {
         out.append(&mut self.early);
         let now = self.now.map_or(0, |t| t.unix_nanos());
-        for di in 0..self.domains.len() {
+        // Whole-node domains last: they use the GPU intervals attributed before them.
+        let order: Vec<usize> = (0..self.domains.len())
+            .filter(|&i| !self.domains[i].node)
+            .chain((0..self.domains.len()).filter(|&i| self.domains[i].node))
+            .collect();
+        for di in order {
             let kind = self.domains[di].activity;
+            // A whole machine's energy contains the GPUs': its interval waits
+            // for their energy too.
+            let waits_for_gpus =
+                self.domains[di].node && self.domains[di].resource == Resource::LocalMachine;
             let process_input = match kind {
                 ActivityKind::Cpu => inputs.cpu_time.is_some(),
                 ActivityKind::Gpu(_) => inputs.gpu_utilisation.is_some(),
@@ -503,17 +593,26 @@ impl AttributionTransform {
                         .as_ref()
                         .and_then(CgroupActivity::watermark)
                         .is_some_and(|w| w >= interval.end);
-                let covered = process_covered && cgroup_covered;
+                let gpus_covered = !waits_for_gpus
+                    || self.domains.iter().all(|d| {
+                        !matches!(d.activity, ActivityKind::Gpu(_))
+                            || d.needs_from().is_some_and(|r| r >= interval.end)
+                    });
+                let covered = process_covered && cgroup_covered && gpus_covered;
                 let expired = interval.end.unix_nanos().saturating_add(self.max_delay_ns) <= now;
-                if !(covered || expired || force || !has_activity_input) {
+                if !(covered || expired || force || (!has_activity_input && gpus_covered)) {
                     break;
                 }
                 let first_new = out.len();
                 self.attribute_interval(di, interval, out);
-                // A die's points say which die, as its energy points do.
-                if let Some(die) = &self.domains[di].die {
+                // A die's points say which die, a node's which sensor and
+                // metric, as its energy points do.
+                let tags = &self.domains[di].tags;
+                if !tags.is_empty() {
                     for p in &mut out[first_new..] {
-                        p.attributes.push((Cow::Borrowed("die"), die.clone()));
+                        for tag in tags {
+                            p.attributes.push(tag.clone());
+                        }
                     }
                 }
                 let input = self.domains[di].input;
@@ -579,8 +678,32 @@ impl AttributionTransform {
         } else {
             0.0
         };
+        if let ActivityKind::Gpu(g) = domain.activity {
+            if self.gpu_dynamic.len() <= g {
+                self.gpu_dynamic.resize_with(g + 1, BTreeMap::new);
+            }
+            self.gpu_dynamic[g].insert(end, (start, dynamic_j));
+        }
+        let node = domain.node;
+        if node && duration_ns > NODE_HOLD_NS {
+            self.stats.node_intervals_beyond_hold += 1;
+            if should_log(self.stats.node_intervals_beyond_hold) {
+                log::warn!(
+                    "energy-attribution: an energy interval of {} {} lasts {duration_s:.0} s, longer than the {} s of activity held for it; it is attributed by the shares of its last {} s ({} so far)",
+                    domain.resource,
+                    domain.name,
+                    NODE_HOLD_NS / 1_000_000_000,
+                    NODE_HOLD_NS / 1_000_000_000,
+                    self.stats.node_intervals_beyond_hold
+                );
+            }
+        }
         if dynamic_j <= 0.0 && shared_static_j <= 0.0 {
             self.stats.intervals_without_dynamic_energy += 1;
+            return;
+        }
+        if node {
+            self.attribute_node_interval(di, (start, end), dynamic_j, shared_static_j, out);
             return;
         }
         let parts = [("dynamic", dynamic_j), ("static", shared_static_j)];
@@ -608,6 +731,190 @@ impl AttributionTransform {
                     cgroups.attribute_gpu(&interval, &self.activity.weights, &self.outputs, out)
                 }
             }
+        }
+    }
+
+    /// The dynamic energy of each GPU over `[start, end]`, from the GPU
+    /// intervals attributed so far (each taken by its overlap, as a uniform
+    /// rate over its own interval); GPUs with none left out.
+    fn gpu_dynamic_over(&self, start: Timestamp, end: Timestamp) -> Vec<(usize, f64)> {
+        let mut parts = Vec::new();
+        for (g, log) in self.gpu_dynamic.iter().enumerate() {
+            let mut j = 0.0;
+            for (&g1, &(g0, dynamic_j)) in log.range((Bound::Excluded(start), Bound::Unbounded)) {
+                if g0 >= end {
+                    break;
+                }
+                let from = g0.max(start).unix_nanos();
+                let to = g1.min(end).unix_nanos();
+                let len = g1.unix_nanos().saturating_sub(g0.unix_nanos());
+                if to > from && len > 0 {
+                    j += dynamic_j * (to - from) as f64 / len as f64;
+                }
+            }
+            if j > 0.0 {
+                parts.push((g, j));
+            }
+        }
+        parts
+    }
+
+    /// A whole-node interval: the part of its dynamic energy that the GPUs'
+    /// own intervals show as dynamic goes by GPU use, the rest (never below
+    /// 0) and the shared static energy by CPU time. A module on a CPU
+    /// package (Grace Hopper) does not say which GPU it holds: all of its
+    /// dynamic energy goes by CPU time.
+    fn attribute_node_interval(
+        &mut self,
+        di: usize,
+        (start, end): (Timestamp, Timestamp),
+        dynamic_j: f64,
+        static_j: f64,
+        out: &mut MeasurementBuffer,
+    ) {
+        let resource = self.domains[di].resource.clone();
+        let name = self.domains[di].name.clone();
+        let duration_ns = end.unix_nanos() - start.unix_nanos();
+        let mut gpu_parts = if resource == Resource::LocalMachine {
+            self.gpu_dynamic_over(start, end)
+        } else {
+            Vec::new()
+        };
+        let gpu_j: f64 = gpu_parts.iter().map(|(_, j)| j).sum();
+        if gpu_j > dynamic_j {
+            // The GPUs' idle powers and the node's are estimated apart: the
+            // GPUs cannot take more than the node's dynamic energy.
+            let factor = if gpu_j > 0.0 { dynamic_j / gpu_j } else { 0.0 };
+            for (_, j) in &mut gpu_parts {
+                *j *= factor;
+            }
+        }
+        let gpu_j: f64 = gpu_parts.iter().map(|(_, j)| j).sum();
+        let cpu_dynamic_j = (dynamic_j - gpu_j).max(0.0);
+        let cpu = self.activity.weights_of(ActivityKind::Cpu, start, end);
+        let cpu_weights = self.activity.weights.clone();
+
+        if self.process_level && self.cpu_process_level {
+            // pid → [dynamic, static]
+            let mut shares: BTreeMap<u32, [f64; 2]> = BTreeMap::new();
+            let mut unattributed: Vec<(&'static str, &'static str, f64)> = Vec::new();
+            let mut not_shared = |part: &'static str, reason: &'static str, j: f64| {
+                if j <= 0.0 {
+                    return;
+                }
+                match unattributed
+                    .iter_mut()
+                    .find(|(p, r, _)| *p == part && *r == reason)
+                {
+                    Some(entry) => entry.2 += j,
+                    None => unattributed.push((part, reason, j)),
+                }
+            };
+            let reason_of = |c: crate::activity::Coverage| {
+                if c.covered_ns == 0 {
+                    "no_process_data"
+                } else {
+                    "no_activity"
+                }
+            };
+            let total = cpu.total_weight;
+            if total.is_finite() && total > 0.0 {
+                for &(pid, w) in &cpu_weights {
+                    let share = shares.entry(pid).or_default();
+                    share[0] += cpu_dynamic_j * (w / total);
+                    share[1] += static_j * (w / total);
+                }
+            } else {
+                not_shared("dynamic", reason_of(cpu), cpu_dynamic_j);
+                not_shared("static", reason_of(cpu), static_j);
+            }
+            for &(g, j) in &gpu_parts {
+                let c = self.activity.weights_of(ActivityKind::Gpu(g), start, end);
+                if c.total_weight.is_finite() && c.total_weight > 0.0 {
+                    for &(pid, w) in &self.activity.weights {
+                        shares.entry(pid).or_default()[0] += j * (w / c.total_weight);
+                    }
+                } else {
+                    not_shared("dynamic", reason_of(c), j);
+                }
+            }
+            let mut any = false;
+            for (pid, values) in shares {
+                for (part, energy) in [("dynamic", values[0]), ("static", values[1])] {
+                    if energy <= 0.0 {
+                        continue;
+                    }
+                    any = true;
+                    let mut attributes = Vec::with_capacity(3);
+                    attributes.push((Cow::Borrowed("domain"), name.clone()));
+                    attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
+                    if let Some((exe, _)) = self.exe_by_pid.get(&pid) {
+                        attributes.push((Cow::Borrowed("exe"), exe.clone()));
+                    }
+                    out.push(MeasurementPoint {
+                        timestamp: end,
+                        metric: self.outputs.attributed_energy,
+                        resource: resource.clone(),
+                        consumer: ResourceConsumer::Process { pid },
+                        value: MeasurementValue::F64(energy),
+                        attributes: attributes.into(),
+                    });
+                }
+            }
+            for (part, reason, energy) in unattributed {
+                out.push(MeasurementPoint {
+                    timestamp: end,
+                    metric: self.outputs.unattributed_energy,
+                    resource: resource.clone(),
+                    consumer: ResourceConsumer::LocalMachine,
+                    value: MeasurementValue::F64(energy),
+                    attributes: vec![
+                        (Cow::Borrowed("domain"), name.clone()),
+                        (Cow::Borrowed("part"), AttributeValue::from(part)),
+                        (Cow::Borrowed("reason"), AttributeValue::from(reason)),
+                    ]
+                    .into(),
+                });
+            }
+            if any {
+                self.stats.intervals_attributed += 1;
+                if cpu.covered_ns < duration_ns {
+                    self.stats.intervals_partially_covered += 1;
+                }
+            } else {
+                self.stats.intervals_unattributed += 1;
+            }
+        }
+        if let Some(cgroups) = &mut self.cgroups {
+            let mut points = Vec::new();
+            let interval = IntervalToShare {
+                resource: &resource,
+                domain: &name,
+                start,
+                end,
+                parts: [("dynamic", cpu_dynamic_j), ("static", static_j)],
+            };
+            cgroups.attribute_cpu(&interval, cpu.total_weight, &self.outputs, &mut points);
+            for &(g, j) in &gpu_parts {
+                self.activity.weights_of(ActivityKind::Gpu(g), start, end);
+                let interval = IntervalToShare {
+                    resource: &resource,
+                    domain: &name,
+                    start,
+                    end,
+                    parts: [("dynamic", j), ("static", 0.0)],
+                };
+                cgroups.attribute_gpu(
+                    &interval,
+                    &self.activity.weights,
+                    &self.outputs,
+                    &mut points,
+                );
+            }
+            if !gpu_parts.is_empty() {
+                coalesce(&mut points);
+            }
+            out.extend(points);
         }
     }
 
@@ -694,16 +1001,28 @@ impl AttributionTransform {
         let mut cutoff = now.saturating_sub(self.max_delay_ns);
         for d in &self.domains {
             if let Some(from) = d.needs_from() {
-                let live =
-                    d.has_pending() || from.unix_nanos().saturating_add(self.max_delay_ns) >= now;
-                if live {
-                    cutoff = cutoff.min(from.unix_nanos());
+                let from = from.unix_nanos();
+                if d.has_pending() || from.saturating_add(self.max_delay_ns) >= now {
+                    cutoff = cutoff.min(from);
+                } else if d.node {
+                    // A whole node's next point may be minutes away (a kWh
+                    // counter): the activity since its last one is kept for
+                    // it, the last NODE_HOLD_NS of it at most.
+                    cutoff = cutoff.min(from.max(now.saturating_sub(NODE_HOLD_NS)));
                 }
             }
         }
         let cutoff = Timestamp::from_unix_nanos(cutoff);
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.prune_before(cutoff);
+        }
+        for log in &mut self.gpu_dynamic {
+            // Intervals ending at or before the cutoff overlap nothing to come.
+            if log.first_key_value().is_some_and(|(&end, _)| end <= cutoff) {
+                *log = log.split_off(&Timestamp::from_unix_nanos(
+                    cutoff.unix_nanos().saturating_add(1),
+                ));
+            }
         }
         let before = self.activity.cpu.poll_count();
         self.activity.cpu.prune_before(cutoff);
@@ -727,7 +1046,7 @@ impl Transform for AttributionTransform {
         ctx: &ElementContext,
     ) -> Result<(), TransformError> {
         if matches!(self.state, State::Unresolved) {
-            self.state = Self::resolve_inputs(ctx.metrics);
+            self.state = Self::resolve_inputs(ctx.metrics, self.config.attribute_node);
             if let State::Active(inputs) = &self.state {
                 if inputs.cgroup_cpu_time.is_none() {
                     // No cgroups source: the level has nothing to share by.

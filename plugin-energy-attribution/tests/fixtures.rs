@@ -97,3 +97,29 @@ fn estimated_cpu_energy_is_attributed_like_rapl_and_stays_marked_estimated() {
     let run = check_fixture("estimated_cpu_energy");
     assert_eq!(run.stats.intervals_attributed, 1);
 }
+
+#[test]
+fn node_energy_is_split_3_to_1_by_cpu_time_and_its_idle_part_by_the_same_shares() {
+    let run = check_fixture("node_two_processes_3_to_1");
+    assert_eq!(run.stats.intervals_attributed, 2);
+    assert_eq!(run.stats.energy_with_unknown_start, 1);
+    assert_eq!(run.stats.intervals_unmeasured, 1);
+}
+
+#[test]
+fn node_dynamic_energy_goes_by_gpu_use_for_the_gpus_part_and_by_cpu_time_for_the_rest() {
+    let run = check_fixture("node_with_gpu");
+    // 4 GPU intervals and 3 node intervals.
+    assert_eq!(run.stats.intervals_attributed, 7);
+}
+
+#[test]
+fn node_energy_is_left_alone_unless_attribute_node_is_set() {
+    let run = check_fixture("node_off");
+    assert!(run.added.is_empty());
+}
+
+#[test]
+fn node_energy_reaches_the_cgroup_level_like_a_cpu_domain() {
+    check_fixture("node_by_cgroup");
+}

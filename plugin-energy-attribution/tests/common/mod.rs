@@ -31,7 +31,7 @@ use plugin_energy_attribution::{
 /// Epoch of the fixtures' `time_ms` column (2023-11-14T22:13:20Z).
 pub const BASE_NS: u64 = 1_700_000_000_000_000_000;
 
-/// The input metrics, as rapl, procfs and nvidia register them.
+/// The input metrics, as rapl, procfs, nvidia, hwmon and redfish register them.
 pub fn input_metrics() -> Vec<Metric> {
     vec![
         Metric::new(
@@ -75,6 +75,20 @@ pub fn input_metrics() -> Vec<Metric> {
             ValueType::F64,
             MetricKind::Gauge,
             "sm",
+        ),
+        Metric::new(
+            "hwmon_consumed_energy",
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "hwmon",
+        ),
+        Metric::new(
+            "redfish_consumed_energy",
+            Unit::Joule,
+            ValueType::F64,
+            MetricKind::Delta,
+            "redfish",
         ),
         Metric::new(
             "energy_unmeasured_time",
