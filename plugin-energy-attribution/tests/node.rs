@@ -117,8 +117,16 @@ fn a_kwh_counter_point_covering_five_polls_is_attributed_over_its_whole_interval
     // (10 s). pid 1 ran 100 s at 1 CPU, pid 2 300 s at 0.5 CPU: 100 : 150.
     let run = kwh_counter_run(1, 300, 5, (1.0, 100), 0.5, 36_000.0, 100.0);
     // 36 000 J - 100 W x 300 s = 6 000 J dynamic -> 2 400 / 3 600; static 30 000 J -> 12 000 / 18 000.
-    assert!(close(attributed_to(&run, 1), 14_400.0), "{}", attributed_to(&run, 1));
-    assert!(close(attributed_to(&run, 2), 21_600.0), "{}", attributed_to(&run, 2));
+    assert!(
+        close(attributed_to(&run, 1), 14_400.0),
+        "{}",
+        attributed_to(&run, 1)
+    );
+    assert!(
+        close(attributed_to(&run, 2), 21_600.0),
+        "{}",
+        attributed_to(&run, 2)
+    );
     assert_eq!(node_sums(&run), vec![(300_000.0, node_sums(&run)[0].1)]);
     assert!(close(node_sums(&run)[0].1, 36_000.0));
     assert_eq!(run.stats.intervals_attributed, 1);
@@ -143,8 +151,14 @@ fn an_interval_longer_than_the_activity_held_is_attributed_by_its_last_hours_not
 #[test]
 fn attributed_plus_unattributed_node_energy_is_the_node_energy_of_each_interval() {
     for (case, energy) in [
-        ("node_two_processes_3_to_1", vec![(0.0, 250.0), (1000.0, 300.0), (2000.0, 200.0)]),
-        ("node_with_gpu", vec![(1000.0, 500.0), (2000.0, 400.0), (3000.0, 200.0)]),
+        (
+            "node_two_processes_3_to_1",
+            vec![(0.0, 250.0), (1000.0, 300.0), (2000.0, 200.0)],
+        ),
+        (
+            "node_with_gpu",
+            vec![(1000.0, 500.0), (2000.0, 400.0), (3000.0, 200.0)],
+        ),
     ] {
         let (mut config, registry, outputs, buffers, _) = load_fixture(case);
         config.share_static = true;
@@ -153,14 +167,19 @@ fn attributed_plus_unattributed_node_energy_is_the_node_energy_of_each_interval(
         assert_eq!(sums.len(), energy.len(), "{case}: {sums:?}");
         for ((t, got), (want_t, want)) in sums.iter().zip(&energy) {
             assert_eq!(t, want_t, "{case}");
-            assert!(close(*got, *want), "{case} at {t} ms: {got} J instead of {want} J");
+            assert!(
+                close(*got, *want),
+                "{case} at {t} ms: {got} J instead of {want} J"
+            );
         }
     }
 }
 
 #[test]
 fn idle_power_of_the_node_is_read_from_the_domain_key_node() {
-    let table: toml::Table = toml::from_str("attribute_node = true\nidle_power_w = { node = 180.0, module = 60.0 }").unwrap();
+    let table: toml::Table =
+        toml::from_str("attribute_node = true\nidle_power_w = { node = 180.0, module = 60.0 }")
+            .unwrap();
     let c: Config = alumet::config::deserialize_config(table).unwrap();
     assert!(c.attribute_node);
     assert_eq!(c.idle_power_w.get("node"), Some(&180.0));
