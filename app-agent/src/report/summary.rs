@@ -253,6 +253,9 @@ impl SummaryCollector {
                         k.metric == "attributed_energy"
                             && same_domain(k)
                             && attribute(&k.attributes, "part").as_deref() == Some(part)
+                            // A node's attribution names its meter (hwmon or Redfish).
+                            && attribute(&k.attributes, "energy_metric")
+                                .is_none_or(|m| m == key.metric)
                     })
                     .map(|(_, a)| a.sum)
                     .collect();
