@@ -43,11 +43,27 @@ fn numeric_keys(table: &toml::Table, prefix: &str, out: &mut Vec<(String, &'stat
 }
 
 /// `config check` with every plugin enabled and `key = value`.
+/// Settings without which a plugin cannot be enabled at all (the BMC to
+/// read has no default): given, so that the others are what is checked.
+const REQUIRED: &[(&str, &[(&str, &str)])] = &[(
+    "redfish",
+    &[
+        ("endpoint", "\"https://127.0.0.1\""),
+        ("username", "\"monitor\""),
+        ("password", "\"secret\""),
+    ],
+)];
+
 fn check_with(config: &Path, plugin: Option<&str>, key: &str, value: &str) -> Output {
     let mut cmd = agent();
     cmd.args(["--config", config.to_str().unwrap()]);
     if let Some(plugin) = plugin {
         cmd.args(["--set", &format!("plugins.{plugin}.enabled=true")]);
+        for (_, settings) in REQUIRED.iter().filter(|(p, _)| *p == plugin) {
+            for (k, v) in *settings {
+                cmd.args(["--set", &format!("plugins.{plugin}.{k}={v}")]);
+            }
+        }
     }
     cmd.args(["--set", &format!("{key}={value}"), "config", "check"])
         .stdin(Stdio::null())
