@@ -7,7 +7,11 @@ pub mod activity;
 mod cgroups;
 pub mod domain;
 pub mod idle;
+mod inputs;
+mod node;
 pub mod outputs;
+mod processes;
+mod stats;
 pub mod transform;
 
 use std::collections::BTreeMap;

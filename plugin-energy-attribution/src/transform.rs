@@ -2,150 +2,41 @@
 //! they pass, holds each energy interval back until the activity covering it
 //! has arrived, then appends `idle_power`, `attributed_energy` and
 //! `unattributed_energy` points. Input points pass through untouched.
+//!
+//! This module keeps the transform's state and its schedule (ingest, wait,
+//! attribute, prune); what it reads is resolved in `inputs`, an interval is
+//! shared by `processes` and `cgroups` (whole nodes by `node`), and what it
+//! did is counted in `stats`.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-
-use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use alumet::measurement::{
     AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
     ResourceConsumer, Timestamp,
 };
-use alumet::metrics::{MetricId, MetricRegistry, Unit};
 use alumet::pipeline::{ElementContext, Transform, TransformError};
 
 use crate::activity::Activity;
 use crate::cgroups::{CgroupActivity, IntervalToShare};
 use crate::domain::{ActivityKind, Domain, EnergyInterval, Inserted};
 use crate::idle::{IdlePower, IdlePowerEstimator};
-pub use crate::outputs::OutputMetrics;
+use crate::inputs::{is_node_domain, model_idle_power, EnergyInput, Inputs, NODE_SERIES_KEYS};
+use crate::node::{GpuDynamic, NodeAttribution};
+use crate::processes::{self, ProcessNames};
+use crate::stats::should_log;
 use crate::Config;
 
-/// Input metric: RAPL energy per domain.
-pub const RAPL_ENERGY_METRIC: &str = "rapl_consumed_energy";
-/// Input metric: GPU energy.
-pub const GPU_ENERGY_METRIC: &str = "gpu_consumed_energy";
-/// Input metric: CPU package energy estimated by a power model (cpu-power-model)
-/// where RAPL is absent. Attributed like RAPL's; every point derived from it
-/// carries `estimated=true`.
-pub const ESTIMATED_CPU_ENERGY_METRIC: &str = "estimated_cpu_energy";
-/// Input metric (with `attribute_node`): hwmon energy; its `node` and `module`
-/// domains are whole-node energy.
-pub const HWMON_ENERGY_METRIC: &str = "hwmon_consumed_energy";
-/// Input metric (with `attribute_node`): the node's energy from its BMC (Redfish).
-pub const REDFISH_ENERGY_METRIC: &str = "redfish_consumed_energy";
-/// The domains of the whole-node inputs that are attributed: the whole
-/// server (`node`) and a module (a Grace Hopper socket's, a Jetson's
-/// `VDD_IN`). The other domains of hwmon are parts of these or components
-/// that other inputs measure.
-pub const NODE_DOMAINS: [&str; 2] = ["node", "module"];
-/// How long the process activity behind an open whole-node interval is held
-/// at most, counted from the interval's start: a BMC's kWh counter may
-/// advance only every few minutes (Redfish calls one frozen after the time
-/// 4 W takes to fill a 0.01 kWh step, 2.5 h). An interval longer than this is
-/// attributed by the shares of the part that activity still covers
-/// (counted in `intervals_partially_covered`).
-pub const NODE_HOLD_NS: u64 = 3 * 3600 * 1_000_000_000;
-/// Attributes that tell whole-node series apart (besides resource and domain).
-const NODE_SERIES_KEYS: [&str; 3] = ["chassis", "sensor", "device"];
-/// Input metric: intervals a sensor did not measure (a frozen counter),
-/// with the energy metric they stand in for (`energy_metric`). Nothing is
-/// attributed over them from that sensor: an estimate covers them.
-pub const UNMEASURED_METRIC: &str = "energy_unmeasured_time";
-/// Input metric: process CPU time per mode.
-pub const PROCESS_CPU_TIME_METRIC: &str = "process_cpu_time";
-/// Input metric: process SM utilisation per GPU.
-pub const GPU_PROCESS_UTILISATION_METRIC: &str = "gpu_process_sm_utilization";
-/// Input metric: cgroup CPU time per mode.
-pub const CGROUP_CPU_TIME_METRIC: &str = "cgroup_cpu_time";
-/// Metric emitted by the cgroups source at every poll, the first one
-/// included: it marks cgroup polls, so the first CPU-time delta gets a known start.
-pub const CGROUP_POLL_MARKER_METRIC: &str = "cgroups_measured";
-
-/// Metrics emitted by procfs's process source at every poll, including the
-/// first one (where `process_cpu_time` has no delta yet): their timestamps
-/// mark procfs polls, so the first CPU-time delta gets a known start.
-pub const PROCESS_POLL_MARKER_METRICS: [&str; 2] =
-    ["process_memory_resident", "process_memory_virtual"];
-
-/// Counters of what the transform did, for tests and logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AttributionStats {
-    /// Whole-node intervals longer than `NODE_HOLD_NS` (their shares come
-    /// from the part that activity still covers).
-    pub node_intervals_beyond_hold: u64,
-    /// Energy intervals whose energy was shared among processes.
-    pub intervals_attributed: u64,
-    /// Of those, the ones that activity data covered only in part (the
-    /// shares then come from the covered part).
-    pub intervals_partially_covered: u64,
-    /// Intervals with energy to share but no process activity over them.
-    pub intervals_unattributed: u64,
-    /// Intervals with nothing to share (no dynamic energy).
-    pub intervals_without_dynamic_energy: u64,
-    /// Energy points dropped because they arrived after the interval they
-    /// belong to had been attributed (or twice).
-    pub energy_points_too_late: u64,
-    /// Energy values that were NaN, infinite or negative (interval skipped).
-    pub invalid_energy_values: u64,
-    /// Intervals the sensor did not measure (nothing to attribute).
-    pub intervals_unmeasured: u64,
-    /// First points of a domain that carried energy over an interval whose
-    /// start is unknown (reported as unattributed, reason
-    /// `interval_start_unknown`).
-    pub energy_with_unknown_start: u64,
-    /// Activity values that were NaN, infinite or negative (ignored).
-    pub invalid_activity_values: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct EnergyInput {
-    name: &'static str,
-    id: MetricId,
-    scale: f64,
-    gpu: bool,
-    /// The input is a model's estimate, not a measurement.
-    estimated: bool,
-    /// Whole-node energy (only its `NODE_DOMAINS` are read).
-    node: bool,
-}
-
-/// Whether a point of a whole-node input is of a domain attributed here.
-fn is_node_domain(p: &MeasurementPoint) -> bool {
-    matches!(p.attr("domain"), Some(AttributeValue::Str(d)) if NODE_DOMAINS.contains(&d.as_ref()))
-}
-
-/// Sums the points that have the same metric, resource, consumer and
-/// attributes (a whole node's GPU and CPU shares that reach one cgroup),
-/// keeping the first one's place.
-fn coalesce(points: &mut Vec<MeasurementPoint>) {
-    let mut merged: Vec<MeasurementPoint> = Vec::with_capacity(points.len());
-    for p in points.drain(..) {
-        match merged.iter_mut().find(|m| {
-            m.metric == p.metric
-                && m.resource == p.resource
-                && m.consumer == p.consumer
-                && *m.attributes == *p.attributes
-        }) {
-            Some(m) => m.value = MeasurementValue::F64(m.value.as_f64() + p.value.as_f64()),
-            None => merged.push(p),
-        }
-    }
-    *points = merged;
-}
-
-#[derive(Debug, Clone, Default)]
-struct Inputs {
-    energy: Vec<EnergyInput>,
-    cpu_time: Option<(MetricId, f64)>,
-    cpu_poll_markers: Vec<MetricId>,
-    gpu_utilisation: Option<MetricId>,
-    cgroup_cpu_time: Option<(MetricId, f64)>,
-    cgroup_poll_marker: Option<MetricId>,
-    unmeasured: Option<MetricId>,
-}
+// The public names that moved out of this module keep their old paths
+// (`transform::RAPL_ENERGY_METRIC`, `transform::AttributionStats`...).
+pub use crate::inputs::{
+    CGROUP_CPU_TIME_METRIC, CGROUP_POLL_MARKER_METRIC, ESTIMATED_CPU_ENERGY_METRIC,
+    GPU_ENERGY_METRIC, GPU_PROCESS_UTILISATION_METRIC, HWMON_ENERGY_METRIC,
+    MODEL_IDLE_POWER_ATTRIBUTE, NODE_DOMAINS, PROCESS_CPU_TIME_METRIC, PROCESS_POLL_MARKER_METRICS,
+    RAPL_ENERGY_METRIC, REDFISH_ENERGY_METRIC, UNMEASURED_METRIC,
+};
+pub use crate::node::NODE_HOLD_NS;
+pub use crate::outputs::OutputMetrics;
+pub use crate::stats::AttributionStats;
 
 #[derive(Debug)]
 enum State {
@@ -155,21 +46,6 @@ enum State {
     PassThrough,
     /// Attributing.
     Active(Inputs),
-}
-
-/// Attribute of estimated energy points: the model's idle power of the
-/// resource, W (cpu-power-model sets it).
-pub const MODEL_IDLE_POWER_ATTRIBUTE: &str = "idle_power_w";
-
-/// The model's idle power carried by an energy point, if valid.
-fn model_idle_power(p: &MeasurementPoint) -> Option<f64> {
-    let w = match p.attr(MODEL_IDLE_POWER_ATTRIBUTE)? {
-        AttributeValue::F64(w) => *w,
-        AttributeValue::U64(w) => *w as f64,
-        AttributeValue::Str(s) => s.parse().ok()?,
-        _ => return None,
-    };
-    (w.is_finite() && w >= 0.0).then_some(w)
 }
 
 /// Tags points derived from estimated energy `estimated=true` (the
@@ -183,11 +59,6 @@ fn mark_estimated(points: &mut [MeasurementPoint]) {
                 .push((Cow::Borrowed("estimated"), AttributeValue::Bool(true))),
         }
     }
-}
-
-/// Logs the 1st, 2nd, 4th, 8th... occurrence of something that may repeat at every poll.
-fn should_log(count: u64) -> bool {
-    count.is_power_of_two()
 }
 
 /// The transform. Create it with [`AttributionTransform::new`]; the plugin adds it
@@ -206,16 +77,15 @@ pub struct AttributionTransform {
     /// Whether the process level runs for CPU domains (false when only
     /// cgroups measure CPU time).
     cpu_process_level: bool,
-    /// Process name by pid, and the last poll that reported the pid.
-    exe_by_pid: HashMap<u32, (AttributeValue, Timestamp)>,
+    /// Process names, for the points of the process level.
+    names: ProcessNames,
     /// Latest timestamp of any input point: the transform's notion of "now",
     /// taken from the data so that results do not depend on processing speed.
     now: Option<Timestamp>,
     /// Points made while ingesting, appended with the next results.
     early: MeasurementBuffer,
-    /// Per GPU (index of the activity stores): the dynamic energy of each
-    /// attributed GPU interval, end → (start, J), for the whole-node domains.
-    gpu_dynamic: Vec<BTreeMap<Timestamp, (Timestamp, f64)>>,
+    /// The GPUs' attributed dynamic energy, for the whole-node domains.
+    gpu_dynamic: GpuDynamic,
     stats: AttributionStats,
 }
 
@@ -239,10 +109,10 @@ impl AttributionTransform {
             state: State::Unresolved,
             domains: Vec::new(),
             activity: Activity::new(),
-            exe_by_pid: HashMap::new(),
+            names: ProcessNames::default(),
             now: None,
             early: MeasurementBuffer::new(),
-            gpu_dynamic: Vec::new(),
+            gpu_dynamic: GpuDynamic::default(),
             stats: AttributionStats::default(),
         }
     }
@@ -255,65 +125,6 @@ impl AttributionTransform {
     /// Whether the transform found any of its inputs (false before the first buffer).
     pub fn is_active(&self) -> bool {
         matches!(self.state, State::Active(_))
-    }
-
-    fn resolve_inputs(metrics: &MetricRegistry, attribute_node: bool) -> State {
-        let lookup = |name: &str, unit: Unit| -> Option<(MetricId, f64)> {
-            let id = metrics.by_name(name)?;
-            let metric = metrics.get(id)?;
-            if metric.unit.base != unit {
-                log::warn!(
-                    "energy-attribution: metric {name} has unit {} instead of {}; it is not used",
-                    metric.unit,
-                    unit.symbol()
-                );
-                return None;
-            }
-            Some((id, metric.unit.prefix.factor()))
-        };
-        let mut inputs = Inputs::default();
-        for (name, gpu, estimated, node) in [
-            (RAPL_ENERGY_METRIC, false, false, false),
-            (GPU_ENERGY_METRIC, true, false, false),
-            (ESTIMATED_CPU_ENERGY_METRIC, false, true, false),
-            (HWMON_ENERGY_METRIC, false, false, true),
-            (REDFISH_ENERGY_METRIC, false, false, true),
-        ] {
-            if node && !attribute_node {
-                continue;
-            }
-            if let Some((id, scale)) = lookup(name, Unit::Joule) {
-                inputs.energy.push(EnergyInput {
-                    name,
-                    id,
-                    scale,
-                    gpu,
-                    estimated,
-                    node,
-                });
-            }
-        }
-        inputs.cpu_time = lookup(PROCESS_CPU_TIME_METRIC, Unit::Second);
-        if inputs.cpu_time.is_some() {
-            inputs.cpu_poll_markers = PROCESS_POLL_MARKER_METRICS
-                .iter()
-                .filter_map(|name| metrics.by_name(name))
-                .collect();
-        }
-        inputs.gpu_utilisation = metrics.by_name(GPU_PROCESS_UTILISATION_METRIC);
-        inputs.cgroup_cpu_time = lookup(CGROUP_CPU_TIME_METRIC, Unit::Second);
-        inputs.cgroup_poll_marker = metrics.by_name(CGROUP_POLL_MARKER_METRIC);
-        inputs.unmeasured = metrics.by_name(UNMEASURED_METRIC);
-        if inputs.energy.is_empty() && inputs.cpu_time.is_none() {
-            log::info!(
-                "energy-attribution: none of {RAPL_ENERGY_METRIC}, {GPU_ENERGY_METRIC}, {PROCESS_CPU_TIME_METRIC} is measured; nothing to attribute"
-            );
-            return State::PassThrough;
-        }
-        if inputs.cpu_time.is_none() && inputs.cgroup_cpu_time.is_none() {
-            log::warn!("energy-attribution: {PROCESS_CPU_TIME_METRIC} is not measured (enable the procfs plugin); CPU energy is reported as unattributed");
-        }
-        State::Active(inputs)
     }
 
     fn ingest(&mut self, buffer: &MeasurementBuffer, inputs: &Inputs) {
@@ -396,7 +207,7 @@ impl AttributionTransform {
                 log::warn!("energy-attribution: ignored an invalid CPU time {value} s of pid {pid} ({} so far)", self.stats.invalid_activity_values);
             }
         }
-        self.remember_exe(pid, p);
+        self.names.remember(pid, p);
     }
 
     fn ingest_gpu_utilisation(&mut self, p: &MeasurementPoint) {
@@ -415,27 +226,7 @@ impl AttributionTransform {
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.note_gpu_process(pid, p.timestamp);
         }
-        self.remember_exe(pid, p);
-    }
-
-    fn remember_exe(&mut self, pid: u32, p: &MeasurementPoint) {
-        let Some(exe) = p.attr("exe") else {
-            if let Some(entry) = self.exe_by_pid.get_mut(&pid) {
-                entry.1 = entry.1.max(p.timestamp);
-            }
-            return;
-        };
-        match self.exe_by_pid.get_mut(&pid) {
-            Some(entry) => {
-                if entry.0 != *exe {
-                    entry.0 = exe.clone();
-                }
-                entry.1 = entry.1.max(p.timestamp);
-            }
-            None => {
-                self.exe_by_pid.insert(pid, (exe.clone(), p.timestamp));
-            }
-        }
+        self.names.remember(pid, p);
     }
 
     /// An energy point (`energy_j`), or an interval its sensor did not
@@ -679,10 +470,7 @@ impl AttributionTransform {
             0.0
         };
         if let ActivityKind::Gpu(g) = domain.activity {
-            if self.gpu_dynamic.len() <= g {
-                self.gpu_dynamic.resize_with(g + 1, BTreeMap::new);
-            }
-            self.gpu_dynamic[g].insert(end, (start, dynamic_j));
+            self.gpu_dynamic.record(g, start, end, dynamic_j);
         }
         let node = domain.node;
         if node && duration_ns > NODE_HOLD_NS {
@@ -703,7 +491,24 @@ impl AttributionTransform {
             return;
         }
         if node {
-            self.attribute_node_interval(di, (start, end), dynamic_j, shared_static_j, out);
+            let node = NodeAttribution {
+                activity: &mut self.activity,
+                gpu_dynamic: &self.gpu_dynamic,
+                names: &self.names,
+                process_level: self.process_level && self.cpu_process_level,
+                cgroups: self.cgroups.as_mut(),
+                outputs: &self.outputs,
+                stats: &mut self.stats,
+            };
+            let domain = &self.domains[di];
+            node.attribute(
+                &domain.resource,
+                &domain.name,
+                (start, end),
+                dynamic_j,
+                shared_static_j,
+                out,
+            );
             return;
         }
         let parts = [("dynamic", dynamic_j), ("static", shared_static_j)];
@@ -713,7 +518,22 @@ impl AttributionTransform {
         let coverage = self.activity.weights_of(kind, start, end);
         let cpu = matches!(kind, ActivityKind::Cpu);
         if self.process_level && (self.cpu_process_level || !cpu) {
-            self.attribute_to_processes(di, coverage, (start, end), parts, out);
+            let interval = IntervalToShare {
+                resource: &resource,
+                domain: &name,
+                start,
+                end,
+                parts,
+            };
+            processes::attribute(
+                &interval,
+                coverage,
+                &self.activity.weights,
+                &self.names,
+                &self.outputs,
+                &mut self.stats,
+                out,
+            );
         }
         if let Some(cgroups) = &mut self.cgroups {
             let interval = IntervalToShare {
@@ -730,266 +550,6 @@ impl AttributionTransform {
                 ActivityKind::Gpu(_) => {
                     cgroups.attribute_gpu(&interval, &self.activity.weights, &self.outputs, out)
                 }
-            }
-        }
-    }
-
-    /// The dynamic energy of each GPU over `[start, end]`, from the GPU
-    /// intervals attributed so far (each taken by its overlap, as a uniform
-    /// rate over its own interval); GPUs with none left out.
-    fn gpu_dynamic_over(&self, start: Timestamp, end: Timestamp) -> Vec<(usize, f64)> {
-        let mut parts = Vec::new();
-        for (g, log) in self.gpu_dynamic.iter().enumerate() {
-            let mut j = 0.0;
-            for (&g1, &(g0, dynamic_j)) in log.range((Bound::Excluded(start), Bound::Unbounded)) {
-                if g0 >= end {
-                    break;
-                }
-                let from = g0.max(start).unix_nanos();
-                let to = g1.min(end).unix_nanos();
-                let len = g1.unix_nanos().saturating_sub(g0.unix_nanos());
-                if to > from && len > 0 {
-                    j += dynamic_j * (to - from) as f64 / len as f64;
-                }
-            }
-            if j > 0.0 {
-                parts.push((g, j));
-            }
-        }
-        parts
-    }
-
-    /// A whole-node interval: the part of its dynamic energy that the GPUs'
-    /// own intervals show as dynamic goes by GPU use, the rest (never below
-    /// 0) and the shared static energy by CPU time. A module on a CPU
-    /// package (Grace Hopper) does not say which GPU it holds: all of its
-    /// dynamic energy goes by CPU time.
-    fn attribute_node_interval(
-        &mut self,
-        di: usize,
-        (start, end): (Timestamp, Timestamp),
-        dynamic_j: f64,
-        static_j: f64,
-        out: &mut MeasurementBuffer,
-    ) {
-        let resource = self.domains[di].resource.clone();
-        let name = self.domains[di].name.clone();
-        let duration_ns = end.unix_nanos() - start.unix_nanos();
-        let mut gpu_parts = if resource == Resource::LocalMachine {
-            self.gpu_dynamic_over(start, end)
-        } else {
-            Vec::new()
-        };
-        let gpu_j: f64 = gpu_parts.iter().map(|(_, j)| j).sum();
-        if gpu_j > dynamic_j {
-            // The GPUs' idle powers and the node's are estimated apart: the
-            // GPUs cannot take more than the node's dynamic energy.
-            let factor = if gpu_j > 0.0 { dynamic_j / gpu_j } else { 0.0 };
-            for (_, j) in &mut gpu_parts {
-                *j *= factor;
-            }
-        }
-        let gpu_j: f64 = gpu_parts.iter().map(|(_, j)| j).sum();
-        let cpu_dynamic_j = (dynamic_j - gpu_j).max(0.0);
-        let cpu = self.activity.weights_of(ActivityKind::Cpu, start, end);
-        let cpu_weights = self.activity.weights.clone();
-
-        if self.process_level && self.cpu_process_level {
-            // pid → [dynamic, static]
-            let mut shares: BTreeMap<u32, [f64; 2]> = BTreeMap::new();
-            let mut unattributed: Vec<(&'static str, &'static str, f64)> = Vec::new();
-            let mut not_shared = |part: &'static str, reason: &'static str, j: f64| {
-                if j <= 0.0 {
-                    return;
-                }
-                match unattributed
-                    .iter_mut()
-                    .find(|(p, r, _)| *p == part && *r == reason)
-                {
-                    Some(entry) => entry.2 += j,
-                    None => unattributed.push((part, reason, j)),
-                }
-            };
-            let reason_of = |c: crate::activity::Coverage| {
-                if c.covered_ns == 0 {
-                    "no_process_data"
-                } else {
-                    "no_activity"
-                }
-            };
-            let total = cpu.total_weight;
-            if total.is_finite() && total > 0.0 {
-                for &(pid, w) in &cpu_weights {
-                    let share = shares.entry(pid).or_default();
-                    share[0] += cpu_dynamic_j * (w / total);
-                    share[1] += static_j * (w / total);
-                }
-            } else {
-                not_shared("dynamic", reason_of(cpu), cpu_dynamic_j);
-                not_shared("static", reason_of(cpu), static_j);
-            }
-            for &(g, j) in &gpu_parts {
-                let c = self.activity.weights_of(ActivityKind::Gpu(g), start, end);
-                if c.total_weight.is_finite() && c.total_weight > 0.0 {
-                    for &(pid, w) in &self.activity.weights {
-                        shares.entry(pid).or_default()[0] += j * (w / c.total_weight);
-                    }
-                } else {
-                    not_shared("dynamic", reason_of(c), j);
-                }
-            }
-            let mut any = false;
-            for (pid, values) in shares {
-                for (part, energy) in [("dynamic", values[0]), ("static", values[1])] {
-                    if energy <= 0.0 {
-                        continue;
-                    }
-                    any = true;
-                    let mut attributes = Vec::with_capacity(3);
-                    attributes.push((Cow::Borrowed("domain"), name.clone()));
-                    attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
-                    if let Some((exe, _)) = self.exe_by_pid.get(&pid) {
-                        attributes.push((Cow::Borrowed("exe"), exe.clone()));
-                    }
-                    out.push(MeasurementPoint {
-                        timestamp: end,
-                        metric: self.outputs.attributed_energy,
-                        resource: resource.clone(),
-                        consumer: ResourceConsumer::Process { pid },
-                        value: MeasurementValue::F64(energy),
-                        attributes: attributes.into(),
-                    });
-                }
-            }
-            for (part, reason, energy) in unattributed {
-                out.push(MeasurementPoint {
-                    timestamp: end,
-                    metric: self.outputs.unattributed_energy,
-                    resource: resource.clone(),
-                    consumer: ResourceConsumer::LocalMachine,
-                    value: MeasurementValue::F64(energy),
-                    attributes: vec![
-                        (Cow::Borrowed("domain"), name.clone()),
-                        (Cow::Borrowed("part"), AttributeValue::from(part)),
-                        (Cow::Borrowed("reason"), AttributeValue::from(reason)),
-                    ]
-                    .into(),
-                });
-            }
-            if any {
-                self.stats.intervals_attributed += 1;
-                if cpu.covered_ns < duration_ns {
-                    self.stats.intervals_partially_covered += 1;
-                }
-            } else {
-                self.stats.intervals_unattributed += 1;
-            }
-        }
-        if let Some(cgroups) = &mut self.cgroups {
-            let mut points = Vec::new();
-            let interval = IntervalToShare {
-                resource: &resource,
-                domain: &name,
-                start,
-                end,
-                parts: [("dynamic", cpu_dynamic_j), ("static", static_j)],
-            };
-            cgroups.attribute_cpu(&interval, cpu.total_weight, &self.outputs, &mut points);
-            for &(g, j) in &gpu_parts {
-                self.activity.weights_of(ActivityKind::Gpu(g), start, end);
-                let interval = IntervalToShare {
-                    resource: &resource,
-                    domain: &name,
-                    start,
-                    end,
-                    parts: [("dynamic", j), ("static", 0.0)],
-                };
-                cgroups.attribute_gpu(
-                    &interval,
-                    &self.activity.weights,
-                    &self.outputs,
-                    &mut points,
-                );
-            }
-            if !gpu_parts.is_empty() {
-                coalesce(&mut points);
-            }
-            out.extend(points);
-        }
-    }
-
-    /// The process level: shares by process activity, or unattributed.
-    fn attribute_to_processes(
-        &mut self,
-        di: usize,
-        coverage: crate::activity::Coverage,
-        (start, end): (Timestamp, Timestamp),
-        parts: [(&'static str, f64); 2],
-        out: &mut MeasurementBuffer,
-    ) {
-        let domain = &self.domains[di];
-        let duration_ns = end.unix_nanos() - start.unix_nanos();
-        let dynamic_j = parts[0].1;
-        if !(coverage.total_weight.is_finite() && coverage.total_weight > 0.0) {
-            let reason = if coverage.covered_ns == 0 {
-                "no_process_data"
-            } else {
-                "no_activity"
-            };
-            for (part, energy) in parts {
-                if energy > 0.0 {
-                    out.push(MeasurementPoint {
-                        timestamp: end,
-                        metric: self.outputs.unattributed_energy,
-                        resource: domain.resource.clone(),
-                        consumer: ResourceConsumer::LocalMachine,
-                        value: MeasurementValue::F64(energy),
-                        attributes: vec![
-                            (Cow::Borrowed("domain"), domain.name.clone()),
-                            (Cow::Borrowed("part"), AttributeValue::from(part)),
-                            (Cow::Borrowed("reason"), AttributeValue::from(reason)),
-                        ]
-                        .into(),
-                    });
-                }
-            }
-            self.stats.intervals_unattributed += 1;
-            if reason == "no_process_data" && should_log(self.stats.intervals_unattributed) {
-                log::warn!(
-                    "energy-attribution: no process data covers {} {} over an interval ending at {:.3} s; its {dynamic_j:.3} J dynamic energy is unattributed ({} intervals so far)",
-                    domain.resource,
-                    domain.name,
-                    end.unix_seconds_f64(),
-                    self.stats.intervals_unattributed
-                );
-            }
-            return;
-        }
-        self.stats.intervals_attributed += 1;
-        if coverage.covered_ns < duration_ns {
-            self.stats.intervals_partially_covered += 1;
-        }
-        let total = coverage.total_weight;
-        for &(pid, weight) in &self.activity.weights {
-            let share = weight / total;
-            for (part, energy) in parts {
-                if energy <= 0.0 {
-                    continue;
-                }
-                let mut attributes = Vec::with_capacity(3);
-                attributes.push((Cow::Borrowed("domain"), domain.name.clone()));
-                attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
-                if let Some((exe, _)) = self.exe_by_pid.get(&pid) {
-                    attributes.push((Cow::Borrowed("exe"), exe.clone()));
-                }
-                out.push(MeasurementPoint {
-                    timestamp: end,
-                    metric: self.outputs.attributed_energy,
-                    resource: domain.resource.clone(),
-                    consumer: ResourceConsumer::Process { pid },
-                    value: MeasurementValue::F64(energy * share),
-                    attributes: attributes.into(),
-                });
             }
         }
     }
@@ -1016,14 +576,7 @@ impl AttributionTransform {
         if let Some(cgroups) = &mut self.cgroups {
             cgroups.prune_before(cutoff);
         }
-        for log in &mut self.gpu_dynamic {
-            // Intervals ending at or before the cutoff overlap nothing to come.
-            if log.first_key_value().is_some_and(|(&end, _)| end <= cutoff) {
-                *log = log.split_off(&Timestamp::from_unix_nanos(
-                    cutoff.unix_nanos().saturating_add(1),
-                ));
-            }
-        }
+        self.gpu_dynamic.prune_before(cutoff);
         let before = self.activity.cpu.poll_count();
         self.activity.cpu.prune_before(cutoff);
         let mut pruned = before != self.activity.cpu.poll_count();
@@ -1034,7 +587,7 @@ impl AttributionTransform {
         }
         if pruned {
             self.activity.cache = None;
-            self.exe_by_pid.retain(|_, (_, seen)| *seen >= cutoff);
+            self.names.forget_before(cutoff);
         }
     }
 }
@@ -1046,7 +599,10 @@ impl Transform for AttributionTransform {
         ctx: &ElementContext,
     ) -> Result<(), TransformError> {
         if matches!(self.state, State::Unresolved) {
-            self.state = Self::resolve_inputs(ctx.metrics, self.config.attribute_node);
+            self.state = match Inputs::resolve(ctx.metrics, self.config.attribute_node) {
+                Some(inputs) => State::Active(inputs),
+                None => State::PassThrough,
+            };
             if let State::Active(inputs) = &self.state {
                 if inputs.cgroup_cpu_time.is_none() {
                     // No cgroups source: the level has nothing to share by.
@@ -1076,19 +632,7 @@ impl Transform for AttributionTransform {
         let state = std::mem::replace(&mut self.state, State::PassThrough);
         if let State::Active(inputs) = &state {
             self.attribute(inputs, true, buffer);
-            let s = &self.stats;
-            log::info!(
-                "energy-attribution: {} energy intervals attributed ({} only partly covered by CPU data), {} unattributed, {} without dynamic energy, {} not measured, {} with an unknown start; {} late energy points dropped, {} invalid energy values, {} invalid activity values",
-                s.intervals_attributed,
-                s.intervals_partially_covered,
-                s.intervals_unattributed,
-                s.intervals_without_dynamic_energy,
-                s.intervals_unmeasured,
-                s.energy_with_unknown_start,
-                s.energy_points_too_late,
-                s.invalid_energy_values,
-                s.invalid_activity_values
-            );
+            self.stats.log_summary();
         }
         self.state = state;
         Ok(())
