@@ -282,6 +282,16 @@ impl Transport for HttpTransport {
     }
 }
 
+/// A response header's value as text (`None` when absent or not visible
+/// ASCII), for every client of a ureq response (the outputs, Redfish).
+pub fn response_header<B>(response: &ureq::http::Response<B>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 impl HttpTransport {
     /// Sorts the server's response into an outcome: its status, its error
     /// message (redacted, shortened) from the error header or the body, its
@@ -289,13 +299,7 @@ impl HttpTransport {
     /// that responses can be tested and fuzzed without a server.
     pub fn outcome(&self, mut response: ureq::http::Response<ureq::Body>) -> SendOutcome {
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| response_header(&response, name);
         let content_type = header("Content-Type").unwrap_or_default();
         let retry_after = header("Retry-After").and_then(|v| parse_retry_after(&v));
         let header_message = self.target.error_header.and_then(header);

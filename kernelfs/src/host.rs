@@ -110,6 +110,19 @@ impl HostParams {
         }
     }
 
+    /// A simulated host for fixtures and simulations: USER_HZ 100, 4096-byte
+    /// pages, and an interval clock driven by hand through the returned
+    /// [`ManualClock`] (polls then see the intervals the test chooses).
+    pub fn simulated() -> (Self, ManualClock) {
+        let clock = ManualClock::new();
+        let host = Self {
+            clock_ticks_per_second: 100,
+            page_size_bytes: 4096,
+            clock: Arc::new(clock.clone()),
+        };
+        (host, clock)
+    }
+
     /// Online CPUs according to `sysconf`, used when /proc/stat cannot say.
     pub fn online_cpus_fallback() -> u32 {
         // SAFETY: sysconf only reads a configuration value.

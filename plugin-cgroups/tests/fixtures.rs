@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
@@ -18,7 +17,7 @@ use alumet::testing::fixture::{
     apply_snapshot, assert_cases_are, check_windows, with_case_overrides,
 };
 use alumet::testing::TestPipeline;
-use alumet_kernelfs::host::{HostParams, ManualClock};
+use alumet_kernelfs::host::HostParams;
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 
 const CASES: [&str; 7] = [
@@ -82,12 +81,7 @@ fn run_case_with(name: &str, names: toml::Table) {
     set(&mut table, "flush_interval", "24h");
     let config: CgroupsConfig = alumet::config::deserialize_config(table).unwrap();
 
-    let clock = ManualClock::new();
-    let host = HostParams {
-        clock_ticks_per_second: 100,
-        page_size_bytes: 4096,
-        clock: Arc::new(clock.clone()),
-    };
+    let (host, clock) = HostParams::simulated();
     let mut plugin = CgroupsPlugin::init(config).unwrap().with_host(host);
     let mut pipeline = TestPipeline::builder();
     pipeline

@@ -9,13 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
 use alumet::testing::series::{poll_index, series_totals, SeriesTotal};
 use alumet::testing::TestPipeline;
-use alumet_kernelfs::host::{HostParams, ManualClock};
+use alumet_kernelfs::host::HostParams;
 use plugin_cgroups::{CgroupsConfig, CgroupsPlugin};
 
 const POLLS: u64 = 30;
@@ -107,12 +106,7 @@ fn run(keep_zero: bool) -> Run {
         proc_root.path().display()
     ))
     .unwrap();
-    let clock = ManualClock::new();
-    let host = HostParams {
-        clock_ticks_per_second: 100,
-        page_size_bytes: 4096,
-        clock: Arc::new(clock.clone()),
-    };
+    let (host, clock) = HostParams::simulated();
     let mut plugin = CgroupsPlugin::init(config).unwrap().with_host(host);
     let mut pipeline = TestPipeline::thinned();
     pipeline

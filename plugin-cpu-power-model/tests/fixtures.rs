@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use alumet::plugin::PluginDefinition;
 use alumet::testing::fixture::{apply_snapshot, compare, read_expected, row_of, Row};
 use alumet::testing::{TestPipeline, TestResult};
 use plugin_cpu_power_model::{Config, CpuPowerModelPlugin};
-use plugin_procfs::host::{HostParams, ManualClock};
+use plugin_procfs::host::HostParams;
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 const CASES: [&str; 3] = [
@@ -104,12 +103,7 @@ fn run(name: &str, rapl: Rapl, force: bool) -> TestResult {
         toml::Value::String(root.path().to_str().unwrap().into()),
     );
     let procfs_config: ProcfsConfig = alumet::config::deserialize_config(table).unwrap();
-    let clock = ManualClock::new();
-    let host = HostParams {
-        clock_ticks_per_second: 100,
-        page_size_bytes: 4096,
-        clock: Arc::new(clock.clone()),
-    };
+    let (host, clock) = HostParams::simulated();
     let mut procfs = ProcfsPlugin::init(procfs_config).unwrap().with_host(host);
 
     let text = std::fs::read_to_string(case.join("config.toml")).unwrap();

@@ -23,7 +23,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
@@ -31,7 +30,7 @@ use alumet::testing::fixture::{
     apply_snapshot, assert_cases_are, check_windows, with_case_overrides,
 };
 use alumet::testing::TestPipeline;
-use plugin_procfs::host::{HostParams, ManualClock};
+use plugin_procfs::host::HostParams;
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 /// Every case directory; `all_fixture_directories_have_a_test` keeps this honest.
@@ -72,12 +71,7 @@ fn run_case(name: &str) {
     set(&mut table, "process_refresh_interval", "1s");
     let config: ProcfsConfig = alumet::config::deserialize_config(table).unwrap();
 
-    let clock = ManualClock::new();
-    let host = HostParams {
-        clock_ticks_per_second: 100,
-        page_size_bytes: 4096,
-        clock: Arc::new(clock.clone()),
-    };
+    let (host, clock) = HostParams::simulated();
     let mut plugin = ProcfsPlugin::init(config).unwrap().with_host(host);
     let mut pipeline = TestPipeline::builder();
     let target = case.join("exec_target");

@@ -12,13 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use alumet::measurement::Timestamp;
 use alumet::plugin::PluginDefinition;
 use alumet::testing::series::{poll_index, series_totals, SeriesTotal};
 use alumet::testing::TestPipeline;
-use plugin_procfs::host::{HostParams, ManualClock};
+use plugin_procfs::host::HostParams;
 use plugin_procfs::{ProcfsConfig, ProcfsPlugin};
 
 const POLLS: u64 = 40;
@@ -101,12 +100,7 @@ fn run(keep_zero: bool) -> Run {
     config.process_poll_interval = std::time::Duration::from_secs(86_400);
     config.flush_interval = std::time::Duration::from_secs(86_400);
     config.process_refresh_interval = std::time::Duration::from_secs(1);
-    let clock = ManualClock::new();
-    let host = HostParams {
-        clock_ticks_per_second: 100,
-        page_size_bytes: 4096,
-        clock: Arc::new(clock.clone()),
-    };
+    let (host, clock) = HostParams::simulated();
     let mut plugin = ProcfsPlugin::init(config).unwrap().with_host(host);
     let mut pipeline = TestPipeline::thinned();
     pipeline.start_plugin("procfs", &mut plugin).unwrap();

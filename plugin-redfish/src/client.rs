@@ -142,15 +142,8 @@ impl Transport for UreqTransport {
             }
         };
         let mut response = result.map_err(|e| self.failure(e))?;
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let auth_token = header("x-auth-token");
-        let location = header("location");
+        let auth_token = alumet_delivery::http::response_header(&response, "x-auth-token");
+        let location = alumet_delivery::http::response_header(&response, "location");
         let status = response.status().as_u16();
         let body = response
             .body_mut()

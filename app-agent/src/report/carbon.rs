@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::report::document::{CarbonLine, EnergyLine};
-use crate::report::node::NodeBreakdown;
-use crate::report::series::NODE_DOMAINS;
-use crate::report::series::{attribute, Aggregate, SeriesKey, CARBON_METRIC};
+use crate::report::document::{CarbonLine, EnergyLine, NodeBreakdown};
+use crate::report::series::{attribute, Aggregate, SeriesKey, CARBON_METRIC, NODE_DOMAINS};
 
 /// Domains whose energy is inside another line's (cores and uncore inside
 /// the package): left out of the carbon total.

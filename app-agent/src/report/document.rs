@@ -62,6 +62,40 @@ pub struct CarbonLine {
     pub intensity_source: String,
 }
 
+/// One part of the node.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct NodePart {
+    /// `cpu`, `memory`, `gpu` or `rest_of_node`.
+    pub part: String,
+    /// Energy over the run, J.
+    pub energy_j: f64,
+    /// The command's share, J, when known.
+    pub command_energy_j: Option<f64>,
+    /// Whether a part's figure is estimated (a CPU power model).
+    pub estimated: bool,
+}
+
+/// The node's energy, its parts and the command's share of each.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct NodeBreakdown {
+    /// The node meter's lines, e.g. "Whole node (hwmon acpi_power_meter/power1)".
+    pub source: String,
+    /// The metric of the node figure (`hwmon_consumed_energy`, `redfish_consumed_energy`).
+    pub metric: String,
+    /// Node energy over the run, J.
+    pub energy_j: f64,
+    /// Average power over the run, W.
+    pub average_power_w: f64,
+    /// CPU, memory, GPU (those measured or estimated), then the rest of the node.
+    pub parts: Vec<NodePart>,
+    /// J by which the components exceeded the node meter (the rest is then 0).
+    pub components_exceed_node_j: Option<f64>,
+    /// The command's share of the machine's CPU time (what its share of the rest of the node is).
+    pub command_cpu_share: Option<f64>,
+    /// The command's share of the node: the sum of its shares of the parts.
+    pub command_energy_j: Option<f64>,
+}
+
 /// One other metric of the report.
 #[derive(Debug, Serialize)]
 pub struct MetricLine {
@@ -155,7 +189,7 @@ pub struct Report {
     pub energy_unavailable: Vec<String>,
     /// The whole node split into CPU, memory, GPU and the rest of the node,
     /// when a node meter (hwmon, Redfish) measured.
-    pub node: Option<crate::report::node::NodeBreakdown>,
+    pub node: Option<NodeBreakdown>,
     /// Carbon of the machine's energy over the run, g CO2e: the node
     /// meter's where one measured, else top-level domains only (psys, else
     /// packages and DRAM; GPUs), an estimate only where nothing measured
@@ -203,6 +237,59 @@ fn format_grams(g: f64) -> String {
         format!("{g:.3} g")
     } else {
         format!("{:.3} mg", g * 1000.0)
+    }
+}
+
+impl NodeBreakdown {
+    /// The breakdown's lines in the text report.
+    pub fn write_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "   node: {:.2} J, {:.2} W average, measured by {}",
+            self.energy_j, self.average_power_w, self.source
+        );
+        for p in &self.parts {
+            let name = match p.part.as_str() {
+                "cpu" => "CPU",
+                "memory" => "memory",
+                "gpu" => "GPU",
+                _ => "rest of node",
+            };
+            let mut line = format!(
+                "     {:<13} {:>10.2} J{}",
+                name,
+                p.energy_j,
+                if p.estimated { " (estimated)" } else { "" }
+            );
+            if let Some(c) = p.command_energy_j {
+                let _ = write!(line, "   (command: {c:.2} J");
+                if p.part == "rest_of_node" {
+                    if let Some(s) = self.command_cpu_share {
+                        let _ = write!(line, ", its {:.1} % of the machine's CPU time", 100.0 * s);
+                    }
+                }
+                line.push(')');
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(over) = self.components_exceed_node_j {
+            let _ = writeln!(
+                out,
+                "     the components measured {over:.2} J more than the node meter (its averaging or a lag): the rest of the node is shown as 0, not negative"
+            );
+        }
+        if let Some(c) = self.command_energy_j {
+            let share = if self.energy_j > 0.0 {
+                100.0 * c / self.energy_j
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "     command's share of the node: {c:.2} J ({share:.0} %)"
+            );
+        }
     }
 }
 

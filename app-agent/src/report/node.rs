@@ -14,44 +14,8 @@
 //! a power-integrated meter lagging a counter), it is 0 and the report says
 //! by how much the components exceeded it.
 
-use serde::Serialize;
-
-use crate::report::document::EnergyLine;
+use crate::report::document::{EnergyLine, NodeBreakdown, NodePart};
 use crate::report::series::NODE_DOMAINS;
-
-/// One part of the node.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct NodePart {
-    /// `cpu`, `memory`, `gpu` or `rest_of_node`.
-    pub part: String,
-    /// Energy over the run, J.
-    pub energy_j: f64,
-    /// The command's share, J, when known.
-    pub command_energy_j: Option<f64>,
-    /// Whether a part's figure is estimated (a CPU power model).
-    pub estimated: bool,
-}
-
-/// The node's energy, its parts and the command's share of each.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct NodeBreakdown {
-    /// The node meter's lines, e.g. "Whole node (hwmon acpi_power_meter/power1)".
-    pub source: String,
-    /// The metric of the node figure (`hwmon_consumed_energy`, `redfish_consumed_energy`).
-    pub metric: String,
-    /// Node energy over the run, J.
-    pub energy_j: f64,
-    /// Average power over the run, W.
-    pub average_power_w: f64,
-    /// CPU, memory, GPU (those measured or estimated), then the rest of the node.
-    pub parts: Vec<NodePart>,
-    /// J by which the components exceeded the node meter (the rest is then 0).
-    pub components_exceed_node_j: Option<f64>,
-    /// The command's share of the machine's CPU time (what its share of the rest of the node is).
-    pub command_cpu_share: Option<f64>,
-    /// The command's share of the node: the sum of its shares of the parts.
-    pub command_energy_j: Option<f64>,
-}
 
 /// Which part of the node an energy line is, if it is a component.
 fn component_of(e: &EnergyLine) -> Option<&'static str> {
@@ -161,59 +125,6 @@ pub(crate) fn breakdown(
     })
 }
 
-impl NodeBreakdown {
-    /// The breakdown's lines in the text report.
-    pub fn write_text(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "   node: {:.2} J, {:.2} W average, measured by {}",
-            self.energy_j, self.average_power_w, self.source
-        );
-        for p in &self.parts {
-            let name = match p.part.as_str() {
-                "cpu" => "CPU",
-                "memory" => "memory",
-                "gpu" => "GPU",
-                _ => "rest of node",
-            };
-            let mut line = format!(
-                "     {:<13} {:>10.2} J{}",
-                name,
-                p.energy_j,
-                if p.estimated { " (estimated)" } else { "" }
-            );
-            if let Some(c) = p.command_energy_j {
-                let _ = write!(line, "   (command: {c:.2} J");
-                if p.part == "rest_of_node" {
-                    if let Some(s) = self.command_cpu_share {
-                        let _ = write!(line, ", its {:.1} % of the machine's CPU time", 100.0 * s);
-                    }
-                }
-                line.push(')');
-            }
-            let _ = writeln!(out, "{line}");
-        }
-        if let Some(over) = self.components_exceed_node_j {
-            let _ = writeln!(
-                out,
-                "     the components measured {over:.2} J more than the node meter (its averaging or a lag): the rest of the node is shown as 0, not negative"
-            );
-        }
-        if let Some(c) = self.command_energy_j {
-            let share = if self.energy_j > 0.0 {
-                100.0 * c / self.energy_j
-            } else {
-                0.0
-            };
-            let _ = writeln!(
-                out,
-                "     command's share of the node: {c:.2} J ({share:.0} %)"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,10 +176,6 @@ mod tests {
         );
         assert_eq!(b.command_energy_j, Some(97.0));
         assert_eq!(b.components_exceed_node_j, None);
-        let mut text = String::new();
-        b.write_text(&mut text);
-        assert!(text.contains("rest of node"), "{text}");
-        assert!(text.contains("25.0 % of the machine's CPU time"), "{text}");
     }
 
     #[test]
