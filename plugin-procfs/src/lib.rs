@@ -77,13 +77,15 @@ pub struct ProcfsConfig {
 
     /// Write every point to the outputs that store rows (default false):
     /// when false, CSV, InfluxDB and OTLP get deltas (CPU time, network
-    /// counters) only when not zero, and memory gauges when they moved by
-    /// `memory_change_threshold` or are `idle_process_memory_max_age` old;
+    /// counters, context switches) only when not zero, and gauges (memory,
+    /// task counts) when they moved by `memory_change_threshold` or are
+    /// `idle_process_memory_max_age` old;
     /// each series keeps its first and last point, and sums are the same.
     /// Prometheus and energy attribution always see every point.
     pub keep_zero: bool,
-    /// The relative change of a process's memory that is written at once
-    /// (default 0.01: 1 %); smaller changes wait for `idle_process_memory_max_age`.
+    /// The relative change of a gauge (a process's memory, the machine's
+    /// memory fields and task counts) that is written at once (default 0.01:
+    /// 1 %); smaller changes wait for `idle_process_memory_max_age`.
     pub memory_change_threshold: f64,
 }
 
@@ -235,7 +237,7 @@ impl ProcfsPlugin {
         (!self.config.keep_zero).then_some(Thinning::SkipZero)
     }
 
-    /// Memory gauges: written when they move, or every
+    /// Gauges (memory, task counts): written when they move, or every
     /// `idle_process_memory_max_age` (as often as an idle process is re-read).
     fn memory_thinning(&self) -> Option<Thinning> {
         (!self.config.keep_zero).then_some(Thinning::Gauge {
@@ -251,14 +253,14 @@ impl ProcfsPlugin {
     ) -> Result<(), PluginError> {
         use MetricKind::{Delta, Gauge};
         use ValueType::{F64, U64};
-        let (zero, none) = (self.skip_zero(), None);
+        let (zero, gauge) = (self.skip_zero(), self.memory_thinning());
         let ids = SystemMetricIds {
             cpu_time: metric(ctx, zero, "cpu_time", Unit::Second, F64, Delta, "CPU time spent in each state (attribute `state`), summed over the CPUs of the resource.")?,
-            context_switches: metric(ctx, none, "context_switches", count_unit("{switch}", "switches"), U64, Delta, "Context switches on the machine.")?,
-            processes_created: metric(ctx, none, "processes_created", count_unit("{process}", "processes"), U64, Delta, "Processes and threads created (forks and clones).")?,
-            tasks_running: metric(ctx, none, "tasks_running", count_unit("{task}", "tasks"), U64, Gauge, "Tasks runnable now.")?,
-            tasks_blocked: metric(ctx, none, "tasks_blocked", count_unit("{task}", "tasks"), U64, Gauge, "Tasks blocked on I/O now.")?,
-            system_memory: metric(ctx, none, "system_memory", Unit::Byte, U64, Gauge, "A /proc/meminfo field (attribute `field`), in bytes.")?,
+            context_switches: metric(ctx, zero, "context_switches", count_unit("{switch}", "switches"), U64, Delta, "Context switches on the machine.")?,
+            processes_created: metric(ctx, zero, "processes_created", count_unit("{process}", "processes"), U64, Delta, "Processes and threads created (forks and clones).")?,
+            tasks_running: metric(ctx, gauge, "tasks_running", count_unit("{task}", "tasks"), U64, Gauge, "Tasks runnable now.")?,
+            tasks_blocked: metric(ctx, gauge, "tasks_blocked", count_unit("{task}", "tasks"), U64, Gauge, "Tasks blocked on I/O now.")?,
+            system_memory: metric(ctx, gauge, "system_memory", Unit::Byte, U64, Gauge, "A /proc/meminfo field (attribute `field`), in bytes.")?,
             network_bytes: metric(ctx, zero, "network_bytes", Unit::Byte, U64, Delta, "Bytes received or sent (attribute `direction`) by a network interface.")?,
             network_packets: metric(ctx, zero, "network_packets", count_unit("{packet}", "packets"), U64, Delta, "Packets received or sent by a network interface.")?,
             network_errors: metric(ctx, zero, "network_errors", count_unit("{error}", "errors"), U64, Delta, "Receive or transmit errors of a network interface.")?,
@@ -382,8 +384,8 @@ impl PluginDefinition for ProcfsPlugin {
             ("watch_pids", "Pids to watch when watch_all = false."),
             ("watch_patterns", "Glob patterns (* and ?) on the process name or command line, e.g. \"python*\"."),
             ("watch_exec_tree", "Watch the process tree of the command run by `alumet-agent exec`."),
-            ("keep_zero", "Write every point to CSV, InfluxDB and OTLP (false: deltas only when not zero, memory when it moved or is idle_process_memory_max_age old; every series keeps its first and last point and every sum is the same; Prometheus and attribution always see every point)."),
-            ("memory_change_threshold", "Relative change of a process's memory written at once (0.01 = 1 %) when keep_zero = false."),
+            ("keep_zero", "Write every point to CSV, InfluxDB and OTLP (false: deltas only when not zero, gauges such as memory when they moved or are idle_process_memory_max_age old; every series keeps its first and last point and every sum is the same; Prometheus and attribution always see every point)."),
+            ("memory_change_threshold", "Relative change of a gauge (memory, task counts) written at once (0.01 = 1 %) when keep_zero = false."),
         ]
     }
 }
