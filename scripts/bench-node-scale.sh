@@ -200,7 +200,9 @@ awk -F, -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$HZ" -v hwm="$hwm
         printf "  peak RSS:   %.2f MiB\n", hwm / 1024
         printf "  RSS:        after 1 s %s MiB, 1 min %s MiB, 10 min %s MiB, end %s MiB\n", mib(r1s), mib(r1m), mib(r10m), mib(rend)
         if (minutes != "") printf "  RSS/minute:%s MiB\n", minutes
-        printf "  polls/s:    processes %.2f", np / wall
+        # With thinned rows (the default) a poll shows only where the memory
+        # of some process moved or aged: polls are counted with keep_zero.
+        printf "  polls/s:    processes %.2f%s", np / wall, (np / wall < 0.9) ? " (rows thinned: a lower bound; pass --set plugins.procfs.keep_zero=true to count polls)" : ""
         if (plugins ~ /rapl/) printf ", rapl %.2f (%d attributed_energy rows/s)", nr / wall, attributed / wall
         if (plugins ~ /cgroups/) printf ", cgroups %.2f (%d cgroups measured)", nc / wall, measured
         printf "\n"
