@@ -120,16 +120,27 @@ fn non_negative(raw: i128) -> Result<u64, Bad> {
     u64::try_from(raw).map_err(|_| Bad::Invalid(raw.to_string()))
 }
 
+/// A power, voltage or current register read as all ones is a firmware's
+/// "no reading" (0xFFFFFFFF; also 0xFFFF for the 16-bit registers of INA
+/// rails' volts and amps), not a value: 4 295 W would pass a server's
+/// `max_power_w`.
+fn not_all_ones(raw: u64, sixteen_bit: bool) -> Result<u64, Bad> {
+    if matches!(raw, 0xFFFF_FFFF | u64::MAX) || (sixteen_bit && raw == 0xFFFF) {
+        return Err(Bad::Invalid(format!("{raw} (all bits set: no reading)")));
+    }
+    Ok(raw)
+}
+
 impl Files {
     fn read(&mut self, buf: &mut ReadBuf, max_power_w: f64) -> Result<Value, Bad> {
         let watts = match self {
             Files::Energy(f) => return Ok(Value::Microjoules(non_negative(f.read(buf)?)?)),
             // µW
-            Files::Power(f) => non_negative(f.read(buf)?)? as f64 * 1e-6,
+            Files::Power(f) => not_all_ones(non_negative(f.read(buf)?)?, false)? as f64 * 1e-6,
             // mV × mA = µW
             Files::VoltageCurrent { voltage, current } => {
-                let mv = non_negative(voltage.read(buf)?)?;
-                let ma = non_negative(current.read(buf)?)?;
+                let mv = not_all_ones(non_negative(voltage.read(buf)?)?, true)?;
+                let ma = not_all_ones(non_negative(current.read(buf)?)?, true)?;
                 mv as f64 * ma as f64 * 1e-6
             }
         };
@@ -489,5 +500,26 @@ impl Source for HwmonSource {
             channel.poll(&ctx, &mut self.buf, into);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_ones_is_no_reading() {
+        assert!(
+            not_all_ones(4_294_967_295, false).is_err(),
+            "4 295 W of 0xFFFFFFFF"
+        );
+        assert!(not_all_ones(u64::MAX, false).is_err());
+        assert_eq!(
+            not_all_ones(65_535, false).ok(),
+            Some(65_535),
+            "65 mW may be real"
+        );
+        assert!(not_all_ones(65_535, true).is_err(), "a 16-bit INA register");
+        assert_eq!(not_all_ones(250_000_000, false).ok(), Some(250_000_000));
     }
 }
