@@ -78,6 +78,9 @@ fn sigterm_flushes_every_row_including_the_last_poll() {
             // Rows reach the file only at shutdown: the flush on SIGTERM is what is tested.
             "plugins.csv.flush_interval=\"1h\"",
             "plugins.csv.timestamp_format=\"unix_ns\"",
+            // Every point of every poll, so that a poll's rows are known
+            // (thinned gauges would be written only when they move).
+            "plugins.procfs.keep_zero=true",
         ],
     );
     std::thread::sleep(Duration::from_millis(1500));
