@@ -12,7 +12,8 @@ use super::Row;
 /// The per-poll gauge whose timestamps tell the polls of `procfs/system`.
 pub const POLL_METRIC: &str = "tasks_running";
 
-/// A configuration with procfs (system source every `interval_ms`) and csv.
+/// A configuration with procfs (system source every `interval_ms`, every
+/// point written: `keep_zero`) and csv.
 pub fn write_config(dir: &Path, interval_ms: u64) {
     write_config_with(dir, interval_ms, "");
 }
@@ -27,6 +28,8 @@ enabled = true
 system_poll_interval = "{interval_ms}ms"
 process_poll_interval = "1h"
 flush_interval = "50ms"
+# Every poll's rows: the polls are read back from `tasks_running`.
+keep_zero = true
 
 [plugins.csv]
 enabled = true
