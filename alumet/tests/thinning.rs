@@ -76,3 +76,70 @@ fn rows_are_thinned_for_stores_and_whole_for_an_output_that_opts_out() {
     assert_eq!(thinned("rows"), Some((whole.len() - rows.len()) as u64));
     assert_eq!(thinned("whole"), Some(0));
 }
+
+/// After a reopen (logrotate), an output's new file holds every series'
+/// first point again.
+#[test]
+fn a_reopened_output_starts_every_series_again() {
+    let rows = CollectingOutput::new();
+    let mut t = TestPipeline::builder();
+    let r = rows.clone();
+    t.plugin("src", |ctx| {
+        let metric = ctx.create_metric(
+            Metric::new(
+                "d",
+                Unit::Second,
+                ValueType::F64,
+                MetricKind::Delta,
+                "a delta",
+            )
+            .thinned(Thinning::SkipZero),
+        )?;
+        let source = FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
+            for pid in 0..10u32 {
+                buf.push(MeasurementPoint::new(
+                    ts,
+                    metric,
+                    Resource::LocalMachine,
+                    ResourceConsumer::Process { pid },
+                    0.0,
+                ));
+            }
+            Ok(())
+        });
+        ctx.add_source("s", Box::new(source), TestPipeline::manual_trigger());
+        Ok(())
+    })
+    .unwrap();
+    t.plugin("rows", |ctx| {
+        let options = OutputOptions {
+            flush_interval: None,
+            thinned: true,
+        };
+        ctx.add_output("out", Box::new(r), options);
+        Ok(())
+    })
+    .unwrap();
+    let running = t.start();
+    for _ in 0..5 {
+        running.trigger_all();
+    }
+    let wait = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rows.points().len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        rows.points().len()
+    };
+    assert_eq!(wait(10), 10, "only the first points");
+    running.handle().reopen_outputs().unwrap();
+    for _ in 0..3 {
+        running.trigger_all();
+    }
+    running.finish();
+    assert_eq!(
+        rows.points().len(),
+        20,
+        "the first points again after the reopen"
+    );
+}

@@ -385,7 +385,8 @@ fn a_restarted_csv_output_misses_no_point_measured_while_it_restarts() {
     };
     let config = |flush_ms: u64| {
         let text = format!(
-            "[plugins.procfs]\nenabled = true\nsystem_poll_interval = \"10ms\"\nprocess_poll_interval = \"1h\"\nflush_interval = \"10ms\"\n{}",
+            // keep_zero: every point is a row, so that rows can be counted against points.
+            "[plugins.procfs]\nenabled = true\nsystem_poll_interval = \"10ms\"\nprocess_poll_interval = \"1h\"\nflush_interval = \"10ms\"\nkeep_zero = true\n{}",
             section(flush_ms)
         );
         std::fs::write(dir.path().join("alumet-config.toml"), text).unwrap();

@@ -35,6 +35,9 @@ fn spawn_agent(dir: &Path, csv: &Path, port: u16) -> Child {
         "plugins.procfs.processes=false",
         "plugins.procfs.system_poll_interval=\"10ms\"",
         "plugins.procfs.flush_interval=\"100ms\"",
+        // Every raw point in the CSV, to recompute each aggregate from
+        // (thinned rows would leave out zeros and unchanged gauges).
+        "plugins.procfs.keep_zero=true",
         // `cpu_tme`: a typo, reported at start; it keeps nothing.
         "plugins.filter.filters=[{ outputs = [\"influxdb\"], keep = [{ metric = \"cpu_time\" }, { metric = \"system_memory\" }, { metric = \"cpu_tme\" }] }]",
         "plugins.aggregate.window=\"1s\"",

@@ -68,6 +68,11 @@ impl OutputRunner {
                     if !self.flush() || !self.reopen() {
                         return self.drain_after_failure();
                     }
+                    // A new file (logrotate) starts every series again: it
+                    // holds its own first points, as a file of its own should.
+                    if let Some(thinner) = &mut self.thinner {
+                        *thinner = Default::default();
+                    }
                     dirty = false;
                     last_flush = Instant::now();
                 }

@@ -457,6 +457,7 @@ pub fn status(handle: &PipelineHandle, plugins: &[String]) -> Value {
                 "name": o.name,
                 "written_points": o.written_points,
                 "written_batches": o.written_batches,
+                "thinned_points": o.thinned_points,
                 "retries": o.retries,
                 "dropped_points": o.dropped_points,
                 "queue_depth": o.queue_depth,

@@ -180,15 +180,16 @@ fn print_status(answer: &Value) {
         count(&answer["transform_queue_depth"])
     );
     println!(
-        "{:<32} {:>10} {:>12} {:>8} {:>10} {:>9}",
-        "OUTPUT", "WRITTEN", "BATCHES", "RETRIES", "DROPPED", "QUEUED"
+        "{:<32} {:>10} {:>12} {:>10} {:>8} {:>10} {:>9}",
+        "OUTPUT", "WRITTEN", "BATCHES", "THINNED", "RETRIES", "DROPPED", "QUEUED"
     );
     for o in answer["outputs"].as_array().into_iter().flatten() {
         println!(
-            "{:<32} {:>10} {:>12} {:>8} {:>10} {:>9}",
+            "{:<32} {:>10} {:>12} {:>10} {:>8} {:>10} {:>9}",
             o["name"].as_str().unwrap_or("?"),
             count(&o["written_points"]),
             count(&o["written_batches"]),
+            count(&o["thinned_points"]),
             count(&o["retries"]),
             count(&o["dropped_points"]),
             count(&o["queue_depth"])
