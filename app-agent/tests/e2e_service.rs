@@ -23,6 +23,8 @@ enabled = true
 system_poll_interval = "100ms"
 process_poll_interval = "200ms"
 flush_interval = "50ms"
+# Every point a row: the tests read polls back from rows.
+keep_zero = true
 
 [plugins.csv]
 enabled = true
