@@ -231,19 +231,7 @@ impl NodeAttribution<'_> {
                 }
             }
             for (part, reason, energy) in unattributed {
-                out.push(MeasurementPoint {
-                    timestamp: end,
-                    metric: outputs.unattributed_energy,
-                    resource: resource.clone(),
-                    consumer: ResourceConsumer::LocalMachine,
-                    value: MeasurementValue::F64(energy),
-                    attributes: vec![
-                        (Cow::Borrowed("domain"), name.clone()),
-                        (Cow::Borrowed("part"), AttributeValue::from(part)),
-                        (Cow::Borrowed("reason"), AttributeValue::from(reason)),
-                    ]
-                    .into(),
-                });
+                out.push(outputs.unattributed(end, resource, name, part, reason, energy));
             }
             if any {
                 stats.intervals_attributed += 1;

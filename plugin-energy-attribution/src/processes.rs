@@ -87,19 +87,7 @@ pub(crate) fn attribute(
         };
         for (part, energy) in parts {
             if energy > 0.0 {
-                out.push(MeasurementPoint {
-                    timestamp: end,
-                    metric: outputs.unattributed_energy,
-                    resource: resource.clone(),
-                    consumer: ResourceConsumer::LocalMachine,
-                    value: MeasurementValue::F64(energy),
-                    attributes: vec![
-                        (Cow::Borrowed("domain"), domain.clone()),
-                        (Cow::Borrowed("part"), AttributeValue::from(part)),
-                        (Cow::Borrowed("reason"), AttributeValue::from(reason)),
-                    ]
-                    .into(),
-                });
+                out.push(outputs.unattributed(end, resource, domain, part, reason, energy));
             }
         }
         stats.intervals_unattributed += 1;

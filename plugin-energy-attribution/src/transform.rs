@@ -310,22 +310,14 @@ impl AttributionTransform {
             if j.is_finite() && j > 0.0 {
                 self.stats.energy_with_unknown_start += 1;
                 let domain = &self.domains[index];
-                let mut point = MeasurementPoint {
-                    timestamp: p.timestamp,
-                    metric: self.outputs.unattributed_energy,
-                    resource: domain.resource.clone(),
-                    consumer: ResourceConsumer::LocalMachine,
-                    value: MeasurementValue::F64(j),
-                    attributes: vec![
-                        (Cow::Borrowed("domain"), domain.name.clone()),
-                        (Cow::Borrowed("part"), AttributeValue::from("total")),
-                        (
-                            Cow::Borrowed("reason"),
-                            AttributeValue::from("interval_start_unknown"),
-                        ),
-                    ]
-                    .into(),
-                };
+                let mut point = self.outputs.unattributed(
+                    p.timestamp,
+                    &domain.resource,
+                    &domain.name,
+                    "total",
+                    "interval_start_unknown",
+                    j,
+                );
                 for tag in &domain.tags {
                     point.attributes.push(tag.clone());
                 }
