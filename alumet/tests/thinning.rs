@@ -9,22 +9,27 @@ use alumet::metrics::*;
 use alumet::pipeline::*;
 use alumet::testing::{CollectingOutput, FnSource, TestPipeline};
 
+/// A delta metric whose zeros outputs that store rows leave out.
+fn thinned_delta(ctx: &mut PluginStartContext) -> Result<MetricId, MetricError> {
+    ctx.create_metric(
+        Metric::new(
+            "d",
+            Unit::Second,
+            ValueType::F64,
+            MetricKind::Delta,
+            "a delta",
+        )
+        .thinned(Thinning::SkipZero),
+    )
+}
+
 #[test]
 fn rows_are_thinned_for_stores_and_whole_for_an_output_that_opts_out() {
     let (rows, whole) = (CollectingOutput::new(), CollectingOutput::new());
     let mut t = TestPipeline::builder();
     let (r, w) = (rows.clone(), whole.clone());
     t.plugin("src", |ctx| {
-        let metric = ctx.create_metric(
-            Metric::new(
-                "d",
-                Unit::Second,
-                ValueType::F64,
-                MetricKind::Delta,
-                "a delta",
-            )
-            .thinned(Thinning::SkipZero),
-        )?;
+        let metric = thinned_delta(ctx)?;
         let mut poll = 0u32;
         let source = FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
             poll += 1;
@@ -85,16 +90,7 @@ fn a_reopened_output_starts_every_series_again() {
     let mut t = TestPipeline::builder();
     let r = rows.clone();
     t.plugin("src", |ctx| {
-        let metric = ctx.create_metric(
-            Metric::new(
-                "d",
-                Unit::Second,
-                ValueType::F64,
-                MetricKind::Delta,
-                "a delta",
-            )
-            .thinned(Thinning::SkipZero),
-        )?;
+        let metric = thinned_delta(ctx)?;
         let source = FnSource::new(move |buf: &mut MeasurementBuffer, ts| {
             for pid in 0..10u32 {
                 buf.push(MeasurementPoint::new(
