@@ -321,12 +321,128 @@ def http_seeds():
     }
 
 
+def read_or(path, default=b""):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def redfish_tree(root):
+    """A mockup as the redfish_documents input: `path NUL body NUL ...`,
+    each `redfish/v1/<path>/index.json` served as `/redfish/v1/<path>`
+    (the service root as `/redfish/v1/`)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(root, "redfish", "**", "index.json"), recursive=True)):
+        rel = "/" + os.path.relpath(os.path.dirname(path), root).replace(os.sep, "/")
+        if rel == "/redfish/v1":
+            rel += "/"
+        out += [rel.encode(), read_or(path)]
+    return out
+
+
+def redfish_seeds():
+    """The mockups, whole and one chassis at a time, with readings that
+    change between polls (a second body of the same path), and a chassis
+    with an energy sensor (the unit tests' shape of the Sensor schema)."""
+    seeds = []
+    for mockup in sorted(glob.glob(os.path.join(ROOT, "plugin-redfish/tests/mockups/*"))):
+        parts = redfish_tree(mockup)
+        seeds.append(b"\0".join(parts))
+        env = "/redfish/v1/Chassis/1U/EnvironmentMetrics"
+        later = []
+        for kwh, watts in [(100.001, 310.0), (100.002, 320.5), (3.0, 300.0), (3.0, 300.0)]:
+            later += [env.encode(), ('{"EnergykWh":{"Reading":%s},"PowerWatts":{"Reading":%s}}' % (kwh, watts)).encode()]
+        seeds.append(b"\0".join(parts + later))
+        power = "/redfish/v1/Chassis/2U/Power"
+        later = []
+        for watts in [150, 0, 480.25]:
+            later += [power.encode(), ('{"PowerControl":[{"PowerConsumedWatts":%s}]}' % watts).encode()]
+        seeds.append(b"\0".join(parts + later))
+    root = b'{"Chassis":{"@odata.id":"/redfish/v1/Chassis"},"Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}'
+    sensors = [
+        b"/redfish/v1/", root,
+        b"/redfish/v1/Chassis", b'{"Members":[{"@odata.id":"/redfish/v1/Chassis/1"}]}',
+        b"/redfish/v1/Chassis/1", b'{"Id":"1","ChassisType":"Blade","Sensors":{"@odata.id":"/redfish/v1/Chassis/1/Sensors"}}',
+        b"/redfish/v1/Chassis/1/Sensors", b'{"Members":[{"@odata.id":"/redfish/v1/Chassis/1/Sensors/PS1Energy"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Temp"},{"@odata.id":"/redfish/v1/Chassis/1/Sensors/Energy"}]}',
+        b"/redfish/v1/Chassis/1/Sensors/PS1Energy", b'{"Id":"PS1Energy","ReadingType":"EnergyJoules","PhysicalContext":"PowerSupply","Reading":1.0}',
+        b"/redfish/v1/Chassis/1/Sensors/Temp", b'{"Id":"Temp","ReadingType":"Temperature","Reading":30.0}',
+        b"/redfish/v1/Chassis/1/Sensors/Energy", b'{"Id":"Energy","ReadingType":"EnergyWh","PhysicalContext":"Chassis","Reading":100.0}',
+        b"/redfish/v1/Chassis/1/Sensors/Energy", b'{"Id":"Energy","ReadingType":"EnergyWh","PhysicalContext":"Chassis","Reading":100.5}',
+        b"/redfish/v1/Chassis/1/Sensors/Energy", b'{"Id":"Energy","ReadingType":"EnergyWh","PhysicalContext":"Chassis","Reading":101}',
+    ]
+    seeds.append(b"\0".join(sensors))
+    joules = [
+        b"/redfish/v1/", root,
+        b"/redfish/v1/Chassis", b'{"Members":[{"@odata.id":"/redfish/v1/Chassis/N"}]}',
+        b"/redfish/v1/Chassis/N", b'{"Id":"N","ChassisType":"StandAlone","EnvironmentMetrics":{"@odata.id":"/redfish/v1/Chassis/N/EnvironmentMetrics"}}',
+    ]
+    for j in [5000, 5000, 8000.5, 4000]:
+        joules += [b"/redfish/v1/Chassis/N/EnvironmentMetrics", b'{"EnergyJoules":{"Reading":%d},"PowerWatts":{"Reading":300}}' % j]
+    seeds.append(b"\0".join(joules))
+    return {"redfish_documents": seeds}
+
+
+def hwmon_seeds():
+    """The fixtures' devices in hwmon_values' layout (see
+    fuzz-targets/src/hwmon.rs): a device with power or V x I channels as
+    hwmon0, one with energy counters as hwmon1, the values of each poll
+    from the fixture's successive trees (sys0, sys1...)."""
+    seeds = []
+    for fixture in sorted(glob.glob(os.path.join(ROOT, "plugin-hwmon/tests/fixtures/*"))):
+        trees = sorted(glob.glob(os.path.join(fixture, "sys*")), key=lambda p: int(p.rsplit("sys", 1)[1]))
+        if not trees:
+            continue
+        rel = lambda d: os.path.relpath(d, trees[0])
+        devices = [os.path.dirname(n) for n in sorted(glob.glob(os.path.join(trees[0], "devices", "**", "name"), recursive=True))]
+        power = [d for d in devices if glob.glob(os.path.join(d, "power*_*")) or glob.glob(os.path.join(d, "in*_label"))]
+        energy = [d for d in devices if glob.glob(os.path.join(d, "energy*_input"))]
+        rails = [None]
+        for d in power:
+            if read_or(os.path.join(d, "name")).strip() == b"ina3221":
+                rails = [1, 2, 3]
+        for p_dev in power or [None]:
+            for e_dev in energy or [None]:
+                for rail in rails:
+                    def attr(dev, name):
+                        return read_or(os.path.join(dev, name)) if dev else b""
+                    slot = b""
+                    parent = p_dev.split("/hwmon/")[0].rsplit("/", 1)[1] if p_dev and "/hwmon/" in p_dev else ""
+                    if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", parent):
+                        slot = b"PCI_SLOT_NAME=" + parent.encode() + b"\n"
+                    label1 = attr(p_dev, "power1_oem_info") or attr(p_dev, "power1_label")
+                    parts = [
+                        attr(p_dev, "name"), attr(p_dev, "power1_average_interval"), label1,
+                        attr(p_dev, "power2_label"), attr(p_dev, "in%d_label" % rail) if rail else b"", slot,
+                        attr(e_dev, "name"), attr(e_dev, "energy1_label"), attr(e_dev, "energy2_label"),
+                    ]
+                    for tree in trees:
+                        def val(dev, *names):
+                            if not dev:
+                                return b""
+                            for n in names:
+                                v = read_or(os.path.join(tree, rel(dev), n), None)
+                                if v is not None:
+                                    return v
+                            return b""
+                        parts += [
+                            val(p_dev, "power1_average", "power1_input"), val(p_dev, "power2_input", "power2_average"),
+                            val(p_dev, "in%d_input" % rail) if rail else b"", val(p_dev, "curr%d_input" % rail) if rail else b"",
+                            val(e_dev, "energy1_input"), val(e_dev, "energy2_input"),
+                        ]
+                    seeds.append(b"\0".join(parts))
+    return {"hwmon_values": seeds}
+
+
 def main():
     seeds = {}
     seeds.update(config_seeds())
     seeds.update(http_seeds())
     seeds.update(kernel_seeds())
     seeds.update(workload_seeds())
+    seeds.update(redfish_seeds())
+    seeds.update(hwmon_seeds())
     wanted = sys.argv[1:] or sorted(seeds)
     for target in wanted:
         out = os.path.join(SEEDS, target)

@@ -16,14 +16,18 @@
 mod agent;
 mod config;
 mod http;
+mod hwmon;
 mod kernel;
+mod redfish;
 mod sysfs;
 mod workloads;
 
 pub use agent::{agent_config, control_request};
 pub use config::{carbon_intensity, plugin_config};
 pub use http::{influxdb_response, otlp_response, prometheus_request};
+pub use hwmon::hwmon_values;
 pub use kernel::{cgroup_path, cgroup_stat, mountinfo, proc_cgroup, proc_pid_stat, proc_stat};
+pub use redfish::redfish_documents;
 pub use sysfs::{rapl_sysfs, write_tree};
 pub use workloads::{
     cri_status, engine_api, kube_pod_list, kube_watch, slurm_environ, slurm_squeue,
@@ -55,4 +59,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("slurm_environ", slurm_environ),
     ("agent_config", agent_config),
     ("control_request", control_request),
+    ("redfish_documents", redfish_documents),
+    ("hwmon_values", hwmon_values),
 ];

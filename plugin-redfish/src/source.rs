@@ -178,12 +178,15 @@ impl Chassis {
             };
         let power = match &self.plan.power {
             Some(field) => {
+                // A power above what a node can draw is no reading: two
+                // readings of 1e308 W integrated to infinite joules (found
+                // by fuzzing, target redfish_documents).
                 let w = field
                     .read(resource_of(&field.path)?)
-                    .filter(|w| w.is_finite() && *w >= 0.0);
+                    .filter(|w| w.is_finite() && (0.0..=MAX_NODE_POWER_W).contains(w));
                 if w.is_none() && self.plan.energy.is_none() {
                     return Err(format!(
-                        "chassis {}: {} is not a power in watts",
+                        "chassis {}: {} is not a power in watts (0 to {MAX_NODE_POWER_W} W)",
                         self.plan.id, field.sensor
                     ));
                 }
@@ -545,6 +548,29 @@ mod tests {
         );
         assert!(s.failing.is_none());
         assert_eq!(poll(&mut s, 50.0), [(1, 200.0, None), (0, 2000.0, None)]);
+    }
+
+    #[test]
+    fn a_power_above_what_a_node_draws_is_no_reading() {
+        // Found by fuzzing (fuzz/regressions/redfish_documents/huge-power):
+        // two readings of 1e308 W integrated to an infinite energy.
+        let bmc = FakeBmc::new("u", "p");
+        let mut s = source(&bmc, None);
+        readings(&bmc, 0.0, 1e308);
+        assert!(poll(&mut s, 0.0).is_empty());
+        assert!(poll(&mut s, 10.0).is_empty());
+        assert_eq!(s.failing.map(|f| f.polls), Some(2));
+        readings(&bmc, 0.0, MAX_NODE_POWER_W + 1.0);
+        assert!(poll(&mut s, 20.0).is_empty());
+        readings(&bmc, 0.0, 200.0);
+        // The first power read: the start of the first interval.
+        assert_eq!(poll(&mut s, 30.0), [(1, 200.0, None), (0, 0.0, None)]);
+        assert!(s.failing.is_none());
+        assert_eq!(poll(&mut s, 40.0), [(1, 200.0, None), (0, 2000.0, None)]);
+        // Beside a counter, the counter's energy still counts; no gauge.
+        let mut s = source(&bmc, Some(EnergyUnit::KilowattHours));
+        readings(&bmc, 1.0, 1e308);
+        assert_eq!(poll(&mut s, 0.0), [(0, 0.0, None)]);
     }
 
     #[test]
