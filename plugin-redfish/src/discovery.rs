@@ -290,6 +290,25 @@ fn plan_chassis(
     Ok(plan)
 }
 
+/// Why one chassis's discovery stopped: the BMC as a whole (no answer,
+/// credentials refused, the time budget spent) stops the discovery; a
+/// resource of that chassis that answers an error status or not JSON only
+/// skips that chassis (one broken part of a BMC's tree must not cost the
+/// node's power).
+enum Skip {
+    Fatal(DiscoveryError),
+    Chassis(DiscoveryError),
+}
+
+fn skippable<T>(result: Result<T, DiscoveryError>) -> Result<T, Skip> {
+    result.map_err(|e| match e {
+        DiscoveryError::Fetch(FetchError::Status { .. } | FetchError::Json { .. }) => {
+            Skip::Chassis(e)
+        }
+        e => Skip::Fatal(e),
+    })
+}
+
 fn last_segment(path: &str) -> &str {
     path.trim_end_matches('/')
         .rsplit('/')
@@ -318,7 +337,16 @@ pub fn discover(
     let mut measured: HashMap<String, usize> = HashMap::new();
     let mut parent_of: HashMap<String, String> = HashMap::new();
     for member in w.members(collection)? {
-        let chassis = w.get(&member)?;
+        let chassis = match skippable(w.get(&member)) {
+            Ok(chassis) => chassis,
+            Err(Skip::Fatal(e)) => return Err(e),
+            Err(Skip::Chassis(e)) => {
+                found.skipped.push(format!(
+                    "chassis {member}: cannot be read ({e}); the others are measured"
+                ));
+                continue;
+            }
+        };
         let id = chassis
             .get("Id")
             .and_then(Value::as_str)
@@ -343,7 +371,16 @@ pub fn discover(
             ));
             continue;
         }
-        let plan = plan_chassis(&w, &chassis, &id, &chassis_type)?;
+        let plan = match skippable(plan_chassis(&w, &chassis, &id, &chassis_type)) {
+            Ok(plan) => plan,
+            Err(Skip::Fatal(e)) => return Err(e),
+            Err(Skip::Chassis(e)) => {
+                found.skipped.push(format!(
+                    "chassis {id}: a resource of it cannot be read ({e}); the others are measured"
+                ));
+                continue;
+            }
+        };
         if plan.energy.is_none() && plan.power.is_none() {
             found.skipped.push(format!(
                 "chassis {id}: no EnvironmentMetrics, energy sensor or Power reading"
@@ -418,6 +455,59 @@ mod tests {
         client.login().unwrap();
         let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
         discover(&client, &wanted, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_broken_chassis_is_skipped_with_a_line_and_the_others_measured() {
+        let bmc = bmc_with(&[
+            (
+                "1U",
+                json!({"Id": "1U", "ChassisType": "RackMount",
+                       "Power": {"@odata.id": "/redfish/v1/Chassis/1U/Power"}}),
+            ),
+            (
+                "2U",
+                json!({"Id": "2U", "ChassisType": "RackMount",
+                       "EnvironmentMetrics": {"@odata.id": "/redfish/v1/Chassis/2U/EnvironmentMetrics"}}),
+            ),
+        ]);
+        bmc.put(
+            "/redfish/v1/Chassis/1U/Power",
+            json!({"PowerControl": [{"PowerConsumedWatts": 250}]}),
+        );
+        // 2U's EnvironmentMetrics is not there (404), and a third member
+        // of the collection has no document at all.
+        bmc.put(
+            "/redfish/v1/Chassis",
+            json!({"Members": [
+                {"@odata.id": "/redfish/v1/Chassis/1U"},
+                {"@odata.id": "/redfish/v1/Chassis/2U"},
+                {"@odata.id": "/redfish/v1/Chassis/Gone"}
+            ]}),
+        );
+        let d = run(&bmc, &[]).unwrap();
+        let ids: Vec<&str> = d.plans.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["1U"]);
+        assert!(
+            d.skipped
+                .iter()
+                .any(|l| l.starts_with("chassis 2U: a resource of it cannot be read (HTTP 404")),
+            "{:?}",
+            d.skipped
+        );
+        assert!(
+            d.skipped
+                .iter()
+                .any(|l| l.starts_with("chassis /redfish/v1/Chassis/Gone: cannot be read")),
+            "{:?}",
+            d.skipped
+        );
+        // No answer at all stops the discovery: the BMC, not a chassis.
+        bmc.fault(Some(Err(crate::client::TransportError::Io(
+            "connection refused".into(),
+        ))));
+        let client = bmc.client("u", "p");
+        assert!(discover(&client, &[], Duration::from_secs(10)).is_err());
     }
 
     #[test]
