@@ -7,13 +7,11 @@
 //! activity at once, where every other domain is shared by one; it reads the
 //! transform's state through [`NodeAttribution`] and never the transform.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use alumet::measurement::{
-    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource,
-    ResourceConsumer, Timestamp,
+    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, Resource, Timestamp,
 };
 
 use crate::activity::{Activity, Coverage};
@@ -214,20 +212,15 @@ impl NodeAttribution<'_> {
                         continue;
                     }
                     any = true;
-                    let mut attributes = Vec::with_capacity(3);
-                    attributes.push((Cow::Borrowed("domain"), name.clone()));
-                    attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
-                    if let Some(exe) = names.get(pid) {
-                        attributes.push((Cow::Borrowed("exe"), exe.clone()));
-                    }
-                    out.push(MeasurementPoint {
-                        timestamp: end,
-                        metric: outputs.attributed_energy,
-                        resource: resource.clone(),
-                        consumer: ResourceConsumer::Process { pid },
-                        value: MeasurementValue::F64(energy),
-                        attributes: attributes.into(),
-                    });
+                    out.push(outputs.attributed_to_process(
+                        end,
+                        resource,
+                        name,
+                        part,
+                        pid,
+                        names.get(pid),
+                        energy,
+                    ));
                 }
             }
             for (part, reason, energy) in unattributed {

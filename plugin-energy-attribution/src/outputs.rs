@@ -20,6 +20,35 @@ pub struct OutputMetrics {
 }
 
 impl OutputMetrics {
+    /// An `attributed_energy` point: `energy` J of `domain`'s `part` that
+    /// process `pid` (named `exe` when known) used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attributed_to_process(
+        &self,
+        at: Timestamp,
+        resource: &Resource,
+        domain: &AttributeValue,
+        part: &'static str,
+        pid: u32,
+        exe: Option<&AttributeValue>,
+        energy: f64,
+    ) -> MeasurementPoint {
+        let mut attributes = Vec::with_capacity(3);
+        attributes.push((Cow::Borrowed("domain"), domain.clone()));
+        attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
+        if let Some(exe) = exe {
+            attributes.push((Cow::Borrowed("exe"), exe.clone()));
+        }
+        MeasurementPoint {
+            timestamp: at,
+            metric: self.attributed_energy,
+            resource: resource.clone(),
+            consumer: ResourceConsumer::Process { pid },
+            value: MeasurementValue::F64(energy),
+            attributes: attributes.into(),
+        }
+    }
+
     /// An `unattributed_energy` point: `energy` J of `domain`'s `part` that
     /// went to no one, and why (the machine as consumer).
     pub fn unattributed(

@@ -6,13 +6,9 @@
 //! The counterpart of `cgroups` for processes; whole nodes (`node`) share
 //! by CPU and GPU use together and only read the names from here.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
-use alumet::measurement::{
-    AttributeValue, MeasurementBuffer, MeasurementPoint, MeasurementValue, ResourceConsumer,
-    Timestamp,
-};
+use alumet::measurement::{AttributeValue, MeasurementBuffer, MeasurementPoint, Timestamp};
 
 use crate::activity::Coverage;
 use crate::cgroups::IntervalToShare;
@@ -113,20 +109,15 @@ pub(crate) fn attribute(
             if energy <= 0.0 {
                 continue;
             }
-            let mut attributes = Vec::with_capacity(3);
-            attributes.push((Cow::Borrowed("domain"), domain.clone()));
-            attributes.push((Cow::Borrowed("part"), AttributeValue::from(part)));
-            if let Some(exe) = names.get(pid) {
-                attributes.push((Cow::Borrowed("exe"), exe.clone()));
-            }
-            out.push(MeasurementPoint {
-                timestamp: end,
-                metric: outputs.attributed_energy,
-                resource: resource.clone(),
-                consumer: ResourceConsumer::Process { pid },
-                value: MeasurementValue::F64(energy * share),
-                attributes: attributes.into(),
-            });
+            out.push(outputs.attributed_to_process(
+                end,
+                resource,
+                domain,
+                part,
+                pid,
+                names.get(pid),
+                energy * share,
+            ));
         }
     }
 }
