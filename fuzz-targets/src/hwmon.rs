@@ -153,13 +153,7 @@ pub fn hwmon_values(data: &[u8]) {
         check_mapping(&driver, &name);
     }
 
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("a temporary directory");
+    let dir = crate::scratch_dir();
     let root = dir.path();
     for (path, content) in ATTRIBUTES.iter().zip(&attributes) {
         write(root, path, content);

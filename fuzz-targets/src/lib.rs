@@ -22,6 +22,18 @@ mod redfish;
 mod sysfs;
 mod workloads;
 
+/// A temporary directory for a target that writes a file tree at each
+/// run: on tmpfs where there is one (a run writes tens of files).
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("a temporary directory")
+}
+
 pub use agent::{agent_config, control_request};
 pub use config::{carbon_intensity, plugin_config};
 pub use http::{influxdb_response, otlp_response, prometheus_request};

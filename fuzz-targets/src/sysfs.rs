@@ -66,14 +66,7 @@ pub fn write_tree(root: &Path, data: &[u8]) {
 /// Whatever opens has readers for known domains, each with a finite
 /// positive bound on power.
 pub fn rapl_sysfs(data: &[u8]) {
-    // tmpfs where there is one: a run writes tens of files.
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("a temporary directory");
+    let dir = crate::scratch_dir();
     write_tree(dir.path(), data);
     let root = dir.path();
 
