@@ -11,4 +11,4 @@ pub mod metric;
 
 pub use counter::{CounterTruth, EnergyCounter, Reading, Transition, Unmeasured, Verdict, Wrap};
 pub use integrate::PowerIntegrator;
-pub use metric::{unmeasured_metric, UNMEASURED_METRIC_NAME};
+pub use metric::{unmeasured_metric, EnergyMetricIds, UNMEASURED_METRIC_NAME};

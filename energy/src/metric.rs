@@ -21,3 +21,16 @@ pub fn unmeasured_metric() -> Metric {
         "Time of the interval ending at the timestamp during which the energy sensor of the resource and domain did not measure (attribute reason: frozen, implausible, reset, invalid, unreadable; energy_metric: the energy metric it stands in for). No energy point is emitted for that interval.",
     )
 }
+
+/// The ids of the three metrics a power sensor's source emits: its energy
+/// (J, delta), its power (W, gauge) and `energy_unmeasured_time` (hwmon,
+/// redfish).
+#[derive(Debug, Clone, Copy)]
+pub struct EnergyMetricIds {
+    /// The energy metric (`hwmon_consumed_energy`, `redfish_consumed_energy`).
+    pub energy: alumet::metrics::MetricId,
+    /// The power metric (`hwmon_power`, `redfish_power`).
+    pub power: alumet::metrics::MetricId,
+    /// `energy_unmeasured_time`.
+    pub unmeasured: alumet::metrics::MetricId,
+}

@@ -30,16 +30,8 @@ use crate::discovery::{Channel, ChannelKind, Role};
 /// Joules per unit of an `energy*_input` counter (µJ).
 const JOULES_PER_MICROJOULE: f64 = 1e-6;
 
-/// The metrics the source emits.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceMetrics {
-    /// `hwmon_consumed_energy`.
-    pub energy: MetricId,
-    /// `hwmon_power`.
-    pub power: MetricId,
-    /// `energy_unmeasured_time`.
-    pub unmeasured: MetricId,
-}
+/// The metrics the source emits (the ids every power sensor's source has).
+pub use alumet_energy::EnergyMetricIds as SourceMetrics;
 
 /// A value read from a channel.
 #[derive(Debug, Clone, Copy, PartialEq)]

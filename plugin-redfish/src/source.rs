@@ -46,16 +46,8 @@ pub const MAX_NODE_POWER_W: f64 = 50_000.0;
 /// 0.001 kWh step takes 15 min below 4 W, which no node draws.
 pub const MIN_FREEZE_AFTER: Duration = Duration::from_secs(15 * 60);
 
-/// The metrics the source emits.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceMetrics {
-    /// `redfish_consumed_energy`.
-    pub energy: MetricId,
-    /// `redfish_power`.
-    pub power: MetricId,
-    /// `energy_unmeasured_time`.
-    pub unmeasured: MetricId,
-}
+/// The metrics the source emits (the ids every power sensor's source has).
+pub use alumet_energy::EnergyMetricIds as SourceMetrics;
 
 /// How a chassis's energy is known.
 enum Mode {
